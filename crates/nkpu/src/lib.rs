@@ -1,0 +1,1 @@
+//! The Network Unlock wire protocol (MS-NKPU). Work in progress.

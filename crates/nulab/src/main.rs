@@ -1,0 +1,2 @@
+//! The `nulab` command line. Work in progress.
+fn main() {}

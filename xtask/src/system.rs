@@ -1,0 +1,61 @@
+//! The system tools the tests use, and their installation on a fresh Debian machine.
+//!
+//! Tests that need a tool check for it themselves and, under `CI=true`, fail when it is missing;
+//! this module makes sure a fresh CI machine has them. One table, so that adding a tool for a
+//! new test is one line.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// (command the tests run, Debian package that provides it)
+const TOOLS: &[(&str, &str)] = &[("openssl", "openssl"), ("tshark", "tshark")];
+
+pub fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask: missing system tools ({}); install them with apt-get or run as root. \
+             Tests that need them skip locally and fail under CI=true.",
+            missing.join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    apt(&["update"])?;
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install)
+}
+
+fn apt(args: &[&str]) -> Result<()> {
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("could not start apt-get")?;
+    if !status.success() {
+        bail!("`apt-get {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0"))
+}
