@@ -8,13 +8,24 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// (command the tests run, Debian package that provides it)
-const TOOLS: &[(&str, &str)] = &[("openssl", "openssl"), ("tshark", "tshark")];
+/// What a test needs, and how to see that it is there.
+enum Check {
+    /// A command on PATH.
+    Command(&'static str),
+    /// A file (a header of a -dev package, for example).
+    File(&'static str),
+}
+
+/// (what must be present, the Debian package that provides it)
+const TOOLS: &[(Check, &str)] = &[
+    (Check::Command("openssl"), "openssl"),
+    (Check::Command("tshark"), "tshark"),
+];
 
 pub fn ensure_tools() -> Result<()> {
     let missing: Vec<&str> = TOOLS
         .iter()
-        .filter(|(cmd, _)| !on_path(cmd))
+        .filter(|(check, _)| !present(check))
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
@@ -47,7 +58,14 @@ fn apt(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-pub fn on_path(cmd: &str) -> bool {
+fn present(check: &Check) -> bool {
+    match check {
+        Check::Command(cmd) => on_path(cmd),
+        Check::File(path) => std::path::Path::new(path).is_file(),
+    }
+}
+
+fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file())
     })
