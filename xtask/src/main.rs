@@ -77,7 +77,15 @@ fn test(extra: &[String]) -> Result<()> {
 /// The README's main job: decode the real capture, then generate a certificate and run one
 /// request/reply exchange through the real codec and crypto.
 fn demo(extra: &[String]) -> Result<()> {
-    let mut args = vec!["run", "--quiet", "--release", "--package", "nulab", "--", "demo"];
+    let mut args = vec![
+        "run",
+        "--quiet",
+        "--release",
+        "--package",
+        "nulab",
+        "--",
+        "demo",
+    ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
 }

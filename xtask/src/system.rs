@@ -20,6 +20,9 @@ enum Check {
 const TOOLS: &[(Check, &str)] = &[
     (Check::Command("openssl"), "openssl"),
     (Check::Command("tshark"), "tshark"),
+    // The real-TPM feature (tss-esapi, built by `--all-features`) links against libtss2.
+    (Check::File("/usr/include/tss2/tss2_esys.h"), "libtss2-dev"),
+    (Check::Command("pkg-config"), "pkg-config"),
 ];
 
 pub fn ensure_tools() -> Result<()> {
@@ -66,9 +69,8 @@ fn present(check: &Check) -> bool {
 }
 
 fn on_path(cmd: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(cmd).is_file()))
 }
 
 fn is_root() -> bool {

@@ -1,2 +1,68 @@
-//! The `nulab` command line. Work in progress.
-fn main() {}
+//! `nulab`: the command line of the Network Unlock lab, for admins checking a certificate or a
+//! capture before they deploy, and for teachers showing what happens on the wire.
+//!
+//! Each subcommand lives in its own module and only parses arguments, calls a library crate and
+//! prints; `--json` gives machine output. Errors name the file (and line) they are about.
+
+mod packet;
+mod packet_input;
+mod packet_view;
+mod reply;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nulab",
+    version,
+    about = "BitLocker Network Unlock lab: certificates, packets, replies, demos",
+    long_about = "nulab simulates BitLocker Network Unlock for real: real DHCP packets, real \
+                  X.509 certificates, real RSA and AES. These commands check what you are about \
+                  to deploy and show what happens on the wire."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode Network Unlock packets from a capture, a hex dump or raw bytes
+    #[command(subcommand)]
+    Packet(packet::PacketCommand),
+    /// Seal or open a key protector reply (AES-256-CCM under the session key)
+    #[command(subcommand)]
+    Reply(reply::ReplyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Packet(cmd) => packet::run(cmd),
+        Command::Reply(cmd) => reply::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("nulab: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads FILE, or standard input for `-`.
+pub(crate) fn read_input(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
+    use anyhow::Context;
+    use std::io::Read;
+    if path.as_os_str() == "-" {
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading standard input")?;
+        return Ok(("<stdin>".into(), data));
+    }
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((path.display().to_string(), data))
+}

@@ -9,6 +9,7 @@ mod captures;
 mod exchange;
 mod malformed;
 mod roundtrip;
+mod tshark;
 
 use std::path::PathBuf;
 

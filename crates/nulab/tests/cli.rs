@@ -1,0 +1,225 @@
+//! The `nulab` binary, run as a user runs it: decode the real captures in every input form,
+//! seal and open replies, and fail with useful messages.
+
+// Test code may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn nulab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nulab"))
+        .args(args)
+        .output()
+        .expect("nulab runs")
+}
+
+fn nulab_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nulab"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nulab runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "nulab failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn capture(name: &str) -> String {
+    testkit::fixture(&format!("windows-captures/{name}"))
+        .display()
+        .to_string()
+}
+
+const THUMBPRINT: &str = "4ad038da813176acbd5caaae0fe3494b0d008159";
+
+#[test]
+fn decodes_the_v4_capture_as_text() {
+    let text = stdout(&nulab(&[
+        "packet",
+        "decode",
+        &capture("windows10-nkpu-request-v4.pcap"),
+    ]));
+    assert!(text.contains("DHCPv4"), "{text}");
+    assert!(text.contains("ciaddr         10.0.4.110"), "{text}");
+    assert!(text.contains("flags          0x8000 (broadcast)"), "{text}");
+    assert!(
+        text.contains("option  60  Vendor Class Identifier (9 bytes): \"BITLOCKER\""),
+        "{text}"
+    );
+    assert!(text.contains("option  43  Vendor-Specific Information (152 bytes): sub-option 1 (20 bytes), sub-option 2 (128 bytes)"), "{text}");
+    assert!(text.contains("option 125  V-I Vendor-Specific Information (135 bytes): enterprise 311, data length 130"), "{text}");
+    assert!(text.contains("Network Unlock request"), "{text}");
+    assert!(text.contains(THUMBPRINT), "{text}");
+    assert!(text.contains("542851c212ff0699"), "{text}");
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    stdout(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn json_for_both_captures_in_every_input_form() {
+    for (family, name) in [
+        ("dhcpv4", "windows10-nkpu-request-v4"),
+        ("dhcpv6", "windows10-nkpu-request-v6"),
+    ] {
+        let pcap = json_lines(&nulab(&[
+            "packet",
+            "decode",
+            "--json",
+            &capture(&format!("{name}.pcap")),
+        ]));
+        let hex = json_lines(&nulab(&[
+            "packet",
+            "decode",
+            "--json",
+            &capture(&format!("{name}.frame.hex")),
+        ]));
+        for packets in [&pcap, &hex] {
+            assert_eq!(packets.len(), 1);
+            let p = &packets[0];
+            assert_eq!(p["family"], family);
+            assert_eq!(p["nkpu"]["kind"], "request");
+            assert_eq!(p["nkpu"]["thumbprint"], THUMBPRINT);
+            assert_eq!(p["nkpu"]["key_protector"].as_str().unwrap().len(), 512);
+        }
+        assert_eq!(pcap[0]["nkpu"], hex[0]["nkpu"]);
+    }
+}
+
+/// The frame as Wireshark's "Copy as Hex Dump" gives it, on standard input.
+#[test]
+fn wireshark_hex_dump_on_stdin_and_bare_payload_as_raw_bytes() {
+    let text = std::fs::read_to_string(capture("windows10-nkpu-request-v4.frame.hex")).unwrap();
+    let frame = hex::decode(text.split_whitespace().collect::<String>()).unwrap();
+    let mut dump = String::new();
+    for (i, chunk) in frame.chunks(16).enumerate() {
+        let bytes: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+            .collect();
+        dump.push_str(&format!(
+            "{:04x}   {:<47}   {ascii}\n",
+            i * 16,
+            bytes.join(" ")
+        ));
+    }
+    let from_dump = json_lines(&nulab_stdin(
+        &["packet", "decode", "--json", "-"],
+        dump.as_bytes(),
+    ));
+    assert_eq!(from_dump[0]["layer"], "ethernet");
+    assert_eq!(from_dump[0]["nkpu"]["thumbprint"], THUMBPRINT);
+
+    // The bare DHCP payload: Ethernet (14) + IPv4 (20) + UDP (8) stripped, as raw bytes.
+    let bare = json_lines(&nulab_stdin(
+        &["packet", "decode", "--json", "-"],
+        &frame[42..],
+    ));
+    assert_eq!(bare[0]["layer"], "bare");
+    assert_eq!(bare[0]["nkpu"], from_dump[0]["nkpu"]);
+}
+
+#[test]
+fn an_ordinary_dhcp_packet_is_shown_but_not_network_unlock() {
+    let text = std::fs::read_to_string(capture("windows10-nkpu-request-v4.frame.hex")).unwrap();
+    let mut frame = hex::decode(text.split_whitespace().collect::<String>()).unwrap();
+    // Turn "BITLOCKER" into "MSFT 5.0\0"-like text: no longer a Network Unlock vendor class.
+    let at = frame.windows(9).position(|w| w == b"BITLOCKER").unwrap();
+    frame[at..at + 9].copy_from_slice(b"MSFT 5.0 ");
+    let packets = json_lines(&nulab_stdin(&["packet", "decode", "--json", "-"], &frame));
+    assert!(packets[0]["nkpu"].is_null());
+    assert!(
+        packets[0]["nkpu_error"]
+            .as_str()
+            .unwrap()
+            .contains("MSFT 5.0")
+    );
+    assert!(!packets[0]["dhcp"]["options"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn unreadable_input_fails_with_the_file_and_line() {
+    let out = nulab_stdin(&["packet", "decode", "-"], b"0000  ff ff\n0010  zz\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("<stdin>:2"), "{err}");
+
+    let out = nulab(&["packet", "decode", "/no/such/file.pcap"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.pcap"));
+}
+
+#[test]
+fn reply_seal_then_open_and_a_wrong_key_fails() {
+    let sk = "00".repeat(31) + "07";
+    let ck = "ab".repeat(32);
+    let sealed = stdout(&nulab(&[
+        "reply",
+        "seal",
+        "--session-key",
+        &sk,
+        "--client-key",
+        &ck,
+    ]));
+    let sealed = sealed.trim();
+    assert_eq!(sealed.len(), 120, "60 bytes in hex");
+    let opened = stdout(&nulab(&["reply", "open", "--session-key", &sk, sealed]));
+    assert_eq!(opened.trim(), ck);
+    // As the body of option 43 (sub-option 2, length 60), in JSON.
+    let json = stdout(&nulab(&[
+        "reply",
+        "open",
+        "--json",
+        "--session-key",
+        &sk,
+        &format!("023c{sealed}"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["client_key"], ck);
+
+    let wrong = "11".repeat(32);
+    let out = nulab(&["reply", "open", "--session-key", &wrong, sealed]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tag does not verify"));
+
+    let out = nulab(&[
+        "reply",
+        "seal",
+        "--session-key",
+        "abcd",
+        "--client-key",
+        &ck,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--session-key must be 32 bytes"));
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["packet", "--help"],
+        &["packet", "decode", "--help"],
+        &["reply", "seal", "--help"],
+        &["reply", "open", "--help"],
+    ] {
+        let text = stdout(&nulab(args));
+        assert!(text.contains("Usage"), "{args:?}: {text}");
+    }
+}
