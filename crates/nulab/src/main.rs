@@ -7,6 +7,7 @@
 mod packet;
 mod packet_input;
 mod packet_view;
+mod policy;
 mod reply;
 
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ enum Command {
     /// Decode Network Unlock packets from a capture, a hex dump or raw bytes
     #[command(subcommand)]
     Packet(packet::PacketCommand),
+    /// Check a subnet policy file (bde-network-unlock.ini) and what it decides
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Seal or open a key protector reply (AES-256-CCM under the session key)
     #[command(subcommand)]
     Reply(reply::ReplyCommand),
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Packet(cmd) => packet::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::Reply(cmd) => reply::run(cmd),
     };
     match result {

@@ -223,3 +223,82 @@ fn every_command_has_help() {
         assert!(text.contains("Usage"), "{args:?}: {text}");
     }
 }
+
+mod policy {
+    use super::*;
+
+    const CERT: &str = "2158a767e1c14e88e27a4c0aee111d2de2eafe60";
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn allow_deny_and_provider_stops_in_json() {
+        let file = write(&format!(
+            "[SUBNETS]\nOFFICE=10.185.250.0/24\n[{CERT}]\nOFFICE\n"
+        ));
+        let path = file.path().to_str().unwrap();
+        let check = |ip: &str| {
+            let out = nulab(&[
+                "policy",
+                "check",
+                path,
+                "--thumbprint",
+                CERT,
+                "--ip",
+                ip,
+                "--json",
+            ]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            (out.status.code(), v)
+        };
+        let (code, v) = check("10.185.250.9");
+        assert_eq!(code, Some(0));
+        assert_eq!(v["valid"], true);
+        assert_eq!(v["decision"], "allow");
+        assert!(v["reason"].as_str().unwrap().contains("OFFICE"));
+        let (code, v) = check("10.185.251.9");
+        assert_eq!(code, Some(3));
+        assert_eq!(v["decision"], "deny");
+        assert!(v["errors"].as_array().unwrap().is_empty());
+
+        let bad = write("[SUBNETS]\nENABLED=10.0.0.0/8\n");
+        let out = nulab(&[
+            "policy",
+            "check",
+            bad.path().to_str().unwrap(),
+            "--thumbprint",
+            CERT,
+            "--ip",
+            "10.0.0.1",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["valid"], false);
+        assert_eq!(v["decision"], "provider-stops");
+        assert_eq!(v["errors"][0]["line"], 2);
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ENABLED")
+        );
+    }
+
+    #[test]
+    fn text_output_names_file_and_line() {
+        let file = write(
+            "[SUBNETS]\nA=10.0.0.0/8\n[21 58 a7 67 e1 c1 4e 88 e2 7a 4c 0a ee 11 1d 2d e2 ea fe 60]\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let out = nulab(&["policy", "check", path]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("{path}:3: error:")), "{text}");
+        assert!(text.contains("without spaces"), "{text}");
+    }
+}
