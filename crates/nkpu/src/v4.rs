@@ -273,9 +273,6 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if op != BOOTREQUEST && op != BOOTREPLY {
         return Err(DecodeError::UnknownOpcode(op));
     }
-    if htype != 1 || hlen != 6 {
-        return Err(DecodeError::NotEthernet { htype, hlen });
-    }
     let header = dhcp::Message::from_bytes(&bytes[..OPTIONS_OFFSET]).map_err(|_| {
         DecodeError::Truncated {
             what: "DHCPv4 header",
@@ -291,7 +288,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if options::unique(&options, OPT_OVERLOAD.into())?.is_some() {
         return Err(DecodeError::OptionOverload);
     }
+    // Whether this is a Network Unlock message at all comes first: an ordinary DHCP packet of
+    // another link type is not ours, rather than malformed.
     check_vendor_class(&options)?;
+    if htype != 1 || hlen != 6 {
+        return Err(DecodeError::NotEthernet { htype, hlen });
+    }
     if let Some(message_type) = options::unique(&options, OPT_MESSAGE_TYPE.into())? {
         return Err(DecodeError::HasMessageType(
             message_type.first().copied().unwrap_or(0),

@@ -5,3 +5,4 @@
 //!   certificate and a client address.
 
 pub mod policy;
+pub mod provider;

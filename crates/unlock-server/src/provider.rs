@@ -1,0 +1,412 @@
+//! The unlock provider's request processing, sans-IO: bytes, the sender's address and `now` in;
+//! a reply to send, or a silent drop that is counted and logged, out.
+//!
+//! Processing order (PROTOCOL.md, "Server processing"):
+//! 1. The WDS service must be running and the provider registered; a stopped service answers
+//!    nothing, and neither does a provider whose `bde-network-unlock.ini` is invalid.
+//! 2. Anything that is not a Network Unlock request is ignored; anything malformed is dropped.
+//! 3. The thumbprint must name a certificate in the provider's store.
+//! 4. The subnet policy must allow the client's address.
+//! 5. The key protector must decrypt to exactly 64 bytes.
+//! 6. The reply: CK sealed under SK, sent back to the client.
+//!
+//! Every drop is silent on the wire, counted under a stable label ([`DropReason::label`]) and
+//! logged at debug level, as the WDS debug log would. Which address the subnet policy checks is
+//! not documented: nulab checks `ciaddr` for DHCPv4 (the address the client says it holds, equal
+//! to the source in the capture; a relayed request's source is the relay) and falls back to the
+//! source address when `ciaddr` is 0; for DHCPv6 it checks the source address.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use nkpu::{DecodeError, KeyProtectorReply, Message, ProviderKey, Thumbprint, v4, v6};
+
+use crate::policy::{self, Decision, Lint};
+
+/// A datagram that reached the provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub source: SocketAddr,
+    pub payload: &'a [u8],
+}
+
+/// A datagram the provider sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    ServiceStopped,
+    ProviderUnregistered,
+    /// The subnet policy file is invalid: the provider answers nobody.
+    PolicyInvalid,
+    /// An ordinary DHCP message (no `BITLOCKER` vendor class): not ours.
+    NotNetworkUnlock,
+    /// A reply, or something else a server never answers.
+    NotARequest,
+    Malformed(DecodeError),
+    UnknownCertificate(Thumbprint),
+    /// The certificate was in the store and has been removed (the seed: "seen as an error
+    /// condition").
+    CertificateRemoved(Thumbprint),
+    SubnetDenied(String),
+    CertificateDisabled(Thumbprint),
+    Undecryptable,
+    WrongPlaintextLength(usize),
+}
+
+impl DropReason {
+    /// The counter this drop is counted under.
+    pub fn label(&self) -> String {
+        match self {
+            DropReason::ServiceStopped => "service-stopped".into(),
+            DropReason::ProviderUnregistered => "provider-unregistered".into(),
+            DropReason::PolicyInvalid => "policy-invalid".into(),
+            DropReason::NotNetworkUnlock => "not-network-unlock".into(),
+            DropReason::NotARequest => "not-a-request".into(),
+            DropReason::Malformed(err) => format!("malformed.{}", err.reason()),
+            DropReason::UnknownCertificate(_) => "unknown-certificate".into(),
+            DropReason::CertificateRemoved(_) => "certificate-removed".into(),
+            DropReason::SubnetDenied(_) => "subnet-denied".into(),
+            DropReason::CertificateDisabled(_) => "certificate-disabled".into(),
+            DropReason::Undecryptable => "undecryptable".into(),
+            DropReason::WrongPlaintextLength(_) => "bad-plaintext-length".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropReason::ServiceStopped => f.write_str("the WDS service is stopped"),
+            DropReason::ProviderUnregistered => {
+                f.write_str("the Network Unlock provider is not registered with WDS")
+            }
+            DropReason::PolicyInvalid => f.write_str(
+                "bde-network-unlock.ini is invalid: the provider has failed and answers nothing",
+            ),
+            DropReason::NotNetworkUnlock => f.write_str("not a Network Unlock message"),
+            DropReason::NotARequest => f.write_str("not a Network Unlock request"),
+            DropReason::Malformed(err) => write!(f, "malformed request: {err}"),
+            DropReason::UnknownCertificate(t) => {
+                write!(f, "no certificate with thumbprint {t} in the store")
+            }
+            DropReason::CertificateRemoved(t) => write!(
+                f,
+                "certificate {t} was removed from the FVE_NKP store (an error condition, not a \
+                 supported way to turn Network Unlock off)"
+            ),
+            DropReason::SubnetDenied(why) => write!(f, "subnet policy: {why}"),
+            DropReason::CertificateDisabled(t) => {
+                write!(f, "certificate {t} is DISABLED in bde-network-unlock.ini")
+            }
+            DropReason::Undecryptable => {
+                f.write_str("the key protector does not decrypt under the certificate's key")
+            }
+            DropReason::WrongPlaintextLength(n) => {
+                write!(f, "the key protector decrypts to {n} bytes, not 64")
+            }
+        }
+    }
+}
+
+/// What happened to one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Replied {
+        thumbprint: Thumbprint,
+        client: IpAddr,
+        transmit: Transmit,
+    },
+    Dropped(DropReason),
+}
+
+/// A line of the provider's log, in the spirit of the WDS debug log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub at: Duration,
+    pub level: Level,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Error,
+}
+
+/// The state of the subnet policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PolicyState {
+    NoFile,
+    Loaded(Lint),
+}
+
+/// The Network Unlock provider on a WDS server.
+#[derive(Debug)]
+pub struct Provider {
+    certificates: BTreeMap<Thumbprint, ProviderKey>,
+    removed: BTreeSet<Thumbprint>,
+    policy: PolicyState,
+    service_running: bool,
+    registered: bool,
+    /// DHCPv6 server identifier (a DUID) for replies.
+    server_duid: Vec<u8>,
+    counters: BTreeMap<String, u64>,
+    log: Vec<LogLine>,
+}
+
+impl Provider {
+    /// A registered provider on a running WDS service, with no certificate and no policy file.
+    pub fn new(server_duid: Vec<u8>) -> Self {
+        Self {
+            certificates: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            policy: PolicyState::NoFile,
+            service_running: true,
+            registered: true,
+            server_duid,
+            counters: BTreeMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Adds a certificate's private key to the store (importing a `.pfx`).
+    pub fn add_certificate(&mut self, thumbprint: Thumbprint, key: ProviderKey) {
+        self.removed.remove(&thumbprint);
+        self.certificates.insert(thumbprint, key);
+    }
+
+    /// Removes a certificate from the store; requests for it are then dropped and logged as the
+    /// error condition the seed calls it.
+    pub fn remove_certificate(&mut self, thumbprint: &Thumbprint) -> bool {
+        let held = self.certificates.remove(thumbprint).is_some();
+        if held {
+            self.removed.insert(*thumbprint);
+        }
+        held
+    }
+
+    /// Removes the whole FVE_NKP store.
+    pub fn remove_certificate_store(&mut self) {
+        let all: Vec<Thumbprint> = self.certificates.keys().copied().collect();
+        for thumbprint in all {
+            self.remove_certificate(&thumbprint);
+        }
+    }
+
+    pub fn thumbprints(&self) -> impl Iterator<Item = &Thumbprint> {
+        self.certificates.keys()
+    }
+
+    /// Loads `bde-network-unlock.ini` (or removes it with `None`). An invalid file makes the
+    /// provider fail: it logs why and answers nothing until a valid file is loaded.
+    pub fn load_policy(&mut self, now: Duration, text: Option<&str>) {
+        match text {
+            None => {
+                self.policy = PolicyState::NoFile;
+                self.log(
+                    now,
+                    Level::Info,
+                    "no subnet policy file: no subnet restrictions".into(),
+                );
+            }
+            Some(text) => {
+                let lint = policy::lint(text);
+                if lint.policy.is_some() {
+                    self.log(now, Level::Info, "subnet policy file loaded".into());
+                } else {
+                    for problem in &lint.errors {
+                        self.log(
+                            now,
+                            Level::Error,
+                            format!("bde-network-unlock.ini {problem}"),
+                        );
+                    }
+                    self.log(
+                        now,
+                        Level::Error,
+                        "the subnet policy file is corrupted or invalid: the Network Unlock \
+                         provider has failed and will not respond to requests"
+                            .into(),
+                    );
+                }
+                self.policy = PolicyState::Loaded(lint);
+            }
+        }
+    }
+
+    pub fn set_service_running(&mut self, now: Duration, running: bool) {
+        self.service_running = running;
+        let what = if running { "started" } else { "stopped" };
+        self.log(now, Level::Info, format!("WDS service {what}"));
+    }
+
+    pub fn set_registered(&mut self, now: Duration, registered: bool) {
+        self.registered = registered;
+        let what = if registered {
+            "registered"
+        } else {
+            "unregistered"
+        };
+        self.log(now, Level::Info, format!("Network Unlock provider {what}"));
+    }
+
+    /// Counters by label (`replied`, `drop.<reason>`), in label order.
+    pub fn counters(&self) -> &BTreeMap<String, u64> {
+        &self.counters
+    }
+
+    pub fn counter(&self, label: &str) -> u64 {
+        self.counters.get(label).copied().unwrap_or(0)
+    }
+
+    /// Everything logged so far.
+    pub fn log_lines(&self) -> &[LogLine] {
+        &self.log
+    }
+
+    fn log(&mut self, at: Duration, level: Level, message: String) {
+        self.log.push(LogLine { at, level, message });
+    }
+
+    fn count(&mut self, label: String) {
+        *self.counters.entry(label).or_insert(0) += 1;
+    }
+
+    /// Processes one datagram received on port 67 (DHCPv4) or 547 (DHCPv6).
+    pub fn handle(&mut self, now: Duration, datagram: Received<'_>) -> Outcome {
+        match self.process(datagram) {
+            Ok((thumbprint, client, transmit)) => {
+                self.count("replied".into());
+                self.log(
+                    now,
+                    Level::Info,
+                    format!(
+                        "Network Unlock request from {client} with certificate {thumbprint}: \
+                         key returned to {}",
+                        transmit.destination
+                    ),
+                );
+                Outcome::Replied {
+                    thumbprint,
+                    client,
+                    transmit,
+                }
+            }
+            Err(reason) => {
+                self.count(format!("drop.{}", reason.label()));
+                let level = match reason {
+                    DropReason::CertificateRemoved(_) | DropReason::PolicyInvalid => Level::Error,
+                    _ => Level::Debug,
+                };
+                self.log(
+                    now,
+                    level,
+                    format!("dropped a datagram from {}: {reason}", datagram.source),
+                );
+                Outcome::Dropped(reason)
+            }
+        }
+    }
+
+    fn process(
+        &self,
+        datagram: Received<'_>,
+    ) -> Result<(Thumbprint, IpAddr, Transmit), DropReason> {
+        if !self.service_running {
+            return Err(DropReason::ServiceStopped);
+        }
+        if !self.registered {
+            return Err(DropReason::ProviderUnregistered);
+        }
+        let lint = match &self.policy {
+            PolicyState::NoFile => None,
+            PolicyState::Loaded(lint) if lint.policy.is_none() => {
+                return Err(DropReason::PolicyInvalid);
+            }
+            PolicyState::Loaded(lint) => Some(lint),
+        };
+        let message = if datagram.source.is_ipv4() {
+            v4::decode(datagram.payload)
+        } else {
+            v6::decode(datagram.payload)
+        };
+        let message = message.map_err(|err| {
+            if err.is_not_network_unlock() {
+                DropReason::NotNetworkUnlock
+            } else {
+                DropReason::Malformed(err)
+            }
+        })?;
+        let (thumbprint, key_protector, client) = match &message {
+            Message::V4Request(r) => {
+                let client = if r.ciaddr == Ipv4Addr::UNSPECIFIED {
+                    datagram.source.ip()
+                } else {
+                    IpAddr::V4(r.ciaddr)
+                };
+                (r.thumbprint, &r.key_protector, client)
+            }
+            Message::V6Request(r) => (r.thumbprint, &r.key_protector, datagram.source.ip()),
+            Message::V4Reply(_) | Message::V6Reply(_) => return Err(DropReason::NotARequest),
+        };
+        let Some(key) = self.certificates.get(&thumbprint) else {
+            return Err(if self.removed.contains(&thumbprint) {
+                DropReason::CertificateRemoved(thumbprint)
+            } else {
+                DropReason::UnknownCertificate(thumbprint)
+            });
+        };
+        match policy::decide(lint, &thumbprint, client) {
+            Some(Decision::Allow(_)) => {}
+            Some(Decision::Deny(policy::DenyReason::CertificateDisabled)) => {
+                return Err(DropReason::CertificateDisabled(thumbprint));
+            }
+            Some(Decision::Deny(why)) => return Err(DropReason::SubnetDenied(why.to_string())),
+            None => return Err(DropReason::PolicyInvalid),
+        }
+        let (ck, sk) = key.decrypt(key_protector).map_err(|err| match err {
+            nkpu::KeyProtectorError::WrongPlaintextLength(n) => DropReason::WrongPlaintextLength(n),
+            _ => DropReason::Undecryptable,
+        })?;
+        let sealed = KeyProtectorReply::seal(&sk, &ck);
+        let transmit = match &message {
+            Message::V4Request(request) => {
+                let reply = v4::Reply::answering(request, sealed);
+                Transmit {
+                    destination: v4_destination(request),
+                    payload: reply.encode(),
+                }
+            }
+            Message::V6Request(request) => {
+                let reply = v6::Reply::answering(request, self.server_duid.clone(), sealed);
+                Transmit {
+                    destination: SocketAddr::new(datagram.source.ip(), 546),
+                    payload: reply.encode(),
+                }
+            }
+            Message::V4Reply(_) | Message::V6Reply(_) => return Err(DropReason::NotARequest),
+        };
+        Ok((thumbprint, client, transmit))
+    }
+}
+
+/// Where a DHCPv4 reply goes: through the relay when there was one (`giaddr`), else broadcast
+/// when the client asked for it (Windows does; broadcast is the safe choice), else to `ciaddr`.
+fn v4_destination(request: &v4::Request) -> SocketAddr {
+    if request.giaddr != Ipv4Addr::UNSPECIFIED {
+        SocketAddr::new(request.giaddr.into(), 67)
+    } else if request.broadcast || request.ciaddr == Ipv4Addr::UNSPECIFIED {
+        SocketAddr::new(Ipv4Addr::BROADCAST.into(), 68)
+    } else {
+        SocketAddr::new(request.ciaddr.into(), 68)
+    }
+}

@@ -1,0 +1,345 @@
+//! The provider end to end at the byte level: a client's real request in, a real reply out (or a
+//! counted drop), for every rule of the processing order.
+
+// Test code may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use dhcproto::Encodable;
+use nkpu::{ClientKey, KeyProtector, Message, ProviderKey, SessionKey, Thumbprint, v4, v6};
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use rsa::pkcs8::DecodePrivateKey;
+use unlock_server::provider::{DropReason, Level, Outcome, Provider, Received};
+
+const T0: Duration = Duration::ZERO;
+
+fn key(name: &str) -> (ProviderKey, rsa::RsaPublicKey) {
+    let der = std::fs::read(format!(
+        "{}/../../fixtures/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    (
+        ProviderKey::from_pkcs8_der(&der).unwrap(),
+        rsa::RsaPrivateKey::from_pkcs8_der(&der)
+            .unwrap()
+            .to_public_key(),
+    )
+}
+
+const THUMB_A: Thumbprint = Thumbprint::from_bytes([0xaa; 20]);
+
+struct Client {
+    ck: ClientKey,
+    sk: SessionKey,
+    kp: KeyProtector,
+}
+
+fn client(public: &rsa::RsaPublicKey, seed: u64) -> Client {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let ck = ClientKey::random(&mut rng);
+    let sk = SessionKey::random(&mut rng);
+    let kp = KeyProtector::encrypt(public, &ck, &sk, &mut rng).unwrap();
+    Client { ck, sk, kp }
+}
+
+fn v4_request(c: &Client, thumbprint: Thumbprint, addr: Ipv4Addr) -> v4::Request {
+    v4::Request::after_lease(
+        9,
+        [2, 0, 0, 0, 0, 9],
+        addr,
+        Ipv4Addr::new(10, 0, 4, 97),
+        vec![],
+        thumbprint,
+        c.kp.clone(),
+    )
+}
+
+fn provider() -> (Provider, rsa::RsaPublicKey) {
+    let (key, public) = key("test-a-rsa2048.pk8");
+    let mut p = Provider::new(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
+    p.add_certificate(THUMB_A, key);
+    (p, public)
+}
+
+fn from(addr: Ipv4Addr) -> SocketAddr {
+    SocketAddr::new(addr.into(), 68)
+}
+
+#[test]
+fn answers_a_v4_request_by_broadcast_with_the_sealed_key() {
+    let (mut p, public) = provider();
+    let c = client(&public, 1);
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let bytes = v4_request(&c, THUMB_A, addr).encode();
+    let Outcome::Replied {
+        transmit,
+        client,
+        thumbprint,
+    } = p.handle(
+        T0,
+        Received {
+            source: from(addr),
+            payload: &bytes,
+        },
+    )
+    else {
+        panic!("no reply")
+    };
+    assert_eq!(thumbprint, THUMB_A);
+    assert_eq!(client, IpAddr::V4(addr));
+    assert_eq!(transmit.destination, "255.255.255.255:68".parse().unwrap());
+    let Message::V4Reply(reply) = v4::decode(&transmit.payload).unwrap() else {
+        panic!()
+    };
+    assert_eq!(reply.xid, 9);
+    assert_eq!(reply.reply.open(&c.sk).unwrap(), c.ck);
+    assert_eq!(p.counter("replied"), 1);
+}
+
+#[test]
+fn a_relayed_request_is_answered_through_the_relay() {
+    let (mut p, public) = provider();
+    let c = client(&public, 2);
+    let mut req = v4_request(&c, THUMB_A, Ipv4Addr::new(10, 0, 9, 20));
+    req.giaddr = Ipv4Addr::new(10, 0, 9, 1);
+    let bytes = req.encode();
+    let out = p.handle(
+        T0,
+        Received {
+            source: "10.0.9.1:67".parse().unwrap(),
+            payload: &bytes,
+        },
+    );
+    let Outcome::Replied {
+        transmit, client, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(transmit.destination, "10.0.9.1:67".parse().unwrap());
+    // The policy would check the client's own address, not the relay's.
+    assert_eq!(client, IpAddr::V4(Ipv4Addr::new(10, 0, 9, 20)));
+}
+
+#[test]
+fn answers_a_v6_request_with_a_server_identifier() {
+    let (mut p, public) = provider();
+    let c = client(&public, 3);
+    let req = v6::Request {
+        xid: [1, 2, 3],
+        client_id: vec![0, 4, 7],
+        elapsed: 0,
+        thumbprint: THUMB_A,
+        key_protector: c.kp.clone(),
+    };
+    let src: SocketAddr = "[fe80::1]:546".parse().unwrap();
+    let bytes = req.encode();
+    let Outcome::Replied { transmit, .. } = p.handle(
+        T0,
+        Received {
+            source: src,
+            payload: &bytes,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(transmit.destination, src);
+    let Message::V6Reply(reply) = v6::decode(&transmit.payload).unwrap() else {
+        panic!()
+    };
+    assert_eq!(reply.server_id, vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
+    assert_eq!(reply.reply.open(&c.sk).unwrap(), c.ck);
+}
+
+fn dropped(p: &mut Provider, bytes: &[u8], src: SocketAddr) -> DropReason {
+    match p.handle(
+        T0,
+        Received {
+            source: src,
+            payload: bytes,
+        },
+    ) {
+        Outcome::Dropped(reason) => reason,
+        other => panic!("expected a drop, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_and_removed_certificates_are_dropped_and_counted() {
+    let (mut p, public) = provider();
+    let c = client(&public, 4);
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let other = Thumbprint::from_bytes([0xbb; 20]);
+    let bytes = v4_request(&c, other, addr).encode();
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::UnknownCertificate(other)
+    );
+    assert_eq!(p.counter("drop.unknown-certificate"), 1);
+
+    p.remove_certificate_store();
+    let bytes = v4_request(&c, THUMB_A, addr).encode();
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::CertificateRemoved(THUMB_A)
+    );
+    let last = p.log_lines().last().unwrap();
+    assert_eq!(last.level, Level::Error);
+    assert!(last.message.contains("error condition"), "{}", last.message);
+}
+
+#[test]
+fn subnet_policy_allows_denies_disables_and_an_invalid_file_silences_everyone() {
+    let (mut p, public) = provider();
+    let c = client(&public, 5);
+    let inside = Ipv4Addr::new(10, 185, 250, 7);
+    let outside = Ipv4Addr::new(10, 185, 251, 7);
+    p.load_policy(
+        T0,
+        Some(&format!(
+            "[SUBNETS]\nOFFICE=10.185.250.0/24\n[{THUMB_A}]\nOFFICE\n"
+        )),
+    );
+    assert!(matches!(
+        p.handle(
+            T0,
+            Received {
+                source: from(inside),
+                payload: &v4_request(&c, THUMB_A, inside).encode()
+            }
+        ),
+        Outcome::Replied { .. }
+    ));
+    assert!(matches!(
+        dropped(
+            &mut p,
+            &v4_request(&c, THUMB_A, outside).encode(),
+            from(outside)
+        ),
+        DropReason::SubnetDenied(_)
+    ));
+    assert_eq!(p.counter("drop.subnet-denied"), 1);
+
+    p.load_policy(T0, Some(&format!("[{THUMB_A}]\nDISABLED\n")));
+    assert_eq!(
+        dropped(
+            &mut p,
+            &v4_request(&c, THUMB_A, inside).encode(),
+            from(inside)
+        ),
+        DropReason::CertificateDisabled(THUMB_A)
+    );
+
+    p.load_policy(T0, Some("[SUBNETS]\nENABLED=10.0.0.0/8\n"));
+    assert_eq!(
+        dropped(
+            &mut p,
+            &v4_request(&c, THUMB_A, inside).encode(),
+            from(inside)
+        ),
+        DropReason::PolicyInvalid
+    );
+    assert!(
+        p.log_lines()
+            .iter()
+            .any(|l| l.level == Level::Error && l.message.contains("line 2"))
+    );
+
+    p.load_policy(T0, None);
+    assert!(matches!(
+        p.handle(
+            T0,
+            Received {
+                source: from(outside),
+                payload: &v4_request(&c, THUMB_A, outside).encode()
+            }
+        ),
+        Outcome::Replied { .. }
+    ));
+}
+
+#[test]
+fn a_stopped_service_or_an_unregistered_provider_answers_nothing() {
+    let (mut p, public) = provider();
+    let c = client(&public, 6);
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let bytes = v4_request(&c, THUMB_A, addr).encode();
+    p.set_service_running(T0, false);
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::ServiceStopped
+    );
+    p.set_service_running(T0, true);
+    p.set_registered(T0, false);
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::ProviderUnregistered
+    );
+    p.set_registered(T0, true);
+    assert!(matches!(
+        p.handle(
+            T0,
+            Received {
+                source: from(addr),
+                payload: &bytes
+            }
+        ),
+        Outcome::Replied { .. }
+    ));
+}
+
+#[test]
+fn ordinary_dhcp_malformed_requests_and_foreign_key_protectors() {
+    let (mut p, public) = provider();
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    // An ordinary DHCPDISCOVER: not ours.
+    let mut discover = dhcproto::v4::Message::default();
+    discover
+        .opts_mut()
+        .insert(dhcproto::v4::DhcpOption::MessageType(
+            dhcproto::v4::MessageType::Discover,
+        ));
+    let bytes = discover.to_vec().unwrap();
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::NotNetworkUnlock
+    );
+
+    // Malformed: truncated inside option 43.
+    let c = client(&public, 7);
+    let full = v4_request(&c, THUMB_A, addr).encode();
+    let reason = dropped(&mut p, &full[..300], from(addr));
+    assert!(matches!(reason, DropReason::Malformed(_)), "{reason:?}");
+    assert!(
+        p.counters()
+            .keys()
+            .any(|k| k.starts_with("drop.malformed."))
+    );
+
+    // A key protector made for another certificate's key.
+    let (_, other_public) = key("test-b-rsa2048.pk8");
+    let foreign = client(&other_public, 8);
+    let bytes = v4_request(&foreign, THUMB_A, addr).encode();
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::Undecryptable
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_are_dropped_never_answered_never_a_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        v6 in any::<bool>(),
+    ) {
+        let (mut p, _) = provider();
+        let src: SocketAddr = if v6 { "[fe80::1]:546".parse().unwrap() } else { "10.0.0.1:68".parse().unwrap() };
+        let outcome = p.handle(T0, Received { source: src, payload: &bytes });
+        prop_assert!(matches!(outcome, Outcome::Dropped(_)));
+    }
+}
