@@ -23,7 +23,9 @@ pub fn require_tool(tool: &str) -> bool {
         !in_ci(),
         "`{tool}` is required under CI=true but is not on PATH (.ci/run should install it)"
     );
-    eprintln!("skipping: `{tool}` is not installed (install it, or run `cargo xtask install-deps`)");
+    eprintln!(
+        "skipping: `{tool}` is not installed (install it, or run `cargo xtask install-deps`)"
+    );
     false
 }
 
