@@ -1024,6 +1024,20 @@ impl Simulation {
                 |_| DropReason::NoRoute,
             );
         };
+        if let Target::One(to @ Attachment::Host { host, .. }) = target
+            && matches!(frame.sender, Attachment::Host { host: from, .. } if from == host)
+        {
+            // To one of the host's own addresses: loopback, never on the wire or in a capture.
+            self.stats.sent += 1;
+            let now = self.now;
+            let event = Event::Deliver {
+                segment: segment.0,
+                to,
+                unicast: true,
+                frame,
+            };
+            return self.schedule(now, event);
+        }
         frame.dst_mac = match target {
             Target::One(att) => self.mac_of(att),
             Target::Group { directed: Some(_) } => MacAddr::BROADCAST,
