@@ -20,6 +20,16 @@ const BOOTPS: u16 = 67;
 const BOOTPC: u16 = 68;
 
 impl Simulation {
+    /// Whether interface `iface` of `router` relays this group-addressed frame: a DHCPv4
+    /// broadcast to port 67 on an interface with helper addresses.
+    pub(crate) fn relays(&self, router: u32, iface: usize, frame: &Frame) -> bool {
+        frame.dst.is_ipv4()
+            && frame.dst.port() == BOOTPS
+            && !self.routers[router as usize].interfaces[iface]
+                .helpers
+                .is_empty()
+    }
+
     /// A frame reached interface `iface` of `router`.
     pub(crate) fn router_receive(&mut self, router: u32, iface: usize, frame: &Frame) {
         let IpAddr::V4(dst) = frame.dst.ip() else {
@@ -35,10 +45,7 @@ impl Simulation {
                 .directed_broadcast(dst)
                 .is_some();
         if is_group {
-            let relays = !self.routers[router as usize].interfaces[iface]
-                .helpers
-                .is_empty();
-            if relays && frame.dst.port() == BOOTPS {
+            if self.relays(router, iface, frame) {
                 self.relay_request(router, iface, frame);
             }
             return;
@@ -49,7 +56,7 @@ impl Simulation {
             .any(|i| i.addr.addr() == dst);
         if own {
             if frame.dst.port() == BOOTPS {
-                self.relay_reply(router, frame);
+                self.relay_reply(router, here, frame);
             } else {
                 self.note_drop(here, frame.src, frame.dst, frame.payload.len(), |_| {
                     DropReason::NoListener
@@ -178,7 +185,7 @@ impl Simulation {
     /// A server's reply to giaddr:67 reached the router: deliver it on the client's segment,
     /// as RFC 2131 section 4.1 says: to ciaddr if the client has one, broadcast if the client
     /// asked for it, else unicast to yiaddr at the client's hardware address.
-    fn relay_reply(&mut self, router: u32, frame: &Frame) {
+    fn relay_reply(&mut self, router: u32, here: Attachment, frame: &Frame) {
         let len = frame.payload.len();
         let refuse = |sim: &mut Simulation, at| {
             sim.note_drop(at, frame.src, frame.dst, len, |_| DropReason::RelayRefused);
@@ -187,8 +194,7 @@ impl Simulation {
         let Some(header) =
             BootpHeader::parse(&frame.payload).filter(|h| h.op() == bootp::BOOTREPLY)
         else {
-            let at = Attachment::Router { router, iface: 0 };
-            return refuse(self, at);
+            return refuse(self, here);
         };
         let giaddr = header.giaddr();
         let Some(out) = r
@@ -196,8 +202,7 @@ impl Simulation {
             .iter()
             .position(|i| i.addr.addr() == giaddr && !i.helpers.is_empty())
         else {
-            let at = Attachment::Router { router, iface: 0 };
-            return refuse(self, at);
+            return refuse(self, here);
         };
         let iface = &r.interfaces[out];
         let sender = Attachment::Router {

@@ -1147,7 +1147,14 @@ impl Simulation {
                 };
                 (NodeId::Host(HostId(host)), Some(service))
             }
-            Attachment::Router { router, .. } => (NodeId::Router(RouterId(router)), None),
+            Attachment::Router { router, iface } => {
+                // A router takes unicast addressed to it; of group traffic, only what its relay
+                // agent handles. Other broadcasts are not its business: no fault draw, no trace.
+                if !unicast && !self.relays(router, iface as usize, frame) {
+                    return false;
+                }
+                (NodeId::Router(RouterId(router)), None)
+            }
         };
         if faults && !self.faults.is_empty() {
             let fate = fault::decide(

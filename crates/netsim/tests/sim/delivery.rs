@@ -361,3 +361,77 @@ fn an_address_set_by_a_service_becomes_reachable() {
             .contains("leased/eth0 address set to 10.0.1.50/24")
     );
 }
+
+#[test]
+fn static_routes_cross_two_routers_and_broadcasts_nobody_hears_are_reported() {
+    // a (10.0.1.0/24) -- r1 -- transit (10.0.9.0/24) -- r2 -- c (10.0.3.0/24)
+    let mut sim = Simulation::new(8);
+    sim.enable_trace();
+    let a = sim.add_segment("a", SegmentConfig::default().ipv4(net("10.0.1.0/24")));
+    let transit = sim.add_segment("transit", SegmentConfig::default().ipv4(net("10.0.9.0/24")));
+    let c = sim.add_segment("c", SegmentConfig::default().ipv4(net("10.0.3.0/24")));
+    let r1 = sim.add_router("r1");
+    sim.add_router_interface(r1, a, net("10.0.1.1/24"))
+        .expect("iface");
+    sim.add_router_interface(r1, transit, net("10.0.9.1/24"))
+        .expect("iface");
+    sim.add_route(r1, net("10.0.3.0/24"), "10.0.9.2".parse().expect("ip"))
+        .expect("router");
+    let r2 = sim.add_router("r2");
+    sim.add_router_interface(r2, transit, net("10.0.9.2/24"))
+        .expect("iface");
+    sim.add_router_interface(r2, c, net("10.0.3.1/24"))
+        .expect("iface");
+    sim.add_route(r2, net("10.0.1.0/24"), "10.0.9.1".parse().expect("ip"))
+        .expect("router");
+
+    let near = sim.add_host("near");
+    sim.add_adapter(
+        near,
+        "eth0",
+        a,
+        AdapterConfig::static_ipv4(net("10.0.1.10/24")),
+    )
+    .expect("adapter");
+    let ping = Probe::listening(&[5000])
+        .sending(millis(1), "10.0.1.10:5000", "10.0.3.30:7", b"far away")
+        .sending(
+            millis(2),
+            "10.0.1.10:5000",
+            "255.255.255.255:4444",
+            b"anyone?",
+        );
+    sim.add_service(near, "ping", ping.install())
+        .expect("service");
+    let far = sim.add_host("far");
+    sim.add_adapter(
+        far,
+        "eth0",
+        c,
+        AdapterConfig::static_ipv4(net("10.0.3.30/24")),
+    )
+    .expect("adapter");
+    let echo = Probe::echoing(&[7]);
+    sim.add_service(far, "echo", echo.install())
+        .expect("service");
+    sim.run_until(secs(1));
+
+    assert_eq!(echo.log.payloads(), vec![b"far away".to_vec()]);
+    assert_eq!(ping.log.payloads(), vec![b"pong:far away".to_vec()]);
+    let trace = sim.trace_text();
+    assert!(
+        trace.contains("r1/transit forwarded 10.0.1.10:5000 -> 10.0.3.30:7"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("r2/c forwarded 10.0.1.10:5000 -> 10.0.3.30:7"),
+        "{trace}"
+    );
+    // The router on segment a relays nothing, so it does not count as a listener.
+    assert!(
+        trace.contains(
+            "near/eth0 dropped 10.0.1.10:5000 -> 255.255.255.255:4444, 7 bytes: no listener"
+        ),
+        "{trace}"
+    );
+}

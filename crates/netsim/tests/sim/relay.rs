@@ -219,3 +219,55 @@ fn an_interface_without_helpers_relays_nothing() {
     assert_eq!(n.wds.log.len(), 0);
     assert_eq!(n.client.log.len(), 0);
 }
+
+#[test]
+fn a_relay_refuses_what_is_not_a_dhcp_request() {
+    let mut sim = Simulation::new(11);
+    sim.enable_trace();
+    let clients = sim.add_segment("clients", SegmentConfig::default().ipv4(net("10.0.1.0/24")));
+    let servers = sim.add_segment("servers", SegmentConfig::default().ipv4(net("10.0.0.0/24")));
+    let router = sim.add_router("router");
+    let relay = sim
+        .add_router_interface(router, clients, net("10.0.1.1/24"))
+        .expect("iface");
+    sim.add_router_interface(router, servers, net("10.0.0.1/24"))
+        .expect("iface");
+    sim.set_relay(relay, vec![Ipv4Addr::new(10, 0, 0, 2)])
+        .expect("iface");
+    let client = sim.add_host("client");
+    sim.add_adapter(client, "eth0", clients, AdapterConfig::dhcp())
+        .expect("adapter");
+    let mut reply_not_request = discover(true);
+    reply_not_request[0] = 2;
+    let junk = Probe::default()
+        .sending(
+            millis(1),
+            "0.0.0.0:68",
+            "255.255.255.255:67",
+            b"not DHCP at all",
+        )
+        .sending(
+            millis(2),
+            "0.0.0.0:68",
+            "255.255.255.255:67",
+            &reply_not_request,
+        );
+    sim.add_service(client, "junk", junk.install())
+        .expect("service");
+    let server = sim.add_host("dhcp");
+    sim.add_adapter(
+        server,
+        "eth0",
+        servers,
+        AdapterConfig::static_ipv4(net("10.0.0.2/24")),
+    )
+    .expect("adapter");
+    let dhcp = Probe::listening(&[67]);
+    sim.add_service(server, "dhcp", dhcp.install())
+        .expect("service");
+    sim.run_until(secs(1));
+
+    assert_eq!(dhcp.log.len(), 0);
+    let trace = sim.trace_text();
+    assert_eq!(trace.matches("relay refused").count(), 2, "{trace}");
+}
