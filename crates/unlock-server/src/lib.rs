@@ -6,3 +6,4 @@
 
 pub mod policy;
 pub mod provider;
+pub mod service;

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nkpu::{DecodeError, KeyProtectorReply, Message, ProviderKey, Thumbprint, v4, v6};
@@ -152,7 +153,7 @@ enum PolicyState {
 /// The Network Unlock provider on a WDS server.
 #[derive(Debug)]
 pub struct Provider {
-    certificates: BTreeMap<Thumbprint, ProviderKey>,
+    certificates: BTreeMap<Thumbprint, Arc<ProviderKey>>,
     removed: BTreeSet<Thumbprint>,
     policy: PolicyState,
     service_running: bool,
@@ -178,10 +179,11 @@ impl Provider {
         }
     }
 
-    /// Adds a certificate's private key to the store (importing a `.pfx`).
-    pub fn add_certificate(&mut self, thumbprint: Thumbprint, key: ProviderKey) {
+    /// Adds a certificate's private key to the store (importing a `.pfx`). Keys are shared, so
+    /// a simulated server that restarts reloads them without parsing them again.
+    pub fn add_certificate(&mut self, thumbprint: Thumbprint, key: impl Into<Arc<ProviderKey>>) {
         self.removed.remove(&thumbprint);
-        self.certificates.insert(thumbprint, key);
+        self.certificates.insert(thumbprint, key.into());
     }
 
     /// Removes a certificate from the store; requests for it are then dropped and logged as the
@@ -271,6 +273,17 @@ impl Provider {
     /// Everything logged so far.
     pub fn log_lines(&self) -> &[LogLine] {
         &self.log
+    }
+
+    /// Logs an error of the shell around the provider (a port it cannot bind, a send that
+    /// failed).
+    pub fn note_error(&mut self, at: Duration, message: String) {
+        self.log(at, Level::Error, message);
+    }
+
+    /// Logs an event of the shell around the provider.
+    pub fn note_info(&mut self, at: Duration, message: String) {
+        self.log(at, Level::Info, message);
     }
 
     fn log(&mut self, at: Duration, level: Level, message: String) {
