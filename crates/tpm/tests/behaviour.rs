@@ -1,0 +1,308 @@
+//! One behavioural suite, written once, that every [`Tpm`] implementation must pass: the
+//! simulated TPM always, and a real TPM (swtpm, started per check on a free port) when the
+//! `real-tpm` feature is on.
+//!
+//! Time: the suite keeps a `now` for the simulated TPM and, for a real TPM, also sleeps, since a
+//! real TPM heals from lockout on its own clock.
+
+use std::time::Duration;
+
+use tpm::{
+    AuthValue, DictionaryAttackPolicy, PcrIndex, PcrSelection, PcrValue, SealPolicy, Tpm, TpmError,
+};
+
+/// The simulation clock of one check; for a real TPM, waiting really waits.
+struct Clock {
+    now: Duration,
+    real: bool,
+}
+
+impl Clock {
+    fn wait(&mut self, d: Duration) {
+        if self.real {
+            std::thread::sleep(d);
+        }
+        self.now += d;
+    }
+}
+
+fn pcr(index: u8) -> PcrIndex {
+    PcrIndex::new(index).expect("a valid PCR")
+}
+
+/// Runs every check on fresh TPMs from `make`. `real_time`: the TPM has its own clock.
+pub fn behavioural_suite<T: Tpm>(mut make: impl FnMut() -> T, real_time: bool) {
+    let clock = || Clock {
+        now: Duration::from_secs(1000),
+        real: real_time,
+    };
+    pcrs_extend_as_sha256_chains(&mut make());
+    seal_under_pcr7_and_pin_then_unseal(&mut make(), &mut clock());
+    a_wrong_pin_is_bad_authorization_and_counted(&mut make(), &mut clock());
+    an_extended_pcr_is_a_policy_failure(&mut make(), &mut clock());
+    pcr_only_sealing_needs_no_pin(&mut make(), &mut clock());
+    lockout_after_max_tries_then_recovery(&mut make(), &mut clock());
+    lockout_reset_by_the_administrator(&mut make(), &mut clock());
+    a_restart_resets_pcrs_and_keeps_sealed_secrets(&mut make(), &mut clock());
+    random_bytes_and_limits(&mut make());
+}
+
+fn pcrs_extend_as_sha256_chains<T: Tpm>(tpm: &mut T) {
+    let before = tpm.pcr_read(pcr(7)).expect("read PCR 7");
+    assert_eq!(before, PcrValue::default(), "PCR 7 starts at zero");
+    tpm.pcr_extend(pcr(7), &[0xab; 32]).expect("extend");
+    let after = tpm.pcr_read(pcr(7)).expect("read PCR 7");
+    assert_eq!(after, before.extended(&[0xab; 32]));
+    assert_eq!(
+        tpm.pcr_read(pcr(8)).expect("read PCR 8"),
+        PcrValue::default(),
+        "only PCR 7 changed"
+    );
+}
+
+fn seal_under_pcr7_and_pin_then_unseal<T: Tpm>(tpm: &mut T, clock: &mut Clock) {
+    tpm.pcr_extend(pcr(7), &[1; 32])
+        .expect("measure secure boot");
+    let pin = AuthValue::from_pin("246810");
+    let secret = [0x5a; 32];
+    let blob = tpm
+        .seal(
+            &secret,
+            &SealPolicy::pcrs_and_pin(PcrSelection::of(&[7]).expect("pcr"), pin.clone()),
+        )
+        .expect("seal");
+    let released = tpm.unseal(&blob, Some(&pin), clock.now).expect("unseal");
+    assert_eq!(released.as_slice(), &secret);
+    assert!(
+        !blob.as_bytes().windows(32).any(|w| w == secret),
+        "the secret is not in the clear"
+    );
+}
+
+fn a_wrong_pin_is_bad_authorization_and_counted<T: Tpm>(tpm: &mut T, clock: &mut Clock) {
+    tpm.set_dictionary_attack_policy(DictionaryAttackPolicy {
+        max_tries: 5,
+        recovery_time: Duration::from_secs(3600),
+    })
+    .expect("DA parameters");
+    let pin = AuthValue::from_pin("246810");
+    let blob = tpm
+        .seal(
+            b"volume key half",
+            &SealPolicy::pcrs_and_pin(PcrSelection::of(&[7]).expect("pcr"), pin.clone()),
+        )
+        .expect("seal");
+    assert_eq!(
+        tpm.unseal(&blob, Some(&AuthValue::from_pin("000000")), clock.now),
+        Err(TpmError::BadAuthorization { remaining: 4 })
+    );
+    assert_eq!(
+        tpm.unseal(&blob, None, clock.now),
+        Err(TpmError::BadAuthorization { remaining: 3 }),
+        "no PIN at all is a wrong PIN"
+    );
+    let status = tpm.lockout_status(clock.now).expect("status");
+    assert_eq!((status.failed_tries, status.locked_out), (2, false));
+    assert_eq!(
+        tpm.unseal(&blob, Some(&pin), clock.now)
+            .expect("right PIN")
+            .as_slice(),
+        b"volume key half"
+    );
+}
+
+fn an_extended_pcr_is_a_policy_failure<T: Tpm>(tpm: &mut T, clock: &mut Clock) {
+    let pin = AuthValue::from_pin("1234");
+    let blob = tpm
+        .seal(
+            &[7; 32],
+            &SealPolicy::pcrs_and_pin(PcrSelection::of(&[7]).expect("pcr"), pin.clone()),
+        )
+        .expect("seal");
+    // A firmware update measures something new into PCR 7.
+    tpm.pcr_extend(pcr(7), &[0xee; 32]).expect("extend");
+    assert_eq!(
+        tpm.unseal(&blob, Some(&pin), clock.now),
+        Err(TpmError::PolicyMismatch)
+    );
+    let status = tpm.lockout_status(clock.now).expect("status");
+    assert_eq!(
+        status.failed_tries, 0,
+        "a policy failure is not a PIN failure"
+    );
+}
+
+fn pcr_only_sealing_needs_no_pin<T: Tpm>(tpm: &mut T, clock: &mut Clock) {
+    tpm.pcr_extend(pcr(11), &[3; 32]).expect("extend");
+    let blob = tpm
+        .seal(&[9; 48], &SealPolicy::pcrs(PcrSelection::SECURE_BOOT))
+        .expect("seal");
+    assert_eq!(
+        tpm.unseal(&blob, None, clock.now)
+            .expect("unseal")
+            .as_slice(),
+        &[9; 48]
+    );
+    tpm.pcr_extend(pcr(11), &[4; 32]).expect("extend");
+    assert_eq!(
+        tpm.unseal(&blob, None, clock.now),
+        Err(TpmError::PolicyMismatch)
+    );
+}
+
+fn lock_out<T: Tpm>(tpm: &mut T, clock: &Clock, blob: &tpm::SealedBlob, max_tries: u32) {
+    for attempt in 1..=max_tries {
+        assert_eq!(
+            tpm.unseal(blob, Some(&AuthValue::from_pin("9999")), clock.now),
+            Err(TpmError::BadAuthorization {
+                remaining: max_tries - attempt
+            })
+        );
+    }
+}
+
+fn lockout_after_max_tries_then_recovery<T: Tpm>(tpm: &mut T, clock: &mut Clock) {
+    let recovery_time = Duration::from_secs(2);
+    tpm.set_dictionary_attack_policy(DictionaryAttackPolicy {
+        max_tries: 3,
+        recovery_time,
+    })
+    .expect("DA parameters");
+    let pin = AuthValue::from_pin("135790");
+    let blob = tpm
+        .seal(
+            &[1; 32],
+            &SealPolicy::pcrs_and_pin(PcrSelection::of(&[7]).expect("pcr"), pin.clone()),
+        )
+        .expect("seal");
+    lock_out(tpm, clock, &blob, 3);
+    assert_eq!(
+        tpm.unseal(&blob, Some(&pin), clock.now),
+        Err(TpmError::Lockout { recovery_time }),
+        "even the right PIN is refused during lockout"
+    );
+    let status = tpm.lockout_status(clock.now).expect("status");
+    assert!(status.locked_out);
+    assert_eq!(status.failed_tries, 3);
+    // A PCR-only secret does not use an authValue: lockout does not apply to it.
+    let pcr_only = tpm
+        .seal(
+            &[2; 32],
+            &SealPolicy::pcrs(PcrSelection::of(&[7]).expect("pcr")),
+        )
+        .expect("seal");
+    assert!(tpm.unseal(&pcr_only, None, clock.now).is_ok());
+    // One recovery period forgets one failure: below maxTries again.
+    clock.wait(recovery_time + Duration::from_millis(700));
+    assert_eq!(
+        tpm.unseal(&blob, Some(&pin), clock.now)
+            .expect("recovered")
+            .as_slice(),
+        &[1; 32]
+    );
+    let status = tpm.lockout_status(clock.now).expect("status");
+    assert!(!status.locked_out);
+    assert!(status.failed_tries < 3);
+}
+
+fn lockout_reset_by_the_administrator<T: Tpm>(tpm: &mut T, clock: &mut Clock) {
+    tpm.set_dictionary_attack_policy(DictionaryAttackPolicy {
+        max_tries: 2,
+        recovery_time: Duration::from_secs(86_400),
+    })
+    .expect("DA parameters");
+    let pin = AuthValue::from_pin("112233");
+    let blob = tpm
+        .seal(
+            &[3; 16],
+            &SealPolicy::pcrs_and_pin(PcrSelection::of(&[7]).expect("pcr"), pin.clone()),
+        )
+        .expect("seal");
+    lock_out(tpm, clock, &blob, 2);
+    assert!(matches!(
+        tpm.unseal(&blob, Some(&pin), clock.now),
+        Err(TpmError::Lockout { .. })
+    ));
+    tpm.reset_lockout().expect("lockout reset");
+    assert_eq!(
+        tpm.lockout_status(clock.now).expect("status").failed_tries,
+        0
+    );
+    assert!(tpm.unseal(&blob, Some(&pin), clock.now).is_ok());
+}
+
+fn a_restart_resets_pcrs_and_keeps_sealed_secrets<T: Tpm>(tpm: &mut T, clock: &mut Clock) {
+    tpm.set_dictionary_attack_policy(DictionaryAttackPolicy {
+        max_tries: 10,
+        recovery_time: Duration::from_secs(86_400),
+    })
+    .expect("DA parameters");
+    // Sealed against the zero value of PCR 7 (before any measurement of this boot).
+    let pin = AuthValue::from_pin("7777");
+    let blob = tpm
+        .seal(
+            &[4; 32],
+            &SealPolicy::pcrs_and_pin(PcrSelection::of(&[7]).expect("pcr"), pin.clone()),
+        )
+        .expect("seal");
+    assert!(
+        tpm.unseal(&blob, Some(&AuthValue::from_pin("0")), clock.now)
+            .is_err()
+    );
+    tpm.pcr_extend(pcr(7), &[5; 32]).expect("extend");
+    assert_eq!(
+        tpm.unseal(&blob, Some(&pin), clock.now),
+        Err(TpmError::PolicyMismatch)
+    );
+    match tpm.restart(clock.now) {
+        Err(TpmError::RestartUnsupported) => return,
+        other => other.expect("restart"),
+    }
+    assert_eq!(
+        tpm.pcr_read(pcr(7)).expect("read"),
+        PcrValue::default(),
+        "PCRs reset"
+    );
+    assert_eq!(
+        tpm.unseal(&blob, Some(&pin), clock.now)
+            .expect("unseal after reboot")
+            .as_slice(),
+        &[4; 32]
+    );
+    assert_eq!(
+        tpm.lockout_status(clock.now).expect("status").failed_tries,
+        1,
+        "the failure counter is non-volatile"
+    );
+}
+
+fn random_bytes_and_limits<T: Tpm>(tpm: &mut T) {
+    let a = tpm.get_random(64).expect("random");
+    let b = tpm.get_random(64).expect("random");
+    assert_eq!(a.len(), 64);
+    assert_ne!(a, b);
+    assert_eq!(
+        tpm.seal(&[0; 129], &SealPolicy::pcrs(PcrSelection::SECURE_BOOT)),
+        Err(TpmError::SecretTooLarge(129))
+    );
+    assert_eq!(
+        tpm.seal(&[0; 8], &SealPolicy::pcrs(PcrSelection::EMPTY)),
+        Err(TpmError::EmptyPolicy)
+    );
+}
+
+#[test]
+fn the_simulated_tpm_passes_the_suite() {
+    use rand_core::SeedableRng as _;
+    let mut seed = 0;
+    behavioural_suite(
+        || {
+            seed += 1;
+            tpm::SimulatedTpm::manufacture(
+                &mut rand_chacha::ChaCha20Rng::seed_from_u64(seed),
+                DictionaryAttackPolicy::default(),
+            )
+        },
+        false,
+    );
+}
