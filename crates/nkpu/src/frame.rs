@@ -4,7 +4,8 @@
 //! Tools and tests hand nulab bytes from many sources (pcap files, Wireshark hex dumps, `tcpdump
 //! -x`); this module peels the Ethernet, IP and UDP layers off so the codec sees the UDP body,
 //! and says which family it is. It reads only what it needs: no checksums are verified, IPv4
-//! fragments and exotic IPv6 extension headers are refused with a reason.
+//! fragments and exotic IPv6 extension headers are refused with a reason. Building frames (for
+//! captures) is the simulator's: `netsim::wire`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -224,98 +225,6 @@ pub fn decode(located: &Located<'_>) -> Result<crate::Message, crate::DecodeErro
     }
 }
 
-/// Wraps a DHCP payload in UDP, IPv4 or IPv6 (by the addresses' family) and Ethernet II, with
-/// correct IPv4 header and UDP checksums: the inverse of [`locate`], for writing captures that
-/// Wireshark and tshark dissect. Returns `None` if the two addresses are of different families
-/// or the payload does not fit one IP packet.
-pub fn build_ethernet_udp(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: SocketAddr,
-    dst: SocketAddr,
-    payload: &[u8],
-) -> Option<Vec<u8>> {
-    let udp_len = u16::try_from(8 + payload.len()).ok()?;
-    let mut udp = Vec::with_capacity(usize::from(udp_len));
-    udp.extend_from_slice(&src.port().to_be_bytes());
-    udp.extend_from_slice(&dst.port().to_be_bytes());
-    udp.extend_from_slice(&udp_len.to_be_bytes());
-    udp.extend_from_slice(&[0, 0]);
-    udp.extend_from_slice(payload);
-
-    let mut frame = Vec::with_capacity(14 + 40 + udp.len());
-    frame.extend_from_slice(&dst_mac);
-    frame.extend_from_slice(&src_mac);
-    match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = u16::try_from(20 + udp.len()).ok()?;
-            let mut pseudo = Vec::with_capacity(12 + udp.len());
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&[0, UDP]);
-            pseudo.extend_from_slice(&udp_len.to_be_bytes());
-            pseudo.extend_from_slice(&udp);
-            let sum = match internet_checksum(&pseudo) {
-                0 => 0xffff,
-                sum => sum,
-            };
-            udp[6..8].copy_from_slice(&sum.to_be_bytes());
-            let mut ip = [0u8; 20];
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&total.to_be_bytes());
-            ip[8] = 128; // TTL as Windows sends it
-            ip[9] = UDP;
-            ip[12..16].copy_from_slice(&s.octets());
-            ip[16..20].copy_from_slice(&d.octets());
-            let header_sum = internet_checksum(&ip);
-            ip[10..12].copy_from_slice(&header_sum.to_be_bytes());
-            frame.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-            frame.extend_from_slice(&ip);
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut pseudo = Vec::with_capacity(40 + udp.len());
-            pseudo.extend_from_slice(&s.octets());
-            pseudo.extend_from_slice(&d.octets());
-            pseudo.extend_from_slice(&u32::from(udp_len).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, UDP]);
-            pseudo.extend_from_slice(&udp);
-            let sum = match internet_checksum(&pseudo) {
-                0 => 0xffff,
-                sum => sum,
-            };
-            udp[6..8].copy_from_slice(&sum.to_be_bytes());
-            let mut ip = [0u8; 40];
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
-            ip[6] = UDP;
-            ip[7] = 1; // hop limit: link-local multicast
-            ip[8..24].copy_from_slice(&s.octets());
-            ip[24..40].copy_from_slice(&d.octets());
-            frame.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-            frame.extend_from_slice(&ip);
-        }
-        _ => return None,
-    }
-    frame.extend_from_slice(&udp);
-    Some(frame)
-}
-
-/// The Internet checksum (RFC 1071): the ones' complement of the ones' complement sum.
-pub fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = bytes.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,55 +239,6 @@ mod tests {
         tcp[0] = 0x45;
         tcp[9] = 6;
         assert_eq!(locate(&tcp), Err(FrameError::NotUdp(6)));
-    }
-
-    #[test]
-    fn built_frames_are_found_again_with_valid_checksums() {
-        let v4 = build_ethernet_udp(
-            [2, 0, 0, 0, 0, 1],
-            [0xff; 6],
-            "10.0.4.110:68".parse().unwrap(),
-            "255.255.255.255:67".parse().unwrap(),
-            b"payload",
-        )
-        .unwrap();
-        let found = locate(&v4).unwrap();
-        assert_eq!(found.outer, Outer::Ethernet);
-        assert_eq!(found.family, Family::V4);
-        assert_eq!(found.payload, b"payload");
-        // A correct IPv4 header sums to zero with its checksum in place.
-        assert_eq!(internet_checksum(&v4[14..34]), 0);
-
-        let v6 = build_ethernet_udp(
-            [2, 0, 0, 0, 0, 1],
-            [0x33, 0x33, 0, 1, 0, 2],
-            "[fe80::1]:546".parse().unwrap(),
-            "[ff02::1:2]:547".parse().unwrap(),
-            b"six",
-        )
-        .unwrap();
-        assert_eq!(locate(&v6).unwrap().payload, b"six");
-        assert!(
-            build_ethernet_udp(
-                [0; 6],
-                [0; 6],
-                "10.0.0.1:68".parse().unwrap(),
-                "[::1]:67".parse().unwrap(),
-                b""
-            )
-            .is_none()
-        );
-    }
-
-    #[test]
-    fn the_windows_capture_checksums_verify_with_our_checksum() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/windows-captures/windows10-nkpu-request-v4.frame.hex"
-        ))
-        .unwrap();
-        let frame = hex::decode(text.split_whitespace().collect::<String>()).unwrap();
-        assert_eq!(internet_checksum(&frame[14..34]), 0);
     }
 
     proptest! {

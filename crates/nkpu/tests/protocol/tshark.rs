@@ -3,28 +3,55 @@
 //! options 16 and 17 of the lengths PROTOCOL.md gives.
 
 use std::process::Command;
-use std::time::Duration;
 
+use netsim::wire::{self, CapturedFrame};
+use netsim::{Bytes, MacAddr, SimTime};
 use nkpu::{KeyProtector, KeyProtectorReply, Thumbprint, frame, v4, v6};
-use pcap_file::DataLink;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 
-fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
-    let file = std::fs::File::create(path).unwrap();
-    let header = PcapHeader {
-        datalink: DataLink::ETHERNET,
-        ..Default::default()
-    };
-    let mut writer = PcapWriter::with_header(file, header).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        writer
-            .write_packet(&PcapPacket::new(
-                Duration::from_secs(i as u64),
-                f.len() as u32,
-                f,
-            ))
-            .unwrap();
+/// What nkpu's own frame reader finds in netsim's frames: the same payload back.
+#[test]
+fn netsim_frames_are_found_by_nkpu_frame() {
+    let payload = request_v4().encode();
+    let framed = wire::ethernet_frame(&datagram(
+        [2, 0, 0, 0, 0, 1],
+        [0xff; 6],
+        "10.0.4.110:68",
+        "255.255.255.255:67",
+        payload.clone(),
+        0,
+    ))
+    .unwrap();
+    let found = frame::locate(&framed).unwrap();
+    assert_eq!(found.payload, payload.as_slice());
+    assert_eq!(found.outer, frame::Outer::Ethernet);
+    // The Windows capture's IPv4 header checksum verifies with netsim's checksum.
+    let windows = crate::hex_fixture("windows10-nkpu-request-v4.frame.hex");
+    assert_eq!(wire::internet_checksum(&[&windows[14..34]]), 0);
+}
+
+/// A datagram as the simulator would carry it, framed and written by `netsim::wire`.
+fn datagram(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: &str,
+    dst: &str,
+    payload: Vec<u8>,
+    second: u64,
+) -> CapturedFrame {
+    CapturedFrame {
+        time: SimTime::from_secs(second),
+        src_mac: MacAddr(src_mac),
+        dst_mac: MacAddr(dst_mac),
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        ttl: 128,
+        ip_id: second as u16,
+        payload: Bytes::from(payload),
     }
+}
+
+fn write_pcap(path: &std::path::Path, frames: &[CapturedFrame]) {
+    std::fs::write(path, wire::pcap_bytes(frames).unwrap()).unwrap();
 }
 
 fn tshark_fields(path: &std::path::Path, fields: &[&str]) -> Vec<String> {
@@ -77,22 +104,22 @@ fn tshark_dissects_an_encoded_v4_request_and_reply() {
     write_pcap(
         &path,
         &[
-            frame::build_ethernet_udp(
+            datagram(
                 client,
                 [0xff; 6],
-                "10.0.4.110:68".parse().unwrap(),
-                "255.255.255.255:67".parse().unwrap(),
-                &request.encode(),
-            )
-            .unwrap(),
-            frame::build_ethernet_udp(
+                "10.0.4.110:68",
+                "255.255.255.255:67",
+                request.encode(),
+                0,
+            ),
+            datagram(
                 server,
                 [0xff; 6],
-                "10.0.4.98:67".parse().unwrap(),
-                "255.255.255.255:68".parse().unwrap(),
-                &reply.encode(),
-            )
-            .unwrap(),
+                "10.0.4.98:67",
+                "255.255.255.255:68",
+                reply.encode(),
+                1,
+            ),
         ],
     );
     let lines = tshark_fields(
@@ -146,14 +173,14 @@ fn tshark_dissects_an_encoded_v6_request() {
     };
     write_pcap(
         &path,
-        &[frame::build_ethernet_udp(
+        &[datagram(
             [0x00, 0x16, 0x3e, 0x01, 0x11, 0x22],
             [0x33, 0x33, 0, 1, 0, 2],
-            "[fe80::216:3eff:fe01:1122]:546".parse().unwrap(),
-            "[ff02::1:2]:547".parse().unwrap(),
-            &request.encode(),
-        )
-        .unwrap()],
+            "[fe80::216:3eff:fe01:1122]:546",
+            "[ff02::1:2]:547",
+            request.encode(),
+            0,
+        )],
     );
     let lines = tshark_fields(
         &path,
