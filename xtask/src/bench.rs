@@ -3,7 +3,8 @@
 //!
 //! Today: the unlock provider's per-request path (decode, RSA-2048 decrypt, seal, encode) on one
 //! core against `openssl speed rsa2048` private-key operations (signatures: the same RSA
-//! private-key exponentiation a decryption does). Target: at least 90% of OpenSSL's rate.
+//! private-key exponentiation a decryption does). Target: at least 90% of OpenSSL's rate. The
+//! two are measured in alternating short rounds and the best round of each is compared.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,48 +14,67 @@ use anyhow::{Context, Result, bail};
 /// The target ratio of the per-request path to OpenSSL's RSA-2048 private-key operations.
 const TARGET_RATIO: f64 = 0.90;
 
+/// Interleaved rounds of each side: the machine may be busy (builds, other jobs), and the best
+/// of several short runs measured alternately is what each side can do when it has a core.
+const ROUNDS: u32 = 5;
+
 pub fn run(args: &[String]) -> Result<()> {
     let seconds = match args {
         [flag, value] if flag == "--seconds" => {
             value.parse().context("--seconds takes a number")?
         }
-        [] => 5u32,
-        _ => bail!("usage: cargo xtask bench [--seconds N]"),
+        [] => 2u32,
+        _ => bail!(
+            "usage: cargo xtask bench [--seconds N]   (N: seconds per round, {ROUNDS} rounds)"
+        ),
     };
-    let measurement = seconds.to_string();
     crate::cargo(&[
-        "bench",
+        "build",
+        "--release",
         "--package",
         "nkpu",
-        "--bench",
-        "server_path",
-        "--",
-        "--warm-up-time",
-        "2",
-        "--measurement-time",
-        &measurement,
-        "server_path/whole_request",
+        "--example",
+        "server_rate",
     ])?;
-    let ours = criterion_per_second("server_path/whole_request")?;
-    let openssl = openssl_rsa2048_sign_per_second(seconds)?;
+    let rate_binary = target_dir().join("release/examples/server_rate");
+    let mut ours_runs = Vec::new();
+    let mut openssl_runs = Vec::new();
+    for round in 1..=ROUNDS {
+        eprintln!("round {round}/{ROUNDS}");
+        openssl_runs.push(openssl_rsa2048_sign_per_second(seconds)?);
+        ours_runs.push(server_rate(&rate_binary, seconds)?);
+    }
+    let best = |runs: &[f64]| runs.iter().copied().fold(0.0, f64::max);
+    let (ours, openssl) = (best(&ours_runs), best(&openssl_runs));
     let ratio = ours / openssl;
     let verdict = if ratio >= TARGET_RATIO {
         "meets"
     } else {
         "MISSES"
     };
+    let list = |runs: &[f64]| {
+        runs.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let cpu = cpu_model();
     let report = format!(
         "# Benchmarks\n\n\
-         Written by `cargo xtask bench`; both numbers come from the same run on the same machine.\n\n\
+         Written by `cargo xtask bench`: {ROUNDS} rounds of {seconds} s, each side measured in turn \
+         in the same run on the same machine; the best round of each is compared, so that load \
+         from other jobs does not favour either side.\n\n\
          Machine: {cpu}, {cores} cores.\n\n\
          ## Unlock provider, per request, one core\n\n\
-         | what | per second |\n| --- | ---: |\n\
-         | nulab: decode request, RSA-2048 decrypt (aws-lc-rs), seal reply, encode (`nkpu` bench `server_path/whole_request`) | {ours:.0} |\n\
-         | `openssl speed -seconds {seconds} rsa2048`, private-key operations (sign/s) | {openssl:.0} |\n\
-         | ratio | {pct:.1}% |\n\n\
-         Target: at least {target:.0}% of OpenSSL's rate on one core; this run **{verdict}** it.\n",
+         | what | best per second | rounds |\n| --- | ---: | --- |\n\
+         | nulab: decode request, RSA-2048 decrypt (aws-lc-rs), seal reply, encode (`nkpu` example `server_rate`), per second of CPU time | {ours:.0} | {ours_list} |\n\
+         | `openssl speed -seconds {seconds} rsa2048`, private-key operations (sign/s, per second of CPU time) | {openssl:.0} | {openssl_list} |\n\
+         | ratio | {pct:.1}% | |\n\n\
+         Target: at least {target:.0}% of OpenSSL's rate on one core; this run **{verdict}** it.\n\n\
+         The per-step costs (decode, RSA, seal, encode, open) are in `cargo bench -p nkpu --bench server_path`.\n",
         cores = std::thread::available_parallelism().map_or(1, usize::from),
+        ours_list = list(&ours_runs),
+        openssl_list = list(&openssl_runs),
         pct = ratio * 100.0,
         target = TARGET_RATIO * 100.0,
     );
@@ -71,36 +91,35 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn server_rate(binary: &std::path::Path, seconds: u32) -> Result<f64> {
+    let out = Command::new(binary)
+        .arg(seconds.to_string())
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("server_rate prints one number")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace root")
         .to_path_buf()
-}
-
-/// Elements per second from criterion's saved estimate (mean time per iteration).
-fn criterion_per_second(id: &str) -> Result<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("criterion").join(id).join("new/estimates.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading criterion's estimate {}", path.display()))?;
-    let nanos = json_number_after(&text, "\"mean\"", "\"point_estimate\"")
-        .with_context(|| format!("no mean point estimate in {}", path.display()))?;
-    Ok(1e9 / nanos)
-}
-
-/// The first number after `outer` then `key` in a small JSON text (criterion's estimates file):
-/// enough here, without a JSON dependency in xtask.
-fn json_number_after(text: &str, outer: &str, key: &str) -> Option<f64> {
-    let rest = &text[text.find(outer)?..];
-    let rest = &rest[rest.find(key)? + key.len()..];
-    let rest = rest.trim_start_matches([' ', ':']);
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 fn openssl_rsa2048_sign_per_second(seconds: u32) -> Result<f64> {
@@ -114,7 +133,11 @@ fn openssl_rsa2048_sign_per_second(seconds: u32) -> Result<f64> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// sign/s from `openssl speed rsa2048` output.
+fn parse_openssl_speed(text: &str) -> Result<f64> {
     // "rsa 2048 bits 0.000919s 0.000027s   1088.3  37545.7": sign/s is the third number.
     let line = text
         .lines()
@@ -148,11 +171,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_criterion_mean() {
-        let text = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":2.0},"point_estimate":865321.5,"standard_error":1.0},"median":{"point_estimate":3.0}}"#;
-        assert_eq!(
-            json_number_after(text, "\"mean\"", "\"point_estimate\""),
-            Some(865321.5)
-        );
+    fn reads_openssl_speed_output() {
+        let text = "                  sign    verify    sign/s verify/s\nrsa 2048 bits 0.000919s 0.000027s   1088.3  37545.7\n";
+        assert_eq!(parse_openssl_speed(text).unwrap(), 1088.3);
+        assert!(parse_openssl_speed("nothing here").is_err());
     }
 }
