@@ -1,0 +1,191 @@
+//! Raw walks over DHCP options, in wire order, for the two things dhcproto cannot give us.
+//!
+//! dhcproto keeps DHCPv4 options in a map keyed by code, so the order in which the server sent
+//! them is lost, and the Network Unlock request must repeat the lease's options in that order
+//! (`../shared/PROTOCOL.md`). And a Network Unlock request has no message type (v4) or carries
+//! vendor options that dhcproto misreads (v6), so a server must recognise it *before* handing
+//! the bytes to dhcproto, or it would count a well-formed request of another protocol as
+//! malformed. These walks are a few lines; nkpu has stricter ones, but pulling its RSA and
+//! AES dependencies into every DHCP user for a twenty-line loop is not worth it.
+
+/// Offset of the options in a DHCPv4 message: the fixed BOOTP header (236 bytes) and the
+/// magic cookie.
+const V4_OPTIONS_AT: usize = 240;
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+
+/// One DHCPv4 option of a lease, as the server sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOption {
+    pub code: u8,
+    pub data: Vec<u8>,
+}
+
+/// The options of a DHCPv4 message in wire order (pads skipped, stops at End), or `None` if
+/// the message is too short, lacks the magic cookie, or an option runs past the end.
+pub(crate) fn v4_options(message: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let cookie = message.get(V4_OPTIONS_AT - 4..V4_OPTIONS_AT)?;
+    if cookie != MAGIC_COOKIE {
+        return None;
+    }
+    let mut rest = message.get(V4_OPTIONS_AT..)?;
+    let mut options = Vec::with_capacity(16);
+    while let Some((&code, after)) = rest.split_first() {
+        match code {
+            0 => rest = after,
+            255 => break,
+            _ => {
+                let (&len, after) = after.split_first()?;
+                let data = after.get(..usize::from(len))?;
+                options.push((code, data));
+                rest = &after[usize::from(len)..];
+            }
+        }
+    }
+    Some(options)
+}
+
+/// Whether dhcproto 0.15 can decode `message` without panicking. Its decoder indexes chaddr
+/// by an unchecked hlen, and asserts (`debug_assert!`, or subtracts without checking) the
+/// length of options 80, 81, 94 and 151-155; a repeated option is concatenated (RFC 3396)
+/// before those checks, so a repeat of one of them is refused too. Anything refused here is a
+/// malformed packet for us.
+pub(crate) fn v4_safe_for_dhcproto(message: &[u8]) -> bool {
+    if message.get(2).is_none_or(|&hlen| hlen > 16) {
+        return false;
+    }
+    let Some(options) = v4_options(message) else {
+        return false;
+    };
+    let length_ok = |code: u8, len: usize| match code {
+        80 => len == 0,
+        81 => len >= 3,
+        94 => len == 3,
+        151 => len >= 1,
+        152..=155 => len == 4,
+        _ => true,
+    };
+    options.iter().enumerate().all(|(i, &(code, data))| {
+        length_ok(code, data.len())
+            && (length_ok(code, usize::MAX)
+                || !options[..i].iter().any(|&(earlier, _)| earlier == code))
+    })
+}
+
+/// Whether a DHCPv4 message carries vendor class `BITLOCKER` (option 60).
+pub(crate) fn v4_is_network_unlock(message: &[u8]) -> bool {
+    v4_options(message).is_some_and(|options| {
+        options
+            .iter()
+            .any(|&(code, data)| code == 60 && data == crate::NETWORK_UNLOCK_VENDOR_CLASS)
+    })
+}
+
+/// The options of a DHCPv6 client/server message (after the type and transaction id) in wire
+/// order, or `None` if one runs past the end.
+pub(crate) fn v6_options(message: &[u8]) -> Option<Vec<(u16, &[u8])>> {
+    let mut rest = message.get(4..)?;
+    let mut options = Vec::with_capacity(8);
+    while !rest.is_empty() {
+        let header = rest.get(..4)?;
+        let code = u16::from_be_bytes([header[0], header[1]]);
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let data = rest.get(4..4 + len)?;
+        options.push((code, data));
+        rest = &rest[4 + len..];
+    }
+    Some(options)
+}
+
+/// Whether a DHCPv6 message carries a vendor class (option 16) whose data is `BITLOCKER`
+/// (after the 4-byte enterprise number and the 2-byte length of the one class datum).
+pub(crate) fn v6_is_network_unlock(message: &[u8]) -> bool {
+    v6_options(message).is_some_and(|options| {
+        options.iter().any(|&(code, data)| {
+            code == 16 && data.get(6..) == Some(crate::NETWORK_UNLOCK_VENDOR_CLASS)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v4_message(options: &[u8]) -> Vec<u8> {
+        let mut message = vec![0u8; 236];
+        message.extend_from_slice(&MAGIC_COOKIE);
+        message.extend_from_slice(options);
+        message
+    }
+
+    #[test]
+    fn v4_options_keep_wire_order_and_skip_pads() {
+        let message = v4_message(&[54, 4, 10, 0, 0, 1, 0, 0, 1, 4, 255, 255, 255, 0, 255, 3]);
+        let options = v4_options(&message).expect("well formed");
+        assert_eq!(
+            options,
+            vec![(54, &[10, 0, 0, 1][..]), (1, &[255, 255, 255, 0][..])]
+        );
+    }
+
+    #[test]
+    fn v4_option_past_the_end_is_refused() {
+        assert_eq!(v4_options(&v4_message(&[54, 4, 10, 0])), None);
+        assert_eq!(v4_options(&[0u8; 100]), None);
+        let mut no_cookie = v4_message(&[255]);
+        no_cookie[236] = 0;
+        assert_eq!(v4_options(&no_cookie), None);
+    }
+
+    #[test]
+    fn vendor_class_bitlocker_is_recognised_in_both_families() {
+        let mut v4 = vec![60, 9];
+        v4.extend_from_slice(b"BITLOCKER");
+        v4.push(255);
+        assert!(v4_is_network_unlock(&v4_message(&v4)));
+        assert!(!v4_is_network_unlock(&v4_message(&[
+            60, 3, b'P', b'X', b'E', 255
+        ])));
+
+        let mut v6 = vec![11, 1, 2, 3, 0, 16, 0, 15, 0, 0, 1, 0x37, 0, 9];
+        v6.extend_from_slice(b"BITLOCKER");
+        assert!(v6_is_network_unlock(&v6));
+        assert!(!v6_is_network_unlock(&v6[..v6.len() - 1]));
+    }
+
+    #[test]
+    fn options_dhcproto_would_assert_on_are_refused() {
+        let mut header = v4_message(&[]);
+        header[2] = 6;
+        let with = |options: &[u8]| [&header[..], options].concat();
+        assert!(v4_safe_for_dhcproto(&with(&[152, 4, 0, 0, 0, 1, 255])));
+        assert!(!v4_safe_for_dhcproto(&with(&[152, 2, 0, 0, 255])));
+        assert!(!v4_safe_for_dhcproto(&with(&[
+            152, 4, 0, 0, 0, 1, 152, 4, 0, 0, 0, 1, 255
+        ])));
+        assert!(!v4_safe_for_dhcproto(&with(&[80, 1, 0, 255])));
+        assert!(!v4_safe_for_dhcproto(&with(&[151, 0, 255])));
+        assert!(v4_safe_for_dhcproto(&with(&[
+            12, 1, b'a', 12, 1, b'b', 255
+        ])));
+        let mut long_hlen = with(&[255]);
+        long_hlen[2] = 17;
+        assert!(!v4_safe_for_dhcproto(&long_hlen));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = v4_options(&bytes);
+            let _ = v6_options(&bytes);
+            let _ = v4_is_network_unlock(&bytes);
+            if v4_safe_for_dhcproto(&bytes) {
+                let _ = <dhcproto::v4::Message as dhcproto::Decodable>::decode(
+                    &mut dhcproto::Decoder::new(&bytes),
+                )
+                .map(|m| m.chaddr().len());
+            }
+            let _ = v6_is_network_unlock(&bytes);
+        }
+    }
+}
