@@ -1,0 +1,539 @@
+//! Making certificates the way the seed's `certreq` example does ("Create the Network Unlock
+//! certificate"): an RSA-2048 key, the subject `CN=BitLocker Network Unlock certificate`, key
+//! usage keyEncipherment (critical), EKU and application policy 1.3.6.1.4.1.311.67.1.1, signed
+//! with SHA-512; self-signed, or issued by a [`CertificateAuthority`].
+//!
+//! Everything is a function of the request, the injected RNG and the dates: the RSA key
+//! (`rsa` crate) and then the serial number are drawn from the RNG, the dates are parameters,
+//! and RSA PKCS#1 v1.5 signatures are deterministic. With a seeded ChaCha20 RNG
+//! ([`CertificateRequest::self_signed_from_seed`]) the same seed gives byte-identical DER.
+//! rcgen writes the certificate (it marks key usage critical itself) and signs it through
+//! aws-lc-rs with the imported key; the application-policies extension, which rcgen does not
+//! know, is added as a custom extension encoded in `purposes`.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRngCore, SeedableRng};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA512,
+    PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey, SubjectPublicKeyInfo,
+};
+use rsa::RsaPrivateKey;
+use rsa::pkcs8::EncodePublicKey;
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use time::OffsetDateTime;
+
+use crate::certificate::{Certificate, CertificateBundle, PrivateKey};
+use crate::error::GenerateError;
+use crate::oid;
+use crate::purposes;
+
+/// The subject of the seed's `certreq` and `New-SelfSignedCertificate` examples.
+pub const DEFAULT_SUBJECT: &str = "CN=BitLocker Network Unlock certificate";
+/// `KeyLength=2048` in the seed; the key protector on the wire is exactly 256 bytes.
+pub const NETWORK_UNLOCK_KEY_BITS: usize = 2048;
+/// The subject of the CA nulab makes for tests and the recovery service.
+pub const DEFAULT_CA_SUBJECT: &str = "CN=nulab Lab Root CA";
+
+/// Serial numbers are 16 random bytes, positive (RFC 5280 4.1.2.2: at most 20 octets).
+const SERIAL_LEN: usize = 16;
+
+/// When a certificate is valid. A parameter, never read from a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl Validity {
+    pub fn new(
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Self, GenerateError> {
+        if not_after < not_before {
+            return Err(GenerateError::Validity {
+                not_before: not_before.to_string(),
+                not_after: not_after.to_string(),
+            });
+        }
+        Ok(Self {
+            not_before,
+            not_after,
+        })
+    }
+
+    /// From Unix times in seconds.
+    pub fn from_unix(not_before: i64, not_after: i64) -> Result<Self, GenerateError> {
+        let at =
+            |secs| OffsetDateTime::from_unix_timestamp(secs).map_err(|_| GenerateError::Time(secs));
+        Self::new(at(not_before)?, at(not_after)?)
+    }
+
+    /// `years` (of 365 days) from `now_unix` seconds: what the CLI uses with the wall clock it
+    /// reads. `New-SelfSignedCertificate` and `certreq` give self-signed certificates one year.
+    pub fn years_from(now_unix: i64, years: u16) -> Result<Self, GenerateError> {
+        let end = now_unix
+            .checked_add(i64::from(years) * 365 * 86_400)
+            .ok_or(GenerateError::Time(now_unix))?;
+        Self::from_unix(now_unix, end)
+    }
+
+    /// The fixed dates of seeded fixtures: 2025-01-01T00:00:00Z to 2035-01-01T00:00:00Z, so a
+    /// fixture's bytes never depend on when it was made and it stays valid for years.
+    pub fn fixture() -> Self {
+        Self::from_unix(1_735_689_600, 2_051_222_400).expect("fixed dates are in range and ordered")
+    }
+
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.not_before
+    }
+
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+}
+
+/// What to put in a new certificate: the `[NewRequest]` and `[Extensions]` of a `certreq` inf.
+///
+/// [`CertificateRequest::network_unlock`] is the seed's example; the fields are public so that
+/// tests and teaching scenarios can make deliberately unfit certificates (a 1024-bit key, no
+/// Network Unlock purpose) and watch them being refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRequest {
+    /// `CN=...`, optionally followed by `, O=...`, `OU=`, `L=`, `S=`/`ST=`, `C=`, `DC=`; a bare
+    /// string is taken as the common name.
+    pub subject: String,
+    pub key_bits: usize,
+    pub validity: Validity,
+    /// Add EKU and application policy 1.3.6.1.4.1.311.67.1.1.
+    pub network_unlock_purpose: bool,
+}
+
+impl CertificateRequest {
+    /// The seed's `certreq` example, valid for `validity`.
+    pub fn network_unlock(validity: Validity) -> Self {
+        Self {
+            subject: DEFAULT_SUBJECT.to_owned(),
+            key_bits: NETWORK_UNLOCK_KEY_BITS,
+            validity,
+            network_unlock_purpose: true,
+        }
+    }
+
+    pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = subject.into();
+        self
+    }
+
+    /// A new key and a self-signed certificate, drawing randomness from `rng`.
+    pub fn self_signed(
+        &self,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<CertificateBundle, GenerateError> {
+        let (key, params) = self.key_and_params(rng)?;
+        let signer = signing_key(&key)?;
+        let cert = params
+            .self_signed(&signer)
+            .map_err(|e| GenerateError::Signing(e.to_string()))?;
+        bundle(cert.der(), key)
+    }
+
+    /// [`Self::self_signed`] with the RNG seeded from `seed`: same seed, same DER.
+    pub fn self_signed_from_seed(&self, seed: u64) -> Result<CertificateBundle, GenerateError> {
+        self.self_signed(&mut ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// A new key and a certificate issued (signed with SHA-512) by `ca`.
+    pub fn issued_by(
+        &self,
+        ca: &CertificateAuthority,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<CertificateBundle, GenerateError> {
+        let (key, mut params) = self.key_and_params(rng)?;
+        params.use_authority_key_identifier_extension = true;
+        let cert = ca.sign(&params, &key)?;
+        let mut issued = bundle(cert.as_ref(), key)?;
+        issued.chain.push(ca.certificate().clone());
+        Ok(issued)
+    }
+
+    /// [`Self::issued_by`] with the RNG seeded from `seed`.
+    pub fn issued_by_from_seed(
+        &self,
+        ca: &CertificateAuthority,
+        seed: u64,
+    ) -> Result<CertificateBundle, GenerateError> {
+        self.issued_by(ca, &mut ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// Draws the key, then the serial, from `rng` (in that order: it fixes the bytes a seed
+    /// gives), and fills in rcgen's parameters.
+    fn key_and_params(
+        &self,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(PrivateKey, CertificateParams), GenerateError> {
+        let key = generate_key(self.key_bits, rng)?;
+        let mut params = base_params(&self.subject, &self.validity, rng)?;
+        params.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
+        if self.network_unlock_purpose {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(
+                oid::NETWORK_UNLOCK_ARCS.to_vec(),
+            )];
+            let policies = purposes::encode_application_policies(&[oid::NETWORK_UNLOCK])
+                .expect("the Network Unlock OID is a valid OID");
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    oid::APPLICATION_POLICIES_ARCS,
+                    policies,
+                ));
+        }
+        Ok((key, params))
+    }
+}
+
+/// A certificate authority: a CA certificate and its key. nulab makes one for tests and for the
+/// recovery service's TLS; Network Unlock itself only needs the leaf certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateAuthority {
+    certificate: Certificate,
+    key: PrivateKey,
+}
+
+impl CertificateAuthority {
+    /// A new RSA-2048 root CA (key usage keyCertSign and cRLSign, basic constraints CA).
+    pub fn generate(
+        subject: &str,
+        validity: Validity,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, GenerateError> {
+        let key = generate_key(NETWORK_UNLOCK_KEY_BITS, rng)?;
+        let mut params = base_params(subject, &validity, rng)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
+        let signer = signing_key(&key)?;
+        let cert = params
+            .self_signed(&signer)
+            .map_err(|e| GenerateError::Signing(e.to_string()))?;
+        let certificate = Certificate::from_der(cert.der()).map_err(|e| {
+            GenerateError::Signing(format!("rcgen wrote an unreadable certificate: {e}"))
+        })?;
+        Ok(Self { certificate, key })
+    }
+
+    /// [`Self::generate`] with the RNG seeded from `seed`.
+    pub fn from_seed(subject: &str, validity: Validity, seed: u64) -> Result<Self, GenerateError> {
+        Self::generate(subject, validity, &mut ChaCha20Rng::seed_from_u64(seed))
+    }
+
+    /// A CA loaded from files (its certificate and key); the key must match.
+    pub fn from_parts(certificate: Certificate, key: PrivateKey) -> Result<Self, GenerateError> {
+        if !key.matches(&certificate) {
+            return Err(GenerateError::IssuerKeyMismatch);
+        }
+        Ok(Self { certificate, key })
+    }
+
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    pub fn private_key(&self) -> &PrivateKey {
+        &self.key
+    }
+
+    /// The CA as a bundle (certificate and key), e.g. to save it as a `.pfx`.
+    pub fn to_bundle(&self) -> CertificateBundle {
+        CertificateBundle::new(self.certificate.clone(), Some(self.key.clone()))
+    }
+
+    fn sign(
+        &self,
+        params: &CertificateParams,
+        subject_key: &PrivateKey,
+    ) -> Result<CertificateDer<'static>, GenerateError> {
+        let signer = signing_key(&self.key)?;
+        // The issuer name is taken from the CA certificate's own bytes, so it matches the CA's
+        // subject exactly whether the CA was generated here or loaded from a file.
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(self.certificate.der()), signer)
+                .map_err(|e| GenerateError::Signing(e.to_string()))?;
+        // The subject key only needs its public half here, so keys aws-lc-rs would not sign
+        // with (1024 bits, for tests of unfit certificates) can still be certified.
+        let spki = subject_key
+            .public_key()
+            .to_public_key_der()
+            .map_err(|e| GenerateError::Signing(e.to_string()))?;
+        let public = SubjectPublicKeyInfo::from_der(spki.as_bytes())
+            .map_err(|e| GenerateError::Signing(e.to_string()))?;
+        let cert = params
+            .signed_by(&public, &issuer)
+            .map_err(|e| GenerateError::Signing(e.to_string()))?;
+        Ok(cert.der().clone())
+    }
+}
+
+fn generate_key(bits: usize, rng: &mut impl CryptoRngCore) -> Result<PrivateKey, GenerateError> {
+    if !(1024..=4096).contains(&bits) || !bits.is_multiple_of(8) {
+        return Err(GenerateError::KeySize(bits));
+    }
+    RsaPrivateKey::new(rng, bits)
+        .map(PrivateKey::from_rsa)
+        .map_err(|e| GenerateError::KeyGeneration(e.to_string()))
+}
+
+/// What signs certificates with RSA PKCS#1 v1.5 and SHA-512 (`HashAlgorithm=sha512`).
+enum RsaSha512Signer {
+    /// aws-lc-rs through rcgen: constant-time and fast, for keys of 2048 bits and more.
+    AwsLc(KeyPair),
+    /// The `rsa` crate, for keys aws-lc-rs refuses as too small: nulab still makes such
+    /// certificates so that tests and lessons can watch them being refused. PKCS#1 v1.5 is
+    /// deterministic, so both give the same bytes (tested below).
+    Small {
+        key: Box<rsa::pkcs1v15::SigningKey<sha2::Sha512>>,
+        /// PKCS#1 `RSAPublicKey`, what rcgen puts in the SubjectPublicKeyInfo bit string.
+        public_der: Vec<u8>,
+    },
+}
+
+impl PublicKeyData for RsaSha512Signer {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            Self::AwsLc(pair) => pair.der_bytes(),
+            Self::Small { public_der, .. } => public_der,
+        }
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_RSA_SHA512
+    }
+}
+
+impl SigningKey for RsaSha512Signer {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            Self::AwsLc(pair) => pair.sign(msg),
+            Self::Small { key, .. } => {
+                use rsa::signature::{SignatureEncoding, Signer};
+                Ok(key.sign(msg).to_vec())
+            }
+        }
+    }
+}
+
+fn signing_key(key: &PrivateKey) -> Result<RsaSha512Signer, GenerateError> {
+    if key.bits() < NETWORK_UNLOCK_KEY_BITS {
+        let public_der = rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_der(&key.public_key())
+            .map_err(|e| GenerateError::Signing(e.to_string()))?
+            .into_vec();
+        return Ok(RsaSha512Signer::Small {
+            key: Box::new(rsa::pkcs1v15::SigningKey::new(key.rsa().clone())),
+            public_der,
+        });
+    }
+    let pkcs8 = key.to_pkcs8_der();
+    KeyPair::from_pkcs8_der_and_sign_algo(
+        &PrivatePkcs8KeyDer::from(pkcs8.as_slice()),
+        &PKCS_RSA_SHA512,
+    )
+    .map(RsaSha512Signer::AwsLc)
+    .map_err(|e| {
+        GenerateError::Signing(format!("aws-lc-rs refused the RSA-{} key: {e}", key.bits()))
+    })
+}
+
+fn base_params(
+    subject: &str,
+    validity: &Validity,
+    rng: &mut impl CryptoRngCore,
+) -> Result<CertificateParams, GenerateError> {
+    let mut serial = [0u8; SERIAL_LEN];
+    rng.fill_bytes(&mut serial);
+    // Positive and of full length: the top bit clear and the top byte not zero.
+    serial[0] = (serial[0] & 0x7f).max(1);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = parse_subject(subject)?;
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok(params)
+}
+
+/// Reads a subject such as `CN=BitLocker Network Unlock certificate, O=Contoso`. Values may not
+/// contain commas (no escaping): nulab's certificates do not need them.
+pub(crate) fn parse_subject(subject: &str) -> Result<DistinguishedName, GenerateError> {
+    let err = |reason: &str| GenerateError::Subject {
+        subject: subject.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut dn = DistinguishedName::new();
+    if !subject.contains('=') {
+        let cn = subject.trim();
+        if cn.is_empty() {
+            return Err(err("the subject is empty"));
+        }
+        dn.push(DnType::CommonName, cn);
+        return Ok(dn);
+    }
+    for part in subject.split(',') {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| err(&format!("`{}` is not KEY=value", part.trim())))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(err(&format!("`{}` has an empty value", key.trim())));
+        }
+        let ty = match key.trim().to_ascii_uppercase().as_str() {
+            "CN" => DnType::CommonName,
+            "O" => DnType::OrganizationName,
+            "OU" => DnType::OrganizationalUnitName,
+            "L" => DnType::LocalityName,
+            "S" | "ST" => DnType::StateOrProvinceName,
+            "C" => DnType::CountryName,
+            "DC" => DnType::CustomDnType(vec![0, 9, 2342, 19_200_300, 100, 1, 25]),
+            other => return Err(err(&format!("unknown attribute `{other}`"))),
+        };
+        dn.push(ty, value);
+    }
+    Ok(dn)
+}
+
+fn bundle(der: &[u8], key: PrivateKey) -> Result<CertificateBundle, GenerateError> {
+    let certificate = Certificate::from_der(der).map_err(|e| {
+        GenerateError::Signing(format!("rcgen wrote an unreadable certificate: {e}"))
+    })?;
+    Ok(CertificateBundle::new(certificate, Some(key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture;
+
+    #[test]
+    fn the_seed_certreq_example_is_what_is_generated() {
+        let bundle = fixture::cached(1);
+        let cert = &bundle.certificate;
+        assert_eq!(cert.subject(), DEFAULT_SUBJECT);
+        assert!(cert.is_self_issued());
+        assert_eq!(cert.key_algorithm(), "RSA");
+        assert_eq!(cert.key_bits(), 2048);
+        let ku = cert.key_usage().unwrap();
+        assert!(ku.critical);
+        assert_eq!(ku.usages, ["keyEncipherment"]);
+        assert_eq!(cert.extended_key_usages(), [oid::NETWORK_UNLOCK]);
+        assert_eq!(cert.application_policies(), [oid::NETWORK_UNLOCK]);
+        assert_eq!(cert.facts().signature_algorithm, "sha512WithRSAEncryption");
+        assert!(!cert.is_ca());
+        assert_eq!(cert.not_before(), Validity::fixture().not_before());
+        assert_eq!(cert.not_after(), Validity::fixture().not_after());
+        assert_eq!(cert.serial().len(), SERIAL_LEN);
+        assert!(cert.serial()[0] & 0x80 == 0 && cert.serial()[0] != 0);
+        assert!(bundle.private_key.as_ref().unwrap().matches(cert));
+    }
+
+    #[test]
+    fn the_rng_drives_everything() {
+        use rand_chacha::ChaCha20Rng;
+        let request = CertificateRequest::network_unlock(Validity::fixture());
+        let from_rng = request
+            .self_signed(&mut ChaCha20Rng::seed_from_u64(1))
+            .unwrap();
+        assert_eq!(from_rng, fixture::cached(1));
+    }
+
+    #[test]
+    fn both_signers_give_the_same_signature() {
+        let key = fixture::cached(1).private_key.unwrap();
+        let aws = signing_key(&key).unwrap();
+        assert!(matches!(aws, RsaSha512Signer::AwsLc(_)));
+        let small = RsaSha512Signer::Small {
+            key: Box::new(rsa::pkcs1v15::SigningKey::new(key.rsa().clone())),
+            public_der: rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_der(&key.public_key())
+                .unwrap()
+                .into_vec(),
+        };
+        assert_eq!(aws.der_bytes(), small.der_bytes());
+        assert_eq!(aws.sign(b"tbs").unwrap(), small.sign(b"tbs").unwrap());
+    }
+
+    #[test]
+    fn subjects_are_parsed_or_refused() {
+        let dn = |s| {
+            let mut params = CertificateParams::default();
+            params.distinguished_name = parse_subject(s).unwrap();
+            params.distinguished_name.iter().count()
+        };
+        assert_eq!(
+            dn("BitLocker Network Unlock Certificate for Contoso domain"),
+            1
+        );
+        assert_eq!(dn("CN=Unlock, O=Contoso, OU=IT, C=US, DC=contoso"), 5);
+        for bad in ["", "CN=", "CN=x, XX=y", "CN=x, y"] {
+            assert!(
+                matches!(parse_subject(bad), Err(GenerateError::Subject { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_custom_subject_reaches_the_certificate() {
+        let mut req = CertificateRequest::network_unlock(Validity::fixture())
+            .with_subject("CN=Unlock, O=Contoso");
+        req.key_bits = 1024;
+        let bundle = req.self_signed_from_seed(9).unwrap();
+        assert_eq!(bundle.certificate.subject(), "CN=Unlock, O=Contoso");
+    }
+
+    #[test]
+    fn validity_and_key_size_are_checked() {
+        assert!(matches!(
+            Validity::from_unix(10, 5),
+            Err(GenerateError::Validity { .. })
+        ));
+        assert_eq!(
+            Validity::from_unix(i64::MAX, i64::MAX),
+            Err(GenerateError::Time(i64::MAX))
+        );
+        let year = Validity::years_from(1_700_000_000, 1).unwrap();
+        assert_eq!((year.not_after() - year.not_before()).whole_days(), 365);
+        let mut req = CertificateRequest::network_unlock(Validity::fixture());
+        req.key_bits = 512;
+        assert_eq!(
+            req.self_signed_from_seed(1),
+            Err(GenerateError::KeySize(512))
+        );
+    }
+
+    #[test]
+    fn a_ca_issues_with_its_name_and_key_identifier() {
+        let (ca, leaf) = fixture::ca_issued(3, 4);
+        assert!(ca.certificate().is_ca());
+        assert!(ca.certificate().is_self_issued());
+        assert_eq!(leaf.certificate.issuer(), DEFAULT_CA_SUBJECT);
+        assert_eq!(leaf.chain, [ca.certificate().clone()]);
+        assert!(
+            leaf.private_key
+                .as_ref()
+                .unwrap()
+                .matches(&leaf.certificate)
+        );
+        // A CA reloaded from its parts issues the same bytes.
+        let reloaded =
+            CertificateAuthority::from_parts(ca.certificate().clone(), ca.private_key().clone())
+                .unwrap();
+        let again = CertificateRequest::network_unlock(Validity::fixture())
+            .issued_by_from_seed(&reloaded, 4)
+            .unwrap();
+        assert_eq!(again.certificate.der(), leaf.certificate.der());
+        assert_eq!(
+            CertificateAuthority::from_parts(ca.certificate().clone(), leaf.private_key.unwrap()),
+            Err(GenerateError::IssuerKeyMismatch)
+        );
+    }
+}
