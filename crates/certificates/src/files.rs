@@ -137,3 +137,84 @@ pub fn save_cer_and_pfx(
         thumbprint: bundle.thumbprint(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fitness::UnfitReason;
+    use crate::{ImportError, fixture};
+
+    #[test]
+    fn cert_new_writes_cer_and_pfx_that_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = fixture::cached(1);
+        let written = save_cer_and_pfx(dir.path(), DEFAULT_FILE_NAME, &bundle, "P").unwrap();
+        assert_eq!(written.cer, dir.path().join("BitLocker-NetworkUnlock.cer"));
+        assert_eq!(written.thumbprint, bundle.thumbprint());
+        assert_eq!(
+            std::fs::read(&written.cer).unwrap(),
+            bundle.certificate.der()
+        );
+
+        let client = load_network_unlock_certificate(&written.cer).unwrap();
+        assert_eq!(client.thumbprint(), written.thumbprint);
+        let server = load_provider_certificate(&written.pfx, Some("P")).unwrap();
+        assert_eq!(server.private_key(), bundle.private_key.as_ref().unwrap());
+    }
+
+    #[test]
+    fn pem_with_a_key_is_private_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("unlock.pem");
+        let bundle = fixture::cached(1);
+        save_pem(&path, &bundle).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+        }
+        assert_eq!(load_bundle(&path, None).unwrap(), bundle);
+        assert_eq!(
+            load_private_key(&path).unwrap(),
+            bundle.private_key.clone().unwrap()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.cer");
+        let err = load_certificate(&missing).unwrap_err();
+        assert!(matches!(err, FileError::Io { .. }));
+        assert!(err.to_string().contains("nope.cer"), "{err}");
+
+        let cer = dir.path().join("only.cer");
+        save_cer(&cer, &fixture::cached(1).certificate).unwrap();
+        let err = load_provider_certificate(&cer, None).unwrap_err();
+        assert_eq!(err.path(), cer);
+        match &err {
+            FileError::Unfit { source, .. } => {
+                assert_eq!(source.reasons(), [UnfitReason::MissingPrivateKey]);
+            }
+            other => panic!("expected Unfit, got {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("only.cer: not fit for Network Unlock"),
+            "{err}"
+        );
+
+        let pfx = dir.path().join("x.pfx");
+        save_pfx(&pfx, &fixture::cached(1), "right").unwrap();
+        let err = load_bundle(&pfx, Some("wrong")).unwrap_err();
+        assert!(matches!(
+            err,
+            FileError::Import {
+                source: ImportError::WrongPassword,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("x.pfx: wrong password"), "{err}");
+    }
+}

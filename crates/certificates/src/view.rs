@@ -236,3 +236,107 @@ impl fmt::Display for CertificateView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture;
+    use crate::generate::{CertificateRequest, Validity};
+
+    #[test]
+    fn the_seed_certificate_is_shown_fit_with_every_field() {
+        let bundle = fixture::cached(1);
+        let view = CertificateView::of_bundle(&bundle);
+        assert_eq!(view.subject, "CN=BitLocker Network Unlock certificate");
+        assert_eq!(view.issuer, view.subject);
+        assert_eq!(view.not_before, "2025-01-01T00:00:00Z");
+        assert_eq!(view.not_after, "2035-01-01T00:00:00Z");
+        assert_eq!(view.signature_algorithm, "sha512WithRSAEncryption");
+        assert_eq!(
+            view.public_key,
+            PublicKeyView {
+                algorithm: "RSA".to_owned(),
+                bits: 2048
+            }
+        );
+        assert_eq!(
+            view.key_usage,
+            Some(KeyUsageView {
+                critical: true,
+                usages: vec!["keyEncipherment".to_owned()]
+            })
+        );
+        let nu = PurposeView {
+            oid: "1.3.6.1.4.1.311.67.1.1".to_owned(),
+            name: Some("BitLocker Network Unlock".to_owned()),
+        };
+        assert_eq!(view.extended_key_usages, std::slice::from_ref(&nu));
+        assert_eq!(view.application_policies, [nu]);
+        assert_eq!(view.thumbprint, bundle.thumbprint().to_string());
+        assert_eq!(view.thumbprint.len(), 40);
+        assert_eq!(
+            view.private_key.as_ref().map(|k| k.matches_certificate),
+            Some(true)
+        );
+        assert!(view.network_unlock.fit && view.network_unlock.reasons.is_empty());
+
+        let text = view.to_string();
+        assert!(
+            text.contains("Key usage:            critical, keyEncipherment"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1.3.6.1.4.1.311.67.1.1 (BitLocker Network Unlock)"),
+            "{text}"
+        );
+        assert!(text.ends_with("Network Unlock:       fit"), "{text}");
+    }
+
+    #[test]
+    fn json_has_stable_names() {
+        let view = CertificateView::of_certificate(&fixture::cached(1).certificate);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["public_key"]["bits"], 2048);
+        assert_eq!(json["key_usage"]["critical"], true);
+        assert_eq!(
+            json["extended_key_usages"][0]["name"],
+            "BitLocker Network Unlock"
+        );
+        assert_eq!(json["thumbprint"], view.thumbprint.as_str());
+        assert_eq!(json["private_key"], serde_json::Value::Null);
+        assert_eq!(json["network_unlock"]["fit"], true);
+    }
+
+    #[test]
+    fn an_unfit_certificate_lists_every_reason() {
+        let mut req = CertificateRequest::network_unlock(Validity::fixture());
+        req.key_bits = 1024;
+        req.network_unlock_purpose = false;
+        let mut bundle = req.self_signed_from_seed(8).unwrap();
+        bundle.private_key = fixture::cached(1).private_key;
+        let view = CertificateView::of_bundle(&bundle);
+        let codes: Vec<&str> = view
+            .network_unlock
+            .reasons
+            .iter()
+            .map(|r| r.code.as_str())
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "key-too-small",
+                "missing-network-unlock-eku",
+                "private-key-mismatch"
+            ]
+        );
+        assert!(!view.network_unlock.fit);
+        assert!(view.extended_key_usages.is_empty());
+        let text = view.to_string();
+        assert!(text.contains("NOT fit"), "{text}");
+        assert!(text.contains("does NOT match the certificate"), "{text}");
+        assert!(
+            text.contains("1024 bits, Network Unlock needs 2048"),
+            "{text}"
+        );
+    }
+}
