@@ -1,0 +1,557 @@
+//! The store's behaviour, modelled on what trusted secret stores test: ciphertext at rest,
+//! tamper and row-swap detection, fresh nonces, newer-wins upserts, device isolation, migrations
+//! and a fail-closed audit.
+
+use super::*;
+use crate::seal::AtRestKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const K1: &str = "8F3B1C2D-AAAA-BBBB-CCCC-0123456789AB";
+const K2: &str = "8F3B1C2D-AAAA-BBBB-CCCC-0123456789AC";
+const K3: &str = "12345678-0000-1111-2222-333344445555";
+const PW: &str = "123456-234567-345678-456789-567890-678901-789012-890123";
+
+fn dev(s: &str) -> DeviceId {
+    DeviceId::new(s).expect("valid device")
+}
+
+fn rid(device: &str, key: &str, kind: MaterialKind) -> RecordId {
+    RecordId {
+        device: dev(device),
+        volume: VolumeId::new("C").expect("valid"),
+        key_id: KeyId::new(key).expect("valid"),
+        kind,
+    }
+}
+
+fn rec(device: &str, key: &str, version: u64, material: &[u8]) -> EscrowRecord {
+    EscrowRecord {
+        id: rid(device, key, MaterialKind::RecoveryPassword),
+        version,
+        material: material.to_vec(),
+        replaces: None,
+    }
+}
+
+fn req(device: &str, records: Vec<EscrowRecord>) -> EscrowRequest {
+    EscrowRequest {
+        device: dev(device),
+        records,
+    }
+}
+
+fn helpdesk(query: &str) -> HelpdeskRequest {
+    HelpdeskRequest {
+        operator: "CONTOSO\\helpdesk1".into(),
+        role: HelpdeskRole::Helpdesk,
+        query: KeyIdQuery::new(query).expect("valid query"),
+        kind: MaterialKind::RecoveryPassword,
+        reason: "user locked out after BIOS update, ticket 4711".into(),
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: [u8; 32],
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            key: [7u8; 32],
+        }
+    }
+    fn db(&self) -> std::path::PathBuf {
+        self.dir.path().join("escrow.sqlite")
+    }
+    fn open(&self, seed: u64) -> Store {
+        Store::open(
+            &self.db(),
+            Sealer::encrypted(&AtRestKey::from_bytes(self.key)),
+            Box::new(ChaCha20Rng::seed_from_u64(seed)),
+        )
+        .expect("open store")
+    }
+    fn open_plain(&self) -> Store {
+        Store::open(
+            &self.db(),
+            Sealer::Plaintext,
+            Box::new(ChaCha20Rng::seed_from_u64(99)),
+        )
+        .expect("open store")
+    }
+    fn raw(&self) -> Connection {
+        Connection::open(self.db()).expect("raw connection")
+    }
+}
+
+fn raw_material(conn: &Connection, key: &str) -> (Vec<u8>, Vec<u8>) {
+    conn.query_row(
+        "SELECT nonce, material FROM records WHERE key_id = ?1 AND kind = 'recovery-password'",
+        [key],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("row")
+}
+
+#[test]
+fn opens_in_wal_with_full_sync_and_current_schema() {
+    let f = Fixture::new();
+    let s = f.open(1);
+    let mode: String = s
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+    let sync: i64 = s
+        .conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(sync, 2, "synchronous=FULL");
+    let v: i64 = s
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(v, SCHEMA_VERSION);
+    drop(s);
+    // Reopening runs no migration twice.
+    let _again = f.open(2);
+}
+
+#[test]
+fn migrates_a_version_one_database_and_refuses_a_newer_one() {
+    let f = Fixture::new();
+    {
+        let c = f.raw();
+        c.execute_batch(MIGRATIONS[0]).expect("v1");
+        c.pragma_update(None, "user_version", 1).expect("pragma");
+        c.execute(
+            "INSERT INTO records VALUES ('PC1','C',?1,'key-package',1,0,x'',x'00',5)",
+            [K1],
+        )
+        .expect("v1 row");
+    }
+    let s = f.open(1);
+    assert_eq!(s.list_records().expect("list").len(), 1);
+    assert!(
+        s.pending_rotations(&dev("PC1"))
+            .expect("v2 columns")
+            .is_empty()
+    );
+    drop(s);
+    f.raw()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("pragma");
+    let err = Store::open(
+        &f.db(),
+        Sealer::Plaintext,
+        Box::new(ChaCha20Rng::seed_from_u64(1)),
+    )
+    .err()
+    .expect("too new");
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }));
+}
+
+#[test]
+fn stored_bytes_differ_from_the_plaintext() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1000)
+        .expect("escrow");
+    let (nonce, stored) = raw_material(&f.raw(), K1);
+    assert_eq!(nonce.len(), 12);
+    assert_ne!(stored, PW.as_bytes());
+    assert!(!stored.windows(6).any(|w| w == b"123456"));
+    // And the whole database file does not contain the password either.
+    drop(s);
+    let mut file = std::fs::read(f.db()).expect("db");
+    if let Ok(wal) = std::fs::read(f.dir.path().join("escrow.sqlite-wal")) {
+        file.extend(wal);
+    }
+    assert!(!file.windows(PW.len()).any(|w| w == PW.as_bytes()));
+}
+
+#[test]
+fn off_mode_stores_plaintext_for_comparison() {
+    let f = Fixture::new();
+    let mut s = f.open_plain();
+    assert_eq!(s.sealing(), Sealing::Plaintext);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1000)
+        .expect("escrow");
+    let (nonce, stored) = raw_material(&f.raw(), K1);
+    assert!(nonce.is_empty());
+    assert_eq!(stored, PW.as_bytes());
+    let d = s
+        .disclose(&helpdesk("8f3b1c2d-aaaa-bbbb-cccc-0123456789ab"), 2000)
+        .expect("disclose");
+    assert_eq!(d.material.as_slice(), PW.as_bytes());
+    // An encrypted store refuses the plaintext row rather than trusting it.
+    drop(s);
+    let mut enc = f.open(3);
+    let err = enc
+        .disclose(&helpdesk(K1), 3000)
+        .expect_err("plaintext refused");
+    assert!(matches!(
+        err,
+        StoreError::Seal {
+            source: SealError::PlaintextInEncryptedStore,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn one_flipped_byte_fails_the_read() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1000)
+        .expect("escrow");
+    let (_, mut stored) = raw_material(&f.raw(), K1);
+    stored[3] ^= 0x20;
+    f.raw()
+        .execute(
+            "UPDATE records SET material = ?1 WHERE key_id = ?2",
+            params![stored, K1],
+        )
+        .expect("tamper");
+    let err = s.disclose(&helpdesk(K1), 2000).expect_err("tampered");
+    assert!(matches!(
+        err,
+        StoreError::Seal {
+            source: SealError::Authentication,
+            ..
+        }
+    ));
+    // The failed attempt is in the audit log, and no rotation was requested.
+    let log = s.audit_log().expect("audit");
+    assert_eq!(
+        log.last().map(|e| e.outcome.as_str()),
+        Some("integrity-failure")
+    );
+    assert!(
+        s.pending_rotations(&dev("PC1"))
+            .expect("rotations")
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_ciphertext_moved_to_another_row_fails() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1000)
+        .expect("escrow");
+    s.escrow(
+        &req("PC2", vec![rec("PC2", K3, 1, b"other password")]),
+        1000,
+    )
+    .expect("escrow");
+    // Move PC1's ciphertext and nonce into PC2's row.
+    let (nonce, stored) = raw_material(&f.raw(), K1);
+    f.raw()
+        .execute(
+            "UPDATE records SET nonce = ?1, material = ?2 WHERE key_id = ?3",
+            params![nonce, stored, K3],
+        )
+        .expect("move");
+    let err = s.disclose(&helpdesk(K3), 2000).expect_err("moved");
+    assert!(matches!(
+        err,
+        StoreError::Seal {
+            source: SealError::Authentication,
+            ..
+        }
+    ));
+    // Putting an older version's ciphertext back (rollback) fails too: the version is bound.
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 2, b"newer")]), 1500)
+        .expect("newer");
+    f.raw()
+        .execute(
+            "UPDATE records SET nonce = ?1, material = ?2 WHERE key_id = ?3",
+            params![nonce, stored, K1],
+        )
+        .expect("rollback");
+    assert!(s.disclose(&helpdesk(K1), 2000).is_err());
+}
+
+#[test]
+fn the_same_plaintext_encrypts_differently_each_time() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1000)
+        .expect("escrow");
+    let a = raw_material(&f.raw(), K1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 2, PW.as_bytes())]), 1001)
+        .expect("escrow");
+    let b = raw_material(&f.raw(), K1);
+    assert_ne!(a.0, b.0, "fresh nonce");
+    assert_ne!(a.1, b.1);
+}
+
+#[test]
+fn upsert_is_idempotent_and_the_newer_version_wins() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let r = |v, m: &[u8]| req("PC1", vec![rec("PC1", K1, v, m)]);
+    let out = |receipt: EscrowReceipt| receipt.outcomes[0].1;
+    assert_eq!(
+        out(s.escrow(&r(5, b"five"), 1).expect("e")),
+        EscrowOutcome::Inserted
+    );
+    assert_eq!(
+        out(s.escrow(&r(5, b"five"), 2).expect("e")),
+        EscrowOutcome::Unchanged
+    );
+    assert_eq!(
+        out(s.escrow(&r(3, b"three"), 3).expect("e")),
+        EscrowOutcome::Stale
+    );
+    let d = s.disclose(&helpdesk(K1), 4).expect("d");
+    assert_eq!((d.version, d.material.as_slice()), (5, &b"five"[..]));
+    assert_eq!(
+        out(s.escrow(&r(9, b"nine"), 5).expect("e")),
+        EscrowOutcome::Updated
+    );
+    let d = s.disclose(&helpdesk(K1), 6).expect("d");
+    assert_eq!((d.version, d.material.as_slice()), (9, &b"nine"[..]));
+    assert_eq!(s.list_records().expect("list").len(), 1);
+}
+
+#[test]
+fn a_device_cannot_write_another_devices_record() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC2", vec![rec("PC2", K1, 1, b"genuine")]), 1)
+        .expect("own record");
+    let err = s
+        .escrow(&req("PC1", vec![rec("PC2", K1, 2, b"forged")]), 2)
+        .expect_err("foreign record");
+    assert!(matches!(err, StoreError::NotYourRecord { .. }));
+    let d = s.disclose(&helpdesk(K1), 3).expect("d");
+    assert_eq!(d.material.as_slice(), b"genuine");
+}
+
+#[test]
+fn a_refused_request_in_a_group_rolls_back_alone() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let results = s
+        .escrow_group(
+            &[
+                req("PC1", vec![rec("PC1", K1, 1, b"a")]),
+                req(
+                    "PC1",
+                    vec![rec("PC1", K3, 1, b"b"), rec("PC2", K2, 1, b"x")],
+                ),
+                req("PC2", vec![rec("PC2", K2, 1, b"c")]),
+            ],
+            1,
+        )
+        .expect("group commit");
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(StoreError::NotYourRecord { .. })));
+    assert!(results[2].is_ok());
+    let ids: Vec<String> = s
+        .list_records()
+        .expect("list")
+        .into_iter()
+        .map(|(id, _)| format!("{}/{}", id.device, id.key_id))
+        .collect();
+    assert_eq!(ids, vec![format!("PC1/{K1}"), format!("PC2/{K2}")]);
+}
+
+#[test]
+fn records_outlive_the_store_and_need_the_key_file() {
+    let f = Fixture::new();
+    {
+        let mut s = f.open(1);
+        s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1)
+            .expect("escrow");
+    }
+    let mut s = f.open(2);
+    assert_eq!(
+        s.disclose(&helpdesk(K1), 2).expect("d").material.as_slice(),
+        PW.as_bytes()
+    );
+    drop(s);
+    let mut wrong = Store::open(
+        &f.db(),
+        Sealer::encrypted(&AtRestKey::from_bytes([8u8; 32])),
+        Box::new(ChaCha20Rng::seed_from_u64(3)),
+    )
+    .expect("open");
+    assert!(wrong.disclose(&helpdesk(K1), 3).is_err());
+}
+
+#[test]
+fn retrieval_by_eight_characters_or_the_whole_id_when_ambiguous() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K3, 1, b"unique")]), 1)
+        .expect("escrow");
+    let d = s.disclose(&helpdesk("12345678"), 2).expect("by prefix");
+    assert_eq!(d.material.as_slice(), b"unique");
+    assert_eq!(d.id.key_id.as_str(), K3);
+
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, b"one")]), 3)
+        .expect("escrow");
+    s.escrow(&req("PC2", vec![rec("PC2", K2, 1, b"two")]), 3)
+        .expect("escrow");
+    match s.disclose(&helpdesk("8F3B1C2D"), 4) {
+        Err(StoreError::Ambiguous { candidates, .. }) => {
+            assert_eq!(
+                candidates,
+                vec![KeyId::new(K1).expect("k"), KeyId::new(K2).expect("k")]
+            );
+        }
+        other => panic!("expected ambiguity, got {other:?}"),
+    }
+    let d = s
+        .disclose(&helpdesk(&format!("{{{K2}}}")), 5)
+        .expect("whole ID");
+    assert_eq!(d.material.as_slice(), b"two");
+    assert!(matches!(
+        s.disclose(&helpdesk("ABCDEF01"), 6),
+        Err(StoreError::NotFound { .. })
+    ));
+    let outcomes: Vec<String> = s
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["disclosed", "ambiguous", "disclosed", "not-found"]
+    );
+}
+
+#[test]
+fn every_read_is_audited_with_who_when_which_and_why() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1)
+        .expect("escrow");
+    let d = s
+        .disclose(&helpdesk("8f3b1c2d"), 1_700_000_000_000)
+        .expect("d");
+    let log = s.audit_log().expect("audit");
+    assert_eq!(log.len(), 1);
+    let e = &log[0];
+    assert_eq!(e.seq, d.audit_seq);
+    assert_eq!(e.at, 1_700_000_000_000);
+    assert_eq!(e.operator, "CONTOSO\\helpdesk1");
+    assert_eq!(e.role, "helpdesk");
+    assert_eq!(e.query, "8F3B1C2D");
+    assert_eq!(e.key_id.as_deref(), Some(K1));
+    assert_eq!(e.device.as_deref(), Some("PC1"));
+    assert_eq!(e.reason, "user locked out after BIOS update, ticket 4711");
+    assert_eq!(e.outcome, "disclosed");
+}
+
+#[test]
+fn an_auditor_may_not_disclose_and_a_reason_is_required() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1)
+        .expect("escrow");
+    let mut r = helpdesk(K1);
+    r.role = HelpdeskRole::Auditor;
+    assert!(matches!(
+        s.disclose(&r, 2),
+        Err(StoreError::RoleNotAllowed(HelpdeskRole::Auditor))
+    ));
+    let mut r = helpdesk(K1);
+    r.reason = String::new();
+    assert!(matches!(s.disclose(&r, 3), Err(StoreError::BadReason)));
+    r.reason = "line one\nforged audit line".into();
+    assert!(matches!(s.disclose(&r, 3), Err(StoreError::BadReason)));
+    let mut r = helpdesk(K1);
+    r.operator = "bob\nalice".into();
+    assert!(s.disclose(&r, 4).is_err());
+    let outcomes: Vec<String> = s
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(outcomes, ["refused-role"]);
+}
+
+#[test]
+fn the_audit_fails_closed() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1)
+        .expect("escrow");
+    // The audit table refuses writes (a full disk, a revoked permission, a broken trigger).
+    f.raw()
+        .execute_batch(
+            "CREATE TRIGGER audit_down BEFORE INSERT ON audit
+             BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END;",
+        )
+        .expect("trigger");
+    let err = s.disclose(&helpdesk(K1), 2).expect_err("must fail closed");
+    assert!(matches!(err, StoreError::Audit(_)), "{err}");
+    assert!(err.to_string().contains("nothing disclosed"));
+    // Nothing changed: no rotation mark, no audit line.
+    assert!(s.pending_rotations(&dev("PC1")).expect("rot").is_empty());
+    f.raw()
+        .execute_batch("DROP TRIGGER audit_down")
+        .expect("drop trigger");
+    assert!(s.audit_log().expect("audit").is_empty());
+    assert!(s.disclose(&helpdesk(K1), 3).is_ok());
+}
+
+#[test]
+fn a_disclosed_password_is_rotated_and_retired() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 1)
+        .expect("escrow");
+    let d = s.disclose(&helpdesk(K1), 2).expect("d");
+    assert!(d.rotation_requested);
+    let pending = vec![(VolumeId::new("C").expect("v"), KeyId::new(K1).expect("k"))];
+    assert_eq!(s.pending_rotations(&dev("PC1")).expect("rot"), pending);
+    // Any escrow from the device learns of the rotation...
+    let receipt = s
+        .escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 3)
+        .expect("escrow");
+    assert_eq!(receipt.rotate, pending);
+    // ...and the new password that replaces it clears it.
+    let mut new = rec("PC1", K3, 1, b"new password");
+    new.replaces = Some(KeyId::new(K1).expect("k"));
+    let receipt = s.escrow(&req("PC1", vec![new]), 4).expect("escrow");
+    assert!(receipt.rotate.is_empty());
+    // A second disclosure of a key package does not ask for rotation.
+    let mut pkg = rec("PC1", K3, 1, b"package");
+    pkg.id.kind = MaterialKind::KeyPackage;
+    s.escrow(&req("PC1", vec![pkg]), 5).expect("escrow");
+    let mut r = helpdesk(K3);
+    r.kind = MaterialKind::KeyPackage;
+    assert!(!s.disclose(&r, 6).expect("d").rotation_requested);
+}
+
+#[test]
+fn enrolment_tokens_authenticate_and_re_enrolment_revokes() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let t1 = s.enrol_device(&dev("PC1"), 1).expect("enrol");
+    assert_eq!(s.authenticate(&t1.0).expect("auth"), Some(dev("PC1")));
+    assert_eq!(s.authenticate("nonsense").expect("auth"), None);
+    let t2 = s.enrol_device(&dev("PC1"), 2).expect("re-enrol");
+    assert_ne!(t1, t2);
+    assert_eq!(s.authenticate(&t1.0).expect("auth"), None);
+    assert_eq!(
+        s.device_tokens().expect("tokens"),
+        vec![(token_digest(&t2.0), dev("PC1"))]
+    );
+    // Only the digest is stored.
+    let stored: Vec<u8> = f
+        .raw()
+        .query_row("SELECT token_sha256 FROM devices", [], |r| r.get(0))
+        .expect("row");
+    assert_ne!(stored, t2.0.as_bytes());
+}

@@ -1,0 +1,187 @@
+//! The recovery service's HTTP API: paths and the JSON bodies the agent and the service
+//! exchange. Material travels base64-encoded inside the TLS session; the service decodes and
+//! validates everything into [`crate::record`] types before the store sees it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{DeviceId, EscrowRecord, KeyId, MaterialKind, RecordError, RecordId, VolumeId};
+use crate::store::{EscrowOutcome, EscrowReceipt};
+
+/// The recovery service's URL path on a management point, as ConfigMgr installs it.
+pub const SERVICE_PATH: &str = "/SMS_MP_MBAM/CoreService.svc";
+/// Where an agent escrows.
+pub const ESCROW_PATH: &str = "/SMS_MP_MBAM/CoreService.svc/escrow";
+/// Most records in one escrow request.
+pub const MAX_RECORDS_PER_REQUEST: usize = 64;
+
+/// One record on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRecord {
+    pub device: DeviceId,
+    pub volume: VolumeId,
+    pub key_id: KeyId,
+    pub kind: MaterialKind,
+    pub version: u64,
+    /// Base64 (standard alphabet, padded).
+    pub material: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<KeyId>,
+}
+
+impl WireRecord {
+    pub fn from_record(r: &EscrowRecord) -> Self {
+        Self {
+            device: r.id.device.clone(),
+            volume: r.id.volume.clone(),
+            key_id: r.id.key_id.clone(),
+            kind: r.id.kind,
+            version: r.version,
+            material: B64.encode(&r.material),
+            replaces: r.replaces.clone(),
+        }
+    }
+
+    pub fn into_record(self) -> Result<EscrowRecord, WireError> {
+        let material = B64
+            .decode(self.material.as_bytes())
+            .map_err(|_| WireError::BadBase64)?;
+        let rec = EscrowRecord {
+            id: RecordId {
+                device: self.device,
+                volume: self.volume,
+                key_id: self.key_id,
+                kind: self.kind,
+            },
+            version: self.version,
+            material,
+            replaces: self.replaces,
+        };
+        rec.validate()?;
+        Ok(rec)
+    }
+}
+
+/// Why a body was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("material is not base64")]
+    BadBase64,
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("{0} records in one request, at most {MAX_RECORDS_PER_REQUEST}")]
+    TooManyRecords(usize),
+    #[error("an escrow request without records")]
+    NoRecords,
+}
+
+/// `POST ESCROW_PATH` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowBody {
+    pub records: Vec<WireRecord>,
+}
+
+/// One record's outcome in the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireOutcome {
+    pub volume: VolumeId,
+    pub key_id: KeyId,
+    pub kind: MaterialKind,
+    pub outcome: EscrowOutcome,
+}
+
+/// A recovery password the helpdesk disclosed: the client rotates it and re-escrows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRotation {
+    pub volume: VolumeId,
+    pub key_id: KeyId,
+}
+
+/// `POST ESCROW_PATH` reply (status 200, sent only after the commit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowReply {
+    pub outcomes: Vec<WireOutcome>,
+    pub rotate: Vec<WireRotation>,
+}
+
+impl From<EscrowReceipt> for EscrowReply {
+    fn from(r: EscrowReceipt) -> Self {
+        Self {
+            outcomes: r
+                .outcomes
+                .into_iter()
+                .map(|(id, outcome)| WireOutcome {
+                    volume: id.volume,
+                    key_id: id.key_id,
+                    kind: id.kind,
+                    outcome,
+                })
+                .collect(),
+            rotate: r
+                .rotate
+                .into_iter()
+                .map(|(volume, key_id)| WireRotation { volume, key_id })
+                .collect(),
+        }
+    }
+}
+
+/// Every refusal's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable label (`https-required`, `unauthenticated`, `not-your-record`, ...).
+    pub error: String,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let rec = EscrowRecord {
+            id: RecordId {
+                device: DeviceId::new("PC1").expect("v"),
+                volume: VolumeId::new("C").expect("v"),
+                key_id: KeyId::new("8F3B1C2D-AAAA-BBBB-CCCC-0123456789AB").expect("v"),
+                kind: MaterialKind::KeyPackage,
+            },
+            version: 7,
+            material: vec![0, 1, 2, 255],
+            replaces: None,
+        };
+        let json = serde_json::to_string(&EscrowBody {
+            records: vec![WireRecord::from_record(&rec)],
+        })
+        .expect("json");
+        assert!(json.contains("\"kind\":\"key-package\""));
+        let body: EscrowBody = serde_json::from_str(&json).expect("parse");
+        let back = body.records.into_iter().next().expect("one").into_record();
+        assert_eq!(back.expect("valid"), rec);
+    }
+
+    #[test]
+    fn bad_fields_are_refused_at_parse_time() {
+        let bad_id = r#"{"records":[{"device":"PC1","volume":"C","key_id":"nope","kind":"key-package","version":1,"material":""}]}"#;
+        assert!(serde_json::from_str::<EscrowBody>(bad_id).is_err());
+        let bad_device = r#"{"records":[{"device":"PC\n1","volume":"C","key_id":"8F3B1C2D-AAAA-BBBB-CCCC-0123456789AB","kind":"key-package","version":1,"material":""}]}"#;
+        assert!(serde_json::from_str::<EscrowBody>(bad_device).is_err());
+        let bad_b64 = r#"{"device":"PC1","volume":"C","key_id":"8F3B1C2D-AAAA-BBBB-CCCC-0123456789AB","kind":"key-package","version":1,"material":"!!"}"#;
+        let r: WireRecord = serde_json::from_str(bad_b64).expect("parses");
+        assert!(matches!(r.into_record(), Err(WireError::BadBase64)));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(body) = serde_json::from_slice::<EscrowBody>(&bytes) {
+                for r in body.records { let _ = r.into_record(); }
+            }
+            let _ = serde_json::from_slice::<EscrowReply>(&bytes);
+        }
+    }
+}
