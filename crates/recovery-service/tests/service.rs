@@ -1,0 +1,532 @@
+//! The recovery service and the agent over real TLS on loopback: escrow, helpdesk recovery and
+//! rotation, HTTP refused, device isolation, untrusted and organisation roots, the seed's
+//! HTTPS-down-then-HTTP pitfall, and a crash test that `kill -9`s a real server process.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use recovery_service::agent::shell::{AgentConfig, EscrowConnection, TcpDialer, client_tls};
+use recovery_service::agent::{ContactFailure, ManagementPoint, RetryPolicy, RunOutcome, Severity};
+use recovery_service::record::{
+    DeviceId, EscrowRecord, KeyId, KeyIdQuery, MaterialKind, RecordId, VolumeId,
+};
+use recovery_service::seal::{AtRestKey, Sealer};
+use recovery_service::server::{RunningService, ServiceConfig, start};
+use recovery_service::store::{DeviceToken, HelpdeskRequest, HelpdeskRole, Store};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A root CA and a server certificate it issued for `localhost`.
+struct Pki {
+    root: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    chain_pem: String,
+    key_pem: String,
+}
+
+fn pki(org: &str) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{org} Root CA"));
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("server params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "mp1.contoso.com");
+    let key = KeyPair::generate().expect("server key");
+    let cert = params.signed_by(&key, &*ca).expect("server cert");
+    Pki {
+        root: ca.der().clone(),
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        chain_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+const K1: &str = "8F3B1C2D-AAAA-BBBB-CCCC-0123456789AB";
+const K2: &str = "0D15EA5E-0000-1111-2222-333344445555";
+const PW: &[u8] = b"123456-234567-345678-456789-567890-678901-789012-890123";
+
+fn record(device: &str, key: &str, version: u64, material: &[u8]) -> EscrowRecord {
+    EscrowRecord {
+        id: RecordId {
+            device: DeviceId::new(device).expect("device"),
+            volume: VolumeId::new("C").expect("volume"),
+            key_id: KeyId::new(key).expect("key id"),
+            kind: MaterialKind::RecoveryPassword,
+        },
+        version,
+        material: material.to_vec(),
+        replaces: None,
+    }
+}
+
+fn helpdesk(query: &str) -> HelpdeskRequest {
+    HelpdeskRequest {
+        operator: "CONTOSO\\helpdesk1".into(),
+        role: HelpdeskRole::Helpdesk,
+        query: KeyIdQuery::new(query).expect("query"),
+        kind: MaterialKind::RecoveryPassword,
+        reason: "user locked out, ticket 4711".into(),
+    }
+}
+
+const FAST: RetryPolicy = RetryPolicy {
+    attempts_per_mp: 2,
+    first_backoff_ms: 20,
+    max_backoff_ms: 40,
+};
+
+struct Lab {
+    dir: tempfile::TempDir,
+    running: RunningService,
+    pki: Pki,
+}
+
+async fn lab(encrypted: bool) -> Lab {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("recovery.key");
+    AtRestKey::from_bytes([42u8; 32])
+        .save_new(&key_file)
+        .expect("key file");
+    let pki = pki("Contoso");
+    let running = start(ServiceConfig {
+        database: dir.path().join("escrow.sqlite"),
+        key_file: encrypted.then_some(key_file),
+        cert_chain: pki.chain.clone(),
+        cert_key: pki.key.clone_key(),
+        https: "127.0.0.1:0".parse().expect("addr"),
+        http: Some("127.0.0.1:0".parse().expect("addr")),
+    })
+    .await
+    .expect("start service");
+    Lab { dir, running, pki }
+}
+
+impl Lab {
+    fn https_mp(&self) -> ManagementPoint {
+        ManagementPoint::parse(&format!("https://localhost:{}", self.running.https.port()))
+            .expect("mp")
+    }
+    fn http_mp(&self) -> ManagementPoint {
+        let http = self.running.http.expect("http listener");
+        ManagementPoint::parse(&format!("http://localhost:{}", http.port())).expect("mp")
+    }
+    async fn enrol(&self, device: &str) -> DeviceToken {
+        self.running
+            .service
+            .enrol(DeviceId::new(device).expect("device"))
+            .await
+            .expect("enrol")
+    }
+    fn agent(&self, mps: Vec<ManagementPoint>, token: DeviceToken) -> AgentConfig {
+        AgentConfig {
+            management_points: mps,
+            roots: vec![self.pki.root.clone()],
+            token,
+            policy: FAST,
+            log_file: None,
+        }
+    }
+}
+
+/// A port on which nothing listens (an HTTPS management point that is down).
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escrow_when_bitlocker_is_enabled_then_helpdesk_recovery_rotates() {
+    let lab = lab(true).await;
+    let token = lab.enrol("PC0042").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("BitLockerManagementHandler.log");
+    let mut cfg = lab.agent(vec![lab.https_mp()], token.clone());
+    cfg.log_file = Some(log_path.clone());
+    let report = recovery_service::agent::shell::escrow(
+        &cfg,
+        &TcpDialer::default(),
+        &[record("PC0042", K1, 1, PW)],
+    )
+    .await
+    .expect("tls config");
+    let RunOutcome::Escrowed { reply, url } = &report.outcome else {
+        panic!("escrow failed: {:?}", report.outcome);
+    };
+    assert!(url.starts_with("https://localhost:"));
+    assert_eq!(reply.outcomes.len(), 1);
+    let log = std::fs::read_to_string(&log_path).expect("log written");
+    assert!(log.contains(&format!(
+        "<![LOG[Checking for Recovery Service at https://localhost:{}/SMS_MP_MBAM/CoreService.svc]LOG]!>",
+        lab.running.https.port()
+    )));
+    assert!(log.contains("component=\"BitLockerManagementHandler\""));
+
+    // The helpdesk recovers it by its first eight characters; the read is audited.
+    let svc = &lab.running.service;
+    let d = svc
+        .committer
+        .disclose(helpdesk("8f3b1c2d"), 1_000)
+        .await
+        .expect("disclose");
+    assert_eq!(d.material.as_slice(), PW);
+    assert!(d.rotation_requested);
+    let audit = svc.committer.audit_log().await.expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].outcome, "disclosed");
+
+    // At its next contact the client learns it must rotate; it rotates and re-escrows.
+    let report = recovery_service::agent::shell::escrow(
+        &cfg,
+        &TcpDialer::default(),
+        &[record("PC0042", K1, 1, PW)],
+    )
+    .await
+    .expect("tls");
+    let RunOutcome::Escrowed { reply, .. } = &report.outcome else {
+        panic!("escrow failed: {:?}", report.outcome);
+    };
+    assert_eq!(reply.rotate.len(), 1);
+    assert_eq!(reply.rotate[0].key_id.as_str(), K1);
+    assert!(
+        report
+            .log
+            .iter()
+            .any(|l| l.text.contains("requests rotation of recovery password"))
+    );
+    let mut rotated = record("PC0042", K2, 1, b"new-password");
+    rotated.replaces = Some(KeyId::new(K1).expect("k"));
+    let report = recovery_service::agent::shell::escrow(&cfg, &TcpDialer::default(), &[rotated])
+        .await
+        .expect("tls");
+    let RunOutcome::Escrowed { reply, .. } = &report.outcome else {
+        panic!("escrow failed: {:?}", report.outcome);
+    };
+    assert!(reply.rotate.is_empty(), "rotation done");
+    let d = svc
+        .committer
+        .disclose(helpdesk("0D15EA5E"), 2_000)
+        .await
+        .expect("new password");
+    assert_eq!(d.material.as_slice(), b"new-password");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_mp_down_then_http_mp_escrow_fails_and_is_reported() {
+    let lab = lab(true).await;
+    let token = lab.enrol("PC0042").await;
+    let down = ManagementPoint::parse(&format!("https://localhost:{}", dead_port())).expect("mp");
+    // Configured HTTP first: the client still tries HTTPS first.
+    let cfg = lab.agent(vec![lab.http_mp(), down], token);
+    let report = recovery_service::agent::shell::escrow(
+        &cfg,
+        &TcpDialer::default(),
+        &[record("PC0042", K1, 1, PW)],
+    )
+    .await
+    .expect("tls");
+    let RunOutcome::Failed(f) = &report.outcome else {
+        panic!("must fail: {:?}", report.outcome);
+    };
+    assert!(f.failed_over_to_http);
+    assert_eq!(f.attempts.len(), 3, "{f:?}");
+    assert!(matches!(f.attempts[0].1, ContactFailure::Unreachable(_)));
+    assert_eq!(
+        f.attempts[2].1,
+        ContactFailure::HttpsRequired { status: Some(403) }
+    );
+    let checks: Vec<&str> = report
+        .log
+        .iter()
+        .filter(|l| l.text.starts_with("Checking for Recovery Service at "))
+        .map(|l| l.text.as_str())
+        .collect();
+    assert_eq!(checks.len(), 3);
+    assert!(checks[0].contains("https://"));
+    assert!(checks[2].contains("http://"));
+    let last = report.log.last().expect("log");
+    assert_eq!(last.severity, Severity::Error);
+    assert!(
+        last.text
+            .contains("failed over to an HTTP management point")
+    );
+    // Nothing reached the database.
+    assert!(
+        lab.running
+            .service
+            .committer
+            .disclose(helpdesk(K1), 1)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_escrow_is_refused_by_the_service() {
+    let lab = lab(true).await;
+    let token = lab.enrol("PC0042").await;
+    let http = lab.running.http.expect("http");
+    let body = serde_json::to_string(&recovery_service::wire::EscrowBody {
+        records: vec![recovery_service::wire::WireRecord::from_record(&record(
+            "PC0042", K1, 1, PW,
+        ))],
+    })
+    .expect("json");
+    let request = format!(
+        "POST /SMS_MP_MBAM/CoreService.svc/escrow HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        token.0,
+        body.len()
+    );
+    let response = raw_http(http, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(response.contains("https-required"));
+    assert!(
+        lab.running
+            .service
+            .committer
+            .disclose(helpdesk(K1), 1)
+            .await
+            .is_err()
+    );
+}
+
+async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_write_another_devices_record_and_tokens_are_required() {
+    let lab = lab(true).await;
+    let a = lab.enrol("PC-A").await;
+    let b = lab.enrol("PC-B").await;
+    let tls = client_tls(std::slice::from_ref(&lab.pki.root)).expect("tls");
+    let mut conn = EscrowConnection::connect(&TcpDialer::default(), &lab.https_mp(), tls)
+        .await
+        .expect("connect");
+    conn.escrow(&b, &[record("PC-B", K1, 1, b"genuine")])
+        .await
+        .expect("own record");
+    let err = conn
+        .escrow(&a, &[record("PC-B", K1, 2, b"forged")])
+        .await
+        .expect_err("foreign record");
+    assert!(
+        matches!(&err, ContactFailure::Refused { status: 403, error, .. } if error == "not-your-record"),
+        "{err:?}"
+    );
+    let err = conn
+        .escrow(
+            &DeviceToken("00".repeat(32)),
+            &[record("PC-A", K2, 1, b"x")],
+        )
+        .await
+        .expect_err("unknown token");
+    assert!(matches!(err, ContactFailure::Refused { status: 401, .. }));
+    let d = lab
+        .running
+        .service
+        .committer
+        .disclose(helpdesk(K1), 1)
+        .await
+        .expect("d");
+    assert_eq!(d.material.as_slice(), b"genuine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_certificate_fails_clearly_and_the_organisation_root_fixes_it() {
+    let lab = lab(true).await;
+    let token = lab.enrol("PC0042").await;
+    let public_ca = pki("Public Trust Services").root;
+    let mut cfg = lab.agent(vec![lab.https_mp()], token);
+    cfg.roots = vec![public_ca.clone()];
+    let report = recovery_service::agent::shell::escrow(
+        &cfg,
+        &TcpDialer::default(),
+        &[record("PC0042", K1, 1, PW)],
+    )
+    .await
+    .expect("tls");
+    let RunOutcome::Failed(f) = &report.outcome else {
+        panic!("must fail: {:?}", report.outcome);
+    };
+    assert_eq!(
+        f.attempts.len(),
+        1,
+        "an untrusted certificate is not retried"
+    );
+    assert!(
+        matches!(&f.attempts[0].1, ContactFailure::UntrustedCertificate(w) if w.contains("UnknownIssuer")),
+        "{f:?}"
+    );
+    assert!(report.log.iter().any(|l| l.text.contains("not trusted")));
+    // Group Policy adds the organisation's root: now it works.
+    cfg.roots.push(lab.pki.root.clone());
+    let report = recovery_service::agent::shell::escrow(
+        &cfg,
+        &TcpDialer::default(),
+        &[record("PC0042", K1, 1, PW)],
+    )
+    .await
+    .expect("tls");
+    assert!(matches!(report.outcome, RunOutcome::Escrowed { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_versus_unencrypted_database() {
+    for encrypted in [true, false] {
+        let lab = lab(encrypted).await;
+        let token = lab.enrol("PC0042").await;
+        let cfg = lab.agent(vec![lab.https_mp()], token);
+        let report = recovery_service::agent::shell::escrow(
+            &cfg,
+            &TcpDialer::default(),
+            &[record("PC0042", K1, 1, PW)],
+        )
+        .await
+        .expect("tls");
+        assert!(matches!(report.outcome, RunOutcome::Escrowed { .. }));
+        let db = rusqlite_raw(&lab.dir.path().join("escrow.sqlite"));
+        assert_eq!(db == PW, !encrypted, "encrypted={encrypted}");
+    }
+}
+
+fn rusqlite_raw(path: &Path) -> Vec<u8> {
+    let c = rusqlite::Connection::open(path).expect("open");
+    c.query_row("SELECT material FROM records", [], |r| r.get(0))
+        .expect("row")
+}
+
+/// `kill -9` of a real server process while escrows are in flight: every acknowledged escrow
+/// is in the database after restart.
+#[test]
+fn an_acknowledged_escrow_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("escrow.sqlite");
+    let key_file = dir.path().join("recovery.key");
+    AtRestKey::from_bytes([9u8; 32])
+        .save_new(&key_file)
+        .expect("key");
+    let pki = pki("Contoso");
+    std::fs::write(dir.path().join("cert.pem"), &pki.chain_pem).expect("cert");
+    std::fs::write(dir.path().join("key.pem"), &pki.key_pem).expect("key");
+    let token = {
+        let mut store = Store::open(
+            &db,
+            Sealer::encrypted(&AtRestKey::load(&key_file).expect("key")),
+            Box::new(rand_core::OsRng),
+        )
+        .expect("store");
+        store
+            .enrol_device(&DeviceId::new("PC0042").expect("d"), 0)
+            .expect("enrol")
+    };
+    let spawn = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recovery-escrowd"))
+            .args(["--db".as_ref(), db.as_os_str()])
+            .args(["--key-file".as_ref(), key_file.as_os_str()])
+            .args(["--cert".as_ref(), dir.path().join("cert.pem").as_os_str()])
+            .args([
+                "--cert-key".as_ref(),
+                dir.path().join("key.pem").as_os_str(),
+            ])
+            .args(["--https", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("read");
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("https=")
+            .expect("https= line")
+            .parse()
+            .expect("addr");
+        (child, addr)
+    };
+    let (mut child, addr) = spawn();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let acked: Vec<String> = rt.block_on(async {
+        let mp = ManagementPoint::parse(&format!("https://localhost:{}", addr.port())).expect("mp");
+        let tls = client_tls(std::slice::from_ref(&pki.root)).expect("tls");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        for worker in 0..8u32 {
+            let (mp, tls, tx, token) = (mp.clone(), tls.clone(), tx.clone(), token.clone());
+            tokio::spawn(async move {
+                let Ok(mut conn) = EscrowConnection::connect(&TcpDialer::default(), &mp, tls).await
+                else {
+                    return;
+                };
+                for i in 0..u32::MAX {
+                    let key = format!("{worker:08X}-0000-0000-0000-{i:012X}");
+                    let r = record("PC0042", &key, 1, format!("pw-{worker}-{i}").as_bytes());
+                    match conn.escrow(&token, &[r]).await {
+                        Ok(_) => {
+                            if tx.send(key).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return, // the server died mid-request: not acknowledged
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut acked = Vec::new();
+        while acked.len() < 300 {
+            match rx.recv().await {
+                Some(k) => acked.push(k),
+                None => break,
+            }
+        }
+        // SIGKILL while the workers keep escrowing.
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        while let Some(k) = rx.recv().await {
+            acked.push(k);
+        }
+        acked
+    });
+    assert!(
+        acked.len() >= 300,
+        "only {} escrows acknowledged",
+        acked.len()
+    );
+    // Restart on the same database and read every acknowledged record back over the service's
+    // own store (the helpdesk path, audited).
+    let (mut child, _addr) = spawn();
+    let mut store = Store::open(
+        &db,
+        Sealer::encrypted(&AtRestKey::load(&key_file).expect("key")),
+        Box::new(rand_core::OsRng),
+    )
+    .expect("store");
+    for key in &acked {
+        let d = store
+            .disclose(&helpdesk(key), 1)
+            .unwrap_or_else(|e| panic!("acknowledged escrow {key} lost: {e}"));
+        assert!(d.material.starts_with(b"pw-"));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
