@@ -1,0 +1,76 @@
+//! `nulab-dhcp-client`: one DORA on one real interface with nulab's UEFI-style DHCP client,
+//! then the lease as `key=value` lines on stdout (exit 0), or why there is none on stderr
+//! (exit 1). It does not configure the interface: it shows what the firmware would get.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Get a DHCPv4 lease on an interface as UEFI firmware does, and print it")]
+struct Args {
+    /// The interface to run DHCP on (the socket is bound to it).
+    #[arg(long)]
+    interface: String,
+    /// Give up after this many seconds whatever the client's timers say.
+    #[arg(long, default_value_t = 90)]
+    limit_secs: u64,
+    /// The wait after the first DISCOVER, in milliseconds (doubled after each attempt).
+    #[arg(long, default_value_t = 4000)]
+    initial_timeout_ms: u64,
+    /// DISCOVERs (and REQUESTs) before giving up.
+    #[arg(long, default_value_t = 4)]
+    attempts: u32,
+    /// Seed the transaction id and jitter (default: from the OS).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = dhcp::ClientConfig {
+        initial_timeout: Duration::from_millis(args.initial_timeout_ms),
+        discover_attempts: args.attempts,
+        request_attempts: args.attempts,
+        ..dhcp::ClientConfig::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("nulab-dhcp-client: {}", realnet::ShellError::Runtime(err));
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = Duration::from_secs(args.limit_secs);
+    match runtime.block_on(realnet::run_client(
+        &args.interface,
+        config,
+        limit,
+        args.seed,
+    )) {
+        Ok(lease) => {
+            println!("address={}", lease.address);
+            println!("prefix={}", lease.network().prefix_len());
+            if let Some(router) = lease.router {
+                println!("router={router}");
+            }
+            let dns: Vec<String> = lease.dns.iter().map(ToString::to_string).collect();
+            println!("dns={}", dns.join(","));
+            println!("server_id={}", lease.server_id);
+            if let Some(time) = lease.lease_time {
+                println!("lease_secs={}", time.as_secs());
+            }
+            let codes: Vec<String> = lease.options.iter().map(|o| o.code.to_string()).collect();
+            println!("options={}", codes.join(","));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("nulab-dhcp-client: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

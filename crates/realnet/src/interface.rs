@@ -1,0 +1,108 @@
+//! One UDP socket per interface, bound to the device, and what the firmware would know about
+//! the interface (its MAC, whether the link is up), read from `/sys/class/net`.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+use crate::ShellError;
+
+/// A UDP socket that sends and receives on one interface only.
+pub struct InterfaceSocket {
+    pub name: String,
+    pub socket: UdpSocket,
+}
+
+impl InterfaceSocket {
+    /// `0.0.0.0:port` on `interface`, with `SO_BINDTODEVICE`, `SO_BROADCAST` and
+    /// `SO_REUSEADDR` (a server and a client, or two servers, may share a port across
+    /// interfaces). Must be called inside a tokio runtime.
+    pub fn open(interface: &str, port: u16) -> Result<InterfaceSocket, ShellError> {
+        let fail = |what| {
+            move |source| ShellError::Interface {
+                interface: interface.to_owned(),
+                what,
+                source,
+            }
+        };
+        let socket =
+            Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(fail("socket"))?;
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(fail("SO_BINDTODEVICE (needs root or CAP_NET_RAW)"))?;
+        socket.set_broadcast(true).map_err(fail("SO_BROADCAST"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(fail("SO_REUSEADDR"))?;
+        socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
+        let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        socket.bind(&local.into()).map_err(fail("bind"))?;
+        let socket = UdpSocket::from_std(socket.into()).map_err(fail("register with tokio"))?;
+        Ok(InterfaceSocket {
+            name: interface.to_owned(),
+            socket,
+        })
+    }
+}
+
+/// The MAC and link state of `interface`, as the firmware's driver would report them. Every
+/// interface handed to the shell is taken to be configured for DHCP and to have a driver.
+pub fn adapter_facts(interface: &str) -> Result<dhcp::AdapterFacts, ShellError> {
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{interface}/{file}")).map_err(|source| {
+            ShellError::Interface {
+                interface: interface.to_owned(),
+                what: "read /sys/class/net",
+                source,
+            }
+        })
+    };
+    let mac = parse_mac(read("address")?.trim()).ok_or_else(|| ShellError::Interface {
+        interface: interface.to_owned(),
+        what: "not an Ethernet interface",
+        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+    })?;
+    // "unknown" is what veth and tun devices without carrier reporting say when up.
+    let operstate = read("operstate")?;
+    let link_up = matches!(operstate.trim(), "up" | "unknown");
+    Ok(dhcp::AdapterFacts {
+        mac,
+        link_up,
+        dhcp_enabled: true,
+        uefi_driver: true,
+    })
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sysfs_mac_addresses() {
+        assert_eq!(
+            parse_mac("02:aa:00:0b:cd:ef"),
+            Some([0x02, 0xaa, 0, 0x0b, 0xcd, 0xef])
+        );
+        assert_eq!(parse_mac("02:aa:00:0b:cd"), None);
+        assert_eq!(parse_mac("02:aa:00:0b:cd:ef:01"), None);
+        assert_eq!(parse_mac("zz:aa:00:0b:cd:ef"), None);
+    }
+
+    #[test]
+    fn loopback_facts_are_read_from_sysfs() {
+        // Every Linux machine has `lo`, whose MAC is all zeros.
+        let facts = adapter_facts("lo").expect("lo exists");
+        assert_eq!(facts.mac, [0; 6]);
+        assert!(adapter_facts("no-such-if0").is_err());
+    }
+}
