@@ -1,4 +1,36 @@
-//! Recovery-key escrow (issue 7).
+//! Recovery-key escrow: the safety net under every failed unlock (issue 7).
+//!
+//! ConfigMgr clients back up BitLocker recovery information (recovery passwords with their key
+//! ID, key packages, TPM owner-auth hashes) to a recovery service on a management point, over
+//! HTTPS only; the helpdesk reads it back when a user is locked out. This crate is that
+//! service, its database and the client agent:
+//!
+//! ```text
+//!  agent (sans-IO EscrowRun: MP order,      recovery service (axum over rustls)
+//!  retries, failover, handler log)          ┌────────────────────────────────────┐
+//!        │ shell: rustls + hyper            │ token → device; a device writes    │
+//!        └──── HTTPS POST escrow ──────────▶│ only its own records               │
+//!                                           │        │                           │
+//!  plain HTTP ───────────▶ 403.4            │ GroupCommitter (one thread,        │
+//!                                           │ group commit, ack after COMMIT)    │
+//!  helpdesk ── key ID + role + reason ────▶ │ Store: SQLite WAL synchronous=FULL │
+//!        ◀── material after audit commit ── │ AES-256-GCM, identity as AAD       │
+//!                                           └────────────────────────────────────┘
+//! ```
+//!
+//! - [`record`]: identities (device, volume, key ID, kind), versions, validation.
+//! - [`seal`]: encryption at rest under a key file kept outside the database.
+//! - [`store`]: the database, migrations, upsert (newer wins), disclosure with audit, rotation.
+//! - [`committer`]: the store on its own thread with group commit.
+//! - [`wire`]: the HTTP API's paths and JSON bodies.
+//! - [`server`]: the HTTPS application, the plain-HTTP refusal, TLS, start-up; why device
+//!   tokens rather than mutual TLS.
+//! - [`agent`]: the client's decisions (sans-IO) and [`agent::shell`], its tokio shell.
+//!
+//! The crate never acknowledges an escrow before it is durable, never discloses a key without
+//! a durable audit record, and refuses plain HTTP for escrow (both sides: the service refuses
+//! it, the agent never sends material over it).
+
 pub mod agent;
 pub mod committer;
 pub mod record;

@@ -60,8 +60,6 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Key(#[from] crate::seal::SealError),
-    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -316,11 +314,7 @@ pub struct RunningService {
 
 /// Opens the store, binds the listeners and spawns them on the current tokio runtime.
 pub async fn start(cfg: ServiceConfig) -> Result<RunningService, ServeError> {
-    let sealer = match &cfg.key_file {
-        Some(p) => crate::seal::Sealer::encrypted(&crate::seal::AtRestKey::load(p)?),
-        None => crate::seal::Sealer::Plaintext,
-    };
-    let store = crate::store::Store::open(&cfg.database, sealer, Box::new(rand_core::OsRng))?;
+    let store = crate::store::Store::open_with_key_file(&cfg.database, cfg.key_file.as_deref())?;
     let devices = DeviceRegistry::from_digests(store.device_tokens()?);
     let committer = GroupCommitter::spawn(store)?;
     let service = RecoveryService {

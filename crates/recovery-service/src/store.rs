@@ -116,6 +116,8 @@ pub enum StoreError {
     BadReason,
     #[error("the audit record could not be written, nothing disclosed: {0}")]
     Audit(rusqlite::Error),
+    #[error("at-rest key: {0}")]
+    KeyFile(String),
     #[error("row {0} in the database is malformed")]
     CorruptRow(String),
 }
@@ -245,6 +247,19 @@ impl Store {
     pub fn open(path: &Path, sealer: Sealer, rng: Box<dyn StoreRng>) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         Self::from_connection(conn, sealer, rng)
+    }
+
+    /// Opens the store as the CLI and the service do: encrypted under the key in `key_file`,
+    /// or in the unencrypted comparison mode when it is `None`; nonces and tokens from the
+    /// operating system's RNG.
+    pub fn open_with_key_file(db: &Path, key_file: Option<&Path>) -> Result<Self, StoreError> {
+        let sealer = match key_file {
+            Some(p) => Sealer::encrypted(
+                &crate::seal::AtRestKey::load(p).map_err(|e| StoreError::KeyFile(e.to_string()))?,
+            ),
+            None => Sealer::Plaintext,
+        };
+        Self::open(db, sealer, Box::new(rand_core::OsRng))
     }
 
     fn from_connection(
@@ -641,8 +656,11 @@ fn pending_rotations_in(
     conn: &Connection,
     device: &DeviceId,
 ) -> Result<Vec<(VolumeId, KeyId)>, StoreError> {
+    // Without statistics the planner walks the primary key over every record of the device
+    // (thousands for a long-lived one, on every escrow); the partial index holds only the
+    // pending rotations.
     let mut stmt = conn.prepare_cached(
-        "SELECT volume, key_id FROM records
+        "SELECT volume, key_id FROM records INDEXED BY records_pending_rotation
          WHERE device = ?1 AND kind = 'recovery-password'
            AND rotation_requested_at IS NOT NULL AND retired_at IS NULL
          ORDER BY volume, key_id",
