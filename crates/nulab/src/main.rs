@@ -4,6 +4,8 @@
 //! Each subcommand lives in its own module and only parses arguments, calls a library crate and
 //! prints; `--json` gives machine output. Errors name the file (and line) they are about.
 
+mod cert;
+mod demo;
 mod packet;
 mod packet_input;
 mod packet_view;
@@ -30,6 +32,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate or inspect Network Unlock certificates
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
     /// Decode Network Unlock packets from a capture, a hex dump or raw bytes
     #[command(subcommand)]
     Packet(packet::PacketCommand),
@@ -39,14 +44,18 @@ enum Command {
     /// Seal or open a key protector reply (AES-256-CCM under the session key)
     #[command(subcommand)]
     Reply(reply::ReplyCommand),
+    /// Decode the real Windows capture, then run one whole unlock exchange with real crypto
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Cert(cmd) => cert::run(cmd),
         Command::Packet(cmd) => packet::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Reply(cmd) => reply::run(cmd),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -218,6 +218,10 @@ fn every_command_has_help() {
         &["packet", "decode", "--help"],
         &["reply", "seal", "--help"],
         &["reply", "open", "--help"],
+        &["cert", "new", "--help"],
+        &["cert", "show", "--help"],
+        &["policy", "check", "--help"],
+        &["demo", "--help"],
     ] {
         let text = stdout(&nulab(args));
         assert!(text.contains("Usage"), "{args:?}: {text}");
@@ -301,4 +305,129 @@ mod policy {
         assert!(text.contains(&format!("{path}:3: error:")), "{text}");
         assert!(text.contains("without spaces"), "{text}");
     }
+}
+
+mod cert {
+    use super::*;
+
+    #[test]
+    fn new_with_a_seed_is_deterministic_and_show_reads_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        let first = stdout(&nulab(&[
+            "cert",
+            "new",
+            "--out",
+            out,
+            "--seed",
+            "1",
+            "--password",
+            "pw",
+        ]));
+        // The thumbprint the certificates crate pins for seed 1.
+        assert_eq!(first.trim(), "f0f0685c46b9486d6de55b7a46f3a384ccd361a3");
+
+        let cer = dir.path().join("BitLocker-NetworkUnlock.cer");
+        let pfx = dir.path().join("BitLocker-NetworkUnlock.pfx");
+        let view: serde_json::Value = serde_json::from_str(&stdout(&nulab(&[
+            "cert",
+            "show",
+            "--json",
+            cer.to_str().unwrap(),
+        ])))
+        .unwrap();
+        assert_eq!(view["thumbprint"], first.trim());
+        assert_eq!(view["network_unlock"]["fit"], true);
+        assert_eq!(view["public_key"]["bits"], 2048);
+        assert_eq!(view["key_usage"]["critical"], true);
+
+        let text = stdout(&nulab(&[
+            "cert",
+            "show",
+            pfx.to_str().unwrap(),
+            "--password",
+            "pw",
+        ]));
+        assert!(text.contains(first.trim()), "{text}");
+        let out = nulab(&["cert", "show", pfx.to_str().unwrap(), "--password", "wrong"]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("BitLocker-NetworkUnlock.pfx"));
+    }
+
+    #[test]
+    fn show_refuses_a_certificate_unfit_for_network_unlock() {
+        if !testkit::require_tool("openssl") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("tls.pem");
+        let key = dir.path().join("tls.key");
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=web", "-days", "1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&pem)
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+        let out = nulab(&["cert", "show", "--json", pem.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(view["network_unlock"]["fit"], false);
+        let codes: Vec<&str> = view["network_unlock"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["code"].as_str().unwrap())
+            .collect();
+        assert!(codes.contains(&"missing-network-unlock-eku"), "{codes:?}");
+    }
+}
+
+#[test]
+fn demo_runs_the_exchange_and_writes_a_pcap() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("demo.pcap");
+    let text = stdout(&nulab(&[
+        "demo",
+        "--seed",
+        "1",
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ]));
+    assert!(
+        text.contains("4ad038da813176acbd5caaae0fe3494b0d008159"),
+        "the real capture"
+    );
+    assert!(text.contains("the tag verifies"), "{text}");
+    // The pcap holds the computed request and reply, which nulab decodes again.
+    let packets = json_lines(&nulab(&[
+        "packet",
+        "decode",
+        "--json",
+        pcap.to_str().unwrap(),
+    ]));
+    assert_eq!(packets.len(), 2);
+    assert_eq!(packets[0]["nkpu"]["kind"], "request");
+    assert_eq!(
+        packets[0]["nkpu"]["thumbprint"],
+        "f0f0685c46b9486d6de55b7a46f3a384ccd361a3"
+    );
+    assert_eq!(packets[1]["nkpu"]["kind"], "reply");
+    // Same seed, same bytes.
+    let again = dir.path().join("again.pcap");
+    stdout(&nulab(&[
+        "demo",
+        "--seed",
+        "1",
+        "--pcap",
+        again.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read(&pcap).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
 }

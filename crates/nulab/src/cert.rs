@@ -1,0 +1,120 @@
+//! `nulab cert new|show`: make a Network Unlock certificate as the seed's `certreq` example
+//! does, and look at one (any `.cer`, `.pfx` or PEM) the way an admin checks it before deploying.
+//! Exit code of `show`: 0 when the certificate is fit for Network Unlock, 1 when it is not.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use certificates::generate::DEFAULT_SUBJECT;
+use certificates::{CertificateRequest, CertificateView, Validity, files};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Generate a self-signed Network Unlock certificate (RSA-2048, critical keyEncipherment,
+    /// EKU 1.3.6.1.4.1.311.67.1.1); writes NAME.cer (for Group Policy) and NAME.pfx (for the
+    /// WDS server) and prints the thumbprint
+    New {
+        /// Folder to write into (created if missing)
+        #[arg(long)]
+        out: PathBuf,
+        /// File name without extension
+        #[arg(long, default_value = files::DEFAULT_FILE_NAME)]
+        name: String,
+        /// Subject, e.g. "CN=BitLocker Network Unlock certificate for Contoso"
+        #[arg(long, default_value = DEFAULT_SUBJECT)]
+        subject: String,
+        /// Generate deterministically from this seed (fixed dates 2025-01-01 to 2035-01-01),
+        /// for fixtures and labs; without it, a fresh key valid for one year from now
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Password of the .pfx
+        #[arg(long, default_value = "")]
+        password: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a certificate: subject, issuer, validity, key size, key usage and its criticality,
+    /// EKUs, SHA-1 thumbprint, and whether it is fit for Network Unlock (with every reason)
+    Show {
+        /// A .cer (DER), .pfx or PEM file
+        file: PathBuf,
+        /// Password of a .pfx
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: CertCommand) -> Result<ExitCode> {
+    match cmd {
+        CertCommand::New {
+            out,
+            name,
+            subject,
+            seed,
+            password,
+            json,
+        } => {
+            let validity = match seed {
+                Some(_) => Validity::fixture(),
+                None => {
+                    // The CLI is a shell: it may read the clock; the crate never does.
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .context("the system clock is before 1970")?;
+                    let now = i64::try_from(now.as_secs())
+                        .context("the system clock is too far ahead")?;
+                    Validity::years_from(now, 1)?
+                }
+            };
+            let request = CertificateRequest::network_unlock(validity).with_subject(subject);
+            let bundle = match seed {
+                Some(seed) => request.self_signed_from_seed(seed)?,
+                None => request.self_signed(&mut rand_core::OsRng)?,
+            };
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let written = files::save_cer_and_pfx(&out, &name, &bundle, &password)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "thumbprint": written.thumbprint.to_string(),
+                        "cer": written.cer.display().to_string(),
+                        "pfx": written.pfx.display().to_string(),
+                    })
+                );
+            } else {
+                println!("{}", written.thumbprint);
+                eprintln!(
+                    "wrote {} and {}",
+                    written.cer.display(),
+                    written.pfx.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CertCommand::Show {
+            file,
+            password,
+            json,
+        } => {
+            let bundle = files::load_bundle(&file, password.as_deref())?;
+            let view = CertificateView::of_bundle(&bundle);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{view}");
+            }
+            Ok(if view.network_unlock.fit {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! `nulab demo`: the README's main job until the scenario runner exists. It decodes the real
+//! Windows 10 capture shipped with nulab, then runs one whole Network Unlock exchange (phases 3
+//! to 6 of the seed) through the real codec and the real crypto, printing every step.
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use nkpu::{ClientKey, KeyProtector, KeyProtectorReply, Message, ProviderKey, SessionKey, v4};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use crate::{packet_input, packet_view};
+
+/// The real DHCPv4 Network Unlock request of a Windows 10 client (fixtures/windows-captures).
+const WINDOWS_CAPTURE: &[u8] =
+    include_bytes!("../../../fixtures/windows-captures/windows10-nkpu-request-v4.pcap");
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Seed for the certificate and every key of the exchange (same seed, same bytes)
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the computed request and reply as a pcap for Wireshark
+    #[arg(long)]
+    pcap: Option<std::path::PathBuf>,
+}
+
+pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    show_capture()?;
+    let (request, reply) = exchange(args.seed)?;
+    if let Some(path) = args.pcap {
+        write_pcap(&path, request, reply)?;
+        println!(
+            "Wrote the request and reply to {} (open it in Wireshark).",
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The two computed datagrams as Ethernet frames on the client's segment, with simulated
+/// timestamps (the same seed gives the same file).
+fn write_pcap(path: &std::path::Path, request: Vec<u8>, reply: Vec<u8>) -> Result<()> {
+    use netsim::wire::{self, CapturedFrame};
+    use netsim::{Bytes, MacAddr, SimTime};
+    let frame = |time, src_mac, src: &str, dst: &str, payload| -> Result<CapturedFrame> {
+        Ok(CapturedFrame {
+            time,
+            src_mac: MacAddr(src_mac),
+            dst_mac: MacAddr([0xff; 6]),
+            src: src.parse().context("demo address")?,
+            dst: dst.parse().context("demo address")?,
+            ttl: 128,
+            ip_id: 1,
+            payload: Bytes::from(payload),
+        })
+    };
+    let frames = [
+        frame(
+            SimTime::ZERO,
+            CLIENT_MAC,
+            "10.0.4.110:68",
+            "255.255.255.255:67",
+            request,
+        )?,
+        frame(
+            SimTime::from_millis(1),
+            WDS_MAC,
+            "10.0.4.98:67",
+            "255.255.255.255:68",
+            reply,
+        )?,
+    ];
+    let bytes = wire::pcap_bytes(&frames).context("framing the pcap")?;
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
+const WDS_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x98];
+
+fn show_capture() -> Result<()> {
+    println!("═══ 1. A real Network Unlock request, captured from a Windows 10 client ═══\n");
+    let (_, packets) =
+        packet_input::read_packets("windows10-nkpu-request-v4.pcap", WINDOWS_CAPTURE)?;
+    for (i, packet) in packets.iter().enumerate() {
+        let view = packet_view::view(i + 1, &packet.origin, &packet.bytes)?;
+        println!("{}", view.to_text());
+    }
+    Ok(())
+}
+
+fn exchange(seed: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+    println!("═══ 2. One unlock exchange, computed now with real RSA-2048 and AES-256-CCM ═══\n");
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let bundle = certificates::fixture::network_unlock(seed);
+    let server_cert = certificates::ProviderCertificate::from_bundle(bundle)
+        .context("the generated certificate is fit for the provider")?;
+    let client_cert = server_cert.certificate();
+    let thumbprint = server_cert.thumbprint();
+    println!(
+        "The WDS server holds a Network Unlock certificate ({}, RSA-{}), thumbprint {}",
+        client_cert.certificate().subject(),
+        client_cert.certificate().key_bits(),
+        thumbprint
+    );
+    println!("Group Policy gave the client the same certificate, without its private key.\n");
+
+    // Phase 3: the client builds its request.
+    let ck = ClientKey::random(&mut rng);
+    let sk = SessionKey::random(&mut rng);
+    let kp = KeyProtector::encrypt(client_cert.public_key(), &ck, &sk, &mut rng)?;
+    let request = v4::Request::after_lease(
+        0x6567_aa00 ^ (seed as u32),
+        CLIENT_MAC,
+        Ipv4Addr::new(10, 0, 4, 110),
+        Ipv4Addr::new(10, 0, 4, 97),
+        vec![
+            v4::LeaseOption::new(1, vec![255, 255, 255, 0]).context("lease option")?,
+            v4::LeaseOption::new(3, vec![10, 0, 4, 1]).context("lease option")?,
+            v4::LeaseOption::new(51, 86400u32.to_be_bytes().to_vec()).context("lease option")?,
+            v4::LeaseOption::new(54, vec![10, 0, 4, 97]).context("lease option")?,
+        ],
+        thumbprint,
+        kp,
+    );
+    let request_bytes = request.encode();
+    println!("[phase 2] the UEFI DHCP driver holds a lease: 10.0.4.110 from 10.0.4.97");
+    println!(
+        "[phase 3] the client picks CK (network key) {} and SK (session key) {}",
+        ck.short(),
+        sk.short()
+    );
+    println!(
+        "          KP = RSA-2048-PKCS1(cert, CK‖SK) = {:?}; request broadcast: {} bytes",
+        request.key_protector,
+        request_bytes.len()
+    );
+
+    // Phases 4 to 6: the provider.
+    let Message::V4Request(received) = v4::decode(&request_bytes)? else {
+        bail!("the encoded request decoded as something else");
+    };
+    println!(
+        "[phase 4] the provider recognises vendor class BITLOCKER and thumbprint {}",
+        received.thumbprint
+    );
+    let provider = ProviderKey::from_pkcs8_der(&server_cert.private_key_pkcs8_der())?;
+    let (server_ck, server_sk) = provider.decrypt(&received.key_protector)?;
+    println!(
+        "[phase 5] it decrypts KP with the private key (aws-lc-rs): CK {} SK {}",
+        server_ck.short(),
+        server_sk.short()
+    );
+    let reply = v4::Reply::answering(&received, KeyProtectorReply::seal(&server_sk, &server_ck));
+    let reply_bytes = reply.encode();
+    println!(
+        "[phase 6] it returns CK sealed under SK: KPR = tag‖AES-256-CCM = {:?}; reply: {} bytes",
+        reply.reply,
+        reply_bytes.len()
+    );
+
+    // Back on the client.
+    let Message::V4Reply(answer) = v4::decode(&reply_bytes)? else {
+        bail!("the encoded reply decoded as something else");
+    };
+    let opened = answer.reply.open(&sk)?;
+    if opened != ck {
+        bail!("the reply opened to a different key");
+    }
+    println!(
+        "[phase 6] the client opens the reply with SK: the tag verifies, CK {} is back",
+        opened.short()
+    );
+    let wrong = answer.reply.open(&SessionKey::from_bytes([0; 32]));
+    println!(
+        "          (with any other session key: {})",
+        wrong
+            .err()
+            .map_or_else(|| "opened?!".to_owned(), |e| e.to_string())
+    );
+    println!("\nThe request and reply, as nulab packet decode shows them:\n");
+    for (i, bytes) in [&request_bytes, &reply_bytes].into_iter().enumerate() {
+        println!("{}", packet_view::view(i + 1, "computed", bytes)?.to_text());
+    }
+    println!(
+        "Phases 7 and 8 (CK combined with the TPM-held key to unwrap the volume master key) and\n\
+         phase 9 are the boot client's; the scenario runner shows them end to end."
+    );
+    Ok((request_bytes, reply_bytes))
+}
