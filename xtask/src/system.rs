@@ -23,6 +23,14 @@ const TOOLS: &[(Check, &str)] = &[
     // The real-TPM feature (tss-esapi, built by `--all-features`) links against libtss2.
     (Check::File("/usr/include/tss2/tss2_esys.h"), "libtss2-dev"),
     (Check::Command("pkg-config"), "pkg-config"),
+    // The real-TPM tests start swtpm (swtpm_setup comes with swtpm-tools).
+    (Check::Command("swtpm"), "swtpm"),
+    (Check::Command("swtpm_setup"), "swtpm-tools"),
+    // The real-socket DHCP tests: network namespaces, dnsmasq as the separate DHCP server,
+    // busybox udhcpc as a client of nulab's server.
+    (Check::Command("ip"), "iproute2"),
+    (Check::Command("dnsmasq"), "dnsmasq-base"),
+    (Check::Command("udhcpc"), "udhcpc"),
 ];
 
 pub fn ensure_tools() -> Result<()> {
