@@ -768,6 +768,31 @@ fn the_same_seed_gives_the_same_exchange() {
 }
 
 proptest! {
+    /// Any client, any seed, any amount of early loss up to what four attempts survive: the
+    /// client's lease and the server's record agree, and the address is in the pool.
+    #[test]
+    fn client_and_server_agree_on_every_lease(
+        mac_bytes in any::<[u8; 6]>(),
+        seed in any::<u64>(),
+        lost in 0usize..4,
+    ) {
+        let mut net = Net::new(0);
+        net.rng = ChaCha20Rng::seed_from_u64(seed);
+        net.clients.push(Client::new(ClientConfig::default(), AdapterFacts::ready(mac_bytes), 0));
+        net.lose_first = lost;
+        net.start();
+        net.run_until(Duration::from_secs(300));
+        let lease = net.clients[0].lease().expect("four attempts survive the loss").clone();
+        prop_assert!(pools()[0].first <= lease.address && lease.address <= pools()[0].last);
+        let records = net.server.leases();
+        prop_assert_eq!(records.len(), 1);
+        prop_assert_eq!(records[0].addr, lease.address);
+        let mut id = vec![1u8];
+        id.extend_from_slice(&mac_bytes);
+        prop_assert_eq!(records[0].client.as_bytes(), &id[..]);
+        prop_assert_eq!(records[0].expires, lease.acquired_at + Duration::from_secs(600));
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_the_server_or_the_client(
         bytes in proptest::collection::vec(any::<u8>(), 0..600),

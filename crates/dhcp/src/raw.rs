@@ -96,6 +96,22 @@ pub(crate) fn v6_options(message: &[u8]) -> Option<Vec<(u16, &[u8])>> {
     Some(options)
 }
 
+/// Whether dhcproto 0.15 can decode the DHCPv6 `message` without panicking: it subtracts
+/// without checking from the length of options 13 (status code), 16 and 17 (vendor class and
+/// options), and decodes the options nested in IA_NA, IA_TA, IA_PD, their addresses and
+/// prefixes and relay messages (3, 4, 5, 9, 25, 26) the same way. Information-Request and
+/// Reply carry none of the nested ones, so a message with any of them is refused whole.
+pub(crate) fn v6_safe_for_dhcproto(message: &[u8]) -> bool {
+    v6_options(message).is_some_and(|options| {
+        options.iter().all(|&(code, data)| match code {
+            3 | 4 | 5 | 9 | 25 | 26 => false,
+            13 => data.len() >= 2,
+            16 | 17 => data.len() >= 4,
+            _ => true,
+        })
+    })
+}
+
 /// Whether a DHCPv6 message carries a vendor class (option 16) whose data is `BITLOCKER`
 /// (after the 4-byte enterprise number and the 2-byte length of the one class datum).
 pub(crate) fn v6_is_network_unlock(message: &[u8]) -> bool {
@@ -178,6 +194,11 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = v4_options(&bytes);
             let _ = v6_options(&bytes);
+            if v6_safe_for_dhcproto(&bytes) {
+                let _ = <dhcproto::v6::Message as dhcproto::Decodable>::decode(
+                    &mut dhcproto::Decoder::new(&bytes),
+                );
+            }
             let _ = v4_is_network_unlock(&bytes);
             if v4_safe_for_dhcproto(&bytes) {
                 let _ = <dhcproto::v4::Message as dhcproto::Decodable>::decode(

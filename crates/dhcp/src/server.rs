@@ -262,6 +262,13 @@ pub struct LeaseRecord {
 pub struct Server {
     config: ServerConfig,
     bindings: BTreeMap<Ipv4Addr, Binding>,
+    /// The address each client holds or was offered (not declined ones): an index over
+    /// `bindings`, kept in step with it, so that finding a client's lease is not a scan.
+    by_client: BTreeMap<ClientKey, Ipv4Addr>,
+    /// Per pool, where the search for a free address resumes: handing addresses out in turn
+    /// keeps allocation from rescanning every lease, and an address just freed is the last
+    /// to be reused (another client's stale ARP entry has time to age out).
+    next_candidate: Vec<u32>,
     /// The address each client last held, so that it gets it back while it is free.
     last_address: BTreeMap<ClientKey, Ipv4Addr>,
     transmits: VecDeque<Transmit>,
@@ -299,12 +306,14 @@ impl Request {
 impl Server {
     pub fn new(config: ServerConfig) -> Server {
         Server {
-            config,
             bindings: BTreeMap::new(),
+            by_client: BTreeMap::new(),
+            next_candidate: config.pools.iter().map(|p| u32::from(p.first)).collect(),
             last_address: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: ServerCounters::default(),
+            config,
         }
     }
 
@@ -353,9 +362,11 @@ impl Server {
             .map(|(addr, _)| *addr)
             .collect();
         for addr in due {
-            if let Some(binding) = self.bindings.remove(&addr)
-                && binding.state == BindingState::Bound
-            {
+            let Some(binding) = self.bindings.remove(&addr) else {
+                continue;
+            };
+            self.unindex(&binding.client, addr);
+            if binding.state == BindingState::Bound {
                 self.events.push_back(ServerEvent::Expired {
                     client: binding.client,
                     addr,
@@ -462,10 +473,14 @@ impl Server {
 
     /// The address this client holds or was offered, if any.
     fn held_by(&self, client: &ClientKey) -> Option<Ipv4Addr> {
-        self.bindings
-            .iter()
-            .find(|(_, b)| &b.client == client && b.state != BindingState::Declined)
-            .map(|(addr, _)| *addr)
+        self.by_client.get(client).copied()
+    }
+
+    /// Forget that `client` holds `addr` (if the index says so).
+    fn unindex(&mut self, client: &ClientKey, addr: Ipv4Addr) {
+        if self.by_client.get(client) == Some(&addr) {
+            self.by_client.remove(client);
+        }
     }
 
     fn is_free(&self, addr: Ipv4Addr, pool: &Pool, request: &Request) -> bool {
@@ -494,7 +509,10 @@ impl Server {
                     .filter(|a| self.is_free(*a, &pool, request))
             })
             .or_else(|| {
-                (u32::from(pool.first)..=u32::from(pool.last))
+                let (first, last) = (u32::from(pool.first), u32::from(pool.last));
+                let cursor = self.next_candidate[request.pool].clamp(first, last);
+                (cursor..=last)
+                    .chain(first..cursor)
                     .map(Ipv4Addr::from)
                     .find(|a| self.is_free(*a, &pool, request))
             });
@@ -502,6 +520,9 @@ impl Server {
             self.drop_for(DropReason::PoolExhausted);
             return;
         };
+        if !self.bindings.contains_key(&addr) {
+            self.next_candidate[request.pool] = u32::from(addr).saturating_add(1);
+        }
         let binding = self.bindings.entry(addr).or_insert(Binding {
             client: request.client.clone(),
             state: BindingState::Offered,
@@ -510,6 +531,7 @@ impl Server {
         if binding.state == BindingState::Offered {
             binding.expires = now + self.config.offer_hold;
         }
+        self.by_client.insert(request.client.clone(), addr);
         self.counters.offers += 1;
         self.events.push_back(ServerEvent::Offered {
             client: request.client.clone(),
@@ -534,6 +556,7 @@ impl Server {
                             .is_some_and(|b| b.state == BindingState::Offered)
                     {
                         self.bindings.remove(&addr);
+                        self.unindex(&request.client, addr);
                     }
                     self.drop_for(DropReason::OtherServer);
                     return;
@@ -588,6 +611,7 @@ impl Server {
                 expires,
             },
         );
+        self.by_client.insert(request.client.clone(), addr);
         self.last_address.insert(request.client.clone(), addr);
         self.counters.acks += 1;
         self.events.push_back(ServerEvent::Leased {
@@ -639,6 +663,7 @@ impl Server {
         // Someone else answers ARP for it: keep it out of the pool for a while.
         binding.state = BindingState::Declined;
         binding.expires = now + self.config.decline_hold;
+        self.unindex(&request.client, addr);
         self.last_address.remove(&request.client);
         self.events.push_back(ServerEvent::Declined {
             client: request.client.clone(),
@@ -664,6 +689,7 @@ impl Server {
             return;
         }
         self.bindings.remove(&addr);
+        self.unindex(&request.client, addr);
         self.events.push_back(ServerEvent::Released {
             client: request.client.clone(),
             addr,

@@ -151,6 +151,9 @@ impl InfoRequester {
         if received.interface != self.interface || self.deadline.is_none() {
             return;
         }
+        if !raw::v6_safe_for_dhcproto(received.payload) {
+            return;
+        }
         let Ok(message) = Message::decode(&mut Decoder::new(received.payload)) else {
             return;
         };
@@ -256,6 +259,10 @@ impl InfoServer {
             self.counters.dropped += 1;
             return;
         };
+        if !raw::v6_safe_for_dhcproto(received.payload) {
+            self.counters.dropped += 1;
+            return;
+        }
         let Ok(request) = Message::decode(&mut Decoder::new(received.payload)) else {
             self.counters.dropped += 1;
             return;
@@ -405,6 +412,36 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn mutated_messages_never_panic_either_side(
+            flips in proptest::collection::vec((0usize..80, any::<u8>()), 1..6),
+            truncate in 0usize..80,
+        ) {
+            let mut rng = ChaCha20Rng::seed_from_u64(3);
+            let mut client = InfoRequester::new(InfoRequestConfig::default(), 0, MAC, CLIENT_LL);
+            let mut server = server();
+            client.start(Duration::ZERO, &mut rng);
+            let mut request = client.poll_transmit().expect("sent");
+            let pristine = request.clone();
+            for &(at, byte) in &flips {
+                if let Some(b) = request.payload.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            request.payload.truncate(truncate.max(1));
+            server.handle(Duration::ZERO, rx(&request));
+            server.handle(Duration::ZERO, rx(&pristine));
+            // The mutated request may or may not have been answered; the pristine one was.
+            let mut replies: Vec<Transmit> = std::iter::from_fn(|| server.poll_transmit()).collect();
+            let mut reply = replies.pop().expect("a reply to the pristine request");
+            for (at, byte) in flips {
+                if let Some(b) = reply.payload.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            client.handle(Duration::ZERO, rx(&reply));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let rx = Received {
