@@ -24,6 +24,9 @@ mod error;
 mod pcr;
 mod simulated;
 
+#[cfg(feature = "real-tpm")]
+mod real;
+
 use std::time::Duration;
 
 use zeroize::Zeroizing;
@@ -31,6 +34,8 @@ use zeroize::Zeroizing;
 pub use auth::AuthValue;
 pub use error::TpmError;
 pub use pcr::{PCR_COUNT, PcrIndex, PcrSelection, PcrValue};
+#[cfg(feature = "real-tpm")]
+pub use real::RealTpm;
 pub use simulated::{SimulatedTpm, SimulatedTpmState};
 
 /// The largest secret a TPM 2.0 sealed-data object holds (MAX_SYM_DATA).
