@@ -11,6 +11,7 @@ mod packet_input;
 mod packet_view;
 mod policy;
 mod reply;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,12 @@ enum Command {
     /// Seal or open a key protector reply (AES-256-CCM under the session key)
     #[command(subcommand)]
     Reply(reply::ReplyCommand),
+    /// Build a BitLocker-style volume image, list its protectors, unlock it
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Make or check a 48-digit recovery password
+    #[command(subcommand)]
+    RecoveryPassword(volume::RecoveryPasswordCommand),
     /// Decode the real Windows capture, then run one whole unlock exchange with real crypto
     Demo(demo::DemoArgs),
 }
@@ -56,6 +63,8 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Reply(cmd) => reply::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Volume(cmd) => volume::run_volume(cmd),
+        Command::RecoveryPassword(cmd) => volume::run_recovery_password(cmd),
     };
     match result {
         Ok(code) => code,

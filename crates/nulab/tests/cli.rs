@@ -431,3 +431,96 @@ fn demo_runs_the_exchange_and_writes_a_pcap() {
         std::fs::read(&again).unwrap()
     );
 }
+
+mod volume {
+    use super::*;
+
+    #[test]
+    fn create_list_and_unlock_with_each_protector() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("c.img");
+        let img = img.to_str().unwrap();
+        let created: serde_json::Value = serde_json::from_str(&stdout(&nulab(&[
+            "volume",
+            "create",
+            img,
+            "--tpm-pin",
+            "123456",
+            "--recovery-password",
+            "--startup-key-out",
+            dir.path().to_str().unwrap(),
+            "--seed",
+            "3",
+            "--iterations",
+            "16",
+            "--json",
+        ])))
+        .unwrap();
+        let password = created["recovery_password"].as_str().unwrap().to_owned();
+        let bek = created["startup_key"].as_str().unwrap().to_owned();
+        assert_eq!(created["protectors"].as_array().unwrap().len(), 3);
+
+        let table = stdout(&nulab(&["volume", "protectors", img]));
+        assert!(
+            table.contains("TPM And PIN:") && table.contains("Numerical Password:"),
+            "{table}"
+        );
+        assert!(
+            !table.contains(&password),
+            "the password shows only once unlocked"
+        );
+
+        for args in [
+            vec!["--with", "tpm-and-pin", "--pin", "123456"],
+            vec!["--with", "recovery-password", "--password", &password],
+            vec!["--with", "startup-key", "--key", &bek],
+        ] {
+            let mut all = vec!["volume", "unlock", img, "--json"];
+            all.extend(args.iter().copied());
+            let v: serde_json::Value = serde_json::from_str(&stdout(&nulab(&all))).unwrap();
+            assert_eq!(v["unlocked"], true, "{args:?}");
+            assert_eq!(v["label"], "NULAB");
+        }
+
+        let out = nulab(&[
+            "volume",
+            "unlock",
+            img,
+            "--with",
+            "tpm-and-pin",
+            "--pin",
+            "999999",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["unlocked"], false);
+        assert!(v["error"].as_str().unwrap().contains("wrong PIN"), "{v}");
+    }
+
+    #[test]
+    fn recovery_password_new_and_check() {
+        let pw = stdout(&nulab(&["recovery-password", "new", "--seed", "1"]));
+        assert_eq!(
+            pw.trim(),
+            stdout(&nulab(&["recovery-password", "new", "--seed", "1"])).trim()
+        );
+        assert!(
+            nulab(&["recovery-password", "check", pw.trim()])
+                .status
+                .success()
+        );
+        let bad = "111111-222222-333333-444444-555555-666666-777777-888888";
+        let out = nulab(&["recovery-password", "check", "--json", bad]);
+        assert_eq!(out.status.code(), Some(1));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["valid"], false);
+        assert_eq!(v["group"], 7);
+        let out = nulab(&[
+            "recovery-password",
+            "check",
+            "111111-222222-333333-444444-555555-666666-123456-888888",
+        ]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("group 7 (123456)"));
+    }
+}
