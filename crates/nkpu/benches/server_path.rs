@@ -5,57 +5,17 @@
 //! target is at least 90% of OpenSSL's private-key operations per second on one core.
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nkpu::{
-    ClientKey, KeyProtector, KeyProtectorReply, Message, ProviderKey, SessionKey, Thumbprint, v4,
-};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-use rsa::pkcs8::DecodePrivateKey;
+use nkpu::{ClientKey, KeyProtectorReply, Message, SessionKey, v4};
 
-fn request_bytes(public: &rsa::RsaPublicKey) -> Vec<u8> {
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let kp = KeyProtector::encrypt(
-        public,
-        &ClientKey::random(&mut rng),
-        &SessionKey::random(&mut rng),
-        &mut rng,
-    )
-    .expect("RSA-2048 key");
-    v4::Request::after_lease(
-        1,
-        [2, 0, 0, 0, 0, 1],
-        Ipv4Addr::new(10, 0, 4, 110),
-        Ipv4Addr::new(10, 0, 4, 97),
-        vec![],
-        Thumbprint::from_bytes([0x4a; 20]),
-        kp,
-    )
-    .encode()
-}
+#[path = "support/server_path.rs"]
+mod support;
 
-/// The whole server path for one request; returns the reply bytes.
-fn serve(provider: &ProviderKey, request: &[u8]) -> Vec<u8> {
-    let Ok(Message::V4Request(req)) = v4::decode(request) else {
-        panic!("bench request decodes")
-    };
-    let (ck, sk) = provider.decrypt(&req.key_protector).expect("decrypts");
-    v4::Reply::answering(&req, KeyProtectorReply::seal(&sk, &ck)).encode()
-}
+use support::{provider_and_request, serve};
 
 fn bench(c: &mut Criterion) {
-    let der = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/keys/test-a-rsa2048.pk8"
-    ))
-    .expect("test key fixture");
-    let provider = ProviderKey::from_pkcs8_der(&der).expect("provider key");
-    let public = rsa::RsaPrivateKey::from_pkcs8_der(&der)
-        .expect("test key")
-        .to_public_key();
-    let request = request_bytes(&public);
+    let (provider, request) = provider_and_request();
     let Ok(Message::V4Request(req)) = v4::decode(&request) else {
         panic!("bench request decodes")
     };

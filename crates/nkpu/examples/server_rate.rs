@@ -7,58 +7,22 @@
 //! is requests per second of CPU time this process used: on a machine shared with other jobs,
 //! wall-clock time would count the time the scheduler gave to them.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use nkpu::{
-    ClientKey, KeyProtector, KeyProtectorReply, Message, ProviderKey, SessionKey, Thumbprint, v4,
-};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-use rsa::pkcs8::DecodePrivateKey;
+#[path = "../benches/support/server_path.rs"]
+mod support;
 
 fn main() {
     let seconds: f64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
-    let der = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../fixtures/keys/test-a-rsa2048.pk8"
-    ))
-    .expect("test key fixture");
-    let provider = ProviderKey::from_pkcs8_der(&der).expect("provider key");
-    let public = rsa::RsaPrivateKey::from_pkcs8_der(&der)
-        .expect("test key")
-        .to_public_key();
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let kp = KeyProtector::encrypt(
-        &public,
-        &ClientKey::random(&mut rng),
-        &SessionKey::random(&mut rng),
-        &mut rng,
-    )
-    .expect("RSA-2048 key");
-    let request = v4::Request::after_lease(
-        1,
-        [2, 0, 0, 0, 0, 1],
-        Ipv4Addr::new(10, 0, 4, 110),
-        Ipv4Addr::new(10, 0, 4, 97),
-        vec![],
-        Thumbprint::from_bytes([0x4a; 20]),
-        kp,
-    )
-    .encode();
+    let (provider, request) = support::provider_and_request();
     let budget = Duration::from_secs_f64(seconds);
     let start = cpu_time();
     let mut served = 0u64;
     while cpu_time().saturating_sub(start) < budget {
-        let Ok(Message::V4Request(req)) = v4::decode(&request) else {
-            panic!("the request decodes")
-        };
-        let (ck, sk) = provider.decrypt(&req.key_protector).expect("decrypts");
-        let reply = v4::Reply::answering(&req, KeyProtectorReply::seal(&sk, &ck)).encode();
-        std::hint::black_box(reply);
+        std::hint::black_box(support::serve(&provider, &request));
         served += 1;
     }
     println!(
