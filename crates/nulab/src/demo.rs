@@ -185,8 +185,9 @@ fn exchange(seed: u64) -> Result<(Vec<u8>, Vec<u8>)> {
         println!("{}", packet_view::view(i + 1, "computed", bytes)?.to_text());
     }
     println!(
-        "Phases 7 and 8 (CK combined with the TPM-held key to unwrap the volume master key) and\n\
-         phase 9 are the boot client's; the scenario runner shows them end to end."
+        "Phases 7 and 8 (CK combined with the TPM-held key, SHA-256 in nulab's model, to unwrap\n\
+         the volume master key) belong to the boot client: the volume crate's tests run them, and\n\
+         `nulab volume unlock` shows the other protectors on a real image."
     );
     Ok((request_bytes, reply_bytes))
 }
