@@ -22,14 +22,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tss_esapi::attributes::ObjectAttributesBuilder;
-use tss_esapi::constants::{PropertyTag, SessionType, StartupType, Tss2ResponseCodeKind};
+use tss_esapi::constants::{
+    CapabilityType, PropertyTag, SessionType, StartupType, Tss2ResponseCodeKind,
+};
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Auth, Digest, DigestValues, EccPoint, KeyedHashScheme, PcrSelectionList,
+    Auth, CapabilityData, Digest, DigestValues, EccPoint, KeyedHashScheme, PcrSelectionList,
     PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder, PublicEccParametersBuilder,
     PublicKeyedHashParameters, SensitiveData, SymmetricDefinition, SymmetricDefinitionObject,
 };
@@ -44,7 +46,9 @@ use crate::{
 };
 
 const BLOB_TAG: u8 = b'R';
-const BLOB_VERSION: u8 = 1;
+/// Version 2: the primary became `noDA` (see [`create_primary`]), which changes its name and key,
+/// so version-1 blobs no longer load and are refused by version instead.
+const BLOB_VERSION: u8 = 2;
 const FLAG_AUTH: u8 = 1;
 const TPM2_CC_DA_LOCK_RESET: u32 = 0x0000_0139;
 const TPM2_CC_DA_PARAMETERS: u32 = 0x0000_013A;
@@ -91,8 +95,20 @@ impl RealTpm {
         Ok(self.context.as_mut().expect("set just above"))
     }
 
-    /// Sends a hand-marshalled command outside ESAPI and returns its response code.
+    /// Sends a hand-marshalled command outside ESAPI and returns its response code, sending it
+    /// again while the TPM answers that it wants it again, as ESAPI does for its own commands.
     fn raw_command(&mut self, command: &[u8]) -> Result<u32, TpmError> {
+        let mut rc = self.raw_command_once(command)?;
+        for _ in 1..MAX_SUBMISSIONS {
+            if !asks_for_resubmission(rc) {
+                break;
+            }
+            rc = self.raw_command_once(command)?;
+        }
+        Ok(rc)
+    }
+
+    fn raw_command_once(&mut self, command: &[u8]) -> Result<u32, TpmError> {
         let mut response = [0u8; 10];
         match self.raw.clone() {
             RawTransport::Swtpm(address) => {
@@ -123,19 +139,78 @@ impl RealTpm {
         ]))
     }
 
-    fn property(&mut self, tag: PropertyTag) -> Result<u32, TpmError> {
-        self.context()?
-            .get_tpm_property(tag)
-            .map_err(device)?
-            .ok_or_else(|| TpmError::Device(format!("the TPM does not report {tag:?}")))
+    /// The dictionary-attack properties, read from the TPM now (see [`read_lockout_properties`]).
+    fn lockout_properties(&mut self) -> Result<LockoutProperties, TpmError> {
+        read_lockout_properties(self.context()?)
     }
 }
 
+/// TPM_PT_LOCKOUT_COUNTER and the three properties after it, as one TPM2_GetCapability returns
+/// them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LockoutProperties {
+    /// TPM_PT_LOCKOUT_COUNTER (`failedTries`).
+    failed_tries: u32,
+    /// TPM_PT_MAX_AUTH_FAIL (`maxTries`).
+    max_tries: u32,
+    /// TPM_PT_LOCKOUT_INTERVAL (`recoveryTime`, seconds).
+    recovery_time: Duration,
+}
+
+/// Reads the dictionary-attack properties with a fresh TPM2_GetCapability.
+///
+/// Not `Context::get_tpm_property`: tss-esapi 7.7 keeps every property it has read in
+/// `cached_tpm_properties` for the life of the context and never asks the TPM again, which is
+/// right for fixed properties (TPM_PT_MANUFACTURER) and wrong for variable ones. This was the
+/// "only the first wrong PIN is counted on swtpm" puzzle: with `TSS2_LOG=tcti+trace`, a run of
+/// four wrong PINs with a status read after each sent exactly one
+/// `TPM2_GetCapability(TPM_CAP_TPM_PROPERTIES, TPM_PT_LOCKOUT_COUNTER, 4)` (answer: counter 1,
+/// maxTries 5, recoveryTime 3600, lockoutRecovery 1), while every `TPM2_Unseal` got
+/// TPM_RC_AUTH_FAIL (0x98e), which libtpms returns only after incrementing `failedTries`
+/// (`IncrementLockout` in SessionProcess.c). swtpm counted every failure; we kept reading the
+/// first answer. tpm2-tools never saw it because each `tpm2_getcap` is a new process.
+fn read_lockout_properties(context: &mut Context) -> Result<LockoutProperties, TpmError> {
+    let (data, _) = context
+        .execute_without_session(|ctx| {
+            ctx.get_capability(
+                CapabilityType::TpmProperties,
+                PropertyTag::LockoutCounter.into(),
+                3,
+            )
+        })
+        .map_err(device)?;
+    let CapabilityData::TpmProperties(properties) = data else {
+        return Err(TpmError::Device(
+            "TPM2_GetCapability(TPM_PROPERTIES) answered another capability".into(),
+        ));
+    };
+    let value = |tag: PropertyTag| {
+        properties
+            .find(tag)
+            .map(|p| p.value())
+            .ok_or_else(|| TpmError::Device(format!("the TPM does not report {tag:?}")))
+    };
+    Ok(LockoutProperties {
+        failed_tries: value(PropertyTag::LockoutCounter)?,
+        max_tries: value(PropertyTag::MaxAuthFail)?,
+        recovery_time: Duration::from_secs(u64::from(value(PropertyTag::LockoutInterval)?)),
+    })
+}
+
 /// Re-creates the storage primary (deterministic from its template and the owner seed).
+///
+/// The template is the TCG Provisioning Guidance SRK's (attributes 0x00030472), `noDA`
+/// included: the primary's authValue is empty and known to all, so dictionary-attack protection
+/// on it guards nothing, and without `noDA` every TPM2_Create and TPM2_Load under it is a use of
+/// a DA-protected authValue, which a locked-out TPM refuses (TPM_RC_LOCKOUT; `CheckAuthSession`
+/// in the reference code and libtpms). Seen on swtpm: during a PIN lockout even sealing and the
+/// PCR-only "TPM" protector failed. With `noDA` only the sealed object, whose authValue is the
+/// PIN, is subject to lockout, as on Windows.
 fn create_primary(context: &mut Context) -> Result<KeyHandle, EsapiError> {
     let attributes = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
+        .with_no_da(true)
         .with_sensitive_data_origin(true)
         .with_user_with_auth(true)
         .with_restricted(true)
@@ -340,16 +415,13 @@ impl Tpm for RealTpm {
             Err(EsapiError::Tss2Error(rc)) => match rc.kind() {
                 Some(Tss2ResponseCodeKind::PolicyFail) => Err(TpmError::PolicyMismatch),
                 Some(Tss2ResponseCodeKind::AuthFail | Tss2ResponseCodeKind::BadAuth) => {
-                    let failed = self.property(PropertyTag::LockoutCounter)?;
-                    let max = self.property(PropertyTag::MaxAuthFail)?;
+                    let da = self.lockout_properties()?;
                     Err(TpmError::BadAuthorization {
-                        remaining: max.saturating_sub(failed),
+                        remaining: da.max_tries.saturating_sub(da.failed_tries),
                     })
                 }
                 Some(Tss2ResponseCodeKind::Lockout) => Err(TpmError::Lockout {
-                    recovery_time: Duration::from_secs(u64::from(
-                        self.property(PropertyTag::LockoutInterval)?,
-                    )),
+                    recovery_time: self.lockout_properties()?.recovery_time,
                 }),
                 _ => Err(TpmError::Device(rc.to_string())),
             },
@@ -384,14 +456,12 @@ impl Tpm for RealTpm {
     }
 
     fn lockout_status(&mut self, _now: Duration) -> Result<LockoutStatus, TpmError> {
-        let failed_tries = self.property(PropertyTag::LockoutCounter)?;
-        let max_tries = self.property(PropertyTag::MaxAuthFail)?;
-        let interval = self.property(PropertyTag::LockoutInterval)?;
+        let da = self.lockout_properties()?;
         Ok(LockoutStatus {
-            failed_tries,
-            max_tries,
-            recovery_time: Duration::from_secs(u64::from(interval)),
-            locked_out: failed_tries >= max_tries,
+            failed_tries: da.failed_tries,
+            max_tries: da.max_tries,
+            recovery_time: da.recovery_time,
+            locked_out: da.failed_tries >= da.max_tries,
         })
     }
 
@@ -420,6 +490,17 @@ impl Tpm for RealTpm {
         check_rc("swtpm CMD_INIT", u32::from_be_bytes(result))?;
         self.context()?.startup(StartupType::Clear).map_err(device)
     }
+}
+
+/// How often a hand-marshalled command is sent in all (ESAPI's `_ESYS_MAX_SUBMISSIONS`).
+const MAX_SUBMISSIONS: usize = 5;
+
+/// TPM_RC_RETRY, TPM_RC_YIELDED and TPM_RC_TESTING: warnings (TPM 2.0 Part 2, 6.6.3) after
+/// which the same command may simply be sent again. libtpms answers TPM_RC_RETRY to the first
+/// use of a DA-protected authorization after a startup (`USE_DA_USED`: it first records in NV
+/// that DA was used); ESAPI resubmits on its own, the raw commands must do it themselves.
+fn asks_for_resubmission(rc: u32) -> bool {
+    matches!(rc, 0x0000_0922 | 0x0000_0908 | 0x0000_090A)
 }
 
 /// A command authorized by the lockout hierarchy with an empty password (TPM_RS_PW):
@@ -538,6 +619,17 @@ mod tests {
     }
 
     #[test]
+    fn only_the_try_again_warnings_resubmit() {
+        for rc in [0x922, 0x908, 0x90a] {
+            assert!(asks_for_resubmission(rc), "0x{rc:03x}");
+        }
+        // Success, TPM_RC_LOCKOUT, TPM_RC_NV_RATE, TPM_RC_AUTH_FAIL in session 1.
+        for rc in [0, 0x921, 0x920, 0x98e] {
+            assert!(!asks_for_resubmission(rc), "0x{rc:03x}");
+        }
+    }
+
+    #[test]
     fn tcti_strings_name_the_raw_transport() {
         assert!(matches!(
             raw_transport("swtpm:host=127.0.0.1,port=4000"),
@@ -557,8 +649,13 @@ mod tests {
             Err(TpmError::InvalidBlob(_))
         ));
         assert!(matches!(
-            parse_blob(b"R\x01\x80\x00\x00\x00\x00\xff\xff"),
+            parse_blob(b"R\x02\x80\x00\x00\x00\x00\xff\xff"),
             Err(TpmError::InvalidBlob(_))
         ));
+        assert_eq!(
+            parse_blob(b"R\x01\x80\x00\x00\x00\x00\x00\x00"),
+            Err(TpmError::InvalidBlob("unknown version")),
+            "blobs sealed under the old, DA-protected primary"
+        );
     }
 }
