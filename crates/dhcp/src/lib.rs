@@ -21,6 +21,7 @@
 pub mod client;
 mod raw;
 pub mod server;
+pub mod service;
 pub mod v6;
 
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use dhcp::service::DhcpServerService;
 use dhcp::{
     AdapterFacts, Client, ClientConfig, ClientEvent, Failure, Lease, Pool, Received, Server,
     ServerConfig, Transmit,
@@ -34,38 +35,6 @@ fn received(d: &Datagram) -> Received<'_> {
         src: d.src,
         dst: d.dst,
         payload: &d.payload,
-    }
-}
-
-/// `dhcp::Server` on UDP 67. The server (its lease database) is shared with the test, as a
-/// lease file on disk would outlive the process.
-struct DhcpServerService {
-    server: Rc<RefCell<Server>>,
-}
-
-impl DhcpServerService {
-    fn flush(&self, stack: &mut dyn HostStack) {
-        let mut server = self.server.borrow_mut();
-        send_all(stack, std::iter::from_fn(|| server.poll_transmit()));
-        if let Some(at) = server.poll_timeout() {
-            stack.set_timer(SimTime::from_nanos(nanos(at)), 0);
-        }
-    }
-}
-
-impl Service for DhcpServerService {
-    fn on_start(&mut self, stack: &mut dyn HostStack) {
-        stack.bind(dhcp::SERVER_PORT).expect("port 67 free");
-    }
-    fn on_datagram(&mut self, stack: &mut dyn HostStack, d: Datagram) {
-        let now = stack.now().since_start();
-        self.server.borrow_mut().handle(now, received(&d));
-        self.flush(stack);
-    }
-    fn on_timer(&mut self, stack: &mut dyn HostStack, _: u64) {
-        let now = stack.now().since_start();
-        self.server.borrow_mut().handle_timeout(now);
-        self.flush(stack);
     }
 }
 
@@ -219,9 +188,7 @@ fn lab(seed: u64, clients: usize, relayed: bool, adapter: AdapterConfig) -> Lab 
     ))));
     let shared = server.clone();
     sim.add_service(server_host, "dhcpd", move || {
-        Box::new(DhcpServerService {
-            server: shared.clone(),
-        })
+        Box::new(DhcpServerService::new(shared.clone()))
     })
     .expect("service");
 

@@ -1,0 +1,157 @@
+//! The boot client as a [`netsim::Service`]: a machine powering on in the simulator, with its
+//! firmware's UEFI DHCP client and the boot manager on UDP 68 and 546.
+//!
+//! The machine's lasting parts (the encrypted volume and the TPM, whose PCRs and lockout
+//! counter outlive one boot) sit in a shared [`Machine`] that the service takes at start and
+//! gives back when the boot is over, so a scenario can reboot a machine or read its TPM after
+//! the run. What the boot did is appended to a shared [`BootRecord`] with simulated times.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use dhcp::ClientEvent;
+use dhcp::service::sim_time;
+use netsim::{Bytes, Datagram, HostStack, Service, SimTime};
+use tpm::Tpm;
+use volume::Volume;
+
+use crate::boot::{Boot, BootAdapter, BootConfig, BootEvent, BootOutcome};
+
+/// What lasts across boots: the disk and the TPM.
+pub struct Machine {
+    pub volume: Volume,
+    /// `None` while a boot holds it.
+    pub tpm: Option<Box<dyn Tpm>>,
+}
+
+/// What one boot did, for the transcript and the expectations.
+#[derive(Debug, Default)]
+pub struct BootRecord {
+    pub events: Vec<BootEvent>,
+    pub outcome: Option<BootOutcome>,
+    /// The volume label read from decrypted sector 0: proof the data decrypts.
+    pub label: Option<String>,
+    /// Datagrams the client sent.
+    pub sent: u64,
+}
+
+/// The boot manager on a simulated host. The adapters come from the host's simulated
+/// adapters (MAC, link, DHCP configuration, UEFI driver), in the host's order.
+pub struct BootService {
+    config: BootConfig,
+    machine: Rc<RefCell<Machine>>,
+    record: Rc<RefCell<BootRecord>>,
+    boot: Option<Boot>,
+    armed: Option<SimTime>,
+}
+
+impl BootService {
+    /// `config.adapters` is filled in from the host at start; the rest is used as given.
+    pub fn new(
+        config: BootConfig,
+        machine: Rc<RefCell<Machine>>,
+        record: Rc<RefCell<BootRecord>>,
+    ) -> Self {
+        Self {
+            config,
+            machine,
+            record,
+            boot: None,
+            armed: None,
+        }
+    }
+
+    fn flush(&mut self, stack: &mut dyn HostStack) {
+        let Some(boot) = self.boot.as_mut() else {
+            return;
+        };
+        let mut record = self.record.borrow_mut();
+        while let Some(t) = boot.poll_transmit() {
+            record.sent += 1;
+            // A refused send (link down) is lost like any datagram; the timers cope.
+            let _ = stack.send(t.adapter, t.source, t.destination, Bytes::from(t.payload));
+        }
+        while let Some(event) = boot.poll_event() {
+            if let BootEvent::Dhcp {
+                adapter,
+                event: ClientEvent::Bound(lease),
+                ..
+            } = &event
+            {
+                let _ = stack.set_ipv4(*adapter, Some(lease.network()));
+            }
+            record.events.push(event);
+        }
+        if let Some(outcome) = boot.outcome() {
+            record.outcome = Some(outcome.clone());
+            record.label = boot.keys().and_then(|keys| boot.volume().label(keys).ok());
+            drop(record);
+            if let Some(boot) = self.boot.take() {
+                let (volume, tpm) = boot.into_parts();
+                let mut machine = self.machine.borrow_mut();
+                machine.volume = volume;
+                machine.tpm = Some(tpm);
+            }
+            return;
+        }
+        if let Some(at) = boot.poll_timeout().map(sim_time)
+            && self.armed != Some(at)
+        {
+            self.armed = Some(at);
+            stack.set_timer(at, 0);
+        }
+    }
+}
+
+impl Service for BootService {
+    fn on_start(&mut self, stack: &mut dyn HostStack) {
+        let now = stack.now().since_start();
+        let _ = stack.bind(dhcp::CLIENT_PORT);
+        let _ = stack.bind(dhcp::V6_CLIENT_PORT);
+        let mut config = self.config.clone();
+        config.adapters = stack
+            .adapters()
+            .iter()
+            .map(|a| BootAdapter {
+                name: a.name.clone(),
+                facts: dhcp::AdapterFacts {
+                    mac: a.mac.octets(),
+                    link_up: a.link_up,
+                    dhcp_enabled: a.dhcp_enabled,
+                    uefi_driver: a.uefi_driver,
+                },
+                ipv6_link_local: Some(a.ipv6_link_local),
+            })
+            .collect();
+        let (volume, tpm) = {
+            let mut machine = self.machine.borrow_mut();
+            (machine.volume.clone(), machine.tpm.take())
+        };
+        let Some(tpm) = tpm else {
+            // The previous boot still holds the TPM: a service restarted mid-boot. The
+            // machine is powered on once per boot; nothing to do.
+            return;
+        };
+        let mut seed = [0u8; 32];
+        stack.rng().fill_bytes(&mut seed);
+        self.boot = Some(Boot::start(now, config, volume, tpm, seed));
+        self.flush(stack);
+    }
+
+    fn on_datagram(&mut self, stack: &mut dyn HostStack, d: Datagram) {
+        let now = stack.now().since_start();
+        if let Some(boot) = self.boot.as_mut() {
+            boot.handle_datagram(now, d.adapter, d.src, d.dst, &d.payload);
+        }
+        self.flush(stack);
+    }
+
+    fn on_timer(&mut self, stack: &mut dyn HostStack, _: u64) {
+        let now = stack.now().since_start();
+        self.armed = None;
+        if let Some(boot) = self.boot.as_mut() {
+            boot.handle_timeout(now);
+        }
+        self.flush(stack);
+    }
+}
