@@ -66,6 +66,18 @@ impl SealPolicy {
     }
 }
 
+/// What every implementation refuses before sealing: a secret larger than a sealed-data object
+/// holds, and a policy that would protect nothing.
+fn check_sealable(secret: &[u8], policy: &SealPolicy) -> Result<(), TpmError> {
+    if secret.len() > MAX_SEALED_SECRET {
+        return Err(TpmError::SecretTooLarge(secret.len()));
+    }
+    if policy.pcrs.is_empty() && policy.auth.is_none() {
+        return Err(TpmError::EmptyPolicy);
+    }
+    Ok(())
+}
+
 /// A secret sealed by a TPM: opaque bytes the caller stores (in BitLocker, in the volume
 /// metadata) and hands back to the same TPM to unseal. The first byte names the implementation
 /// that made it, so the other one refuses it cleanly.

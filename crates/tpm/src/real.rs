@@ -41,8 +41,8 @@ use tss_esapi::{Context, Error as EsapiError, WrapperErrorKind};
 use zeroize::Zeroizing;
 
 use crate::{
-    AuthValue, DictionaryAttackPolicy, LockoutStatus, MAX_SEALED_SECRET, PcrIndex, PcrSelection,
-    PcrValue, SealPolicy, SealedBlob, Tpm, TpmError,
+    AuthValue, DictionaryAttackPolicy, LockoutStatus, PcrIndex, PcrSelection, PcrValue, SealPolicy,
+    SealedBlob, Tpm, TpmError,
 };
 
 const BLOB_TAG: u8 = b'R';
@@ -383,12 +383,7 @@ impl Tpm for RealTpm {
     }
 
     fn seal(&mut self, secret: &[u8], policy: &SealPolicy) -> Result<SealedBlob, TpmError> {
-        if secret.len() > MAX_SEALED_SECRET {
-            return Err(TpmError::SecretTooLarge(secret.len()));
-        }
-        if policy.pcrs.is_empty() && policy.auth.is_none() {
-            return Err(TpmError::EmptyPolicy);
-        }
+        crate::check_sealable(secret, policy)?;
         let (public, private) = seal_object(self.context()?, secret, policy).map_err(device)?;
         let public = public.marshall().map_err(device)?;
         let mut blob = vec![BLOB_TAG, BLOB_VERSION];

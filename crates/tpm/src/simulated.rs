@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::{
-    AuthValue, DictionaryAttackPolicy, LockoutStatus, MAX_SEALED_SECRET, PCR_COUNT, PcrIndex,
-    PcrSelection, PcrValue, SealPolicy, SealedBlob, Tpm, TpmError,
+    AuthValue, DictionaryAttackPolicy, LockoutStatus, PCR_COUNT, PcrIndex, PcrSelection, PcrValue,
+    SealPolicy, SealedBlob, Tpm, TpmError,
 };
 
 type StorageCipher = ccm::Ccm<Aes256, U16, U12>;
@@ -210,12 +210,7 @@ impl Tpm for SimulatedTpm {
     }
 
     fn seal(&mut self, secret: &[u8], policy: &SealPolicy) -> Result<SealedBlob, TpmError> {
-        if secret.len() > MAX_SEALED_SECRET {
-            return Err(TpmError::SecretTooLarge(secret.len()));
-        }
-        if policy.pcrs.is_empty() && policy.auth.is_none() {
-            return Err(TpmError::EmptyPolicy);
-        }
+        crate::check_sealable(secret, policy)?;
         let mut blob =
             Vec::with_capacity(BLOB_HEADER_LEN + NONCE_LEN + 32 + secret.len() + CCM_TAG_LEN);
         blob.push(BLOB_TAG);
