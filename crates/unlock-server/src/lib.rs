@@ -3,6 +3,10 @@
 //! - [`policy`]: the subnet policy file `bde-network-unlock.ini`, every rule of the seed, a linter
 //!   that names the line of every problem (which Windows never tells you), and the decision for a
 //!   certificate and a client address.
+//! - [`provider`]: the certificate store, the processing order, a counter and a log line per
+//!   drop; split into cheap classification and a `Send` decrypt job so that a shell can spread
+//!   the RSA work over every core and shed what it cannot queue (`drop.overloaded`).
+//! - [`service`]: the provider as a `netsim::Service` for the simulator.
 
 pub mod policy;
 pub mod provider;

@@ -11,7 +11,17 @@
 //! 6. The reply: CK sealed under SK, sent back to the client.
 //!
 //! Every drop is silent on the wire, counted under a stable label ([`DropReason::label`]) and
-//! logged at debug level, as the WDS debug log would. Which address the subnet policy checks is
+//! logged at debug level, as the WDS debug log would.
+//!
+//! Steps 1 to 4 are cheap; step 5, the RSA private-key operation, is nearly all the cost of a
+//! request (about a millisecond). So that a shell can spread it over every core without a lock
+//! around the provider, processing is split in three: [`Provider::classify`] (steps 1 to 4, on
+//! the provider) yields a [`DecryptJob`] holding a shared `Arc<ProviderKey>`, which any thread
+//! can [`DecryptJob::run`] (steps 5 and 6, touching nothing of the provider), and
+//! [`Provider::complete`] counts and logs what came of it. A shell that cannot take a job (its
+//! bounded queue is full) hands it back with [`Provider::shed`], counted as
+//! [`DropReason::Overloaded`]. [`Provider::handle`] does all three in a row, for the simulator.
+//! The provider itself never owns a thread. Which address the subnet policy checks is
 //! not documented: nulab checks `ciaddr` for DHCPv4 (the address the client says it holds, equal
 //! to the source in the capture; a relayed request's source is the relay) and falls back to the
 //! source address when `ciaddr` is 0; for DHCPv6 it checks the source address.
@@ -60,6 +70,9 @@ pub enum DropReason {
     CertificateDisabled(Thumbprint),
     Undecryptable,
     WrongPlaintextLength(usize),
+    /// The shell's queue of requests waiting for the private-key operation was full: shed
+    /// rather than queued without bound.
+    Overloaded,
 }
 
 impl DropReason {
@@ -78,6 +91,7 @@ impl DropReason {
             DropReason::CertificateDisabled(_) => "certificate-disabled".into(),
             DropReason::Undecryptable => "undecryptable".into(),
             DropReason::WrongPlaintextLength(_) => "bad-plaintext-length".into(),
+            DropReason::Overloaded => "overloaded".into(),
         }
     }
 }
@@ -113,6 +127,10 @@ impl std::fmt::Display for DropReason {
             DropReason::WrongPlaintextLength(n) => {
                 write!(f, "the key protector decrypts to {n} bytes, not 64")
             }
+            DropReason::Overloaded => f.write_str(
+                "overloaded: every worker is busy and the queue of requests waiting for the \
+                 private-key operation is full",
+            ),
         }
     }
 }
@@ -159,7 +177,7 @@ pub struct Provider {
     service_running: bool,
     registered: bool,
     /// DHCPv6 server identifier (a DUID) for replies.
-    server_duid: Vec<u8>,
+    server_duid: Arc<[u8]>,
     counters: BTreeMap<String, u64>,
     log: Vec<LogLine>,
 }
@@ -173,7 +191,7 @@ impl Provider {
             policy: PolicyState::NoFile,
             service_running: true,
             registered: true,
-            server_duid,
+            server_duid: server_duid.into(),
             counters: BTreeMap::new(),
             log: Vec::new(),
         }
@@ -245,6 +263,28 @@ impl Provider {
         }
     }
 
+    /// The policy file exists but cannot be read as text (not UTF-8, a read error): as
+    /// corrupted as a file with a bad line, so the provider fails the same way.
+    pub fn policy_unreadable(&mut self, now: Duration, why: String) {
+        let problem = policy::Problem {
+            line: 0,
+            message: format!("cannot be read: {why}"),
+        };
+        self.log(now, Level::Error, format!("bde-network-unlock.ini {why}"));
+        self.log(
+            now,
+            Level::Error,
+            "the subnet policy file is corrupted or invalid: the Network Unlock provider has \
+             failed and will not respond to requests"
+                .into(),
+        );
+        self.policy = PolicyState::Loaded(Lint {
+            policy: None,
+            errors: vec![problem],
+            warnings: Vec::new(),
+        });
+    }
+
     pub fn set_service_running(&mut self, now: Duration, running: bool) {
         self.service_running = running;
         let what = if running { "started" } else { "stopped" };
@@ -294,46 +334,83 @@ impl Provider {
         *self.counters.entry(label).or_insert(0) += 1;
     }
 
-    /// Processes one datagram received on port 67 (DHCPv4) or 547 (DHCPv6).
+    /// Processes one datagram received on port 67 (DHCPv4) or 547 (DHCPv6), all steps in a
+    /// row on this thread.
     pub fn handle(&mut self, now: Duration, datagram: Received<'_>) -> Outcome {
-        match self.process(datagram) {
-            Ok((thumbprint, client, transmit)) => {
+        match self.classify(now, datagram) {
+            Classified::Dropped(reason) => Outcome::Dropped(reason),
+            Classified::Decrypt(job) => {
+                let done = job.run();
+                self.complete(now, done)
+            }
+        }
+    }
+
+    /// The cheap steps (service state, policy file, decoding, thumbprint, subnet policy): a
+    /// drop, already counted and logged, or a job for the private-key operation.
+    pub fn classify(&mut self, now: Duration, datagram: Received<'_>) -> Classified {
+        match self.check(datagram) {
+            Ok(job) => Classified::Decrypt(job),
+            Err(reason) => {
+                self.record_drop(now, datagram.source, &reason);
+                Classified::Dropped(reason)
+            }
+        }
+    }
+
+    /// Counts and logs a job that a worker ran.
+    pub fn complete(&mut self, now: Duration, done: Decrypted) -> Outcome {
+        match done.result {
+            Ok(transmit) => {
                 self.count("replied".into());
                 self.log(
                     now,
                     Level::Info,
                     format!(
-                        "Network Unlock request from {client} with certificate {thumbprint}: \
-                         key returned to {}",
-                        transmit.destination
+                        "Network Unlock request from {} with certificate {}: key returned to {}",
+                        done.client, done.thumbprint, transmit.destination
                     ),
                 );
                 Outcome::Replied {
-                    thumbprint,
-                    client,
+                    thumbprint: done.thumbprint,
+                    client: done.client,
                     transmit,
                 }
             }
             Err(reason) => {
-                self.count(format!("drop.{}", reason.label()));
-                let level = match reason {
-                    DropReason::CertificateRemoved(_) | DropReason::PolicyInvalid => Level::Error,
-                    _ => Level::Debug,
-                };
-                self.log(
-                    now,
-                    level,
-                    format!("dropped a datagram from {}: {reason}", datagram.source),
-                );
+                self.record_drop(now, done.source, &reason);
                 Outcome::Dropped(reason)
             }
         }
     }
 
-    fn process(
-        &self,
-        datagram: Received<'_>,
-    ) -> Result<(Thumbprint, IpAddr, Transmit), DropReason> {
+    /// Counts and logs a job the shell could not queue: [`DropReason::Overloaded`].
+    pub fn shed(&mut self, now: Duration, job: Box<DecryptJob>) -> Outcome {
+        let reason = DropReason::Overloaded;
+        self.record_drop(now, job.source, &reason);
+        Outcome::Dropped(reason)
+    }
+
+    /// Hands over the log lines written since the last call (a long-running shell writes them
+    /// out and must not keep them all in memory).
+    pub fn take_log(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn record_drop(&mut self, now: Duration, source: SocketAddr, reason: &DropReason) {
+        self.count(format!("drop.{}", reason.label()));
+        let level = match reason {
+            DropReason::CertificateRemoved(_) | DropReason::PolicyInvalid => Level::Error,
+            _ => Level::Debug,
+        };
+        self.log(
+            now,
+            level,
+            format!("dropped a datagram from {source}: {reason}"),
+        );
+    }
+
+    fn check(&self, datagram: Received<'_>) -> Result<Box<DecryptJob>, DropReason> {
         if !self.service_running {
             return Err(DropReason::ServiceStopped);
         }
@@ -359,16 +436,20 @@ impl Provider {
                 DropReason::Malformed(err)
             }
         })?;
-        let (thumbprint, key_protector, client) = match &message {
+        let (thumbprint, client, request) = match message {
             Message::V4Request(r) => {
                 let client = if r.ciaddr == Ipv4Addr::UNSPECIFIED {
                     datagram.source.ip()
                 } else {
                     IpAddr::V4(r.ciaddr)
                 };
-                (r.thumbprint, &r.key_protector, client)
+                (r.thumbprint, client, JobRequest::V4(r))
             }
-            Message::V6Request(r) => (r.thumbprint, &r.key_protector, datagram.source.ip()),
+            Message::V6Request(r) => (
+                r.thumbprint,
+                datagram.source.ip(),
+                JobRequest::V6(r, self.server_duid.clone()),
+            ),
             Message::V4Reply(_) | Message::V6Reply(_) => return Err(DropReason::NotARequest),
         };
         let Some(key) = self.certificates.get(&thumbprint) else {
@@ -386,29 +467,101 @@ impl Provider {
             Some(Decision::Deny(why)) => return Err(DropReason::SubnetDenied(why.to_string())),
             None => return Err(DropReason::PolicyInvalid),
         }
-        let (ck, sk) = key.decrypt(key_protector).map_err(|err| match err {
-            nkpu::KeyProtectorError::WrongPlaintextLength(n) => DropReason::WrongPlaintextLength(n),
-            _ => DropReason::Undecryptable,
-        })?;
-        let sealed = KeyProtectorReply::seal(&sk, &ck);
-        let transmit = match &message {
-            Message::V4Request(request) => {
-                let reply = v4::Reply::answering(request, sealed);
-                Transmit {
-                    destination: v4_destination(request),
-                    payload: reply.encode(),
-                }
-            }
-            Message::V6Request(request) => {
-                let reply = v6::Reply::answering(request, self.server_duid.clone(), sealed);
-                Transmit {
-                    destination: SocketAddr::new(datagram.source.ip(), 546),
-                    payload: reply.encode(),
-                }
-            }
-            Message::V4Reply(_) | Message::V6Reply(_) => return Err(DropReason::NotARequest),
+        Ok(Box::new(DecryptJob {
+            source: datagram.source,
+            thumbprint,
+            client,
+            key: Arc::clone(key),
+            request,
+        }))
+    }
+}
+
+/// What [`Provider::classify`] made of a datagram.
+#[derive(Debug)]
+pub enum Classified {
+    /// Dropped by a cheap check; already counted and logged.
+    Dropped(DropReason),
+    /// Passed every cheap check: the private-key operation is next.
+    /// Boxed: a job carries the whole decoded request, and travels through the shell's queue.
+    Decrypt(Box<DecryptJob>),
+}
+
+/// The request as the reply needs it.
+#[derive(Debug)]
+enum JobRequest {
+    V4(v4::Request),
+    /// With the server's DUID for the reply.
+    V6(v6::Request, Arc<[u8]>),
+}
+
+/// A request waiting for the private-key operation: everything steps 5 and 6 need, and
+/// nothing of the provider, so it can run on any thread. The key is shared, never copied.
+#[derive(Debug)]
+pub struct DecryptJob {
+    source: SocketAddr,
+    thumbprint: Thumbprint,
+    client: IpAddr,
+    key: Arc<ProviderKey>,
+    request: JobRequest,
+}
+
+impl DecryptJob {
+    /// The sender of the request.
+    pub fn source(&self) -> SocketAddr {
+        self.source
+    }
+
+    /// Steps 5 and 6: decrypt the key protector, seal the reply, encode it.
+    pub fn run(self) -> Decrypted {
+        let key_protector = match &self.request {
+            JobRequest::V4(r) => &r.key_protector,
+            JobRequest::V6(r, _) => &r.key_protector,
         };
-        Ok((thumbprint, client, transmit))
+        let result = self
+            .key
+            .decrypt(key_protector)
+            .map_err(|err| match err {
+                nkpu::KeyProtectorError::WrongPlaintextLength(n) => {
+                    DropReason::WrongPlaintextLength(n)
+                }
+                _ => DropReason::Undecryptable,
+            })
+            .map(|(ck, sk)| {
+                let sealed = KeyProtectorReply::seal(&sk, &ck);
+                match &self.request {
+                    JobRequest::V4(request) => Transmit {
+                        destination: v4_destination(request),
+                        payload: v4::Reply::answering(request, sealed).encode(),
+                    },
+                    JobRequest::V6(request, duid) => Transmit {
+                        destination: SocketAddr::new(self.source.ip(), 546),
+                        payload: v6::Reply::answering(request, duid.to_vec(), sealed).encode(),
+                    },
+                }
+            });
+        Decrypted {
+            source: self.source,
+            thumbprint: self.thumbprint,
+            client: self.client,
+            result,
+        }
+    }
+}
+
+/// What came of a [`DecryptJob`], for [`Provider::complete`].
+#[derive(Debug)]
+pub struct Decrypted {
+    source: SocketAddr,
+    thumbprint: Thumbprint,
+    client: IpAddr,
+    result: Result<Transmit, DropReason>,
+}
+
+impl Decrypted {
+    /// The sender of the request.
+    pub fn source(&self) -> SocketAddr {
+        self.source
     }
 }
 

@@ -343,3 +343,101 @@ proptest! {
         prop_assert!(matches!(outcome, Outcome::Dropped(_)));
     }
 }
+
+/// The split path a multi-core shell runs: classify on the provider, the private-key operation
+/// on other threads with a shared key, then complete; a job the shell cannot queue is shed and
+/// counted as overloaded. Same replies, same counters as `handle`.
+#[test]
+fn jobs_run_on_worker_threads_and_shed_jobs_are_counted_as_overloaded() {
+    use unlock_server::provider::{Classified, DecryptJob};
+    fn assert_send<T: Send>() {}
+    assert_send::<Box<DecryptJob>>();
+
+    let (mut p, public) = provider();
+    let clients: Vec<Client> = (0..4).map(|seed| client(&public, 100 + seed)).collect();
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let mut jobs = Vec::new();
+    for c in &clients {
+        let bytes = v4_request(c, THUMB_A, addr).encode();
+        let Classified::Decrypt(job) = p.classify(
+            T0,
+            Received {
+                source: from(addr),
+                payload: &bytes,
+            },
+        ) else {
+            panic!("a valid request is a decrypt job")
+        };
+        assert_eq!(job.source(), from(addr));
+        jobs.push(job);
+    }
+    // A cheap drop never becomes a job.
+    assert!(matches!(
+        p.classify(
+            T0,
+            Received {
+                source: from(addr),
+                payload: b"junk"
+            }
+        ),
+        Classified::Dropped(_)
+    ));
+    // The last job finds the queue full.
+    let shed = jobs.pop().unwrap();
+    assert_eq!(p.shed(T0, shed), Outcome::Dropped(DropReason::Overloaded));
+    let done: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|job| scope.spawn(move || job.run()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (done, c) in done.into_iter().zip(&clients) {
+        let Outcome::Replied { transmit, .. } = p.complete(T0, done) else {
+            panic!("the worker's result is a reply")
+        };
+        let Message::V4Reply(reply) = v4::decode(&transmit.payload).unwrap() else {
+            panic!()
+        };
+        assert_eq!(reply.reply.open(&c.sk).unwrap(), c.ck);
+    }
+    assert_eq!(p.counter("replied"), 3);
+    assert_eq!(p.counter("drop.overloaded"), 1);
+    let log = p.take_log();
+    assert!(log.iter().any(|l| l.message.contains("overloaded")));
+    assert!(
+        p.take_log().is_empty(),
+        "take_log hands the lines over once"
+    );
+    assert_eq!(p.counter("replied"), 3, "counters survive take_log");
+}
+
+#[test]
+fn an_unreadable_policy_file_silences_the_provider_like_an_invalid_one() {
+    let (mut p, public) = provider();
+    let c = client(&public, 7);
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let bytes = v4_request(&c, THUMB_A, addr).encode();
+    p.policy_unreadable(T0, "stream did not contain valid UTF-8".into());
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::PolicyInvalid
+    );
+    assert!(
+        p.log_lines()
+            .iter()
+            .any(|l| l.level == Level::Error && l.message.contains("valid UTF-8"))
+    );
+    // A valid file brings it back.
+    p.load_policy(T0, Some("[SUBNETS]\nLAB=10.0.4.0/24\n"));
+    assert!(matches!(
+        p.handle(
+            T0,
+            Received {
+                source: from(addr),
+                payload: &bytes
+            }
+        ),
+        Outcome::Replied { .. }
+    ));
+}
