@@ -49,6 +49,9 @@ enum Command {
         oneshot::Sender<Result<DeviceToken, CommitError>>,
     ),
     Audit(oneshot::Sender<Result<Vec<AuditEntry>, CommitError>>),
+    /// Anything else that needs the store (authentication look-ups, operator accounts, audited
+    /// refusals), run in turn on the store thread.
+    Run(Box<dyn FnOnce(&mut Store) + Send>),
 }
 
 /// A handle to the store thread. Cloning it is cheap; the thread stops when every handle is
@@ -95,6 +98,21 @@ impl GroupCommitter {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Audit(tx))?;
         rx.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// Runs `f` on the store thread, after the requests queued before it.
+    pub async fn with_store<T, F>(&self, f: F) -> Result<T, CommitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Run(Box::new(move |store| {
+            let _ = tx.send(f(store));
+        })))?;
+        rx.await
+            .map_err(|_| CommitError::Stopped)?
+            .map_err(CommitError::Store)
     }
 
     fn send(&self, c: Command) -> Result<(), CommitError> {
@@ -158,6 +176,7 @@ fn run(mut store: Store, rx: mpsc::Receiver<Command>) {
                 Command::Audit(reply) => {
                     let _ = reply.send(store.audit_log().map_err(CommitError::Store));
                 }
+                Command::Run(f) => f(&mut store),
                 Command::Escrow(..) => {} // gathered above, never queued here
             }
         }

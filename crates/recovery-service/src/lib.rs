@@ -13,7 +13,7 @@
 //!                                           │        │                           │
 //!  plain HTTP ───────────▶ 403.4            │ GroupCommitter (one thread,        │
 //!                                           │ group commit, ack after COMMIT)    │
-//!  helpdesk ── key ID + role + reason ────▶ │ Store: SQLite WAL synchronous=FULL │
+//!  helpdesk ── HTTPS: key ID, role, reason ▶│ Store: SQLite WAL synchronous=FULL │
 //!        ◀── material after audit commit ── │ AES-256-GCM, identity as AAD       │
 //!                                           └────────────────────────────────────┘
 //! ```
@@ -25,7 +25,12 @@
 //! - [`wire`]: the HTTP API's paths and JSON bodies.
 //! - [`server`]: the HTTPS application, the plain-HTTP refusal, TLS, start-up; why device
 //!   tokens rather than mutual TLS.
-//! - [`agent`]: the client's decisions (sans-IO) and [`agent::shell`], its tokio shell.
+//! - [`agent`]: the client's decisions (sans-IO) and [`agent::shell`], its tokio shell
+//!   (escrow, the rotate-and-re-escrow cycle, the helpdesk's client calls).
+//! - [`protected_volume`]: what an unlocked BitLocker volume escrows, and its rotation.
+//! - [`pki`]: deterministic server-authentication certificates for management points.
+//! - [`sim`]: the service, management points and devices in a deterministic simulation: the
+//!   issue's scenarios for the scenario runner.
 //!
 //! The crate never acknowledges an escrow before it is durable, never discloses a key without
 //! a durable audit record, and refuses plain HTTP for escrow (both sides: the service refuses
@@ -33,8 +38,11 @@
 
 pub mod agent;
 pub mod committer;
+pub mod pki;
+pub mod protected_volume;
 pub mod record;
 pub mod seal;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod wire;

@@ -37,10 +37,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::committer::{CommitError, GroupCommitter};
-use crate::record::DeviceId;
-use crate::store::{StoreError, token_digest};
+use crate::record::{DeviceId, KeyIdQuery};
+use crate::store::{HelpdeskRequest, Operator, StoreError, token_digest};
 use crate::wire::{
-    ESCROW_PATH, ErrorBody, EscrowBody, EscrowReply, MAX_RECORDS_PER_REQUEST, SERVICE_PATH,
+    AuditReply, ESCROW_PATH, ErrorBody, EscrowBody, EscrowReply, HELPDESK_AUDIT_PATH,
+    HELPDESK_RECOVER_PATH, MAX_RECORDS_PER_REQUEST, RecoverBody, RecoverReply, SERVICE_PATH,
     WireError,
 };
 
@@ -107,6 +108,31 @@ pub struct RecoveryService {
 }
 
 impl RecoveryService {
+    /// Moves `store` onto its group-commit thread and loads the enrolled devices' token
+    /// digests; `clock` stamps every record and audit line.
+    pub fn from_store(store: crate::store::Store, clock: Clock) -> Result<Self, ServeError> {
+        let devices = DeviceRegistry::from_digests(store.device_tokens()?);
+        let committer = GroupCommitter::spawn(store)?;
+        Ok(Self {
+            committer,
+            devices,
+            clock,
+        })
+    }
+
+    /// Creates (or re-issues) a helpdesk operator account and returns its token.
+    pub async fn enrol_operator(
+        &self,
+        operator: &str,
+        role: crate::store::HelpdeskRole,
+    ) -> Result<crate::store::OperatorToken, CommitError> {
+        let now = (self.clock)();
+        let operator = operator.to_owned();
+        self.committer
+            .with_store(move |s| s.enrol_operator(&operator, role, now))
+            .await
+    }
+
     /// Enrols a device through the running service and returns its token.
     pub async fn enrol(&self, device: DeviceId) -> Result<crate::store::DeviceToken, CommitError> {
         let token = self.committer.enrol(device.clone(), (self.clock)()).await?;
@@ -121,9 +147,61 @@ fn refuse(status: StatusCode, error: &str, detail: impl Into<String>) -> Respons
         Json(ErrorBody {
             error: error.into(),
             detail: detail.into(),
+            candidates: Vec::new(),
         }),
     )
         .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+impl RecoveryService {
+    /// The device a token belongs to: from memory, else from the store (a device enrolled by
+    /// `nulab recovery enrol` while the service runs), which then caches it.
+    async fn device(&self, token: Option<&str>) -> Option<DeviceId> {
+        let token = token?;
+        if let Some(d) = self.devices.device_for(token) {
+            return Some(d);
+        }
+        let owned = token.to_owned();
+        let found = self
+            .committer
+            .with_store(move |s| s.authenticate(&owned))
+            .await
+            .ok()
+            .flatten()?;
+        self.devices.insert(token_digest(token), found.clone());
+        Some(found)
+    }
+
+    async fn operator(&self, token: Option<&str>) -> Result<Operator, Response> {
+        let unauthenticated = || {
+            refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a helpdesk operator token is required",
+            )
+        };
+        let token = token.ok_or_else(unauthenticated)?.to_owned();
+        match self
+            .committer
+            .with_store(move |s| s.authenticate_operator(&token))
+            .await
+        {
+            Ok(Some(op)) => Ok(op),
+            Ok(None) => Err(unauthenticated()),
+            Err(e) => Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )),
+        }
+    }
 }
 
 /// The HTTPS application.
@@ -131,6 +209,8 @@ pub fn https_router(service: RecoveryService) -> Router {
     Router::new()
         .route(SERVICE_PATH, get(probe))
         .route(ESCROW_PATH, post(escrow))
+        .route(HELPDESK_RECOVER_PATH, post(recover))
+        .route(HELPDESK_AUDIT_PATH, get(audit))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(service)
 }
@@ -144,11 +224,7 @@ async fn escrow(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let Some(device) = token.and_then(|t| svc.devices.device_for(t)) else {
+    let Some(device) = svc.device(bearer(&headers)).await else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
@@ -192,6 +268,112 @@ async fn escrow(
     }
 }
 
+/// Helpdesk retrieval: the operator's account and role, the key ID (eight characters or the
+/// whole ID) and a reason; the material leaves only after its audit record committed, and a
+/// failed audit write refuses the read (503).
+async fn recover(
+    State(svc): State<RecoveryService>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let operator = match svc.operator(bearer(&headers)).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let parsed: RecoverBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+    };
+    let query = match KeyIdQuery::new(&parsed.key_id) {
+        Ok(q) => q,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+    };
+    let role = parsed.role.unwrap_or(operator.role);
+    let req = HelpdeskRequest {
+        operator: operator.name,
+        role,
+        query,
+        kind: parsed.kind,
+        reason: parsed.reason,
+    };
+    let now = (svc.clock)();
+    if role != operator.role {
+        let held = operator.role;
+        return match svc
+            .committer
+            .with_store(move |s| s.audit_refusal(&req, "refused-role-not-held", now))
+            .await
+        {
+            Ok(_) => refuse(
+                StatusCode::FORBIDDEN,
+                "role-not-held",
+                format!("the account holds the role {held}, not {role}"),
+            ),
+            Err(e) => store_refusal(e),
+        };
+    }
+    match svc.committer.disclose(req, now).await {
+        Ok(d) => (StatusCode::OK, Json(RecoverReply::from(&d))).into_response(),
+        Err(e) => store_refusal(e),
+    }
+}
+
+/// The audit log, for auditors and administrators.
+async fn audit(State(svc): State<RecoveryService>, headers: HeaderMap) -> Response {
+    let operator = match svc.operator(bearer(&headers)).await {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    if !operator.role.may_read_audit() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "role-not-allowed",
+            format!("role {} may not read the audit log", operator.role),
+        );
+    }
+    match svc.committer.audit_log().await {
+        Ok(entries) => (StatusCode::OK, Json(AuditReply { entries })).into_response(),
+        Err(e) => store_refusal(e),
+    }
+}
+
+/// How a store refusal of a helpdesk request reads on the wire.
+fn store_refusal(e: CommitError) -> Response {
+    let CommitError::Store(e) = e else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        );
+    };
+    let detail = e.to_string();
+    match e {
+        StoreError::Ambiguous { candidates, .. } => (
+            StatusCode::CONFLICT,
+            Json(ErrorBody {
+                error: "ambiguous".into(),
+                detail,
+                candidates,
+            }),
+        )
+            .into_response(),
+        StoreError::NotFound { .. } => refuse(StatusCode::NOT_FOUND, "not-found", detail),
+        StoreError::RoleNotAllowed(_) => refuse(StatusCode::FORBIDDEN, "role-not-allowed", detail),
+        StoreError::BadReason | StoreError::Record(_) => {
+            refuse(StatusCode::BAD_REQUEST, "bad-request", detail)
+        }
+        StoreError::Audit(_) => {
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable", detail)
+        }
+        StoreError::Seal { .. } => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "integrity-failure",
+            detail,
+        ),
+        _ => refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail),
+    }
+}
+
 fn to_records(body: EscrowBody) -> Result<Vec<crate::record::EscrowRecord>, WireError> {
     if body.records.is_empty() {
         return Err(WireError::NoRecords);
@@ -216,6 +398,8 @@ pub fn plain_http_router() -> Router {
     Router::new()
         .route(SERVICE_PATH, axum::routing::any(https_required))
         .route(ESCROW_PATH, axum::routing::any(https_required))
+        .route(HELPDESK_RECOVER_PATH, axum::routing::any(https_required))
+        .route(HELPDESK_AUDIT_PATH, axum::routing::any(https_required))
         .layer(DefaultBodyLimit::max(0))
 }
 
@@ -315,13 +499,7 @@ pub struct RunningService {
 /// Opens the store, binds the listeners and spawns them on the current tokio runtime.
 pub async fn start(cfg: ServiceConfig) -> Result<RunningService, ServeError> {
     let store = crate::store::Store::open_with_key_file(&cfg.database, cfg.key_file.as_deref())?;
-    let devices = DeviceRegistry::from_digests(store.device_tokens()?);
-    let committer = GroupCommitter::spawn(store)?;
-    let service = RecoveryService {
-        committer,
-        devices,
-        clock: wall_clock(),
-    };
+    let service = RecoveryService::from_store(store, wall_clock())?;
     let tls = tls_config(cfg.cert_chain, cfg.cert_key)?;
     let https = TcpListener::bind(cfg.https).await?;
     let https_addr = https.local_addr()?;

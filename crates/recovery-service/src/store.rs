@@ -69,6 +69,13 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE records ADD COLUMN retired_at INTEGER;
      CREATE INDEX records_pending_rotation ON records (device)
         WHERE rotation_requested_at IS NOT NULL AND retired_at IS NULL;",
+    // 3: helpdesk operator accounts (their tokens as SHA-256, like devices').
+    "CREATE TABLE operators (
+        operator     TEXT PRIMARY KEY,
+        role         TEXT NOT NULL,
+        token_sha256 BLOB NOT NULL UNIQUE,
+        enrolled_at  INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -143,6 +150,27 @@ impl HelpdeskRole {
     pub fn may_disclose(self) -> bool {
         matches!(self, HelpdeskRole::Helpdesk | HelpdeskRole::Administrator)
     }
+    /// May read the audit log (auditors and administrators).
+    pub fn may_read_audit(self) -> bool {
+        matches!(self, HelpdeskRole::Auditor | HelpdeskRole::Administrator)
+    }
+    pub fn from_label(s: &str) -> Option<Self> {
+        [
+            HelpdeskRole::Helpdesk,
+            HelpdeskRole::Administrator,
+            HelpdeskRole::Auditor,
+        ]
+        .into_iter()
+        .find(|r| r.label() == s)
+    }
+}
+
+impl std::str::FromStr for HelpdeskRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::from_label(s)
+            .ok_or_else(|| format!("unknown role {s:?} (helpdesk, administrator or auditor)"))
+    }
 }
 
 impl std::fmt::Display for HelpdeskRole {
@@ -172,6 +200,9 @@ pub struct Disclosure {
     pub audit_seq: i64,
     /// The client will be told to rotate this recovery password at its next contact.
     pub rotation_requested: bool,
+    /// When the client replaced this record after a rotation (it is kept, superseded, so that
+    /// an old recovery screen can still be answered).
+    pub retired_at: Option<i64>,
 }
 
 /// What an escrow did to one record.
@@ -204,7 +235,7 @@ pub struct EscrowReceipt {
 }
 
 /// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
     pub seq: i64,
     pub at: i64,
@@ -227,6 +258,74 @@ impl std::fmt::Debug for DeviceToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DeviceToken(..)")
     }
+}
+
+/// A bearer token issued to a helpdesk operator account. Only its SHA-256 is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorToken(pub String);
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorToken(..)")
+    }
+}
+
+/// An authenticated helpdesk operator account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub name: String,
+    pub role: HelpdeskRole,
+}
+
+/// One stored row as it lies in the database file, material included as stored (ciphertext,
+/// or plaintext in the comparison mode): what someone who copies the file sees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RawRow {
+    pub device: String,
+    pub volume: String,
+    pub key_id: String,
+    pub kind: String,
+    pub version: i64,
+    /// 0 plaintext, 1 AES-256-GCM.
+    pub sealing: i64,
+    #[serde(serialize_with = "hex_bytes")]
+    pub nonce: Vec<u8>,
+    #[serde(serialize_with = "hex_bytes")]
+    pub material: Vec<u8>,
+    pub escrowed_at: i64,
+    pub rotation_requested_at: Option<i64>,
+    pub retired_at: Option<i64>,
+}
+
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+/// Reads every record row of the database at `path` as stored (read-only, no key needed), in
+/// a stable order.
+pub fn read_raw_rows(path: &Path) -> Result<Vec<RawRow>, StoreError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare(
+        "SELECT device, volume, key_id, kind, version, sealing, nonce, material, escrowed_at,
+                rotation_requested_at, retired_at
+         FROM records ORDER BY device, volume, key_id, kind",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RawRow {
+            device: r.get(0)?,
+            volume: r.get(1)?,
+            key_id: r.get(2)?,
+            kind: r.get(3)?,
+            version: r.get(4)?,
+            sealing: r.get(5)?,
+            nonce: r.get(6)?,
+            material: r.get(7)?,
+            escrowed_at: r.get(8)?,
+            rotation_requested_at: r.get(9)?,
+            retired_at: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The SHA-256 of a token as stored and compared.
@@ -329,6 +428,61 @@ impl Store {
         Ok(device.map(DeviceId::new).transpose()?)
     }
 
+    /// Creates (or re-issues) a helpdesk operator account with its role and returns its new
+    /// token; an older token of the account stops working.
+    pub fn enrol_operator(
+        &mut self,
+        operator: &str,
+        role: HelpdeskRole,
+        now: i64,
+    ) -> Result<OperatorToken, StoreError> {
+        validate_operator(operator)?;
+        let mut raw = Zeroizing::new([0u8; 32]);
+        self.rng.fill_bytes(raw.as_mut());
+        let token = OperatorToken(hex::encode(raw.as_ref()));
+        self.conn.execute(
+            "INSERT INTO operators (operator, role, token_sha256, enrolled_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(operator) DO UPDATE SET role = excluded.role,
+                token_sha256 = excluded.token_sha256, enrolled_at = excluded.enrolled_at",
+            params![operator, role.label(), &token_digest(&token.0)[..], now],
+        )?;
+        Ok(token)
+    }
+
+    /// The operator account a token belongs to, if any.
+    pub fn authenticate_operator(&self, token: &str) -> Result<Option<Operator>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT operator, role FROM operators WHERE token_sha256 = ?1",
+                params![&token_digest(token)[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(name, role)| {
+            let role = HelpdeskRole::from_label(&role)
+                .ok_or_else(|| StoreError::CorruptRow(format!("operators/{name}")))?;
+            Ok(Operator { name, role })
+        })
+        .transpose()
+    }
+
+    /// Audits a helpdesk request refused before the store was asked (the operator claimed a
+    /// role the account does not hold, for instance). Fails if the audit write fails.
+    pub fn audit_refusal(
+        &mut self,
+        req: &HelpdeskRequest,
+        outcome: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        validate_helpdesk_request(req)?;
+        let tx = self.conn.transaction()?;
+        let seq = audit_in(&tx, req, None, outcome, now)?;
+        tx.commit().map_err(StoreError::Audit)?;
+        Ok(seq)
+    }
+
     /// Escrows one request in its own transaction.
     pub fn escrow(&mut self, req: &EscrowRequest, now: i64) -> Result<EscrowReceipt, StoreError> {
         let mut results = self.escrow_group(std::slice::from_ref(req), now)?;
@@ -379,13 +533,7 @@ impl Store {
     /// the rotation mark of a disclosed recovery password, commit before the material is
     /// returned, and if the audit write fails nothing is returned.
     pub fn disclose(&mut self, req: &HelpdeskRequest, now: i64) -> Result<Disclosure, StoreError> {
-        validate_operator(&req.operator)?;
-        if req.reason.is_empty()
-            || req.reason.len() > MAX_REASON_LEN
-            || req.reason.chars().any(char::is_control)
-        {
-            return Err(StoreError::BadReason);
-        }
+        validate_helpdesk_request(req)?;
         let tx = self.conn.transaction()?;
         let audit = |tx: &Transaction<'_>, id: Option<&RecordId>, outcome: &str| {
             audit_in(tx, req, id, outcome, now)
@@ -450,6 +598,7 @@ impl Store {
             material,
             audit_seq,
             rotation_requested,
+            retired_at: row.retired_at,
         })
     }
 
@@ -518,6 +667,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// The operator and the reason become audit lines: they must not be able to forge one.
+fn validate_helpdesk_request(req: &HelpdeskRequest) -> Result<(), StoreError> {
+    validate_operator(&req.operator)?;
+    if req.reason.is_empty()
+        || req.reason.len() > MAX_REASON_LEN
+        || req.reason.chars().any(char::is_control)
+    {
+        return Err(StoreError::BadReason);
+    }
     Ok(())
 }
 
@@ -632,9 +793,12 @@ fn escrow_in(
         }
         if let (Some(old), MaterialKind::RecoveryPassword) = (&rec.replaces, id.kind) {
             tx.prepare_cached(
+                // The key package of the replaced password opens only with that password:
+                // it is superseded with it.
                 "UPDATE records SET retired_at = ?4
                  WHERE device = ?1 AND volume = ?2 AND key_id = ?3
-                   AND kind = 'recovery-password' AND retired_at IS NULL AND key_id <> ?5",
+                   AND kind IN ('recovery-password', 'key-package')
+                   AND retired_at IS NULL AND key_id <> ?5",
             )?
             .execute(params![
                 id.device.as_str(),
@@ -680,6 +844,7 @@ struct StoredRow {
     id: RecordId,
     version: u64,
     escrowed_at: i64,
+    retired_at: Option<i64>,
     sealed: SealedMaterial,
 }
 
@@ -691,7 +856,8 @@ fn find_by_key_id(
     // The query holds only hex digits and dashes (KeyIdQuery), so a prefix comparison with
     // substr is exact; LIKE would treat `_` and `%` specially and ignore case.
     let mut stmt = tx.prepare(
-        "SELECT device, volume, key_id, kind, version, sealing, nonce, material, escrowed_at
+        "SELECT device, volume, key_id, kind, version, sealing, nonce, material, escrowed_at,
+                retired_at
          FROM records WHERE substr(key_id, 1, ?1) = ?2 AND kind = ?3
          ORDER BY key_id, device, volume",
     )?;
@@ -708,12 +874,13 @@ fn find_by_key_id(
                 r.get::<_, Vec<u8>>(6)?,
                 r.get::<_, Vec<u8>>(7)?,
                 r.get::<_, i64>(8)?,
+                r.get::<_, Option<i64>>(9)?,
             ))
         },
     )?;
     let mut out = Vec::new();
     for row in rows {
-        let (d, v, k, kd, version, sealing, nonce, bytes, escrowed_at) = row?;
+        let (d, v, k, kd, version, sealing, nonce, bytes, escrowed_at, retired_at) = row?;
         let id = record_id(d, v, k, &kd)?;
         let sealing = Sealing::from_column(sealing)
             .ok_or_else(|| seal_error(&id, SealError::UnknownSealing(sealing)))?;
@@ -722,6 +889,7 @@ fn find_by_key_id(
                 .map_err(|_| StoreError::CorruptRow(format!("version of {}", id.key_id)))?,
             id,
             escrowed_at,
+            retired_at,
             sealed: SealedMaterial {
                 sealing,
                 nonce,

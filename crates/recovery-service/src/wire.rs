@@ -7,12 +7,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{DeviceId, EscrowRecord, KeyId, MaterialKind, RecordError, RecordId, VolumeId};
-use crate::store::{EscrowOutcome, EscrowReceipt};
+use crate::store::{AuditEntry, Disclosure, EscrowOutcome, EscrowReceipt, HelpdeskRole};
 
 /// The recovery service's URL path on a management point, as ConfigMgr installs it.
 pub const SERVICE_PATH: &str = "/SMS_MP_MBAM/CoreService.svc";
 /// Where an agent escrows.
 pub const ESCROW_PATH: &str = "/SMS_MP_MBAM/CoreService.svc/escrow";
+/// Where a helpdesk operator asks for recovery information (by key ID, with a reason).
+pub const HELPDESK_RECOVER_PATH: &str = "/SMS_MP_MBAM/CoreService.svc/helpdesk/recover";
+/// Where an auditor or administrator reads the audit log.
+pub const HELPDESK_AUDIT_PATH: &str = "/SMS_MP_MBAM/CoreService.svc/helpdesk/audit";
 /// Most records in one escrow request.
 pub const MAX_RECORDS_PER_REQUEST: usize = 64;
 
@@ -131,9 +135,76 @@ impl From<EscrowReceipt> for EscrowReply {
 /// Every refusal's body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A stable label (`https-required`, `unauthenticated`, `not-your-record`, ...).
+    /// A stable label (`https-required`, `unauthenticated`, `not-your-record`, `ambiguous`,
+    /// ...).
     pub error: String,
     pub detail: String,
+    /// For `ambiguous`: the whole key IDs the prefix matched (the operator picks one and asks
+    /// again with it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<KeyId>,
+}
+
+fn recovery_password_kind() -> MaterialKind {
+    MaterialKind::RecoveryPassword
+}
+
+/// `POST HELPDESK_RECOVER_PATH` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverBody {
+    /// The first eight characters of the key ID, or the whole ID.
+    pub key_id: String,
+    #[serde(default = "recovery_password_kind")]
+    pub kind: MaterialKind,
+    /// The role the operator acts in; it must be the account's role. Absent: the account's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<HelpdeskRole>,
+    pub reason: String,
+}
+
+/// `POST HELPDESK_RECOVER_PATH` reply (sent after the audit record committed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverReply {
+    pub device: DeviceId,
+    pub volume: VolumeId,
+    pub key_id: KeyId,
+    pub kind: MaterialKind,
+    pub version: u64,
+    pub escrowed_at: i64,
+    /// Base64 of the material.
+    pub material: String,
+    /// The material as text when it is UTF-8 (a recovery password, a key package's JSON, an
+    /// owner-auth hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub audit_seq: i64,
+    pub rotation_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<i64>,
+}
+
+impl From<&Disclosure> for RecoverReply {
+    fn from(d: &Disclosure) -> Self {
+        Self {
+            device: d.id.device.clone(),
+            volume: d.id.volume.clone(),
+            key_id: d.id.key_id.clone(),
+            kind: d.id.kind,
+            version: d.version,
+            escrowed_at: d.escrowed_at,
+            material: B64.encode(d.material.as_slice()),
+            text: std::str::from_utf8(&d.material).ok().map(str::to_owned),
+            audit_seq: d.audit_seq,
+            rotation_requested: d.rotation_requested,
+            retired_at: d.retired_at,
+        }
+    }
+}
+
+/// `GET HELPDESK_AUDIT_PATH` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReply {
+    pub entries: Vec<AuditEntry>,
 }
 
 #[cfg(test)]
@@ -165,6 +236,34 @@ mod tests {
     }
 
     #[test]
+    fn helpdesk_bodies_round_trip_and_default_to_recovery_passwords() {
+        let body: RecoverBody =
+            serde_json::from_str(r#"{"key_id":"8f3b1c2d","reason":"ticket 1"}"#).expect("parse");
+        assert_eq!(body.kind, MaterialKind::RecoveryPassword);
+        assert_eq!(body.role, None);
+        let body = RecoverBody {
+            role: Some(HelpdeskRole::Administrator),
+            ..body
+        };
+        let json = serde_json::to_string(&body).expect("json");
+        assert!(json.contains("\"role\":\"administrator\""));
+        assert_eq!(
+            serde_json::from_str::<RecoverBody>(&json).expect("back"),
+            body
+        );
+        let err = ErrorBody {
+            error: "ambiguous".into(),
+            detail: "two".into(),
+            candidates: vec![KeyId::new("8F3B1C2D-AAAA-BBBB-CCCC-0123456789AB").expect("k")],
+        };
+        let json = serde_json::to_string(&err).expect("json");
+        assert_eq!(serde_json::from_str::<ErrorBody>(&json).expect("back"), err);
+        let plain: ErrorBody =
+            serde_json::from_str(r#"{"error":"x","detail":"y"}"#).expect("no candidates");
+        assert!(plain.candidates.is_empty());
+    }
+
+    #[test]
     fn bad_fields_are_refused_at_parse_time() {
         let bad_id = r#"{"records":[{"device":"PC1","volume":"C","key_id":"nope","kind":"key-package","version":1,"material":""}]}"#;
         assert!(serde_json::from_str::<EscrowBody>(bad_id).is_err());
@@ -182,6 +281,9 @@ mod tests {
                 for r in body.records { let _ = r.into_record(); }
             }
             let _ = serde_json::from_slice::<EscrowReply>(&bytes);
+            let _ = serde_json::from_slice::<RecoverBody>(&bytes);
+            let _ = serde_json::from_slice::<RecoverReply>(&bytes);
+            let _ = serde_json::from_slice::<ErrorBody>(&bytes);
         }
     }
 }

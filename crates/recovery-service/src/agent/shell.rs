@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::Request;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Request, http};
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
+use rustls::time_provider::TimeProvider;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -22,9 +23,13 @@ use super::{
     ContactFailure, ContactResult, EscrowRun, LogLine, ManagementPoint, RetryPolicy, RunOutcome,
     Step,
 };
-use crate::record::EscrowRecord;
-use crate::store::DeviceToken;
-use crate::wire::{ESCROW_PATH, ErrorBody, EscrowBody, EscrowReply, SERVICE_PATH, WireRecord};
+use crate::protected_volume::{ProtectedVolume, ProtectedVolumeError, Rotation};
+use crate::record::{EscrowRecord, KeyId};
+use crate::store::{DeviceToken, OperatorToken};
+use crate::wire::{
+    AuditReply, ESCROW_PATH, ErrorBody, EscrowBody, EscrowReply, HELPDESK_AUDIT_PATH,
+    HELPDESK_RECOVER_PATH, RecoverBody, RecoverReply, SERVICE_PATH, WireRecord,
+};
 
 /// Opens a byte stream to a management point.
 pub trait Dialer: Send + Sync {
@@ -68,12 +73,25 @@ impl Dialer for TcpDialer {
 pub fn client_tls(
     roots: &[CertificateDer<'static>],
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_tls_at(roots, None)
+}
+
+/// [`client_tls`] judging certificate validity at the time `time` gives (the simulator's
+/// clock), or the system's when `None`.
+pub fn client_tls_at(
+    roots: &[CertificateDer<'static>],
+    time: Option<Arc<dyn TimeProvider>>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut store = RootCertStore::empty();
     for r in roots {
         store.add(r.clone())?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = match time {
+        Some(t) => rustls::ClientConfig::builder_with_details(provider, t),
+        None => rustls::ClientConfig::builder_with_provider(provider),
+    };
+    let mut cfg = builder
         .with_safe_default_protocol_versions()?
         .with_root_certificates(store)
         .with_no_client_auth();
@@ -127,21 +145,24 @@ impl EscrowConnection {
         })
     }
 
-    /// Escrows records and waits for the service's acknowledgement (sent after its commit).
-    pub async fn escrow(
+    /// One request and its whole reply.
+    async fn call(
         &mut self,
-        token: &DeviceToken,
-        records: &[EscrowRecord],
-    ) -> Result<EscrowReply, ContactFailure> {
-        let body = EscrowBody {
-            records: records.iter().map(WireRecord::from_record).collect(),
-        };
-        let json = serde_json::to_vec(&body).map_err(|e| ContactFailure::Tls(e.to_string()))?;
-        let req = Request::post(ESCROW_PATH)
+        method: http::Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(http::StatusCode, Bytes), ContactFailure> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
             .header(HOST, &self.authority)
-            .header(AUTHORIZATION, format!("Bearer {}", token.0))
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(json)))
+            .header(AUTHORIZATION, format!("Bearer {bearer}"));
+        if body.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ContactFailure::Tls(e.to_string()))?;
         self.sender
             .ready()
@@ -159,6 +180,22 @@ impl EscrowConnection {
             .await
             .map_err(|e| ContactFailure::Unreachable(e.to_string()))?
             .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Escrows records and waits for the service's acknowledgement (sent after its commit).
+    pub async fn escrow(
+        &mut self,
+        token: &DeviceToken,
+        records: &[EscrowRecord],
+    ) -> Result<EscrowReply, ContactFailure> {
+        let body = EscrowBody {
+            records: records.iter().map(WireRecord::from_record).collect(),
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| ContactFailure::Tls(e.to_string()))?;
+        let (status, bytes) = self
+            .call(http::Method::POST, ESCROW_PATH, &token.0, Some(json))
+            .await?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ContactFailure::Refused {
                 status: status.as_u16(),
@@ -166,17 +203,108 @@ impl EscrowConnection {
                 detail: e.to_string(),
             })
         } else {
-            let err: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
-            Err(ContactFailure::Refused {
-                status: status.as_u16(),
-                error: err.as_ref().map_or_else(String::new, |e| e.error.clone()),
-                detail: err.map_or_else(
-                    || String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-                    |e| e.detail,
-                ),
-            })
+            Err(refusal(status, &bytes).0)
         }
     }
+
+    /// Helpdesk retrieval (audited by the service before it answers).
+    pub async fn recover(
+        &mut self,
+        token: &OperatorToken,
+        body: &RecoverBody,
+    ) -> Result<RecoverReply, HelpdeskRefusal> {
+        let json = serde_json::to_vec(body)
+            .map_err(|e| HelpdeskRefusal::Contact(ContactFailure::Tls(e.to_string())))?;
+        let (status, bytes) = self
+            .call(
+                http::Method::POST,
+                HELPDESK_RECOVER_PATH,
+                &token.0,
+                Some(json),
+            )
+            .await
+            .map_err(HelpdeskRefusal::Contact)?;
+        helpdesk_reply(status, &bytes)
+    }
+
+    /// The audit log (auditors and administrators).
+    pub async fn audit_log(
+        &mut self,
+        token: &OperatorToken,
+    ) -> Result<AuditReply, HelpdeskRefusal> {
+        let (status, bytes) = self
+            .call(http::Method::GET, HELPDESK_AUDIT_PATH, &token.0, None)
+            .await
+            .map_err(HelpdeskRefusal::Contact)?;
+        helpdesk_reply(status, &bytes)
+    }
+}
+
+fn refusal(status: http::StatusCode, bytes: &[u8]) -> (ContactFailure, Vec<KeyId>) {
+    let err: Option<ErrorBody> = serde_json::from_slice(bytes).ok();
+    let candidates = err
+        .as_ref()
+        .map(|e| e.candidates.clone())
+        .unwrap_or_default();
+    (
+        ContactFailure::Refused {
+            status: status.as_u16(),
+            error: err.as_ref().map_or_else(String::new, |e| e.error.clone()),
+            detail: err.map_or_else(
+                || String::from_utf8_lossy(bytes).chars().take(200).collect(),
+                |e| e.detail,
+            ),
+        },
+        candidates,
+    )
+}
+
+fn helpdesk_reply<T: serde::de::DeserializeOwned>(
+    status: http::StatusCode,
+    bytes: &[u8],
+) -> Result<T, HelpdeskRefusal> {
+    if status.is_success() {
+        return serde_json::from_slice(bytes).map_err(|e| {
+            HelpdeskRefusal::Contact(ContactFailure::Refused {
+                status: status.as_u16(),
+                error: "bad-reply".into(),
+                detail: e.to_string(),
+            })
+        });
+    }
+    match refusal(status, bytes) {
+        (
+            ContactFailure::Refused {
+                status,
+                error,
+                detail,
+            },
+            candidates,
+        ) => Err(HelpdeskRefusal::Refused {
+            status,
+            error,
+            detail,
+            candidates,
+        }),
+        (other, _) => Err(HelpdeskRefusal::Contact(other)),
+    }
+}
+
+/// Why a helpdesk request got no recovery information.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelpdeskRefusal {
+    #[error("{0}")]
+    Contact(ContactFailure),
+    /// The service answered with an error; `candidates` lists the whole key IDs when the
+    /// prefix was ambiguous (`error` is then `ambiguous`).
+    #[error("the service refused ({status} {error}): {detail}")]
+    Refused {
+        status: u16,
+        error: String,
+        detail: String,
+        candidates: Vec<KeyId>,
+    },
 }
 
 /// Probes a plain-HTTP management point's recovery service (a GET carrying no material) to
@@ -221,30 +349,63 @@ pub struct AgentReport {
     pub log: Vec<LogLine>,
 }
 
-/// Wall-clock milliseconds since the Unix epoch (the real shell's `now`).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// The agent's time: `now` in milliseconds since the Unix epoch, and waiting for a backoff.
+/// The wall clock and tokio's timer for real; the virtual clock in the simulator, where waiting
+/// moves the clock instead of sleeping.
+pub trait AgentClock: Send + Sync {
+    fn now_ms(&self) -> i64;
+    fn wait_until(&self, at_ms: i64) -> impl Future<Output = ()> + Send;
+    /// The time the TLS client judges certificate validity by (`None`: the system's).
+    fn tls_time(&self) -> Option<Arc<dyn TimeProvider>> {
+        None
+    }
 }
 
-/// Escrows `records` through the first management point that takes them.
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallClock;
+
+impl AgentClock for WallClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+    async fn wait_until(&self, at_ms: i64) {
+        let ms = u64::try_from(at_ms.saturating_sub(self.now_ms())).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Escrows `records` through the first management point that takes them (wall clock), and
+/// appends the run's lines to the configured log file.
 pub async fn escrow<D: Dialer>(
     cfg: &AgentConfig,
     dialer: &D,
     records: &[EscrowRecord],
 ) -> Result<AgentReport, rustls::Error> {
-    let tls = client_tls(&cfg.roots)?;
+    let report = escrow_at(cfg, dialer, &WallClock, records).await?;
+    if let Some(path) = &cfg.log_file {
+        append_log(path, &report.log);
+    }
+    Ok(report)
+}
+
+/// One escrow run on `clock` (the log file is the caller's business).
+pub async fn escrow_at<D: Dialer, C: AgentClock>(
+    cfg: &AgentConfig,
+    dialer: &D,
+    clock: &C,
+    records: &[EscrowRecord],
+) -> Result<AgentReport, rustls::Error> {
+    let tls = client_tls_at(&cfg.roots, clock.tls_time())?;
     let mut run = EscrowRun::new(&cfg.management_points, cfg.policy);
     loop {
-        let now = now_ms();
+        let now = clock.now_ms();
         match run.poll(now) {
             Step::Finished => break,
-            Step::WaitUntil(t) => {
-                let ms = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
+            Step::WaitUntil(t) => clock.wait_until(t).await,
             Step::Contact {
                 mp, send_material, ..
             } => {
@@ -259,14 +420,11 @@ pub async fn escrow<D: Dialer>(
                 } else {
                     ContactResult::Failed(probe_plain_http(dialer, &mp).await)
                 };
-                run.on_contact(now_ms(), result);
+                run.on_contact(clock.now_ms(), result);
             }
         }
     }
     let log = run.log().to_vec();
-    if let Some(path) = &cfg.log_file {
-        append_log(path, &log);
-    }
     let outcome = run.outcome().cloned().unwrap_or_else(|| {
         RunOutcome::Failed(super::EscrowFailure {
             attempts: Vec::new(),
@@ -274,6 +432,99 @@ pub async fn escrow<D: Dialer>(
         })
     });
     Ok(AgentReport { outcome, log })
+}
+
+/// Why an escrow cycle for a volume could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CycleError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Volume(#[from] ProtectedVolumeError),
+}
+
+/// What one escrow cycle of a volume did.
+#[derive(Debug)]
+pub struct VolumeEscrowReport {
+    /// The first run's outcome (the escrow of what the volume holds).
+    pub outcome: RunOutcome,
+    /// Rotations carried out because the service asked for them.
+    pub rotations: Vec<Rotation>,
+    /// The re-escrow of the rotated passwords, if there was one.
+    pub re_escrow: Option<RunOutcome>,
+    /// Every handler-log line of the cycle, in order.
+    pub log: Vec<LogLine>,
+}
+
+impl VolumeEscrowReport {
+    /// Escrowed, and every requested rotation re-escrowed.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, RunOutcome::Escrowed { .. })
+            && self
+                .re_escrow
+                .as_ref()
+                .is_none_or(|o| matches!(o, RunOutcome::Escrowed { .. }))
+    }
+}
+
+/// The agent's cycle for one volume: escrow what it holds; if the service says a recovery
+/// password was disclosed, rotate it on the volume and re-escrow the new one (which names the
+/// old one it replaces, so that the service retires it).
+pub async fn escrow_volume<D: Dialer, C: AgentClock>(
+    cfg: &AgentConfig,
+    dialer: &D,
+    clock: &C,
+    volume: &mut ProtectedVolume,
+    rng: &mut dyn rand_core::CryptoRngCore,
+) -> Result<VolumeEscrowReport, CycleError> {
+    let records = volume.records()?;
+    let first = escrow_at(cfg, dialer, clock, &records).await?;
+    let mut log = first.log;
+    let mut rotations = Vec::new();
+    let mut re_records = Vec::new();
+    if let RunOutcome::Escrowed { reply, .. } = &first.outcome {
+        let name = volume.name().clone();
+        for r in reply.rotate.iter().filter(|r| r.volume == name) {
+            let (rotation, records) = volume.rotate(&r.key_id, rng)?;
+            let text = match &rotation {
+                Some(rot) => format!(
+                    "Rotated recovery password {} on volume {}: new key ID {}",
+                    rot.old,
+                    volume.name(),
+                    rot.new
+                ),
+                None => format!(
+                    "Recovery password {} is no longer on volume {}: re-escrowing the current one",
+                    r.key_id,
+                    volume.name()
+                ),
+            };
+            log.push(LogLine {
+                at_ms: clock.now_ms(),
+                severity: super::Severity::Info,
+                text,
+            });
+            rotations.extend(rotation);
+            re_records.extend(records);
+        }
+    }
+    let re_escrow = if re_records.is_empty() {
+        None
+    } else {
+        let second = escrow_at(cfg, dialer, clock, &re_records).await?;
+        log.extend(second.log);
+        Some(second.outcome)
+    };
+    if let Some(path) = &cfg.log_file {
+        append_log(path, &log);
+    }
+    Ok(VolumeEscrowReport {
+        outcome: first.outcome,
+        rotations,
+        re_escrow,
+        log,
+    })
 }
 
 fn append_log(path: &std::path::Path, lines: &[LogLine]) {

@@ -1,0 +1,106 @@
+//! The scenarios hold their expectations, and the same seed gives the same outputs.
+
+use super::*;
+
+#[test]
+fn every_scenario_holds_its_expectations() {
+    for scenario in Scenario::ALL {
+        let report = run(scenario, 7).unwrap_or_else(|e| panic!("{}: {e}", scenario.name()));
+        let failed: Vec<&Expectation> = report.expectations.iter().filter(|e| !e.held).collect();
+        assert!(
+            failed.is_empty(),
+            "{}: {failed:#?}\n{report:#?}",
+            scenario.name()
+        );
+        assert!(!report.expectations.is_empty());
+        assert_eq!(Scenario::from_name(scenario.name()), Some(scenario));
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_outputs_and_another_seed_differs() {
+    for scenario in Scenario::ALL {
+        let a = run(scenario, 11).expect("run a");
+        let b = run(scenario, 11).expect("run b");
+        assert_eq!(a, b, "{}", scenario.name());
+        let json_a = serde_json::to_string(&a).expect("json");
+        let json_b = serde_json::to_string(&b).expect("json");
+        assert_eq!(json_a, json_b);
+    }
+    let a = run(Scenario::EscrowWhenBitLockerEnabled, 1).expect("a");
+    let b = run(Scenario::EscrowWhenBitLockerEnabled, 2).expect("b");
+    assert_ne!(a.databases, b.databases);
+}
+
+#[test]
+fn the_handler_log_reads_like_the_real_one_with_simulated_time() {
+    let report = run(Scenario::HttpsDownFailoverToHttp, 3).expect("run");
+    let first = report.handler_log.first().expect("a line");
+    // 2021-04-05 08:00:00.000 UTC plus the lab's own steps: no wall clock.
+    assert!(
+        first.starts_with(
+            "<![LOG[Checking for Recovery Service at https://mp1.contoso.com/SMS_MP_MBAM/CoreService.svc]LOG]!><time=\"08:00:00.000+000\" date=\"04-05-2021\""
+        ),
+        "{first}"
+    );
+    assert!(first.contains("thread=\"4120\""));
+    assert!(
+        report
+            .handler_log
+            .iter()
+            .any(|l| l.contains("Checking for Recovery Service at http://mp2.contoso.com/"))
+    );
+    let last = report.handler_log.last().expect("last");
+    assert!(
+        last.contains("failed over to an HTTP management point"),
+        "{last}"
+    );
+    assert!(last.contains("type=\"3\""));
+    // Two timeouts of 5 s and backoffs of 2 s and 4 s before the third attempt times out.
+    assert!(
+        report
+            .handler_log
+            .iter()
+            .any(|l| l.contains("time=\"08:00:21.") && l.contains("http://mp2")),
+        "{:#?}",
+        report.handler_log
+    );
+}
+
+#[test]
+fn helpdesk_refusals_are_audited_in_the_lab() {
+    let mut lab = RecoveryLab::new(LabConfig::default()).expect("lab");
+    let mp = lab
+        .add_management_point("mp1.contoso.com", MpFace::Https)
+        .expect("mp");
+    lab.add_device("PC1", std::slice::from_ref(&mp), Trust::OrganisationRoot)
+        .expect("device");
+    lab.add_operator("CONTOSO\\auditor1", HelpdeskRole::Auditor)
+        .expect("operator");
+    let enabled = lab.enable_bitlocker("PC1").expect("bitlocker");
+    assert!(lab.escrow("PC1").expect("escrow").escrowed);
+    let answer = lab
+        .helpdesk_recover(
+            "CONTOSO\\auditor1",
+            RecoverBody {
+                key_id: enabled.key_id.short().into(),
+                kind: crate::record::MaterialKind::RecoveryPassword,
+                role: None,
+                reason: "curious".into(),
+            },
+        )
+        .expect("lab");
+    assert!(
+        matches!(&answer, Err(HelpdeskRefusal::Refused { status: 403, error, .. }) if error == "role-not-allowed"),
+        "{answer:?}"
+    );
+    let audit = lab.audit_log().expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].outcome, "refused-role");
+    assert_eq!(audit[0].at, lab.now_ms());
+    // A device that was never given BitLocker cannot escrow.
+    lab.add_device("PC2", &[mp], Trust::OrganisationRoot)
+        .expect("device");
+    assert!(matches!(lab.escrow("PC2"), Err(SimError::NoBitLocker(_))));
+    assert!(matches!(lab.escrow("PC3"), Err(SimError::UnknownDevice(_))));
+}
