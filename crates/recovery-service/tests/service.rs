@@ -530,3 +530,291 @@ fn an_acknowledged_escrow_survives_kill_9() {
     child.kill().expect("kill");
     let _ = child.wait();
 }
+
+mod helpdesk {
+    //! Helpdesk retrieval over HTTPS: prefixes, ambiguity, roles, the audit trail, and the
+    //! audit failing closed.
+
+    use super::*;
+    use recovery_service::agent::shell::HelpdeskRefusal;
+    use recovery_service::store::OperatorToken;
+    use recovery_service::wire::RecoverBody;
+
+    const K1B: &str = "8F3B1C2D-AAAA-BBBB-CCCC-0123456789AC";
+
+    fn ask(key_id: &str, role: Option<HelpdeskRole>) -> RecoverBody {
+        RecoverBody {
+            key_id: key_id.into(),
+            kind: MaterialKind::RecoveryPassword,
+            role,
+            reason: "user locked out, ticket 4711".into(),
+        }
+    }
+
+    async fn connection(lab: &Lab) -> EscrowConnection {
+        let tls = client_tls(std::slice::from_ref(&lab.pki.root)).expect("tls");
+        EscrowConnection::connect(&TcpDialer::default(), &lab.https_mp(), tls)
+            .await
+            .expect("connect")
+    }
+
+    fn refused(r: Result<impl std::fmt::Debug, HelpdeskRefusal>) -> (u16, String, Vec<KeyId>) {
+        match r {
+            Err(HelpdeskRefusal::Refused {
+                status,
+                error,
+                candidates,
+                ..
+            }) => (status, error, candidates),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn by_prefix_with_candidates_roles_and_an_audit_trail() {
+        let lab = lab(true).await;
+        let device = lab.enrol("PC-A").await;
+        let svc = &lab.running.service;
+        let helpdesk = svc
+            .enrol_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk)
+            .await
+            .expect("operator");
+        let auditor = svc
+            .enrol_operator("CONTOSO\\auditor1", HelpdeskRole::Auditor)
+            .await
+            .expect("operator");
+        let mut conn = connection(&lab).await;
+        conn.escrow(
+            &device,
+            &[record("PC-A", K1, 1, PW), record("PC-A", K1B, 1, b"other")],
+        )
+        .await
+        .expect("escrow");
+
+        // Eight characters match two keys: the candidates come back, nothing is disclosed.
+        let (status, error, candidates) =
+            refused(conn.recover(&helpdesk, &ask("8f3b1c2d", None)).await);
+        assert_eq!((status, error.as_str()), (409, "ambiguous"));
+        assert_eq!(
+            candidates,
+            vec![KeyId::new(K1).expect("k"), KeyId::new(K1B).expect("k")]
+        );
+        // The whole ID answers.
+        let reply = conn
+            .recover(&helpdesk, &ask(K1, None))
+            .await
+            .expect("disclosed");
+        assert_eq!(
+            reply.text.as_deref(),
+            Some(std::str::from_utf8(PW).expect("utf8"))
+        );
+        assert!(reply.rotation_requested);
+        assert_eq!(reply.device.as_str(), "PC-A");
+        // An auditor may not read keys; a helpdesk operator may not claim another role.
+        let (status, error, _) = refused(conn.recover(&auditor, &ask(K1, None)).await);
+        assert_eq!((status, error.as_str()), (403, "role-not-allowed"));
+        let (status, error, _) = refused(
+            conn.recover(&helpdesk, &ask(K1, Some(HelpdeskRole::Administrator)))
+                .await,
+        );
+        assert_eq!((status, error.as_str()), (403, "role-not-held"));
+        // Unknown, missing or device tokens are not operators.
+        for token in ["00".repeat(32), device.0.clone()] {
+            let (status, ..) = refused(conn.recover(&OperatorToken(token), &ask(K1, None)).await);
+            assert_eq!(status, 401);
+        }
+        let (status, error, _) = refused(conn.recover(&helpdesk, &ask("8f3b", None)).await);
+        assert_eq!((status, error.as_str()), (400, "bad-request"));
+        let (status, ..) = refused(conn.recover(&helpdesk, &ask("0D15EA5E", None)).await);
+        assert_eq!(status, 404);
+
+        // Only auditors and administrators read the audit trail.
+        let (status, ..) = refused(conn.audit_log(&helpdesk).await);
+        assert_eq!(status, 403);
+        let audit = conn.audit_log(&auditor).await.expect("audit").entries;
+        let outcomes: Vec<&str> = audit.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(
+            outcomes,
+            [
+                "ambiguous",
+                "disclosed",
+                "refused-role",
+                "refused-role-not-held",
+                "not-found"
+            ]
+        );
+        let disclosed = &audit[1];
+        assert_eq!(disclosed.operator, "CONTOSO\\helpdesk1");
+        assert_eq!(disclosed.key_id.as_deref(), Some(K1));
+        assert_eq!(disclosed.reason, "user locked out, ticket 4711");
+        assert!(disclosed.at > 1_600_000_000_000, "wall-clock milliseconds");
+
+        // Plain HTTP never reaches the helpdesk.
+        let http = lab.running.http.expect("http");
+        let response = raw_http(
+            http,
+            format!(
+                "POST /SMS_MP_MBAM/CoreService.svc/helpdesk/recover HTTP/1.1\r\nHost: localhost\r\n\
+                 Authorization: Bearer {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}",
+                helpdesk.0
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+        assert!(response.contains("https-required"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_fails_closed_when_the_audit_cannot_be_written() {
+        let lab = lab(true).await;
+        let device = lab.enrol("PC-A").await;
+        let helpdesk = lab
+            .running
+            .service
+            .enrol_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk)
+            .await
+            .expect("operator");
+        let mut conn = connection(&lab).await;
+        conn.escrow(&device, &[record("PC-A", K1, 1, PW)])
+            .await
+            .expect("escrow");
+        let raw = rusqlite::Connection::open(lab.dir.path().join("escrow.sqlite")).expect("db");
+        raw.execute_batch(
+            "CREATE TRIGGER audit_down BEFORE INSERT ON audit
+             BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END;",
+        )
+        .expect("trigger");
+        let (status, error, _) = refused(conn.recover(&helpdesk, &ask("8F3B1C2D", None)).await);
+        assert_eq!((status, error.as_str()), (503, "audit-unavailable"));
+        // Nothing was marked: the device is not told to rotate.
+        let reply = conn
+            .escrow(&device, &[record("PC-A", K1, 1, PW)])
+            .await
+            .expect("escrow");
+        assert!(reply.rotate.is_empty());
+        raw.execute_batch("DROP TRIGGER audit_down").expect("drop");
+        let reply = conn
+            .recover(&helpdesk, &ask("8F3B1C2D", None))
+            .await
+            .expect("now it is audited and disclosed");
+        assert_eq!(reply.audit_seq, 1);
+    }
+}
+
+mod rotation {
+    //! Rotation after disclosure, end to end over real TLS, from a real volume: the agent
+    //! learns of the disclosure at its next contact, rotates the password on the volume and
+    //! re-escrows; the old record is superseded.
+
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use recovery_service::agent::shell::{WallClock, escrow_volume};
+    use recovery_service::protected_volume::ProtectedVolume;
+    use recovery_service::wire::RecoverBody;
+    use volume::{RecoveryPassword, UnlockWith, Volume};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_disclosed_password_is_rotated_on_the_volume_and_re_escrowed() {
+        let lab = lab(true).await;
+        let token = lab.enrol("PC0042").await;
+        let helpdesk = lab
+            .running
+            .service
+            .enrol_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk)
+            .await
+            .expect("operator");
+        let mut rng = ChaCha20Rng::seed_from_u64(42);
+        let mut tpm = tpm::SimulatedTpm::manufacture(&mut rng, Default::default());
+        let (mut vol, keys) = Volume::create(16 * 1024, "OS", &mut rng).expect("volume");
+        vol.add_tpm_protector(&keys, &mut tpm, tpm::PcrSelection::SECURE_BOOT, &mut rng)
+            .expect("tpm protector");
+        let (old_id, old_pw) = vol
+            .add_recovery_password_protector(&keys, None, 64, &mut rng)
+            .expect("recovery password");
+        let old_key = KeyId::new(old_id.to_string()).expect("key id");
+        let mut pv = ProtectedVolume::new(
+            DeviceId::new("PC0042").expect("d"),
+            VolumeId::new("C").expect("v"),
+            vol,
+            keys,
+            Some(tpm.owner_auth_full()),
+        );
+        let cfg = lab.agent(vec![lab.https_mp()], token);
+        let dialer = TcpDialer::default();
+        let first = escrow_volume(&cfg, &dialer, &WallClock, &mut pv, &mut rng)
+            .await
+            .expect("cycle");
+        assert!(first.succeeded());
+        assert!(first.rotations.is_empty() && first.re_escrow.is_none());
+
+        // The helpdesk reads it by the first 8 characters, over HTTPS.
+        let tls = client_tls(std::slice::from_ref(&lab.pki.root)).expect("tls");
+        let mut conn = EscrowConnection::connect(&dialer, &lab.https_mp(), tls)
+            .await
+            .expect("connect");
+        let ask = |key_id: &str| RecoverBody {
+            key_id: key_id.into(),
+            kind: MaterialKind::RecoveryPassword,
+            role: None,
+            reason: "locked out, ticket 99".into(),
+        };
+        let disclosed = conn
+            .recover(&helpdesk, &ask(old_key.short()))
+            .await
+            .expect("disclosed");
+        assert_eq!(disclosed.text.as_deref(), Some(old_pw.to_string().as_str()));
+
+        // Next contact: rotate and re-escrow.
+        let second = escrow_volume(&cfg, &dialer, &WallClock, &mut pv, &mut rng)
+            .await
+            .expect("cycle");
+        assert!(second.succeeded(), "{second:?}");
+        assert_eq!(second.rotations.len(), 1);
+        let new_key = second.rotations[0].new.clone();
+        assert_eq!(second.rotations[0].old, old_key);
+        assert!(
+            second
+                .log
+                .iter()
+                .any(|l| l.text.starts_with("Rotated recovery password"))
+        );
+        assert!(
+            pv.volume()
+                .unlock(
+                    &UnlockWith::RecoveryPassword(&old_pw),
+                    &mut tpm,
+                    Default::default()
+                )
+                .is_err(),
+            "the disclosed password no longer unlocks"
+        );
+        // The new password is escrowed and unlocks the volume; the old record is superseded.
+        let fresh = conn
+            .recover(&helpdesk, &ask(new_key.as_str()))
+            .await
+            .expect("new");
+        let new_pw: RecoveryPassword = fresh.text.expect("text").parse().expect("password");
+        assert!(
+            pv.volume()
+                .unlock(
+                    &UnlockWith::RecoveryPassword(&new_pw),
+                    &mut tpm,
+                    Default::default()
+                )
+                .is_ok()
+        );
+        let old = conn
+            .recover(&helpdesk, &ask(old_key.as_str()))
+            .await
+            .expect("old");
+        assert!(old.retired_at.is_some(), "superseded");
+        // A third contact: nothing more to rotate for the old key (the new one was read just
+        // now, so the service asks for that one: the loop goes on only after a disclosure).
+        let third = escrow_volume(&cfg, &dialer, &WallClock, &mut pv, &mut rng)
+            .await
+            .expect("cycle");
+        assert!(third.rotations.iter().all(|r| r.old == new_key));
+    }
+}

@@ -555,3 +555,106 @@ fn enrolment_tokens_authenticate_and_re_enrolment_revokes() {
         .expect("row");
     assert_ne!(stored, t2.0.as_bytes());
 }
+
+#[test]
+fn operator_accounts_authenticate_with_their_role_and_re_issue_revokes() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let t1 = s
+        .enrol_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk, 1)
+        .expect("enrol");
+    let op = s
+        .authenticate_operator(&t1.0)
+        .expect("auth")
+        .expect("known");
+    assert_eq!(op.name, "CONTOSO\\helpdesk1");
+    assert_eq!(op.role, HelpdeskRole::Helpdesk);
+    let t2 = s
+        .enrol_operator("CONTOSO\\helpdesk1", HelpdeskRole::Administrator, 2)
+        .expect("re-issue");
+    assert_eq!(s.authenticate_operator(&t1.0).expect("auth"), None);
+    assert_eq!(
+        s.authenticate_operator(&t2.0)
+            .expect("auth")
+            .map(|o| o.role),
+        Some(HelpdeskRole::Administrator)
+    );
+    // A device token is not an operator token.
+    let d = s.enrol_device(&dev("PC1"), 3).expect("device");
+    assert_eq!(s.authenticate_operator(&d.0).expect("auth"), None);
+    assert!(
+        s.enrol_operator("evil\nname", HelpdeskRole::Helpdesk, 4)
+            .is_err()
+    );
+    assert_eq!("auditor".parse::<HelpdeskRole>(), Ok(HelpdeskRole::Auditor));
+    assert!("root".parse::<HelpdeskRole>().is_err());
+}
+
+#[test]
+fn a_refusal_before_the_store_is_audited_and_fails_closed() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let seq = s
+        .audit_refusal(&helpdesk(K1), "refused-role-not-held", 5)
+        .expect("audited");
+    let log = s.audit_log().expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].seq, log[0].at), (seq, 5));
+    assert_eq!(log[0].outcome, "refused-role-not-held");
+    let mut bad = helpdesk(K1);
+    bad.reason = "forged\nline".into();
+    assert!(matches!(
+        s.audit_refusal(&bad, "x", 6),
+        Err(StoreError::BadReason)
+    ));
+    f.raw()
+        .execute_batch(
+            "CREATE TRIGGER audit_down BEFORE INSERT ON audit
+             BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END;",
+        )
+        .expect("trigger");
+    assert!(matches!(
+        s.audit_refusal(&helpdesk(K1), "x", 7),
+        Err(StoreError::Audit(_))
+    ));
+}
+
+#[test]
+fn a_replacement_retires_the_old_password_and_its_key_package() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let mut pkg = rec("PC1", K1, 1, b"package");
+    pkg.id.kind = MaterialKind::KeyPackage;
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes()), pkg]), 1)
+        .expect("escrow");
+    let mut new = rec("PC1", K3, 1, b"new password");
+    new.replaces = Some(KeyId::new(K1).expect("k"));
+    s.escrow(&req("PC1", vec![new]), 2).expect("escrow");
+    let rows = read_raw_rows(&f.db()).expect("rows");
+    let retired: Vec<(&str, &str, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.key_id.as_str(), r.kind.as_str(), r.retired_at))
+        .collect();
+    assert_eq!(
+        retired,
+        [
+            (K3, "recovery-password", None),
+            (K1, "key-package", Some(2)),
+            (K1, "recovery-password", Some(2)),
+        ]
+    );
+    // The superseded password is still answerable, and says it is superseded.
+    let d = s.disclose(&helpdesk(K1), 3).expect("old");
+    assert_eq!(d.retired_at, Some(2));
+    assert_eq!(d.material.as_slice(), PW.as_bytes());
+    // A replacement from another device cannot retire this device's records.
+    let mut foreign = rec("PC2", K2, 1, b"x");
+    foreign.replaces = Some(KeyId::new(K3).expect("k"));
+    s.escrow(&req("PC2", vec![foreign]), 4).expect("escrow");
+    assert!(
+        read_raw_rows(&f.db())
+            .expect("rows")
+            .iter()
+            .any(|r| r.key_id == K3 && r.retired_at.is_none())
+    );
+}
