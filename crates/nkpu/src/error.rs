@@ -112,9 +112,13 @@ impl DecodeError {
         }
     }
 
-    /// `true` when the message is simply not a Network Unlock message (an ordinary DHCP packet),
-    /// which servers and clients ignore without calling it malformed.
+    /// `true` when the message is simply not a Network Unlock message (an ordinary DHCP packet:
+    /// no vendor class, or another one such as a PXE client's `PXEClient:Arch:00007`), which
+    /// servers and clients ignore without calling it malformed.
     pub fn is_not_network_unlock(&self) -> bool {
-        matches!(self, DecodeError::MissingVendorClass)
+        matches!(
+            self,
+            DecodeError::MissingVendorClass | DecodeError::WrongVendorClass(_)
+        )
     }
 }

@@ -61,9 +61,11 @@ fn v4_missing_or_wrong_vendor_class() {
 
     let mut options = good_options();
     options[1].1 = b"MSFT 5.0".to_vec();
-    assert_eq!(
-        v4::decode(&v4_with(&options)),
-        Err(DecodeError::WrongVendorClass("MSFT 5.0".into()))
+    let err = v4::decode(&v4_with(&options)).unwrap_err();
+    assert_eq!(err, DecodeError::WrongVendorClass("MSFT 5.0".into()));
+    assert!(
+        err.is_not_network_unlock(),
+        "a Windows DHCP client's vendor class"
     );
 }
 

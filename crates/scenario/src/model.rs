@@ -1,0 +1,554 @@
+//! The scenario file format: TOML read with serde, every table `deny_unknown_fields`, and every
+//! mistake reported as `FILE:LINE:COLUMN: message` (a misspelt key, a segment that does not
+//! exist, a duration that does not parse).
+//!
+//! A scenario reads like a story: what the network looks like (segments, routers and relays,
+//! the DHCP server, the WDS servers with their certificates and `bde-network-unlock.ini`), which
+//! machines boot and what their users do, what goes wrong and when, and what must come out.
+//! Defaults keep the small ones short: a segment gets a DHCP pool unless it says otherwise, a
+//! WDS server holds every certificate of the scenario, a client has TPM+PIN, a recovery
+//! password and (Group Policy allowing) the Network Unlock protector for the first certificate.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A one-line title ("The happy path over DHCPv4").
+    pub title: String,
+    /// What it teaches, in a few sentences; the transcript opens with it.
+    #[serde(default)]
+    pub teaches: String,
+    /// The default seed (`--seed` overrides it).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Simulated time to run for.
+    #[serde(default = "default_duration", with = "duration")]
+    pub duration: Duration,
+    /// "full" (every packet) or "summary" (outcomes only; for storms).
+    #[serde(default)]
+    pub transcript: TranscriptDetail,
+    #[serde(default, rename = "certificate")]
+    pub certificates: Vec<CertificateSpec>,
+    #[serde(default, rename = "segment")]
+    pub segments: Vec<SegmentSpec>,
+    #[serde(default, rename = "router")]
+    pub routers: Vec<RouterSpec>,
+    #[serde(default, rename = "dhcp_server")]
+    pub dhcp_servers: Vec<DhcpServerSpec>,
+    #[serde(default)]
+    pub wds: Vec<WdsSpec>,
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientSpec>,
+    #[serde(default, rename = "event")]
+    pub events: Vec<EventSpec>,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    #[serde(default, rename = "expect")]
+    pub expectations: Vec<ClientExpectation>,
+    #[serde(default, rename = "expect_server")]
+    pub server_expectations: Vec<ServerExpectation>,
+    #[serde(default, rename = "expect_packets")]
+    pub packet_expectations: Vec<PacketExpectation>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_duration() -> Duration {
+    Duration::from_secs(120)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TranscriptDetail {
+    #[default]
+    Full,
+    Summary,
+}
+
+/// A Network Unlock certificate (with its private key), generated from a seed as the seed
+/// document's `certreq` would make it, or read from a `.pfx`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub name: Spanned<String>,
+    /// Generate deterministically from this seed.
+    pub seed: Option<u64>,
+    /// Or read this `.pfx` (relative to the scenario file).
+    pub pfx: Option<PathBuf>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSpec {
+    pub name: Spanned<String>,
+    /// The IPv4 subnet ("10.0.4.0/24").
+    pub subnet: Spanned<String>,
+    /// One-way latency of the segment.
+    #[serde(default, with = "opt_duration")]
+    pub latency: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    pub name: Spanned<String>,
+    #[serde(rename = "interface")]
+    pub interfaces: Vec<RouterInterfaceSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterInterfaceSpec {
+    pub segment: Spanned<String>,
+    /// The router's address and prefix on that segment ("10.0.9.1/24").
+    pub address: Spanned<String>,
+    /// DHCP relay (IP helper) on this interface: where to forward client broadcasts.
+    #[serde(default)]
+    pub relay_to: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpServerSpec {
+    pub name: Spanned<String>,
+    pub segment: Spanned<String>,
+    pub address: Spanned<String>,
+    /// Pools; by default one per segment of the scenario (`.100` to `.199`, router `.1`).
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    pub subnet: Spanned<String>,
+    pub first: Spanned<String>,
+    pub last: Spanned<String>,
+    pub router: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WdsSpec {
+    pub name: Spanned<String>,
+    pub segment: Spanned<String>,
+    pub address: Spanned<String>,
+    /// The provider's certificate store; by default every certificate of the scenario.
+    pub certificates: Option<Vec<Spanned<String>>>,
+    /// `bde-network-unlock.ini`, inline.
+    pub policy: Option<String>,
+    /// Or read from a file (relative to the scenario file).
+    pub policy_file: Option<PathBuf>,
+    /// The Network Unlock provider is registered with WDS.
+    #[serde(default = "yes")]
+    pub registered: bool,
+    /// The WDS service is running at the start.
+    #[serde(default = "yes")]
+    pub running: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A client machine (or, with `count`, that many identical ones: a boot storm).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub name: Spanned<String>,
+    /// How many machines of this kind boot (names get `-0001`, `-0002`... when over 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// When they power on.
+    #[serde(default, with = "opt_duration")]
+    pub boot_at: Option<Duration>,
+    /// Network adapters in firmware enumeration order.
+    #[serde(rename = "adapter")]
+    pub adapters: Vec<AdapterSpec>,
+    #[serde(default)]
+    pub firmware: FirmwareSpec,
+    /// Protectors added by hand when BitLocker was enabled (Network Unlock comes from Group
+    /// Policy, see `allow_network_unlock`).
+    #[serde(default = "default_protectors")]
+    pub protectors: Vec<Spanned<String>>,
+    /// Group Policy "Allow network unlock at startup". `false` here means it was disabled after
+    /// the protector had been added: the reboot that applied it deleted the protector.
+    #[serde(default = "yes")]
+    pub allow_network_unlock: bool,
+    /// The certificate Group Policy put in the client's FVE_NKP store (by default the first
+    /// certificate of the scenario); "none" for an empty store.
+    pub certificate: Option<Spanned<String>>,
+    /// A later Group Policy update with a new certificate (rotation).
+    pub new_certificate: Option<Spanned<String>>,
+    /// Whether that update reached the client before this boot.
+    #[serde(default = "yes")]
+    pub new_certificate_applied: bool,
+    /// The TPM+PIN protector's PIN.
+    #[serde(default = "default_pin")]
+    pub pin: String,
+    /// A firmware update measured into PCR 7 after the protectors were sealed.
+    #[serde(default)]
+    pub pcr_change: bool,
+    /// Transport order of the unlock request ("v4", "v6").
+    #[serde(default = "default_order")]
+    pub order: Vec<Spanned<String>>,
+    /// What the person at the console types, in order; empty: nobody is there.
+    #[serde(default)]
+    pub console: Vec<ConsoleSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_protectors() -> Vec<Spanned<String>> {
+    ["tpm-and-pin", "recovery-password"]
+        .into_iter()
+        .map(|s| Spanned::new(0..0, s.to_string()))
+        .collect()
+}
+
+fn default_pin() -> String {
+    "246810".into()
+}
+
+fn default_order() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "v4".to_string())]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSpec {
+    /// A name for the transcript (by default `eth0`, `eth1`...).
+    pub name: Option<String>,
+    pub segment: Spanned<String>,
+    /// Configured for DHCP (default). `false` with `address`: a management port.
+    #[serde(default = "yes")]
+    pub dhcp: bool,
+    /// A static address ("10.0.4.250/24").
+    pub address: Option<Spanned<String>>,
+    /// Cable plugged in.
+    #[serde(default = "yes")]
+    pub link: bool,
+    /// The firmware has a UEFI driver for it.
+    #[serde(default = "yes")]
+    pub uefi_driver: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirmwareSpec {
+    /// UEFI 2.3.1 native mode with a DHCP driver.
+    #[default]
+    Uefi,
+    /// UEFI with the Compatibility Support Module enabled.
+    UefiCsm,
+    /// Legacy BIOS.
+    Bios,
+    /// UEFI without a DHCP-capable network driver.
+    UefiNoDhcpDriver,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSpec {
+    /// Typed this long after the prompt appears.
+    #[serde(with = "duration")]
+    pub after: Duration,
+    pub pin: Option<String>,
+    /// Esc at the PIN prompt, then a recovery password: "correct" for the volume's own, or the
+    /// 48 digits.
+    pub recovery_password: Option<String>,
+}
+
+/// Something that happens to a server at a time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    #[serde(with = "duration")]
+    pub at: Duration,
+    /// The host (a WDS or DHCP server name).
+    pub host: Spanned<String>,
+    pub action: Spanned<String>,
+}
+
+/// A network fault on a segment over a time window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub segment: Spanned<String>,
+    /// Packet loss, "30%".
+    pub loss: Option<Spanned<String>>,
+    #[serde(default, with = "opt_duration")]
+    pub from: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    pub to: Option<Duration>,
+}
+
+/// What must come out for a client (every machine of it, for a storm).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientExpectation {
+    pub client: Spanned<String>,
+    /// "network-unlock", "tpm-and-pin", "recovery-password", "tpm", "startup-key".
+    pub unlocked_by: Option<Spanned<String>>,
+    /// "pin" or "recovery-password": the machine waits there.
+    pub waiting_at: Option<Spanned<String>>,
+    /// Unlocked no later than this.
+    #[serde(default, with = "opt_duration")]
+    pub unlocked_within: Option<Duration>,
+    /// The earlier protectors' failures, in order: "network-unlock: words of the reason".
+    pub failures: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerExpectation {
+    pub wds: Spanned<String>,
+    /// Counter values ("replied", "drop.subnet-denied"...).
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// Substrings that must appear in its log.
+    #[serde(default)]
+    pub log_contains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacketExpectation {
+    pub segment: Spanned<String>,
+    pub nkpu_requests: Option<u64>,
+    pub nkpu_replies: Option<u64>,
+    pub dhcp_messages: Option<u64>,
+}
+
+/// A mistake in a scenario file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// A scenario and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub name: String,
+    pub path: PathBuf,
+    pub text: String,
+    pub scenario: Scenario,
+}
+
+impl Loaded {
+    /// A `file:line:column: message` error for a span of this file.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> ScenarioError {
+        located(&self.path, &self.text, span.start, message.into())
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Reads and parses a scenario file (syntax and unknown keys; references are checked when
+/// the world is built).
+pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ScenarioError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read: {err}"),
+    })?;
+    parse(path, text)
+}
+
+/// Parses scenario text that came from `path`.
+pub fn parse(path: &Path, text: String) -> Result<Loaded, ScenarioError> {
+    let scenario: Scenario = toml::from_str(&text).map_err(|err| {
+        let at = err.span().map_or(0, |span| span.start);
+        located(path, &text, at, err.message().to_string())
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    let loaded = Loaded {
+        name,
+        path: path.to_owned(),
+        text,
+        scenario,
+    };
+    check_names(&loaded)?;
+    Ok(loaded)
+}
+
+/// Names are unique within their kind, and hosts share one namespace.
+fn check_names(loaded: &Loaded) -> Result<(), ScenarioError> {
+    let s = &loaded.scenario;
+    let unique = |mut names: Vec<&Spanned<String>>, what: &str| -> Result<(), ScenarioError> {
+        // In file order, so the error points at the second of two equal names.
+        names.sort_by_key(|name| name.span().start);
+        let mut seen = BTreeSet::new();
+        for name in names {
+            if name.get_ref().is_empty() {
+                return Err(loaded.error_at(name.span(), format!("a {what} needs a name")));
+            }
+            if !seen.insert(name.get_ref().clone()) {
+                return Err(loaded.error_at(
+                    name.span(),
+                    format!("two {what}s are called {:?}", name.get_ref()),
+                ));
+            }
+        }
+        Ok(())
+    };
+    unique(
+        s.certificates.iter().map(|c| &c.name).collect(),
+        "certificate",
+    )?;
+    unique(s.segments.iter().map(|c| &c.name).collect(), "segment")?;
+    unique(
+        s.routers
+            .iter()
+            .map(|r| &r.name)
+            .chain(s.dhcp_servers.iter().map(|d| &d.name))
+            .chain(s.wds.iter().map(|w| &w.name))
+            .chain(s.clients.iter().map(|c| &c.name))
+            .collect(),
+        "host",
+    )?;
+    Ok(())
+}
+
+fn located(path: &Path, text: &str, at: usize, message: String) -> ScenarioError {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    ScenarioError {
+        file: path.display().to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+impl fmt::Display for FirmwareSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FirmwareSpec::Uefi => "UEFI native",
+            FirmwareSpec::UefiCsm => "UEFI with CSM",
+            FirmwareSpec::Bios => "legacy BIOS",
+            FirmwareSpec::UefiNoDhcpDriver => "UEFI without a DHCP driver",
+        })
+    }
+}
+
+/// Durations as humans write them: "5s", "200ms", "1m 30s".
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|err| serde::de::Error::custom(format!("{text:?} is not a duration: {err}")))
+    }
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|err| serde::de::Error::custom(format!("{text:?} is not a duration: {err}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Loaded, ScenarioError> {
+        parse(Path::new("t.toml"), text.to_string())
+    }
+
+    #[test]
+    fn a_short_scenario_takes_its_defaults() {
+        let loaded = parse_str(
+            "title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
+             [[client]]\nname = \"pc\"\n[[client.adapter]]\nsegment = \"corp\"\n",
+        )
+        .expect("parses");
+        let client = &loaded.scenario.clients[0];
+        assert_eq!(client.count, 1);
+        assert!(client.allow_network_unlock);
+        assert_eq!(client.protectors.len(), 2);
+        assert_eq!(loaded.scenario.duration, Duration::from_secs(120));
+        assert_eq!(loaded.name, "t");
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_with_file_and_line() {
+        let err = parse_str("title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnett = \"x\"\n")
+            .expect_err("unknown key");
+        assert_eq!((err.file.as_str(), err.line), ("t.toml", 4), "{err}");
+        assert!(err.message.contains("subnett"), "{err}");
+        assert!(err.to_string().starts_with("t.toml:4:"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_line() {
+        let err = parse_str("title = \"t\"\nduration = \"soon\"\n").expect_err("bad duration");
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_host_names_are_refused_where_the_second_is() {
+        let err = parse_str(
+            "title = \"t\"\n[[wds]]\nname = \"a\"\nsegment = \"s\"\naddress = \"1.2.3.4/24\"\n\
+             [[dhcp_server]]\nname = \"a\"\nsegment = \"s\"\naddress = \"1.2.3.5/24\"\n",
+        )
+        .expect_err("duplicate");
+        assert!(err.message.contains("two hosts"), "{err}");
+        assert_eq!(err.line, 7, "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_str(&text);
+        }
+
+        #[test]
+        fn errors_point_inside_the_file(junk in "[a-z =\\[\\]\"\n]{0,80}") {
+            if let Err(err) = parse_str(&format!("title = \"t\"\n{junk}")) {
+                proptest::prop_assert!(err.line >= 1);
+                proptest::prop_assert!(err.line <= junk.matches('\n').count() + 2);
+            }
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! Running a scenario: the world is built, the simulator runs to the end with the scheduled
+//! server events applied at their times, and what happened is gathered into a [`RunResult`]
+//! (client outcomes, server counters and logs, decoded packets) and checked against the
+//! scenario's expectations. The views (transcript, diagrams, logs, JSON) are made from it.
+
+use std::time::Duration;
+
+use boot_client::boot::{BootEvent, BootOutcome, BootResult, Prompt};
+use netsim::SimTime;
+use serde::Serialize;
+use unlock_server::provider::LogLine;
+use volume::ProtectorKind;
+
+use crate::model::{Loaded, ScenarioError, TranscriptDetail};
+use crate::wire::{self, Packet};
+use crate::world::{self, Action, World, sim_time};
+
+/// One client's boot.
+#[derive(Debug, Clone)]
+pub struct ClientResult {
+    pub name: String,
+    pub group: String,
+    pub setup: Vec<String>,
+    pub events: Vec<BootEvent>,
+    pub outcome: Option<BootOutcome>,
+    pub label: Option<String>,
+    pub boot_at: Duration,
+}
+
+/// One WDS server after the run.
+#[derive(Debug, Clone)]
+pub struct ServerResult {
+    pub name: String,
+    pub counters: Vec<(String, u64)>,
+    pub log: Vec<LogLine>,
+}
+
+/// A server event that happened.
+#[derive(Debug, Clone)]
+pub struct AppliedEvent {
+    pub at: Duration,
+    pub host: String,
+    pub what: &'static str,
+}
+
+/// An expectation and whether it held.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub expectation: String,
+    pub met: bool,
+    /// What was seen instead, when not met.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+}
+
+/// Everything a run produced.
+pub struct RunResult {
+    pub name: String,
+    pub title: String,
+    pub teaches: String,
+    pub seed: u64,
+    pub duration: Duration,
+    pub detail: TranscriptDetail,
+    pub setup: Vec<String>,
+    pub clients: Vec<ClientResult>,
+    pub servers: Vec<ServerResult>,
+    pub events: Vec<AppliedEvent>,
+    /// Per segment: its name, its decoded packets and its pcap bytes.
+    pub segments: Vec<(String, Vec<Packet>, Vec<u8>)>,
+    pub checks: Vec<Check>,
+    /// Teaching views of the server side of each answered request, computed by decrypting the
+    /// captured request with the server's key: (time, server, lines).
+    pub server_views: Vec<(Duration, String, Vec<String>)>,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.met)
+    }
+
+    pub fn packets(&self) -> impl Iterator<Item = &Packet> {
+        self.segments.iter().flat_map(|(_, packets, _)| packets)
+    }
+}
+
+/// Runs `loaded` with `seed` (the scenario's own when `None`).
+pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioError> {
+    let seed = seed.unwrap_or(loaded.scenario.seed);
+    let World {
+        mut sim,
+        certificates,
+        segments,
+        dhcp_servers,
+        wds,
+        clients,
+        events,
+        setup,
+        names,
+        ..
+    } = world::build(loaded, seed)?;
+    let end = sim_time(loaded.scenario.duration);
+
+    let mut applied = Vec::new();
+    for event in &events {
+        let at = sim_time(event.at);
+        if at > sim.now() {
+            sim.run_until(at);
+        }
+        let Some(server) = wds.iter().find(|w| w.name == event.host) else {
+            // A DHCP server: only crash and restart apply (checked at build time).
+            if let Some(dhcp) = dhcp_servers.iter().find(|d| d.name == event.host) {
+                apply_host_event(&mut sim, dhcp.host, event.action, at);
+            }
+            applied.push(AppliedEvent {
+                at: event.at,
+                host: event.host.clone(),
+                what: event.action.describe(),
+            });
+            continue;
+        };
+        let mut provider = server.provider.borrow_mut();
+        match event.action {
+            Action::StopWds => {
+                provider.set_service_running(event.at, false);
+                let _ = sim.stop_service_at(at, server.host, "WDSServer");
+            }
+            Action::StartWds => {
+                provider.set_service_running(event.at, true);
+                let _ = sim.start_service_at(at, server.host, "WDSServer");
+            }
+            Action::UnregisterProvider => provider.set_registered(event.at, false),
+            Action::RegisterProvider => provider.set_registered(event.at, true),
+            Action::RemoveCertificateStore => {
+                provider.remove_certificate_store();
+                provider.note_error(
+                    event.at,
+                    "the FVE_NKP certificate store was removed: Network Unlock requests for its \
+                     certificates can no longer be answered"
+                        .into(),
+                );
+            }
+            Action::Crash | Action::Restart => {
+                apply_host_event(&mut sim, server.host, event.action, at)
+            }
+        }
+        applied.push(AppliedEvent {
+            at: event.at,
+            host: event.host.clone(),
+            what: event.action.describe(),
+        });
+    }
+    sim.run_until(end);
+
+    let client_results: Vec<ClientResult> = clients
+        .iter()
+        .map(|c| {
+            let record = c.record.borrow();
+            ClientResult {
+                name: c.name.clone(),
+                group: c.group.clone(),
+                setup: c.setup.clone(),
+                events: record.events.clone(),
+                outcome: record.outcome.clone(),
+                label: record.label.clone(),
+                boot_at: c.boot_at,
+            }
+        })
+        .collect();
+    let servers: Vec<ServerResult> = wds
+        .iter()
+        .map(|w| {
+            let provider = w.provider.borrow();
+            ServerResult {
+                name: w.name.clone(),
+                counters: provider
+                    .counters()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+                log: provider.log_lines().to_vec(),
+            }
+        })
+        .collect();
+    let mut decoded = Vec::new();
+    for segment in &segments {
+        let frames = sim
+            .captured(segment.id)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        let pcap = sim.pcap(segment.id).unwrap_or_default();
+        decoded.push((
+            segment.name.clone(),
+            wire::decode(&segment.name, &frames, &names),
+            pcap,
+        ));
+    }
+
+    // Phases 4 to 6 as the server computed them: each reply a WDS sent, with the request it
+    // answers, decrypted again under the same key for the teaching view.
+    let mut server_views = Vec::new();
+    if loaded.scenario.transcript == TranscriptDetail::Full {
+        for server in &wds {
+            let replies = decoded
+                .iter()
+                .flat_map(|(_, packets, _)| packets)
+                .filter(|p| {
+                    p.is_unlock_reply() && p.src.ip() == std::net::IpAddr::V4(server.address)
+                });
+            let mut seen = std::collections::BTreeSet::new();
+            for reply in replies {
+                let wire::PacketKind::UnlockReply {
+                    xid, reply: kpr, ..
+                } = &reply.kind
+                else {
+                    continue;
+                };
+                if !seen.insert(*xid) {
+                    continue;
+                }
+                let request = decoded
+                    .iter()
+                    .flat_map(|(_, packets, _)| packets)
+                    .filter(|p| p.at <= reply.at)
+                    .find_map(|p| match &p.kind {
+                        wire::PacketKind::UnlockRequest {
+                            xid: rx,
+                            thumbprint,
+                            key_protector,
+                            ..
+                        } if rx == xid => Some((p, *thumbprint, key_protector.clone())),
+                        _ => None,
+                    });
+                let Some((request_packet, thumbprint, kp)) = request else {
+                    continue;
+                };
+                let Some(cert) = certificates.iter().find(|c| c.thumbprint() == thumbprint) else {
+                    continue;
+                };
+                let mut lines = vec![format!(
+                    "[phase 4] {} recognises the Network Unlock request from {} (xid {xid:08x}): certificate {} is in its store and the subnet policy allows the client",
+                    server.name, request_packet.from, cert.name
+                )];
+                match cert.key.decrypt(&kp) {
+                    Ok((ck, sk)) => {
+                        lines.push(format!(
+                            "[phase 5] {} RSA-decrypts the key protector with the private key of {}: network key CK {}, session key SK {}",
+                            server.name, cert.name, ck.short(), sk.short()
+                        ));
+                        let opens = kpr.open(&sk).map(|opened| opened == ck).unwrap_or(false);
+                        lines.push(format!(
+                            "[phase 6] {} returns CK sealed under SK (AES-256-CCM, zero nonce, tag first: 60 bytes){}",
+                            server.name,
+                            if opens { "" } else { " — but the reply does NOT open under SK" }
+                        ));
+                    }
+                    Err(err) => lines.push(format!(
+                        "[phase 5] {} cannot decrypt the key protector: {err}",
+                        server.name
+                    )),
+                }
+                server_views.push((reply.at, server.name.clone(), lines));
+            }
+        }
+    }
+
+    let mut result = RunResult {
+        name: loaded.name.clone(),
+        title: loaded.scenario.title.clone(),
+        teaches: loaded.scenario.teaches.trim().to_string(),
+        seed,
+        duration: loaded.scenario.duration,
+        detail: loaded.scenario.transcript,
+        setup,
+        clients: client_results,
+        servers,
+        events: applied,
+        segments: decoded,
+        checks: Vec::new(),
+        server_views,
+    };
+    result.checks = check(loaded, &result)?;
+    Ok(result)
+}
+
+fn apply_host_event(
+    sim: &mut netsim::Simulation,
+    host: netsim::HostId,
+    action: Action,
+    at: SimTime,
+) {
+    let _ = match action {
+        Action::Crash => sim.crash_at(at, host),
+        Action::Restart => sim.restart_at(at, host),
+        _ => Ok(()),
+    };
+}
+
+/// The protector kinds as scenarios name them.
+pub fn protector_from_name(name: &str) -> Option<ProtectorKind> {
+    ProtectorKind::ALL
+        .into_iter()
+        .find(|k| k.cli_name() == name)
+}
+
+/// How an outcome reads in one line.
+pub fn describe_outcome(outcome: Option<&BootOutcome>) -> String {
+    match outcome.map(|o| &o.result) {
+        Some(BootResult::Unlocked { protector, at }) => format!(
+            "unlocked by {} at {}",
+            protector.manage_bde_name(),
+            world::seconds(*at)
+        ),
+        Some(BootResult::Waiting { prompt, since }) => {
+            format!("waiting at {prompt} since {}", world::seconds(*since))
+        }
+        Some(BootResult::Stuck { .. }) => "cannot unlock: no protector left".into(),
+        None => "still booting when the scenario ended".into(),
+    }
+}
+
+fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioError> {
+    let s = &loaded.scenario;
+    let mut checks = Vec::new();
+    for expect in &s.expectations {
+        let group = expect.client.get_ref();
+        let members: Vec<&ClientResult> = result
+            .clients
+            .iter()
+            .filter(|c| &c.group == group)
+            .collect();
+        if members.is_empty() {
+            return Err(loaded.error_at(expect.client.span(), format!("no client {group:?}")));
+        }
+        if let Some(want) = &expect.unlocked_by {
+            let kind = protector_from_name(want.get_ref()).ok_or_else(|| {
+                loaded.error_at(
+                    want.span(),
+                    format!(
+                        "unknown protector {:?} (tpm, tpm-and-pin, network-unlock, recovery-password, startup-key)",
+                        want.get_ref()
+                    ),
+                )
+            })?;
+            let wrong: Vec<String> = members
+                .iter()
+                .filter(|c| c.outcome.as_ref().and_then(BootOutcome::unlocked_by) != Some(kind))
+                .map(|c| format!("{}: {}", c.name, describe_outcome(c.outcome.as_ref())))
+                .collect();
+            checks.push(Check {
+                expectation: format!("{group} is unlocked by {}", kind.manage_bde_name()),
+                met: wrong.is_empty(),
+                actual: summarise(&wrong),
+            });
+        }
+        if let Some(want) = &expect.waiting_at {
+            let prompt = match want.get_ref().as_str() {
+                "pin" => Prompt::Pin,
+                "recovery-password" => Prompt::RecoveryPassword,
+                other => {
+                    return Err(loaded.error_at(
+                        want.span(),
+                        format!("unknown prompt {other:?} (pin, recovery-password)"),
+                    ));
+                }
+            };
+            let wrong: Vec<String> = members
+                .iter()
+                .filter(|c| {
+                    !matches!(
+                        c.outcome.as_ref().map(|o| &o.result),
+                        Some(BootResult::Waiting { prompt: p, .. }) if *p == prompt
+                    )
+                })
+                .map(|c| format!("{}: {}", c.name, describe_outcome(c.outcome.as_ref())))
+                .collect();
+            checks.push(Check {
+                expectation: format!("{group} waits at {prompt}"),
+                met: wrong.is_empty(),
+                actual: summarise(&wrong),
+            });
+        }
+        if let Some(within) = expect.unlocked_within {
+            let wrong: Vec<String> = members
+                .iter()
+                .filter(|c| {
+                    !matches!(
+                        c.outcome.as_ref().map(|o| &o.result),
+                        Some(BootResult::Unlocked { at, .. }) if at.saturating_sub(c.boot_at) <= within
+                    )
+                })
+                .map(|c| format!("{}: {}", c.name, describe_outcome(c.outcome.as_ref())))
+                .collect();
+            checks.push(Check {
+                expectation: format!(
+                    "{group} is unlocked within {} of power-on",
+                    world::seconds(within)
+                ),
+                met: wrong.is_empty(),
+                actual: summarise(&wrong),
+            });
+        }
+        if let Some(failures) = &expect.failures {
+            let mut wrong = Vec::new();
+            for c in &members {
+                let actual: Vec<(ProtectorKind, String)> = c
+                    .outcome
+                    .as_ref()
+                    .map(|o| {
+                        o.failures
+                            .iter()
+                            .map(|f| (f.protector, f.reason.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let matches = actual.len() == failures.len()
+                    && failures.iter().zip(&actual).all(|(want, (kind, reason))| {
+                        let (want_kind, want_words) =
+                            want.split_once(':').unwrap_or((want.as_str(), ""));
+                        want_kind.trim() == kind.cli_name() && reason.contains(want_words.trim())
+                    });
+                if !matches {
+                    wrong.push(format!(
+                        "{}: {}",
+                        c.name,
+                        actual
+                            .iter()
+                            .map(|(k, r)| format!("{}: {r}", k.cli_name()))
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    ));
+                }
+            }
+            checks.push(Check {
+                expectation: format!(
+                    "{group}'s earlier protectors failed as: {}",
+                    if failures.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        failures.join(" | ")
+                    }
+                ),
+                met: wrong.is_empty(),
+                actual: summarise(&wrong),
+            });
+        }
+    }
+    for expect in &s.server_expectations {
+        let Some(server) = result
+            .servers
+            .iter()
+            .find(|w| &w.name == expect.wds.get_ref())
+        else {
+            return Err(loaded.error_at(
+                expect.wds.span(),
+                format!("no WDS server {:?}", expect.wds.get_ref()),
+            ));
+        };
+        for (counter, want) in &expect.counters {
+            let got = server
+                .counters
+                .iter()
+                .find(|(k, _)| k == counter)
+                .map_or(0, |(_, v)| *v);
+            checks.push(Check {
+                expectation: format!("{} counted {counter} = {want}", server.name),
+                met: got == *want,
+                actual: (got != *want).then(|| format!("{got}")),
+            });
+        }
+        for words in &expect.log_contains {
+            let found = server.log.iter().any(|l| l.message.contains(words));
+            checks.push(Check {
+                expectation: format!("{}'s log says {words:?}", server.name),
+                met: found,
+                actual: (!found).then(|| "not in the log".to_string()),
+            });
+        }
+    }
+    for expect in &s.packet_expectations {
+        let Some((name, packets, _)) = result
+            .segments
+            .iter()
+            .find(|(name, _, _)| name == expect.segment.get_ref())
+        else {
+            return Err(loaded.error_at(
+                expect.segment.span(),
+                format!("no segment {:?}", expect.segment.get_ref()),
+            ));
+        };
+        let counts = [
+            (
+                "Network Unlock requests",
+                expect.nkpu_requests,
+                packets.iter().filter(|p| p.is_unlock_request()).count(),
+            ),
+            (
+                "Network Unlock replies",
+                expect.nkpu_replies,
+                packets.iter().filter(|p| p.is_unlock_reply()).count(),
+            ),
+            (
+                "plain DHCP messages",
+                expect.dhcp_messages,
+                packets.iter().filter(|p| p.is_plain_dhcp()).count(),
+            ),
+        ];
+        for (what, want, got) in counts {
+            if let Some(want) = want {
+                let got = got as u64;
+                checks.push(Check {
+                    expectation: format!("{want} {what} on {name}"),
+                    met: got == want,
+                    actual: (got != want).then(|| format!("{got}")),
+                });
+            }
+        }
+    }
+    Ok(checks)
+}
+
+/// The first few offenders and how many in all.
+fn summarise(wrong: &[String]) -> Option<String> {
+    match wrong.len() {
+        0 => None,
+        1..=3 => Some(wrong.join("; ")),
+        n => Some(format!("{}; and {} more", wrong[..3].join("; "), n - 3)),
+    }
+}

@@ -1,0 +1,714 @@
+//! The teaching views of a run, all made from the [`RunResult`] and nothing else, so the same
+//! seed gives the same bytes: the narrated transcript (the seed's nine phases numbered,
+//! simulated time, who did what and why, keys shortened), the Mermaid sequence diagram, the
+//! self-contained HTML report with an SVG diagram, the decoded packets and each client's key
+//! chain, the logs in the style of the real products, and the JSON result for machines.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use boot_client::boot::{BootEvent, BootResult};
+use boot_client::exchange::ExchangeEvent;
+use dhcp::ClientEvent;
+use serde_json::json;
+use unlock_server::provider::Level;
+use volume::ProtectorKind;
+
+use crate::model::TranscriptDetail;
+use crate::run::{RunResult, describe_outcome};
+use crate::wire::{Packet, PacketKind};
+use crate::world::seconds;
+
+/// One line of the timeline, with what orders it among lines of the same instant.
+struct Line {
+    at: Duration,
+    order: (u8, usize),
+    who: String,
+    text: String,
+}
+
+/// The narrated transcript.
+pub fn transcript(result: &RunResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Scenario {}: {}", result.name, result.title);
+    let _ = writeln!(
+        out,
+        "Seed {}, {} of simulated time.",
+        result.seed,
+        seconds(result.duration)
+    );
+    if !result.teaches.is_empty() {
+        let _ = writeln!(out);
+        for line in wrap(&result.teaches, 96) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    let _ = writeln!(out, "\n== Setup ==");
+    for line in &result.setup {
+        let _ = writeln!(out, "  {line}");
+    }
+    let full = result.detail == TranscriptDetail::Full;
+    if full {
+        for client in &result.clients {
+            for line in &client.setup {
+                let _ = writeln!(out, "  {}: {line}", client.name);
+            }
+        }
+        let _ = writeln!(out, "\n== Timeline ==");
+        for line in timeline(result) {
+            let _ = writeln!(
+                out,
+                "{:>10}  {:<10} {}",
+                seconds(line.at),
+                line.who,
+                line.text
+            );
+        }
+    }
+    let _ = writeln!(out, "\n== Outcome ==");
+    if full {
+        for client in &result.clients {
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                client.name,
+                describe_outcome(client.outcome.as_ref())
+            );
+            if let Some(outcome) = &client.outcome {
+                for failure in &outcome.failures {
+                    let _ = writeln!(
+                        out,
+                        "    before that, {} failed: {}",
+                        failure.protector.manage_bde_name(),
+                        failure.reason
+                    );
+                }
+            }
+        }
+    } else {
+        for line in outcome_summary(result) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    for server in &result.servers {
+        let counters = server
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            server.name,
+            if counters.is_empty() {
+                "no requests".to_string()
+            } else {
+                counters
+            }
+        );
+    }
+    for (segment, packets, _) in &result.segments {
+        let _ = writeln!(
+            out,
+            "  segment {segment}: {} frames ({} Network Unlock requests, {} replies)",
+            packets.len(),
+            packets.iter().filter(|p| p.is_unlock_request()).count(),
+            packets.iter().filter(|p| p.is_unlock_reply()).count()
+        );
+    }
+    let _ = writeln!(out, "\n== Expectations ==");
+    if result.checks.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for check in &result.checks {
+        let _ = writeln!(
+            out,
+            "  [{}] {}{}",
+            if check.met { "ok" } else { "FAILED" },
+            check.expectation,
+            check
+                .actual
+                .as_ref()
+                .map(|a| format!(" (got: {a})"))
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// Counts of outcomes for storms: how many clients ended which way.
+fn outcome_summary(result: &RunResult) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<String, (usize, Duration)> = Default::default();
+    for client in &result.clients {
+        let key = match client.outcome.as_ref().map(|o| &o.result) {
+            Some(BootResult::Unlocked { protector, .. }) => {
+                format!("unlocked by {}", protector.manage_bde_name())
+            }
+            Some(BootResult::Waiting { prompt, .. }) => format!("waiting at {prompt}"),
+            Some(BootResult::Stuck { .. }) => "cannot unlock".into(),
+            None => "still booting".into(),
+        };
+        let at = match client.outcome.as_ref().map(|o| &o.result) {
+            Some(BootResult::Unlocked { at, .. }) => *at,
+            _ => Duration::ZERO,
+        };
+        let entry = counts.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(at);
+    }
+    counts
+        .into_iter()
+        .map(|(what, (n, last))| {
+            if last > Duration::ZERO {
+                format!("{n} client(s) {what} (the last at {})", seconds(last))
+            } else {
+                format!("{n} client(s) {what}")
+            }
+        })
+        .collect()
+}
+
+fn timeline(result: &RunResult) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for (i, event) in result.events.iter().enumerate() {
+        lines.push(Line {
+            at: event.at,
+            order: (0, i),
+            who: event.host.clone(),
+            text: format!("[event] {}", event.what),
+        });
+    }
+    for (ci, client) in result.clients.iter().enumerate() {
+        for (ei, event) in client.events.iter().enumerate() {
+            if let Some(text) = narrate(client, event) {
+                lines.push(Line {
+                    at: event.at(),
+                    order: (2, ci * 100_000 + ei),
+                    who: client.name.clone(),
+                    text,
+                });
+            }
+        }
+        if let Some(BootResult::Unlocked { at, .. }) = client.outcome.as_ref().map(|o| &o.result) {
+            lines.push(Line {
+                at: *at,
+                order: (4, ci),
+                who: client.name.clone(),
+                text: format!(
+                    "[phase 9] Windows continues the boot sequence (volume label {:?} read from decrypted sector 0)",
+                    client.label.clone().unwrap_or_default()
+                ),
+            });
+        }
+    }
+    for (i, (at, server, view)) in result.server_views.iter().enumerate() {
+        for (j, text) in view.iter().enumerate() {
+            lines.push(Line {
+                at: *at,
+                order: (1, i * 10 + j),
+                who: server.clone(),
+                text: text.clone(),
+            });
+        }
+    }
+    for (si, server) in result.servers.iter().enumerate() {
+        for (li, line) in server.log.iter().enumerate() {
+            if line.level == Level::Debug || line.message.contains("key returned") {
+                // Drops are narrated from the debug lines below; replies by the phase view.
+                if line.level != Level::Debug {
+                    continue;
+                }
+            }
+            lines.push(Line {
+                at: line.at,
+                order: (1, 1_000_000 + si * 100_000 + li),
+                who: server.name.clone(),
+                text: format!("[WDS] {}", line.message),
+            });
+        }
+    }
+    let mut pi = 0;
+    for (segment, packets, _) in &result.segments {
+        for packet in packets {
+            pi += 1;
+            lines.push(Line {
+                at: packet.at,
+                order: (3, pi),
+                who: format!("[{segment}]"),
+                text: format!("{} → {}: {}", packet.from, packet.to, packet.summary()),
+            });
+        }
+    }
+    lines.sort_by_key(|line| (line.at, line.order));
+    lines
+}
+
+/// One boot event as a sentence, with its phase.
+fn narrate(client: &crate::run::ClientResult, event: &BootEvent) -> Option<String> {
+    let _ = client;
+    Some(match event {
+        BootEvent::ProtectorsFound { protectors, .. } => format!(
+            "[phase 1] the boot manager finds the protectors: {}",
+            protectors
+                .iter()
+                .map(|p| p.manage_bde_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        BootEvent::NetworkUnlockReady { thumbprint, .. } => format!(
+            "[phase 1] the TPM releases the Network Unlock secrets (PCR 7 as sealed): the pre-computed key protector for certificate {}… and the session key",
+            &thumbprint.to_string()[..8]
+        ),
+        BootEvent::NetworkUnlockSkipped { reason, .. } => {
+            format!("[phase 1] Network Unlock is skipped: {reason}")
+        }
+        BootEvent::Dhcp { adapter, event, .. } => match event {
+            ClientEvent::Sent { kind, attempt } => {
+                format!(
+                    "[phase 2] adapter {} sends {kind} (attempt {attempt})",
+                    adapter + 1
+                )
+            }
+            ClientEvent::Offered { server, address } => format!(
+                "[phase 2] adapter {} takes the offer of {address} from {server}",
+                adapter + 1
+            ),
+            ClientEvent::Bound(lease) => format!(
+                "[phase 2] adapter {} is bound to {} (DHCP server {})",
+                adapter + 1,
+                lease.network(),
+                lease.server_id
+            ),
+            ClientEvent::Failed(failure) => {
+                format!("[phase 2] adapter {}: DHCP fails: {failure}", adapter + 1)
+            }
+            _ => return None,
+        },
+        BootEvent::EnumerationStopped { reason, .. } => format!("[phase 2] {reason}"),
+        BootEvent::Exchange { adapter, event, .. } => match event {
+            ExchangeEvent::Sent {
+                transport, attempt, ..
+            } => format!(
+                "[phase 3] adapter {} broadcasts the Network Unlock request over {transport} (attempt {attempt}): CK and SK under the certificate's RSA-2048 key",
+                adapter + 1
+            ),
+            ExchangeEvent::Ignored { why, .. } => format!("[phase 6] ignores a reply: {why}"),
+            ExchangeEvent::TransportFailed {
+                transport, failure, ..
+            } => format!("[phase 3] {transport} gives up: {failure}"),
+            ExchangeEvent::Unlocked { transport, .. } => format!(
+                "[phase 6] the reply over {transport} verifies under SK: the network key is back"
+            ),
+        },
+        BootEvent::NoUnlockOnAdapter { reason, .. } => {
+            format!(
+                "[phase 3] no unlock on this adapter ({reason}); any further adapter is tried next"
+            )
+        }
+        BootEvent::KeysCombined { network_key, .. } => format!(
+            "[phase 7] network key CK {network_key} combined with the TPM's local intermediate key (SHA-256 of the two: nulab's model)"
+        ),
+        BootEvent::ProtectorFailed(failure) => format!(
+            "[fallback] {} does not unlock: {}",
+            failure.protector.manage_bde_name(),
+            failure.reason
+        ),
+        BootEvent::PromptShown { prompt, .. } => format!("[fallback] shows {prompt}"),
+        BootEvent::Typed { prompt, what, .. } => {
+            format!("[fallback] the user types {what} at {prompt}")
+        }
+        BootEvent::Unlocked { protector, .. } => {
+            if *protector == ProtectorKind::NetworkUnlock {
+                "[phase 8] the combined key unwraps the volume master key; the data decrypts".into()
+            } else {
+                format!(
+                    "[unlocked] {} unwraps the volume master key; the data decrypts",
+                    protector.manage_bde_name()
+                )
+            }
+        }
+    })
+}
+
+/// The Mermaid sequence diagram: one arrow per captured frame (the first segment a frame is
+/// seen on, so a relayed frame is one arrow per hop).
+pub fn mermaid(result: &RunResult) -> String {
+    let mut out = String::from("sequenceDiagram\n    autonumber\n");
+    let participants = participants(result);
+    for p in &participants {
+        let _ = writeln!(out, "    participant {} as {}", ident(p), p);
+    }
+    for packet in diagram_packets(result) {
+        let _ = writeln!(
+            out,
+            "    {}->>{}: {} [{}]",
+            ident(&packet.from),
+            ident(&packet.to),
+            packet.summary().replace(';', ","),
+            packet.segment
+        );
+    }
+    for client in &result.clients {
+        let _ = writeln!(
+            out,
+            "    Note over {}: {}",
+            ident(&client.name),
+            describe_outcome(client.outcome.as_ref())
+        );
+    }
+    out
+}
+
+/// The frames drawn in diagrams: all of them, but at most 200 (a storm is summarised).
+fn diagram_packets(result: &RunResult) -> Vec<&Packet> {
+    let mut packets: Vec<&Packet> = result.packets().collect();
+    packets.sort_by_key(|p| p.at);
+    packets.truncate(200);
+    packets
+}
+
+fn participants(result: &RunResult) -> Vec<String> {
+    let mut seen = Vec::new();
+    for packet in diagram_packets(result) {
+        for name in [&packet.from, &packet.to] {
+            if !seen.contains(name) {
+                seen.push(name.clone());
+            }
+        }
+    }
+    for client in &result.clients {
+        if !seen.contains(&client.name) && seen.len() < 40 {
+            seen.push(client.name.clone());
+        }
+    }
+    seen
+}
+
+fn ident(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The HTML report: self-contained (no script, no external file), an SVG sequence diagram,
+/// the decoded packets and each client's key chain.
+pub fn html(result: &RunResult) -> String {
+    let mut out = String::new();
+    let title = format!("{}: {}", result.name, result.title);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
+         body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%;text-align:left}}\
+         .ok{{color:#070}}.failed{{color:#b00;font-weight:bold}}code,pre{{font-size:90%}}\
+         </style></head><body>\n<h1>{}</h1>\n<p>Seed {} &middot; {} simulated</p>\n<p>{}</p>\n",
+        esc(&title),
+        esc(&title),
+        result.seed,
+        seconds(result.duration),
+        esc(&result.teaches)
+    );
+    out.push_str("<h2>Expectations</h2>\n<ul>\n");
+    for check in &result.checks {
+        let _ = writeln!(
+            out,
+            "<li class=\"{}\">{} {}{}</li>",
+            if check.met { "ok" } else { "failed" },
+            if check.met { "&#10003;" } else { "&#10007;" },
+            esc(&check.expectation),
+            check
+                .actual
+                .as_ref()
+                .map(|a| format!(" (got: {})", esc(a)))
+                .unwrap_or_default()
+        );
+    }
+    out.push_str("</ul>\n<h2>Sequence</h2>\n");
+    out.push_str(&svg(result));
+    out.push_str("\n<h2>Key chains</h2>\n<table><tr><th>client</th><th>certificate</th><th>key protector (first bytes)</th><th>network key CK</th><th>outcome</th></tr>\n");
+    for client in &result.clients.iter().take(50).collect::<Vec<_>>() {
+        let thumbprint = client.events.iter().find_map(|e| match e {
+            BootEvent::NetworkUnlockReady { thumbprint, .. } => Some(thumbprint.to_string()),
+            _ => None,
+        });
+        let kp = result.packets().find_map(|p| match &p.kind {
+            PacketKind::UnlockRequest { key_protector, .. } if p.from == client.name => {
+                Some(hex::encode(&key_protector.as_bytes()[..8]))
+            }
+            _ => None,
+        });
+        let ck = client.events.iter().find_map(|e| match e {
+            BootEvent::KeysCombined { network_key, .. } => Some(network_key.clone()),
+            _ => None,
+        });
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
+            esc(&client.name),
+            esc(thumbprint.as_deref().unwrap_or("-")),
+            esc(&kp.map(|k| format!("{k}…")).unwrap_or_else(|| "-".into())),
+            esc(ck.as_deref().unwrap_or("-")),
+            esc(&describe_outcome(client.outcome.as_ref()))
+        );
+    }
+    out.push_str("</table>\n<h2>Packets</h2>\n<table><tr><th>time</th><th>segment</th><th>from</th><th>to</th><th>what</th><th>bytes</th></tr>\n");
+    for packet in diagram_packets(result) {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{} ({})</td><td>{}</td><td>{}</td></tr>",
+            seconds(packet.at),
+            esc(&packet.segment),
+            esc(&packet.from),
+            packet.src,
+            esc(&packet.to),
+            packet.dst,
+            esc(&packet.summary()),
+            packet.len
+        );
+    }
+    out.push_str("</table>\n<h2>Transcript</h2>\n<pre>");
+    out.push_str(&esc(&transcript(result)));
+    out.push_str("</pre>\n</body></html>\n");
+    out
+}
+
+fn svg(result: &RunResult) -> String {
+    let participants = participants(result);
+    let packets = diagram_packets(result);
+    let column = 150;
+    let row = 22;
+    let width = 60 + column * participants.len().max(1);
+    let height = 60 + row * (packets.len() + 1);
+    let x = |name: &str| {
+        40 + column / 2 + column * participants.iter().position(|p| p == name).unwrap_or(0)
+    };
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-size=\"11\" font-family=\"sans-serif\">\n<defs><marker id=\"arrow\" markerWidth=\"8\" markerHeight=\"8\" refX=\"8\" refY=\"4\" orient=\"auto\"><path d=\"M0,0 L8,4 L0,8 z\"/></marker></defs>\n"
+    );
+    for p in &participants {
+        let px = x(p);
+        let _ = writeln!(
+            out,
+            "<text x=\"{px}\" y=\"20\" text-anchor=\"middle\" font-weight=\"bold\">{}</text><line x1=\"{px}\" y1=\"28\" x2=\"{px}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"4\"/>",
+            esc(p),
+            height - 10
+        );
+    }
+    for (i, packet) in packets.iter().enumerate() {
+        let y = 50 + row * i;
+        let (x1, x2) = (x(&packet.from), x(&packet.to));
+        let colour = if packet.is_unlock_request() || packet.is_unlock_reply() {
+            "#b05000"
+        } else {
+            "#333"
+        };
+        let _ = writeln!(
+            out,
+            "<line x1=\"{x1}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"{colour}\" marker-end=\"url(#arrow)\"/><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{colour}\">{} {}</text>",
+            (x1 + x2) / 2,
+            y - 3,
+            seconds(packet.at),
+            esc(&short_summary(packet))
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
+fn short_summary(packet: &Packet) -> String {
+    match &packet.kind {
+        PacketKind::UnlockRequest { family, .. } => format!("NKPU request ({family})"),
+        PacketKind::UnlockReply { family, .. } => format!("NKPU reply ({family})"),
+        _ => packet.summary(),
+    }
+}
+
+/// The WDS debug log of one server, in the spirit of
+/// Microsoft-Windows-Deployment-Services-Diagnostics/Debug (simulated time, no wall clock).
+pub fn wds_log(result: &RunResult, server: &str) -> String {
+    let mut out = String::new();
+    if let Some(server) = result.servers.iter().find(|s| s.name == server) {
+        for line in &server.log {
+            let level = match line.level {
+                Level::Debug => "Verbose",
+                Level::Info => "Information",
+                Level::Error => "Error",
+            };
+            let _ = writeln!(
+                out,
+                "{} [WDSServer] [BitLocker Network Unlock] {level}: {}",
+                seconds(line.at),
+                line.message
+            );
+        }
+    }
+    out
+}
+
+/// The client's BitLocker event log (Microsoft-Windows-BitLocker/BitLocker Management, in
+/// spirit): which protector unlocked, and why the earlier ones did not.
+pub fn bitlocker_log(client: &crate::run::ClientResult) -> String {
+    let mut out = String::new();
+    for event in &client.events {
+        let line = match event {
+            BootEvent::NetworkUnlockSkipped { reason, .. } => Some((
+                "Warning",
+                format!("Network Unlock was not attempted: {reason}"),
+            )),
+            BootEvent::ProtectorFailed(failure) => Some((
+                "Warning",
+                format!(
+                    "The {} protector could not unlock the operating system volume: {}",
+                    failure.protector.manage_bde_name(),
+                    failure.reason
+                ),
+            )),
+            BootEvent::Unlocked { protector, .. } => Some((
+                "Information",
+                format!(
+                    "BitLocker unlocked the operating system volume with the {} protector.",
+                    protector.manage_bde_name()
+                ),
+            )),
+            BootEvent::PromptShown { prompt, .. } => {
+                Some(("Information", format!("BitLocker shows {prompt}.")))
+            }
+            _ => None,
+        };
+        if let Some((level, text)) = line {
+            let _ = writeln!(out, "{} {level}: {text}", seconds(event.at()));
+        }
+    }
+    out
+}
+
+/// The machine-readable result.
+pub fn json(result: &RunResult) -> String {
+    let clients: Vec<_> = result
+        .clients
+        .iter()
+        .map(|c| {
+            let (state, protector, at) = match c.outcome.as_ref().map(|o| &o.result) {
+                Some(BootResult::Unlocked { protector, at }) => (
+                    "unlocked",
+                    Some(protector.cli_name()),
+                    Some(at.as_secs_f64()),
+                ),
+                Some(BootResult::Waiting { prompt, since }) => (
+                    match prompt {
+                        boot_client::boot::Prompt::Pin => "waiting-for-pin",
+                        boot_client::boot::Prompt::RecoveryPassword => {
+                            "waiting-for-recovery-password"
+                        }
+                    },
+                    None,
+                    Some(since.as_secs_f64()),
+                ),
+                Some(BootResult::Stuck { at }) => ("stuck", None, Some(at.as_secs_f64())),
+                None => ("booting", None, None),
+            };
+            json!({
+                "name": c.name,
+                "state": state,
+                "unlocked_by": protector,
+                "at_seconds": at,
+                "failures": c.outcome.as_ref().map(|o| o.failures.iter().map(|f| json!({
+                    "protector": f.protector.cli_name(),
+                    "reason": f.reason,
+                    "at_seconds": f.at.as_secs_f64(),
+                })).collect::<Vec<_>>()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let servers: Vec<_> = result
+        .servers
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "counters": s.counters.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            })
+        })
+        .collect();
+    let segments: Vec<_> = result
+        .segments
+        .iter()
+        .map(|(name, packets, _)| {
+            json!({
+                "name": name,
+                "frames": packets.len(),
+                "nkpu_requests": packets.iter().filter(|p| p.is_unlock_request()).count(),
+                "nkpu_replies": packets.iter().filter(|p| p.is_unlock_reply()).count(),
+            })
+        })
+        .collect();
+    let value = json!({
+        "scenario": result.name,
+        "title": result.title,
+        "seed": result.seed,
+        "passed": result.passed(),
+        "checks": result.checks,
+        "clients": clients,
+        "servers": servers,
+        "segments": segments,
+    });
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let mut line = String::new();
+        for word in paragraph.split_whitespace() {
+            if !line.is_empty() && line.len() + 1 + word.len() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        if !line.is_empty() {
+            lines.push(line);
+        }
+        lines.push(String::new());
+    }
+    while lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escaping_covers_markup() {
+        assert_eq!(
+            esc("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn wrapping_keeps_words_and_paragraphs() {
+        let lines = wrap("one two three four\n\nfive", 9);
+        assert_eq!(lines, ["one two", "three", "four", "", "five"]);
+    }
+
+    #[test]
+    fn mermaid_identifiers_are_plain() {
+        assert_eq!(ident("pc-0001.corp"), "pc_0001_corp");
+    }
+}

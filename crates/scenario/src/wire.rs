@@ -1,0 +1,232 @@
+//! What went over the simulated wire, decoded: every captured frame of every segment named
+//! (host names for addresses and MACs) and classified (DHCP message type, Network Unlock request
+//! or reply with its thumbprint and transaction id). The transcript, the diagrams and the packet
+//! expectations all read this one decoding.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use netsim::CapturedFrame;
+use nkpu::{KeyProtector, KeyProtectorReply, Message, Thumbprint};
+
+/// One decoded frame.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub at: Duration,
+    pub segment: String,
+    pub from: String,
+    pub to: String,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub kind: PacketKind,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum PacketKind {
+    /// A DHCPv4 message that is not Network Unlock ("DHCPDISCOVER" ...).
+    Dhcp4(&'static str),
+    /// A DHCPv6 message that is not Network Unlock.
+    Dhcp6(u8),
+    UnlockRequest {
+        family: &'static str,
+        xid: u32,
+        thumbprint: Thumbprint,
+        key_protector: Box<KeyProtector>,
+    },
+    UnlockReply {
+        family: &'static str,
+        xid: u32,
+        reply: KeyProtectorReply,
+    },
+    /// A frame that does not decode (a corrupting fault, say), and why.
+    Undecodable(String),
+}
+
+impl Packet {
+    /// A short description for transcripts and diagrams.
+    pub fn summary(&self) -> String {
+        match &self.kind {
+            PacketKind::Dhcp4(name) => (*name).to_string(),
+            PacketKind::Dhcp6(kind) => format!("DHCPv6 message type {kind}"),
+            PacketKind::UnlockRequest {
+                family, thumbprint, ..
+            } => format!(
+                "Network Unlock request ({family}, certificate {}…, key protector 256 bytes)",
+                &thumbprint.to_string()[..8]
+            ),
+            PacketKind::UnlockReply { family, .. } => {
+                format!("Network Unlock reply ({family}, 60-byte key protector reply)")
+            }
+            PacketKind::Undecodable(why) => format!("undecodable datagram: {why}"),
+        }
+    }
+
+    pub fn is_unlock_request(&self) -> bool {
+        matches!(self.kind, PacketKind::UnlockRequest { .. })
+    }
+
+    pub fn is_unlock_reply(&self) -> bool {
+        matches!(self.kind, PacketKind::UnlockReply { .. })
+    }
+
+    pub fn is_plain_dhcp(&self) -> bool {
+        matches!(self.kind, PacketKind::Dhcp4(_) | PacketKind::Dhcp6(_))
+    }
+}
+
+/// Names for addresses and MACs.
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    pub by_ip: BTreeMap<IpAddr, String>,
+    pub by_mac: BTreeMap<[u8; 6], String>,
+}
+
+impl Names {
+    fn name(&self, mac: [u8; 6], addr: SocketAddr) -> String {
+        let ip = addr.ip();
+        if is_group(ip) {
+            return "broadcast".into();
+        }
+        self.by_mac
+            .get(&mac)
+            .or_else(|| self.by_ip.get(&ip))
+            .cloned()
+            .unwrap_or_else(|| ip.to_string())
+    }
+}
+
+fn is_group(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
+/// Decodes the frames of one segment.
+pub fn decode(segment: &str, frames: &[CapturedFrame], names: &Names) -> Vec<Packet> {
+    frames
+        .iter()
+        .map(|frame| {
+            let payload: &[u8] = &frame.payload;
+            let kind = classify(frame.src, payload);
+            Packet {
+                at: frame.time.since_start(),
+                segment: segment.to_string(),
+                from: names.name(frame.src_mac.0, frame.src),
+                to: if is_group(frame.dst.ip()) {
+                    "broadcast".into()
+                } else {
+                    names.name(frame.dst_mac.0, frame.dst)
+                },
+                src: frame.src,
+                dst: frame.dst,
+                kind,
+                len: payload.len(),
+            }
+        })
+        .collect()
+}
+
+fn classify(src: SocketAddr, payload: &[u8]) -> PacketKind {
+    let decoded = if src.is_ipv4() {
+        nkpu::v4::decode(payload)
+    } else {
+        nkpu::v6::decode(payload)
+    };
+    match decoded {
+        Ok(Message::V4Request(r)) => PacketKind::UnlockRequest {
+            family: "DHCPv4",
+            xid: r.xid,
+            thumbprint: r.thumbprint,
+            key_protector: Box::new(r.key_protector),
+        },
+        Ok(Message::V6Request(r)) => PacketKind::UnlockRequest {
+            family: "DHCPv6",
+            xid: xid24(r.xid),
+            thumbprint: r.thumbprint,
+            key_protector: Box::new(r.key_protector),
+        },
+        Ok(Message::V4Reply(r)) => PacketKind::UnlockReply {
+            family: "DHCPv4",
+            xid: r.xid,
+            reply: r.reply,
+        },
+        Ok(Message::V6Reply(r)) => PacketKind::UnlockReply {
+            family: "DHCPv6",
+            xid: xid24(r.xid),
+            reply: r.reply,
+        },
+        Err(err) if err.is_not_network_unlock() => {
+            if src.is_ipv4() {
+                PacketKind::Dhcp4(dhcp4_type(payload))
+            } else {
+                PacketKind::Dhcp6(payload.first().copied().unwrap_or(0))
+            }
+        }
+        Err(err) => PacketKind::Undecodable(err.to_string()),
+    }
+}
+
+fn xid24(xid: [u8; 3]) -> u32 {
+    u32::from_be_bytes([0, xid[0], xid[1], xid[2]])
+}
+
+/// The DHCPv4 message type (option 53) by name. Read by hand: a few bytes of a walk that must
+/// not panic on a corrupted frame, where dhcproto 0.15 can.
+fn dhcp4_type(payload: &[u8]) -> &'static str {
+    const OPTIONS_AT: usize = 240;
+    let mut rest = payload.get(OPTIONS_AT..).unwrap_or(&[]);
+    while let Some((&code, after)) = rest.split_first() {
+        match code {
+            0 => rest = after,
+            255 => break,
+            _ => {
+                let Some((&len, after)) = after.split_first() else {
+                    break;
+                };
+                let Some(data) = after.get(..usize::from(len)) else {
+                    break;
+                };
+                if code == 53 {
+                    return match data.first() {
+                        Some(1) => "DHCPDISCOVER",
+                        Some(2) => "DHCPOFFER",
+                        Some(3) => "DHCPREQUEST",
+                        Some(4) => "DHCPDECLINE",
+                        Some(5) => "DHCPACK",
+                        Some(6) => "DHCPNAK",
+                        Some(7) => "DHCPRELEASE",
+                        Some(8) => "DHCPINFORM",
+                        _ => "DHCP (unknown type)",
+                    };
+                }
+                rest = &after[usize::from(len)..];
+            }
+        }
+    }
+    "BOOTP (no message type)"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn classifying_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = classify("10.0.0.1:68".parse().expect("addr"), &bytes);
+            let _ = classify("[fe80::1]:546".parse().expect("addr"), &bytes);
+            let _ = dhcp4_type(&bytes);
+        }
+    }
+
+    #[test]
+    fn option_53_names_the_message() {
+        let mut payload = vec![0u8; 240];
+        payload.extend_from_slice(&[0, 53, 1, 5, 255]);
+        assert_eq!(dhcp4_type(&payload), "DHCPACK");
+        assert_eq!(dhcp4_type(&payload[..241]), "BOOTP (no message type)");
+    }
+}

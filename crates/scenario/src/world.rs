@@ -1,0 +1,987 @@
+//! Building the simulated world a scenario describes: segments, routers and relays, the DHCP
+//! servers, the WDS servers (the Network Unlock provider with its certificate store and
+//! `bde-network-unlock.ini`) and the client machines (a real encrypted volume, a simulated TPM,
+//! protectors added by hand and by Group Policy at an earlier reboot).
+//!
+//! Everything random comes from the scenario's seed: certificates (unless read from a `.pfx`),
+//! TPM seeds, volume keys, MAC addresses, transaction ids. A reference to something that does
+//! not exist (a segment, a certificate, an action) is an error at its `file:line`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use boot_client::boot::{BootConfig, ConsoleInput, Firmware, Keystrokes};
+use boot_client::exchange::Transport;
+use boot_client::service::{BootRecord, BootService, Machine};
+use certificates::CertificateBundle;
+use dhcp::service::DhcpServerService;
+use dhcp::{Pool, Server, ServerConfig};
+use netsim::{
+    AdapterConfig, FaultRule, HostId, Ipv4Net, Probability, SegmentConfig, SegmentId, SimTime,
+    Simulation,
+};
+use nkpu::{ProviderKey, Thumbprint};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm};
+use unlock_server::provider::Provider;
+use unlock_server::service::UnlockService;
+use volume::policy::{
+    GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
+    apply_at_reboot,
+};
+use volume::{RecoveryPassword, Volume};
+
+use crate::model::{ClientSpec, FirmwareSpec, Loaded, ScenarioError};
+use crate::wire::Names;
+
+/// Recovery-password stretching in scenarios: BitLocker's real count (2^20 SHA-256 rounds) is
+/// configurable in the volume crate; scenarios use fewer so a catalogue of boots stays fast.
+pub const SCENARIO_STRETCH_ITERATIONS: u32 = 1024;
+
+/// The PCR the protectors are sealed to (Secure Boot state), as Windows does on UEFI.
+const SEALING_PCR: u8 = 7;
+
+/// A certificate of the scenario.
+pub struct NamedCertificate {
+    pub name: String,
+    pub bundle: CertificateBundle,
+    pub key: Arc<ProviderKey>,
+    /// Where it came from, for the transcript.
+    pub origin: String,
+}
+
+impl NamedCertificate {
+    pub fn thumbprint(&self) -> Thumbprint {
+        self.bundle.thumbprint()
+    }
+}
+
+/// A WDS server of the scenario.
+pub struct WdsHost {
+    pub name: String,
+    pub host: HostId,
+    pub address: Ipv4Addr,
+    pub provider: Rc<RefCell<Provider>>,
+    pub certificates: Vec<String>,
+    pub policy_summary: String,
+}
+
+/// A DHCP server of the scenario.
+pub struct DhcpHost {
+    pub name: String,
+    pub host: HostId,
+    pub address: Ipv4Addr,
+    pub server: Rc<RefCell<Server>>,
+}
+
+/// One client machine.
+pub struct ClientMachine {
+    pub name: String,
+    /// The `[[client]]` it comes from (storms share one).
+    pub group: String,
+    pub host: HostId,
+    pub record: Rc<RefCell<BootRecord>>,
+    pub machine: Rc<RefCell<Machine>>,
+    pub recovery_password: Option<RecoveryPassword>,
+    /// What happened before this boot (protectors added, Group Policy applied), for the
+    /// transcript.
+    pub setup: Vec<String>,
+    pub boot_at: Duration,
+}
+
+/// A segment and its name.
+pub struct NamedSegment {
+    pub name: String,
+    pub id: SegmentId,
+    pub subnet: Ipv4Net,
+}
+
+/// A scheduled change to a server.
+pub struct ScheduledEvent {
+    pub at: Duration,
+    pub host: String,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    StopWds,
+    StartWds,
+    UnregisterProvider,
+    RegisterProvider,
+    RemoveCertificateStore,
+    Crash,
+    Restart,
+}
+
+impl Action {
+    fn parse(text: &str) -> Option<Action> {
+        Some(match text {
+            "stop-wds" => Action::StopWds,
+            "start-wds" => Action::StartWds,
+            "unregister-provider" => Action::UnregisterProvider,
+            "register-provider" => Action::RegisterProvider,
+            "remove-certificate-store" => Action::RemoveCertificateStore,
+            "crash" => Action::Crash,
+            "restart" => Action::Restart,
+            _ => return None,
+        })
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::StopWds => "the WDS service is stopped",
+            Action::StartWds => "the WDS service is started",
+            Action::UnregisterProvider => "the Network Unlock provider is unregistered from WDS",
+            Action::RegisterProvider => "the Network Unlock provider is registered with WDS",
+            Action::RemoveCertificateStore => {
+                "the FVE_NKP certificate store is removed from the server"
+            }
+            Action::Crash => "the server loses power",
+            Action::Restart => "the server boots again",
+        }
+    }
+}
+
+/// The built world, ready to run.
+pub struct World {
+    pub sim: Simulation,
+    pub seed: u64,
+    pub certificates: Vec<NamedCertificate>,
+    pub segments: Vec<NamedSegment>,
+    pub dhcp_servers: Vec<DhcpHost>,
+    pub wds: Vec<WdsHost>,
+    pub clients: Vec<ClientMachine>,
+    pub events: Vec<ScheduledEvent>,
+    /// Lines describing the topology and faults, for the transcript's setup section.
+    pub setup: Vec<String>,
+    /// Host names by address and MAC, for naming packets.
+    pub names: Names,
+}
+
+/// Builds the world of `loaded` with `seed`.
+pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
+    let s = &loaded.scenario;
+    let mut sim = Simulation::new(seed);
+    let mut setup = Vec::new();
+    let mut names = Names::default();
+
+    let mut certificates = Vec::new();
+    for spec in &s.certificates {
+        let (bundle, origin) = match (&spec.seed, &spec.pfx) {
+            (Some(cert_seed), None) => (
+                generated_certificate(*cert_seed),
+                format!("generated from seed {cert_seed}"),
+            ),
+            (None, Some(pfx)) => {
+                let path = loaded.base_dir().join(pfx);
+                let bundle = certificates::files::load_bundle(&path, spec.password.as_deref())
+                    .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+                (bundle, format!("read from {}", pfx.display()))
+            }
+            _ => {
+                return Err(loaded.error_at(
+                    spec.name.span(),
+                    "a certificate needs exactly one of `seed` or `pfx`",
+                ));
+            }
+        };
+        let pkcs8 = bundle
+            .private_key
+            .as_ref()
+            .ok_or_else(|| loaded.error_at(spec.name.span(), "the certificate has no private key"))?
+            .to_pkcs8_der();
+        let key = ProviderKey::from_pkcs8_der(&pkcs8)
+            .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+        setup.push(format!(
+            "certificate {}: thumbprint {}, RSA-{}, {origin}",
+            spec.name.get_ref(),
+            bundle.thumbprint(),
+            bundle.certificate.key_bits(),
+        ));
+        certificates.push(NamedCertificate {
+            name: spec.name.get_ref().clone(),
+            bundle,
+            key: Arc::new(key),
+            origin,
+        });
+    }
+
+    let mut segments = Vec::new();
+    for spec in &s.segments {
+        let subnet: Ipv4Net = parse_spanned(loaded, &spec.subnet, "an IPv4 subnet")?;
+        let mut config = SegmentConfig::default().ipv4(subnet);
+        if let Some(latency) = spec.latency {
+            config = config.latency(latency);
+        }
+        let id = sim.add_segment(spec.name.get_ref(), config);
+        sim.capture(id)
+            .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+        setup.push(format!(
+            "segment {}: {}",
+            spec.name.get_ref(),
+            subnet.trunc()
+        ));
+        segments.push(NamedSegment {
+            name: spec.name.get_ref().clone(),
+            id,
+            subnet: subnet.trunc(),
+        });
+    }
+
+    let mut router_addresses: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+    for spec in &s.routers {
+        let router = sim.add_router(spec.name.get_ref());
+        for interface in &spec.interfaces {
+            let seg = find_segment(loaded, &segments, &interface.segment)?;
+            let address: Ipv4Net = parse_spanned(loaded, &interface.address, "an address/prefix")?;
+            let id = sim
+                .add_router_interface(router, seg.id, address)
+                .map_err(|err| loaded.error_at(interface.address.span(), err.to_string()))?;
+            router_addresses.insert(seg.name.clone(), address.addr());
+            names
+                .by_ip
+                .insert(IpAddr::V4(address.addr()), spec.name.get_ref().clone());
+            let mut line = format!(
+                "router {} on {}: {}",
+                spec.name.get_ref(),
+                seg.name,
+                address
+            );
+            if !interface.relay_to.is_empty() {
+                let mut helpers = Vec::new();
+                for helper in &interface.relay_to {
+                    helpers.push(parse_spanned::<Ipv4Addr>(
+                        loaded,
+                        helper,
+                        "an IPv4 address",
+                    )?);
+                }
+                line.push_str(&format!(
+                    ", DHCP relay to {}",
+                    helpers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                sim.set_relay(id, helpers)
+                    .map_err(|err| loaded.error_at(interface.segment.span(), err.to_string()))?;
+            }
+            setup.push(line);
+        }
+    }
+
+    let mut dhcp_servers = Vec::new();
+    for spec in &s.dhcp_servers {
+        let seg = find_segment(loaded, &segments, &spec.segment)?;
+        let address: Ipv4Net = parse_spanned(loaded, &spec.address, "an address/prefix")?;
+        let host = sim.add_host(spec.name.get_ref());
+        let adapter = sim
+            .add_adapter(host, "eth0", seg.id, AdapterConfig::static_ipv4(address))
+            .map_err(|err| loaded.error_at(spec.address.span(), err.to_string()))?;
+        if let Some(info) = sim.adapter(adapter) {
+            names.by_mac.insert(info.mac.0, spec.name.get_ref().clone());
+        }
+        let pools = if spec.pools.is_empty() {
+            segments
+                .iter()
+                .filter_map(|seg| {
+                    default_pool(seg.subnet, router_addresses.get(&seg.name).copied())
+                })
+                .collect()
+        } else {
+            let mut pools = Vec::new();
+            for pool in &spec.pools {
+                let mut p = Pool::new(
+                    parse_spanned(loaded, &pool.subnet, "an IPv4 subnet")?,
+                    parse_spanned(loaded, &pool.first, "an IPv4 address")?,
+                    parse_spanned(loaded, &pool.last, "an IPv4 address")?,
+                );
+                if let Some(router) = &pool.router {
+                    p = p.router(parse_spanned(loaded, router, "an IPv4 address")?);
+                }
+                pools.push(p);
+            }
+            pools
+        };
+        setup.push(format!(
+            "DHCP server {} at {} on {}: pools {}",
+            spec.name.get_ref(),
+            address.addr(),
+            seg.name,
+            pools
+                .iter()
+                .map(|p| format!("{}-{}", p.first, p.last))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let server = Rc::new(RefCell::new(Server::new(ServerConfig::new(
+            vec![address],
+            pools,
+        ))));
+        let shared = server.clone();
+        sim.add_service(host, "dhcpd", move || {
+            Box::new(DhcpServerService::new(shared.clone()))
+        })
+        .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+        names
+            .by_ip
+            .insert(IpAddr::V4(address.addr()), spec.name.get_ref().clone());
+        dhcp_servers.push(DhcpHost {
+            name: spec.name.get_ref().clone(),
+            host,
+            address: address.addr(),
+            server,
+        });
+    }
+
+    let mut wds = Vec::new();
+    for spec in &s.wds {
+        let seg = find_segment(loaded, &segments, &spec.segment)?;
+        let address: Ipv4Net = parse_spanned(loaded, &spec.address, "an address/prefix")?;
+        let host = sim.add_host(spec.name.get_ref());
+        let adapter = sim
+            .add_adapter(host, "eth0", seg.id, AdapterConfig::static_ipv4(address))
+            .map_err(|err| loaded.error_at(spec.address.span(), err.to_string()))?;
+        let mac = sim.adapter(adapter).map_or([0; 6], |a| a.mac.0);
+        names.by_mac.insert(mac, spec.name.get_ref().clone());
+        let mut duid = vec![0, 3, 0, 1];
+        duid.extend_from_slice(&mac);
+        let mut provider = Provider::new(duid);
+        let held: Vec<&NamedCertificate> = match &spec.certificates {
+            None => certificates.iter().collect(),
+            Some(list) => {
+                let mut held = Vec::new();
+                for name in list {
+                    held.push(certificate(loaded, &certificates, name)?);
+                }
+                held
+            }
+        };
+        for cert in &held {
+            provider.add_certificate(cert.thumbprint(), cert.key.clone());
+        }
+        let policy_text = match (&spec.policy, &spec.policy_file) {
+            (Some(text), None) => Some(text.clone()),
+            (None, Some(file)) => {
+                let path = loaded.base_dir().join(file);
+                Some(std::fs::read_to_string(&path).map_err(|err| {
+                    loaded.error_at(spec.name.span(), format!("{}: {err}", path.display()))
+                })?)
+            }
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(
+                    loaded.error_at(spec.name.span(), "give `policy` or `policy_file`, not both")
+                );
+            }
+        };
+        provider.load_policy(Duration::ZERO, policy_text.as_deref());
+        if !spec.registered {
+            provider.set_registered(Duration::ZERO, false);
+        }
+        let policy_summary = match &policy_text {
+            None => "no bde-network-unlock.ini (every subnet allowed)".to_string(),
+            Some(text) => {
+                let lint = unlock_server::policy::lint(text);
+                if lint.policy.is_none() {
+                    format!(
+                        "bde-network-unlock.ini is INVALID ({} error(s)): the provider will answer nothing",
+                        lint.errors.len()
+                    )
+                } else {
+                    format!(
+                        "bde-network-unlock.ini with {} line(s)",
+                        text.lines().count()
+                    )
+                }
+            }
+        };
+        setup.push(format!(
+            "WDS server {} at {} on {}: certificates {}; {}{}{}",
+            spec.name.get_ref(),
+            address.addr(),
+            seg.name,
+            if held.is_empty() {
+                "none".to_string()
+            } else {
+                held.iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            policy_summary,
+            if spec.registered {
+                ""
+            } else {
+                "; provider NOT registered"
+            },
+            if spec.running {
+                ""
+            } else {
+                "; WDS service stopped"
+            },
+        ));
+        let provider = Rc::new(RefCell::new(provider));
+        let shared = provider.clone();
+        sim.add_service(host, "WDSServer", move || {
+            Box::new(UnlockService::new(shared.clone()))
+        })
+        .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+        if !spec.running {
+            sim.stop_service_at(SimTime::ZERO, host, "WDSServer")
+                .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+            provider
+                .borrow_mut()
+                .set_service_running(Duration::ZERO, false);
+        }
+        names
+            .by_ip
+            .insert(IpAddr::V4(address.addr()), spec.name.get_ref().clone());
+        wds.push(WdsHost {
+            name: spec.name.get_ref().clone(),
+            host,
+            address: address.addr(),
+            provider,
+            certificates: held.iter().map(|c| c.name.clone()).collect(),
+            policy_summary,
+        });
+    }
+
+    let mut clients = Vec::new();
+    for (group_index, spec) in s.clients.iter().enumerate() {
+        for instance in 0..spec.count {
+            let name = if spec.count == 1 {
+                spec.name.get_ref().clone()
+            } else {
+                format!("{}-{:04}", spec.name.get_ref(), instance + 1)
+            };
+            let machine_seed = seed
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(((group_index as u64) << 32) | u64::from(instance));
+            let client = build_client(
+                loaded,
+                &mut sim,
+                spec,
+                Instance {
+                    name,
+                    seed: machine_seed,
+                },
+                &certificates,
+                &segments,
+                &mut names,
+            )?;
+            clients.push(client);
+        }
+        let setup_line = format!(
+            "client {}{}: {} firmware, adapters {}",
+            spec.name.get_ref(),
+            if spec.count > 1 {
+                format!(" ×{}", spec.count)
+            } else {
+                String::new()
+            },
+            spec.firmware,
+            spec.adapters
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let mut d = format!(
+                        "{} on {}",
+                        a.name.clone().unwrap_or_else(|| format!("eth{i}")),
+                        a.segment.get_ref()
+                    );
+                    if !a.dhcp {
+                        d.push_str(" (no DHCP)");
+                    }
+                    if !a.link {
+                        d.push_str(" (unplugged)");
+                    }
+                    if !a.uefi_driver {
+                        d.push_str(" (no UEFI driver)");
+                    }
+                    d
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        setup.push(setup_line);
+    }
+
+    let mut events = Vec::new();
+    for spec in &s.events {
+        let action = Action::parse(spec.action.get_ref()).ok_or_else(|| {
+            loaded.error_at(
+                spec.action.span(),
+                format!(
+                    "unknown action {:?} (stop-wds, start-wds, unregister-provider, \
+                     register-provider, remove-certificate-store, crash, restart)",
+                    spec.action.get_ref()
+                ),
+            )
+        })?;
+        let known = wds.iter().any(|w| &w.name == spec.host.get_ref())
+            || dhcp_servers.iter().any(|d| &d.name == spec.host.get_ref());
+        if !known {
+            return Err(loaded.error_at(
+                spec.host.span(),
+                format!("no server {:?}", spec.host.get_ref()),
+            ));
+        }
+        let is_wds = wds.iter().any(|w| &w.name == spec.host.get_ref());
+        if !is_wds && !matches!(action, Action::Crash | Action::Restart) {
+            return Err(loaded.error_at(
+                spec.action.span(),
+                format!("{:?} is not a WDS server", spec.host.get_ref()),
+            ));
+        }
+        events.push(ScheduledEvent {
+            at: spec.at,
+            host: spec.host.get_ref().clone(),
+            action,
+        });
+    }
+    events.sort_by_key(|e| e.at);
+
+    for spec in &s.faults {
+        let seg = find_segment(loaded, &segments, &spec.segment)?;
+        let Some(loss) = &spec.loss else {
+            return Err(loaded.error_at(spec.segment.span(), "a fault needs `loss`"));
+        };
+        let percent = parse_percent(loss.get_ref())
+            .ok_or_else(|| loaded.error_at(loss.span(), "loss is a percentage like \"30%\""))?;
+        let from = spec.from.unwrap_or_default();
+        let to = spec.to.unwrap_or(s.duration);
+        sim.add_fault(
+            FaultRule::loss(Probability::per_million(percent))
+                .on_segment(seg.id)
+                .during(sim_time(from), sim_time(to)),
+        );
+        setup.push(format!(
+            "fault on {}: {} packet loss from {} to {}",
+            seg.name,
+            loss.get_ref(),
+            seconds(from),
+            seconds(to)
+        ));
+    }
+
+    Ok(World {
+        sim,
+        seed,
+        certificates,
+        segments,
+        dhcp_servers,
+        wds,
+        clients,
+        events,
+        setup,
+        names,
+    })
+}
+
+/// One machine of a `[[client]]`: its name and the seed of everything random about it.
+struct Instance {
+    name: String,
+    seed: u64,
+}
+
+fn build_client(
+    loaded: &Loaded,
+    sim: &mut Simulation,
+    spec: &ClientSpec,
+    Instance {
+        name,
+        seed: machine_seed,
+    }: Instance,
+    certificates: &[NamedCertificate],
+    segments: &[NamedSegment],
+    names: &mut Names,
+) -> Result<ClientMachine, ScenarioError> {
+    let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
+    let host = sim.add_host(&name);
+    if spec.adapters.is_empty() {
+        return Err(at(
+            spec.name.span(),
+            "a client needs at least one [[client.adapter]]".into(),
+        ));
+    }
+    for (i, adapter) in spec.adapters.iter().enumerate() {
+        let seg = find_segment(loaded, segments, &adapter.segment)?;
+        let mut config = match &adapter.address {
+            Some(address) => {
+                AdapterConfig::static_ipv4(parse_spanned(loaded, address, "an address/prefix")?)
+            }
+            None => AdapterConfig::dhcp(),
+        };
+        config = config
+            .dhcp_enabled(adapter.dhcp)
+            .link_up(adapter.link)
+            .uefi_driver(adapter.uefi_driver);
+        let adapter_name = adapter.name.clone().unwrap_or_else(|| format!("eth{i}"));
+        let id = sim
+            .add_adapter(host, &adapter_name, seg.id, config)
+            .map_err(|err| at(adapter.segment.span(), err.to_string()))?;
+        if let Some(info) = sim.adapter(id) {
+            names.by_mac.insert(info.mac.0, name.clone());
+        }
+    }
+
+    let mut rng = ChaCha20Rng::seed_from_u64(machine_seed);
+    let mut tpm = SimulatedTpm::manufacture(&mut rng, DictionaryAttackPolicy::default());
+    let pcr = PcrIndex::new(SEALING_PCR).expect("PCR 7 exists");
+    let pcrs = PcrSelection::of(&[SEALING_PCR]).expect("PCR 7 exists");
+    tpm.pcr_extend(pcr, &measurement("Secure Boot policy: PK, KEK, db, dbx"))
+        .map_err(|err| at(spec.name.span(), err.to_string()))?;
+    // One data sector: enough to prove the keys decrypt, small enough for a storm of 10,000.
+    let (mut volume, keys) = Volume::create(4096, "OSDisk", &mut rng)
+        .map_err(|err| at(spec.name.span(), err.to_string()))?;
+    let mut setup = Vec::new();
+    let mut recovery_password = None;
+    let volume_err = |err: volume::VolumeError| at(spec.name.span(), err.to_string());
+    for protector in &spec.protectors {
+        match protector.get_ref().as_str() {
+            "tpm-and-pin" => {
+                volume
+                    .add_tpm_and_pin_protector(&keys, &mut tpm, pcrs, &spec.pin, &mut rng)
+                    .map_err(volume_err)?;
+            }
+            "tpm" => {
+                volume
+                    .add_tpm_protector(&keys, &mut tpm, pcrs, &mut rng)
+                    .map_err(volume_err)?;
+            }
+            "recovery-password" => {
+                let (_, password) = volume
+                    .add_recovery_password_protector(
+                        &keys,
+                        None,
+                        SCENARIO_STRETCH_ITERATIONS,
+                        &mut rng,
+                    )
+                    .map_err(volume_err)?;
+                recovery_password = Some(password);
+            }
+            other => {
+                return Err(at(
+                    protector.span(),
+                    format!(
+                        "unknown protector {other:?} (tpm-and-pin, tpm, recovery-password; \
+                         Network Unlock comes from Group Policy)"
+                    ),
+                ));
+            }
+        }
+    }
+    setup.push(format!(
+        "BitLocker enabled with {}",
+        volume
+            .protectors()
+            .iter()
+            .map(|p| p.kind().manage_bde_name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // Group Policy at an earlier reboot: the FVE_NKP store and "Allow network unlock".
+    let first = match &spec.certificate {
+        Some(name) if name.get_ref() == "none" => None,
+        Some(name) => Some(certificate(loaded, certificates, name)?),
+        None => certificates.first(),
+    };
+    let mut store = NetworkUnlockCertificateStore::default();
+    if let Some(cert) = first {
+        store.install(client_certificate(loaded, spec, cert)?);
+    }
+    let enabled = GroupPolicy {
+        allow_network_unlock: true,
+        ..GroupPolicy::default()
+    };
+    let reboot = |policy: &GroupPolicy,
+                  store: &NetworkUnlockCertificateStore,
+                  volume: &mut Volume,
+                  tpm: &mut SimulatedTpm,
+                  rng: &mut ChaCha20Rng|
+     -> Result<RebootOutcome, ScenarioError> {
+        apply_at_reboot(policy, store, volume, &keys, tpm, pcrs, rng).map_err(volume_err)
+    };
+    let outcome = reboot(&enabled, &store, &mut volume, &mut tpm, &mut rng)?;
+    setup.push(format!(
+        "reboot with \"Allow network unlock at startup\" enabled{}: {}",
+        first.map_or(" and an empty FVE_NKP store".to_string(), |c| format!(
+            " and certificate {} in FVE_NKP",
+            c.name
+        )),
+        describe_reboot(&outcome)
+    ));
+    if let Some(new) = &spec.new_certificate {
+        let cert = certificate(loaded, certificates, new)?;
+        if spec.new_certificate_applied {
+            store.install(client_certificate(loaded, spec, cert)?);
+            let outcome = reboot(&enabled, &store, &mut volume, &mut tpm, &mut rng)?;
+            setup.push(format!(
+                "Group Policy delivers certificate {}; reboot: {}",
+                cert.name,
+                describe_reboot(&outcome)
+            ));
+        } else {
+            setup.push(format!(
+                "Group Policy with certificate {} has NOT reached this client",
+                cert.name
+            ));
+        }
+    }
+    if !spec.allow_network_unlock {
+        let disabled = GroupPolicy::default();
+        let outcome = reboot(&disabled, &store, &mut volume, &mut tpm, &mut rng)?;
+        setup.push(format!(
+            "\"Allow network unlock at startup\" set to disabled; reboot: {}",
+            describe_reboot(&outcome)
+        ));
+    }
+    if spec.pcr_change {
+        tpm.pcr_extend(pcr, &measurement("firmware update"))
+            .map_err(|err| at(spec.name.span(), err.to_string()))?;
+        setup.push("a firmware update changes PCR 7 after the protectors were sealed".into());
+    }
+
+    let mut order = Vec::new();
+    for transport in &spec.order {
+        order.push(match transport.get_ref().as_str() {
+            "v4" | "dhcpv4" => Transport::DhcpV4,
+            "v6" | "dhcpv6" => Transport::DhcpV6,
+            other => {
+                return Err(at(
+                    transport.span(),
+                    format!("unknown transport {other:?} (v4, v6)"),
+                ));
+            }
+        });
+    }
+    let mut console = Vec::new();
+    for input in &spec.console {
+        let keys = match (&input.pin, &input.recovery_password) {
+            (Some(pin), None) => Keystrokes::Pin(pin.clone()),
+            (None, Some(text)) if text == "correct" => Keystrokes::RecoveryPassword(
+                recovery_password
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            ),
+            (None, Some(text)) => Keystrokes::RecoveryPassword(text.clone()),
+            _ => {
+                return Err(at(
+                    spec.name.span(),
+                    "each console input has one of `pin` or `recovery_password`".into(),
+                ));
+            }
+        };
+        console.push(ConsoleInput {
+            after: input.after,
+            keys,
+        });
+    }
+    let firmware = match spec.firmware {
+        FirmwareSpec::Uefi => Firmware::default(),
+        FirmwareSpec::UefiCsm => Firmware {
+            csm_enabled: true,
+            ..Firmware::default()
+        },
+        FirmwareSpec::Bios => Firmware {
+            uefi_native: false,
+            ..Firmware::default()
+        },
+        FirmwareSpec::UefiNoDhcpDriver => Firmware {
+            dhcp_driver: false,
+            ..Firmware::default()
+        },
+    };
+    let config = BootConfig {
+        firmware,
+        order,
+        console,
+        ..BootConfig::default()
+    };
+    let tpm: Box<dyn Tpm> = Box::new(tpm);
+    let machine = Rc::new(RefCell::new(Machine {
+        volume,
+        tpm: Some(tpm),
+    }));
+    let record = Rc::new(RefCell::new(BootRecord::default()));
+    let boot_at = spec.boot_at.unwrap_or_default();
+    let (shared_machine, shared_record) = (machine.clone(), record.clone());
+    sim.add_service(host, "bootmgr", move || {
+        Box::new(BootService::new(
+            config.clone(),
+            shared_machine.clone(),
+            shared_record.clone(),
+        ))
+    })
+    .map_err(|err| at(spec.name.span(), err.to_string()))?;
+    if boot_at > Duration::ZERO {
+        // Powered off until `boot_at`.
+        sim.stop_service_at(SimTime::ZERO, host, "bootmgr")
+            .and_then(|()| sim.start_service_at(sim_time(boot_at), host, "bootmgr"))
+            .map_err(|err| at(spec.name.span(), err.to_string()))?;
+    }
+    Ok(ClientMachine {
+        name,
+        group: spec.name.get_ref().clone(),
+        host,
+        record,
+        machine,
+        recovery_password,
+        setup,
+        boot_at,
+    })
+}
+
+fn client_certificate(
+    loaded: &Loaded,
+    spec: &ClientSpec,
+    cert: &NamedCertificate,
+) -> Result<NetworkUnlockCertificate, ScenarioError> {
+    NetworkUnlockCertificate::from_der(cert.bundle.certificate.der())
+        .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))
+}
+
+fn describe_reboot(outcome: &RebootOutcome) -> String {
+    match outcome {
+        RebootOutcome::Added { .. } => "the Network (Certificate Based) protector is added".into(),
+        RebootOutcome::Replaced { .. } => {
+            "the Network (Certificate Based) protector is replaced by one for the new certificate"
+                .into()
+        }
+        RebootOutcome::Removed { .. } => {
+            "the Network (Certificate Based) protector is deleted".into()
+        }
+        RebootOutcome::Kept { .. } => "the Network (Certificate Based) protector is kept".into(),
+        RebootOutcome::NotAdded { reason } => format!("no Network Unlock protector ({reason})"),
+    }
+}
+
+fn find_segment<'a>(
+    loaded: &Loaded,
+    segments: &'a [NamedSegment],
+    name: &Spanned<String>,
+) -> Result<&'a NamedSegment, ScenarioError> {
+    segments
+        .iter()
+        .find(|s| &s.name == name.get_ref())
+        .ok_or_else(|| loaded.error_at(name.span(), format!("no segment {:?}", name.get_ref())))
+}
+
+fn certificate<'a>(
+    loaded: &Loaded,
+    certificates: &'a [NamedCertificate],
+    name: &Spanned<String>,
+) -> Result<&'a NamedCertificate, ScenarioError> {
+    certificates
+        .iter()
+        .find(|c| &c.name == name.get_ref())
+        .ok_or_else(|| loaded.error_at(name.span(), format!("no certificate {:?}", name.get_ref())))
+}
+
+/// A Network Unlock certificate from a seed, generated once per process (RSA key generation is
+/// the slow part and the catalogue reuses a few seeds).
+pub fn generated_certificate(seed: u64) -> CertificateBundle {
+    static CACHE: OnceLock<Mutex<BTreeMap<u64, CertificateBundle>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    if let Some(bundle) = cache.lock().ok().and_then(|c| c.get(&seed).cloned()) {
+        return bundle;
+    }
+    let bundle = certificates::fixture::network_unlock(seed);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(seed, bundle.clone());
+    }
+    bundle
+}
+
+/// The default pool of a segment: `.100` to `.199` of its subnet (when it is big enough), with
+/// the router's address on the segment as option 3.
+fn default_pool(subnet: Ipv4Net, router: Option<Ipv4Addr>) -> Option<Pool> {
+    if subnet.prefix_len() > 24 {
+        return None;
+    }
+    let base = u32::from(subnet.network());
+    let pool = Pool::new(
+        subnet,
+        Ipv4Addr::from(base + 100),
+        Ipv4Addr::from(base + 199),
+    );
+    Some(match router {
+        Some(router) => pool.router(router),
+        None => pool,
+    })
+}
+
+fn parse_spanned<T: std::str::FromStr>(
+    loaded: &Loaded,
+    value: &Spanned<String>,
+    what: &str,
+) -> Result<T, ScenarioError> {
+    value
+        .get_ref()
+        .parse()
+        .map_err(|_| loaded.error_at(value.span(), format!("{:?} is not {what}", value.get_ref())))
+}
+
+/// "30%" → 300,000 per million.
+fn parse_percent(text: &str) -> Option<u32> {
+    let number: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (0.0..=100.0)
+        .contains(&number)
+        .then(|| (number * 10_000.0).round() as u32)
+}
+
+/// A measurement as firmware extends it: the SHA-256 of what was measured.
+fn measurement(what: &str) -> [u8; 32] {
+    Sha256::digest(what.as_bytes()).into()
+}
+
+pub fn sim_time(at: Duration) -> SimTime {
+    dhcp::service::sim_time(at)
+}
+
+/// Seconds with microsecond precision, for the transcript (a switched LAN answers in tens of
+/// microseconds).
+pub fn seconds(at: Duration) -> String {
+    format!("{}.{:06}s", at.as_secs(), at.subsec_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_parse_to_per_million() {
+        assert_eq!(parse_percent("30%"), Some(300_000));
+        assert_eq!(parse_percent("0.5 %"), Some(5_000));
+        assert_eq!(parse_percent("100%"), Some(1_000_000));
+        assert_eq!(parse_percent("101%"), None);
+        assert_eq!(parse_percent("30"), None);
+    }
+
+    #[test]
+    fn the_default_pool_is_100_to_199_with_the_router() {
+        let pool = default_pool(
+            "10.0.9.0/24".parse().expect("net"),
+            Some(Ipv4Addr::new(10, 0, 9, 1)),
+        )
+        .expect("a /24 has a pool");
+        assert_eq!(
+            (pool.first, pool.last),
+            (Ipv4Addr::new(10, 0, 9, 100), Ipv4Addr::new(10, 0, 9, 199))
+        );
+        assert_eq!(pool.router, Some(Ipv4Addr::new(10, 0, 9, 1)));
+        assert!(default_pool("10.0.9.0/25".parse().expect("net"), None).is_none());
+    }
+}
