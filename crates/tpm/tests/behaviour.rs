@@ -278,36 +278,27 @@ fn random_bytes_and_limits<T: Tpm>(tpm: &mut T) {
     );
 }
 
+/// Runs `suite` on fresh simulated TPMs, each manufactured from the seed after the last one's.
+fn on_simulated(first_seed: u64, suite: fn(&mut dyn FnMut() -> tpm::SimulatedTpm)) {
+    use rand_core::SeedableRng as _;
+    let mut seed = first_seed;
+    suite(&mut || {
+        seed += 1;
+        tpm::SimulatedTpm::manufacture(
+            &mut rand_chacha::ChaCha20Rng::seed_from_u64(seed),
+            DictionaryAttackPolicy::default(),
+        )
+    });
+}
+
 #[test]
 fn the_simulated_tpm_passes_the_suite() {
-    use rand_core::SeedableRng as _;
-    let mut seed = 0;
-    behavioural_suite(
-        || {
-            seed += 1;
-            tpm::SimulatedTpm::manufacture(
-                &mut rand_chacha::ChaCha20Rng::seed_from_u64(seed),
-                DictionaryAttackPolicy::default(),
-            )
-        },
-        false,
-    );
+    on_simulated(0, |make| behavioural_suite(make, false));
 }
 
 #[test]
 fn the_simulated_tpm_passes_the_dictionary_attack_suite() {
-    use rand_core::SeedableRng as _;
-    let mut seed = 100;
-    dictionary_attack_suite(
-        || {
-            seed += 1;
-            tpm::SimulatedTpm::manufacture(
-                &mut rand_chacha::ChaCha20Rng::seed_from_u64(seed),
-                DictionaryAttackPolicy::default(),
-            )
-        },
-        false,
-    );
+    on_simulated(100, |make| dictionary_attack_suite(make, false));
 }
 
 /// Runs `suite` on fresh swtpm instances, each on its own ports and state directory, stopped
