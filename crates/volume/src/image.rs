@@ -664,13 +664,7 @@ impl Volume {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, VolumeError> {
         let t = |e: Truncated| VolumeError::Truncated(e.0);
         let mut r = Reader::new(bytes);
-        if r.take(8, "header").map_err(t)? != HEADER_MAGIC {
-            return Err(VolumeError::Signature);
-        }
-        let version = r.u16("header").map_err(t)?;
-        if version != FORMAT_VERSION {
-            return Err(VolumeError::Version(version));
-        }
+        expect_magic_and_version(&mut r, HEADER_MAGIC, "header")?;
         let sector_size = r.u16("header").map_err(t)?;
         if usize::from(sector_size) != DATA_SECTOR_SIZE {
             return Err(VolumeError::SectorLength(usize::from(sector_size)));
@@ -697,13 +691,7 @@ impl Volume {
             .ok_or(VolumeError::Truncated("data sectors"))?
             .to_vec();
         let mut m = Reader::new(metadata);
-        if m.take(8, "metadata").map_err(t)? != METADATA_MAGIC {
-            return Err(VolumeError::Signature);
-        }
-        let version = m.u16("metadata").map_err(t)?;
-        if version != FORMAT_VERSION {
-            return Err(VolumeError::Version(version));
-        }
+        expect_magic_and_version(&mut m, METADATA_MAGIC, "metadata")?;
         let wrapped_fvek = m.wrapped_key("wrapped FVEK").map_err(t)?;
         let count = m.u16("metadata").map_err(t)?;
         let mut protectors = Vec::with_capacity(usize::from(count).min(64));
@@ -750,6 +738,23 @@ pub(crate) fn network_unlock_key(
     hasher.update(tpm_key);
     hasher.update(network_key.as_bytes());
     Zeroizing::new(hasher.finalize().into())
+}
+
+/// The signature and format version that open both the header and the metadata.
+fn expect_magic_and_version(
+    r: &mut Reader<'_>,
+    magic: &[u8; 8],
+    part: &'static str,
+) -> Result<(), VolumeError> {
+    let t = |e: Truncated| VolumeError::Truncated(e.0);
+    if r.take(8, part).map_err(t)? != magic {
+        return Err(VolumeError::Signature);
+    }
+    let version = r.u16(part).map_err(t)?;
+    if version != FORMAT_VERSION {
+        return Err(VolumeError::Version(version));
+    }
+    Ok(())
 }
 
 fn random_key(rng: &mut dyn CryptoRngCore) -> Zeroizing<[u8; 32]> {

@@ -14,18 +14,15 @@
 use nkpu::Thumbprint;
 use rand_core::CryptoRngCore;
 use rsa::RsaPublicKey;
-use rsa::pkcs8::DecodePublicKey;
-use rsa::traits::PublicKeyParts;
 use serde::Serialize;
 use tpm::{PcrSelection, Tpm};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::image::{Volume, VolumeError};
 use crate::keys::VolumeKeys;
 use crate::protector::{ProtectorDetail, ProtectorId, ProtectorKind};
 
 /// The BitLocker Network Unlock application policy / EKU (the seed's `certreq` example).
-pub const NETWORK_UNLOCK_OID: &str = "1.3.6.1.4.1.311.67.1.1";
+pub use certificates::oid::NETWORK_UNLOCK as NETWORK_UNLOCK_OID;
 
 /// The TPM startup PIN option of "Require additional authentication at startup".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -72,65 +69,66 @@ impl GroupPolicy {
     }
 }
 
-/// A certificate fit for Network Unlock: an X.509 certificate with an RSA-2048 key and the
-/// Network Unlock OID among its extended key usages.
-#[derive(Clone, Debug)]
-pub struct NetworkUnlockCertificate {
-    der: Vec<u8>,
-    thumbprint: Thumbprint,
-    public_key: RsaPublicKey,
-}
+/// A certificate fit for Network Unlock, as the FVE_NKP store holds it: the certificates
+/// crate's [`certificates::NetworkUnlockCertificate`] (RSA-2048, the Network Unlock EKU,
+/// keyEncipherment when key usage is present, application policies naming Network Unlock when
+/// present), so the client's store and the server's provider judge a certificate by one rule.
+/// This wrapper only adds [`from_der`](Self::from_der) for callers holding bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkUnlockCertificate(certificates::NetworkUnlockCertificate);
 
 /// Why a certificate is not valid for Network Unlock.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertificateError {
-    #[error("not a DER X.509 certificate: {0}")]
-    Parse(String),
-    #[error("the public key is not RSA: {0}")]
-    NotRsa(String),
-    #[error("the key is {0} bits; Network Unlock needs RSA-2048")]
-    KeySize(usize),
-    #[error("the certificate lacks the Network Unlock extended key usage ({NETWORK_UNLOCK_OID})")]
-    NoNetworkUnlockUsage,
+    /// The bytes are not one DER X.509 certificate.
+    #[error(transparent)]
+    Parse(#[from] certificates::ImportError),
+    /// A certificate, but not fit for Network Unlock; every reason is listed.
+    #[error(transparent)]
+    Unfit(#[from] certificates::Unfit),
 }
 
 impl NetworkUnlockCertificate {
+    /// Parses a DER certificate (a `.cer`) and checks its fitness.
     pub fn from_der(der: &[u8]) -> Result<Self, CertificateError> {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| CertificateError::Parse(e.to_string()))?;
-        let public_key = RsaPublicKey::from_public_key_der(cert.public_key().raw)
-            .map_err(|e| CertificateError::NotRsa(e.to_string()))?;
-        let bits = public_key.n().bits();
-        if bits != 2048 {
-            return Err(CertificateError::KeySize(bits));
-        }
-        let has_usage = cert.extended_key_usage().ok().flatten().is_some_and(|eku| {
-            eku.value
-                .other
-                .iter()
-                .any(|oid| oid.to_id_string() == NETWORK_UNLOCK_OID)
-        });
-        if !has_usage {
-            return Err(CertificateError::NoNetworkUnlockUsage);
-        }
-        Ok(Self {
-            der: der.to_vec(),
-            thumbprint: Thumbprint::of_der(der),
-            public_key,
-        })
+        let certificate = certificates::Certificate::from_der(der)?;
+        Ok(Self(
+            certificates::NetworkUnlockCertificate::from_certificate(certificate)?,
+        ))
+    }
+
+    /// The certificates crate's validated form, for code that speaks it.
+    pub fn checked(&self) -> &certificates::NetworkUnlockCertificate {
+        &self.0
     }
 
     pub fn der(&self) -> &[u8] {
-        &self.der
+        self.0.der()
     }
 
     pub fn thumbprint(&self) -> Thumbprint {
-        self.thumbprint
+        self.0.thumbprint()
     }
 
     pub fn public_key(&self) -> &RsaPublicKey {
-        &self.public_key
+        self.0.public_key()
+    }
+}
+
+impl From<certificates::NetworkUnlockCertificate> for NetworkUnlockCertificate {
+    fn from(checked: certificates::NetworkUnlockCertificate) -> Self {
+        Self(checked)
+    }
+}
+
+impl TryFrom<certificates::Certificate> for NetworkUnlockCertificate {
+    type Error = CertificateError;
+
+    fn try_from(certificate: certificates::Certificate) -> Result<Self, CertificateError> {
+        Ok(Self(
+            certificates::NetworkUnlockCertificate::from_certificate(certificate)?,
+        ))
     }
 }
 

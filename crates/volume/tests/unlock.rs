@@ -5,14 +5,17 @@
 
 use std::time::Duration;
 
+use certificates::UnfitReason;
 use nkpu::{KeyProtectorReply, ProviderKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, PKCS_RSA_SHA256};
+use rcgen::{
+    CertificateParams, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256,
+};
 use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm, TpmError};
 use volume::policy::{
-    GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
-    StartupPin, apply_at_reboot,
+    CertificateError, GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore,
+    RebootOutcome, StartupPin, apply_at_reboot,
 };
 use volume::{
     ProtectorKind, RecoveryPassword, StartupKey, UnlockError, UnlockWith, Volume, VolumeKeys,
@@ -32,6 +35,15 @@ fn tpm() -> SimulatedTpm {
     tpm.pcr_extend(PcrIndex::new(7).expect("pcr"), &[0x77; 32])
         .expect("extend");
     tpm
+}
+
+/// How an unlock attempt ends, without the keys.
+fn attempt(
+    volume: &Volume,
+    with: &UnlockWith<'_>,
+    tpm: &mut SimulatedTpm,
+) -> Result<(), UnlockError> {
+    volume.unlock(with, tpm, NOW).map(|_| ())
 }
 
 fn provider_key_der(name: &str) -> Vec<u8> {
@@ -138,15 +150,11 @@ fn wrong_secrets_fail_authentication_not_into_garbage() {
     } = lab();
     let other = RecoveryPassword::generate(&mut rng(9));
     assert_eq!(
-        volume
-            .unlock(&UnlockWith::RecoveryPassword(&other), &mut tpm, NOW)
-            .map(|_| ()),
+        attempt(&volume, &UnlockWith::RecoveryPassword(&other), &mut tpm),
         Err(UnlockError::WrongKey(ProtectorKind::RecoveryPassword))
     );
     assert_eq!(
-        volume
-            .unlock(&UnlockWith::TpmAndPin("000000"), &mut tpm, NOW)
-            .map(|_| ()),
+        attempt(&volume, &UnlockWith::TpmAndPin("000000"), &mut tpm),
         Err(UnlockError::Tpm {
             kind: ProtectorKind::TpmAndPin,
             error: TpmError::BadAuthorization { remaining: 31 }
@@ -177,9 +185,7 @@ fn a_firmware_update_breaks_tpm_protectors_but_not_the_recovery_password() {
     tpm.pcr_extend(PcrIndex::new(7).expect("pcr"), &[0x78; 32])
         .expect("extend");
     assert_eq!(
-        volume
-            .unlock(&UnlockWith::TpmAndPin("246810"), &mut tpm, NOW)
-            .map(|_| ()),
+        attempt(&volume, &UnlockWith::TpmAndPin("246810"), &mut tpm),
         Err(UnlockError::Tpm {
             kind: ProtectorKind::TpmAndPin,
             error: TpmError::PolicyMismatch
@@ -275,18 +281,79 @@ fn group_policy_adds_network_unlock_at_reboot_and_deletes_it_when_disabled() {
 
 #[test]
 fn a_certificate_without_the_network_unlock_usage_is_not_valid() {
-    assert_eq!(
-        NetworkUnlockCertificate::from_der(&network_unlock_certificate(
-            "test-a-rsa2048.pk8",
-            false
-        ))
-        .map(|_| ())
-        .map_err(|e| e.to_string()),
-        Err(
-            "the certificate lacks the Network Unlock extended key usage (1.3.6.1.4.1.311.67.1.1)"
-                .into()
-        )
+    let refused = NetworkUnlockCertificate::from_der(&network_unlock_certificate(
+        "test-a-rsa2048.pk8",
+        false,
+    ));
+    let Err(CertificateError::Unfit(unfit)) = refused else {
+        panic!("refused as unfit, not {refused:?}");
+    };
+    assert_eq!(unfit.reasons(), [UnfitReason::MissingNetworkUnlockEku]);
+    // The CLI wraps this error with anyhow's context: it must travel as a boxed error.
+    let boxed: Box<dyn std::error::Error + Send + Sync> = CertificateError::Unfit(unfit).into();
+    assert!(
+        boxed.to_string().contains("1.3.6.1.4.1.311.67.1.1"),
+        "{boxed}"
     );
+}
+
+/// The store applies the certificates crate's whole rule, not only key size and EKU: a key
+/// usage that forbids keyEncipherment (the key wraps the client's keys) is refused too.
+#[test]
+fn a_certificate_whose_key_usage_forbids_key_encipherment_is_not_valid() {
+    let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        &provider_key_der("test-a-rsa2048.pk8").as_slice().into(),
+        &PKCS_RSA_SHA256,
+    )
+    .expect("RSA key");
+    let mut params =
+        CertificateParams::new(vec!["BitLocker Network Unlock".into()]).expect("params");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![
+        1, 3, 6, 1, 4, 1, 311, 67, 1, 1,
+    ])];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let der = params
+        .self_signed(&key)
+        .expect("self-signed")
+        .der()
+        .to_vec();
+    let refused = NetworkUnlockCertificate::from_der(&der);
+    let Err(CertificateError::Unfit(unfit)) = refused else {
+        panic!("refused as unfit, not {refused:?}");
+    };
+    assert_eq!(unfit.reasons(), [UnfitReason::KeyEnciphermentNotAllowed]);
+}
+
+#[test]
+fn bytes_that_are_not_one_certificate_are_a_parse_error() {
+    let der = network_unlock_certificate("test-a-rsa2048.pk8", true);
+    for bad in [
+        &der[..der.len() - 1],
+        &[&der[..], &[0]].concat()[..],
+        b"".as_slice(),
+    ] {
+        assert!(matches!(
+            NetworkUnlockCertificate::from_der(bad),
+            Err(CertificateError::Parse(_))
+        ));
+    }
+}
+
+/// A certificate the certificates crate generated and validated goes into the store as it is,
+/// and is the same as the one parsed from its DER.
+#[test]
+fn the_certificates_crate_form_converts_both_ways() {
+    let bundle = certificates::fixture::network_unlock(7);
+    let from_der = NetworkUnlockCertificate::from_der(bundle.certificate.der()).expect("fit");
+    let converted = NetworkUnlockCertificate::try_from(bundle.certificate.clone()).expect("fit");
+    assert_eq!(from_der, converted);
+    assert_eq!(converted.thumbprint(), bundle.certificate.thumbprint());
+    let checked =
+        certificates::NetworkUnlockCertificate::from_certificate(bundle.certificate).expect("fit");
+    assert_eq!(NetworkUnlockCertificate::from(checked.clone()), converted);
+    assert_eq!(converted.checked(), &checked);
+    assert_eq!(converted.der(), checked.der());
+    assert_eq!(converted.public_key(), checked.public_key());
 }
 
 #[test]
@@ -395,9 +462,7 @@ fn manage_bde_operations_list_remove_rotate_and_export() {
         .expect("rotate");
     assert_ne!(new_id, id);
     assert_eq!(
-        volume
-            .unlock(&UnlockWith::RecoveryPassword(&password), &mut tpm, NOW)
-            .map(|_| ()),
+        attempt(&volume, &UnlockWith::RecoveryPassword(&password), &mut tpm),
         Err(UnlockError::WrongKey(ProtectorKind::RecoveryPassword))
     );
     assert!(
