@@ -122,7 +122,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn openssl_rsa2048_sign_per_second(seconds: u32) -> Result<f64> {
+pub(crate) fn openssl_rsa2048_sign_per_second(seconds: u32) -> Result<f64> {
     let out = Command::new("openssl")
         .args(["speed", "-seconds", &seconds.to_string(), "rsa2048"])
         .output()

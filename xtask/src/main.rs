@@ -3,10 +3,14 @@
 //! - `cargo xtask test`: the CI gate. Installs the system tools the tests use when they are
 //!   missing (apt-get, as root), then runs `cargo fmt --check`, clippy with `-D warnings` and
 //!   every test of the workspace.
-//! - `cargo xtask demo`: the README's main job, something real to look at.
-//! - `cargo xtask bench`: the benchmarks, beside `openssl speed rsa2048` measured in the same run.
+//! - `cargo xtask demo`: the README's main job: the happy-path scenario and the classic relay
+//!   misconfiguration, narrated phase by phase, with their pcaps, diagrams and logs.
+//! - `cargo xtask scenario run|list|bless|sweep`: the scenario runner (`nulab scenario`).
+//! - `cargo xtask bench`: the benchmarks, beside `openssl speed rsa2048` measured in the same run,
+//!   then the 10,000-client boot storm (`cargo xtask storm` alone).
 
 mod bench;
+mod storm;
 mod system;
 
 use std::process::{Command, ExitCode};
@@ -18,8 +22,10 @@ usage: cargo xtask <command>
 
 commands:
   test           fmt --check, clippy -D warnings, every test (installs missing system tools)
-  demo           decode the real Windows Network Unlock capture and run an unlock exchange
+  demo           run two teaching scenarios (happy path, relay misconfiguration) into target/demo
+  scenario ...   run|list|bless|sweep scenarios (see `cargo xtask scenario --help`)
   bench          criterion benchmarks beside `openssl speed rsa2048`; writes BENCHMARKS.md
+  storm          only the 10,000-client boot storm beside openssl (part of `bench`)
   install-deps   only install the system tools the tests use
 ";
 
@@ -43,7 +49,12 @@ fn run(args: &[String]) -> Result<()> {
     match command.as_str() {
         "test" => test(rest),
         "demo" => demo(rest),
-        "bench" => bench::run(rest),
+        "scenario" => nulab("scenario", rest),
+        "bench" => {
+            bench::run(rest)?;
+            storm::run(&workspace_root())
+        }
+        "storm" => storm::run(&workspace_root()),
         "install-deps" => system::ensure_tools(),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -74,9 +85,24 @@ fn test(extra: &[String]) -> Result<()> {
     cargo(&test_args)
 }
 
-/// The README's main job: decode the real capture, then generate a certificate and run one
-/// request/reply exchange through the real codec and crypto.
+/// The README's main job: two scenarios of the catalogue, narrated, with every output.
 fn demo(extra: &[String]) -> Result<()> {
+    let mut args: Vec<String> = [
+        "run",
+        "scenarios/happy-path-ipv4.toml",
+        "scenarios/relay-forwards-to-dhcp-only.toml",
+        "--out",
+        "target/demo",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    args.extend(extra.iter().cloned());
+    nulab("scenario", &args)
+}
+
+/// `nulab SUBCOMMAND ARGS`, built in release mode (a boot storm is thousands of boots).
+fn nulab(subcommand: &str, extra: &[String]) -> Result<()> {
     let mut args = vec![
         "run",
         "--quiet",
@@ -84,10 +110,15 @@ fn demo(extra: &[String]) -> Result<()> {
         "--package",
         "nulab",
         "--",
-        "demo",
+        subcommand,
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 pub(crate) fn cargo(args: &[&str]) -> Result<()> {

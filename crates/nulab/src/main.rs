@@ -11,6 +11,7 @@ mod packet_input;
 mod packet_view;
 mod policy;
 mod reply;
+mod scenario;
 mod volume;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     RecoveryPassword(volume::RecoveryPasswordCommand),
     /// Decode the real Windows capture, then run one whole unlock exchange with real crypto
     Demo(demo::DemoArgs),
+    /// Run, list, bless or sweep scenarios in the deterministic simulator
+    #[command(subcommand)]
+    Scenario(scenario::ScenarioCommand),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Volume(cmd) => volume::run_volume(cmd),
         Command::RecoveryPassword(cmd) => volume::run_recovery_password(cmd),
+        Command::Scenario(cmd) => scenario::run(cmd),
     };
     match result {
         Ok(code) => code,
