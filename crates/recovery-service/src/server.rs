@@ -417,6 +417,23 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
+/// Reads every certificate of a PEM file (a chain, or the roots a client trusts).
+pub fn load_pem_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, ServeError> {
+    use rustls_pki_types::pem::PemObject as _;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServeError::Pem(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ServeError::Pem(format!(
+            "{}: no CERTIFICATE block",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// Reads a PEM certificate chain and a PEM private key.
 pub fn load_pem(
     chain: &std::path::Path,

@@ -1,0 +1,253 @@
+//! `nulab recovery` through the binary: `serve` runs as a real process on loopback; a volume
+//! made by `nulab volume create` is escrowed over HTTPS; the helpdesk gets its recovery password
+//! by the key ID's first 8 characters (audited); the next escrow rotates it on the image and
+//! re-escrows; the audit log shows every read.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn nulab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nulab"))
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(out: Output, what: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The server process; killed when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> (Server, String) {
+    let mut child = nulab()
+        .args(["recovery", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--db")
+        .arg(dir.join("escrow.sqlite"))
+        .arg("--ca-out")
+        .arg(dir.join("ca.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nulab recovery serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("https=")
+        .unwrap_or_else(|| panic!("no https= line: {line:?}"))
+        .to_owned();
+    let port = addr.rsplit(':').next().expect("port").to_owned();
+    (server, format!("https://localhost:{port}"))
+}
+
+#[test]
+fn serve_escrow_get_rotate_and_audit_through_the_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let image = d.join("c.img");
+    let created = json(
+        nulab()
+            .args(["volume", "create"])
+            .arg(&image)
+            .args([
+                "--tpm",
+                "--recovery-password",
+                "--seed",
+                "5",
+                "--iterations",
+                "64",
+                "--json",
+            ])
+            .output()
+            .expect("volume create"),
+        "volume create",
+    );
+    let password = created["recovery_password"]
+        .as_str()
+        .expect("recovery password")
+        .to_owned();
+
+    let (_server, url) = serve(d);
+    let db = d.join("escrow.sqlite");
+    let device_token = ok(
+        nulab()
+            .args(["recovery", "enrol", "PC0042", "--db"])
+            .arg(&db)
+            .output()
+            .expect("enrol"),
+        "enrol",
+    )
+    .trim()
+    .to_owned();
+    let operator = json(
+        nulab()
+            .args([
+                "recovery",
+                "operator",
+                "CONTOSO\\helpdesk1",
+                "--role",
+                "administrator",
+                "--json",
+                "--db",
+            ])
+            .arg(&db)
+            .output()
+            .expect("operator"),
+        "operator",
+    );
+    let op_token = operator["token"].as_str().expect("token").to_owned();
+    let ca = d.join("ca.pem");
+    let log = d.join("BitLockerManagementHandler.log");
+
+    let escrow = || {
+        nulab()
+            .args(["recovery", "escrow"])
+            .arg(&image)
+            .args(["--device", "PC0042", "--mp", &url, "--token", &device_token])
+            .arg("--ca")
+            .arg(&ca)
+            .arg("--log")
+            .arg(&log)
+            .arg("--json")
+            .output()
+            .expect("escrow")
+    };
+    let first = json(escrow(), "escrow");
+    assert_eq!(first["escrowed"], true, "{first}");
+    assert_eq!(first["rotations"].as_array().map(Vec::len), Some(0));
+    let handler_log = std::fs::read_to_string(&log).expect("handler log");
+    assert!(handler_log.contains(&format!(
+        "<![LOG[Checking for Recovery Service at {url}/SMS_MP_MBAM/CoreService.svc]LOG]!>"
+    )));
+
+    // The key ID as the recovery screen shows it, from the volume's own listing.
+    let protectors = json(
+        nulab()
+            .args(["volume", "protectors", "--json"])
+            .arg(&image)
+            .output()
+            .expect("protectors"),
+        "protectors",
+    );
+    let key_id = protectors
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p.to_string().contains("Numerical Password"))
+        .and_then(|p| p["id"].as_str())
+        .unwrap_or_else(|| panic!("no recovery password protector in {protectors}"))
+        .trim_start_matches('{')
+        .to_owned();
+    let short = &key_id[..8];
+
+    let get = |key: &str, reason: &str| {
+        nulab()
+            .args(["recovery", "get", "--key-id", key, "--reason", reason])
+            .args(["--server", &url, "--token", &op_token, "--json"])
+            .arg("--ca")
+            .arg(&ca)
+            .output()
+            .expect("get")
+    };
+    let got = json(get(short, "user locked out, ticket 4711"), "get");
+    assert_eq!(got["text"], password.as_str(), "{got}");
+    assert_eq!(got["rotation_requested"], true);
+    assert_eq!(got["device"], "PC0042");
+
+    // Without a valid token nothing is disclosed.
+    let refused = nulab()
+        .args(["recovery", "get", "--key-id", short, "--reason", "x"])
+        .args(["--server", &url, "--token", &device_token])
+        .arg("--ca")
+        .arg(&ca)
+        .output()
+        .expect("get");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+
+    // The next contact rotates the disclosed password on the image and re-escrows.
+    let second = json(escrow(), "escrow");
+    assert_eq!(
+        second["rotations"].as_array().map(Vec::len),
+        Some(1),
+        "{second}"
+    );
+    assert_eq!(second["re_escrowed"], true);
+    let new_key = second["rotations"][0]["new"]
+        .as_str()
+        .expect("new")
+        .to_owned();
+    let unlocked = nulab()
+        .args([
+            "volume",
+            "unlock",
+            "--with",
+            "recovery-password",
+            "--password",
+            &password,
+        ])
+        .arg(&image)
+        .output()
+        .expect("unlock");
+    assert!(
+        !unlocked.status.success(),
+        "the disclosed password still unlocks"
+    );
+    let fresh = json(get(&new_key, "verify rotation"), "get new");
+    let new_password = fresh["text"].as_str().expect("text");
+    let unlocked = nulab()
+        .args([
+            "volume",
+            "unlock",
+            "--with",
+            "recovery-password",
+            "--password",
+            new_password,
+        ])
+        .arg(&image)
+        .output()
+        .expect("unlock");
+    ok(unlocked, "unlock with the re-escrowed password");
+
+    let audit = json(
+        nulab()
+            .args([
+                "recovery", "audit", "--server", &url, "--token", &op_token, "--json",
+            ])
+            .arg("--ca")
+            .arg(&ca)
+            .output()
+            .expect("audit"),
+        "audit",
+    );
+    let entries = audit.as_array().expect("entries");
+    let outcomes: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["disclosed", "disclosed"]);
+    assert_eq!(entries[0]["operator"], "CONTOSO\\helpdesk1");
+    assert_eq!(entries[0]["reason"], "user locked out, ticket 4711");
+    assert_eq!(entries[0]["query"], short.to_ascii_uppercase());
+}
