@@ -1,10 +1,19 @@
 //! `cargo xtask bench`: the benchmarks whose targets are ratios to OpenSSL, measured side by
 //! side in one run on the same machine, and written to BENCHMARKS.md.
 //!
-//! Today: the unlock provider's per-request path (decode, RSA-2048 decrypt, seal, encode) on one
-//! core against `openssl speed rsa2048` private-key operations (signatures: the same RSA
-//! private-key exponentiation a decryption does). Target: at least 90% of OpenSSL's rate. The
-//! two are measured in alternating short rounds and the best round of each is compared.
+//! 1. The unlock provider's per-request path (decode, RSA-2048 decrypt, seal, encode) on one
+//!    core against `openssl speed rsa2048` private-key operations (signatures: the same RSA
+//!    private-key exponentiation a decryption does), both per second of CPU time. Target: at
+//!    least 90% of OpenSSL's rate. The two are measured in alternating short rounds and the best
+//!    round of each is compared.
+//! 2. Every core: the real server (`realnet::wds` on the loopback interface: UDP sockets, the
+//!    receive loop, the bounded queue, one decrypt worker per core; `realnet` example
+//!    `wds_rate`) under a closed-loop load against `openssl speed -elapsed -multi N rsa2048`,
+//!    both per second of wall-clock time, N = the number of cores. The load generator runs on
+//!    the same cores, so this side pays for its own clients. Needs root (`SO_BINDTODEVICE`).
+//! 3. Overload: requests offered at three times the rate the server just managed, for a few
+//!    seconds; what was answered, what was shed and counted (`drop.overloaded`), and the peak
+//!    queue length, which must stay within the queue's bound.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -36,7 +45,17 @@ pub fn run(args: &[String]) -> Result<()> {
         "--example",
         "server_rate",
     ])?;
+    crate::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "realnet",
+        "--example",
+        "wds_rate",
+    ])?;
     let rate_binary = target_dir().join("release/examples/server_rate");
+    let wds_binary = target_dir().join("release/examples/wds_rate");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut ours_runs = Vec::new();
     let mut openssl_runs = Vec::new();
     for round in 1..=ROUNDS {
@@ -44,6 +63,18 @@ pub fn run(args: &[String]) -> Result<()> {
         openssl_runs.push(openssl_rsa2048_sign_per_second(seconds)?);
         ours_runs.push(server_rate(&rate_binary, seconds)?);
     }
+    let mut wds_runs = Vec::new();
+    let mut openssl_multi_runs = Vec::new();
+    for round in 1..=ROUNDS {
+        eprintln!("every core, round {round}/{ROUNDS}");
+        openssl_multi_runs.push(openssl_rsa2048_multi_per_second(seconds, cores)?);
+        wds_runs.push(wds_throughput(&wds_binary, seconds, cores)?);
+    }
+    let wds_best = wds_runs.iter().copied().fold(0.0, f64::max);
+    let openssl_multi_best = openssl_multi_runs.iter().copied().fold(0.0, f64::max);
+    let overload_rate = (3.0 * wds_best).max(100.0);
+    eprintln!("overload at {overload_rate:.0} requests/s");
+    let overload = wds_overload(&wds_binary, OVERLOAD_SECONDS, cores, overload_rate)?;
     let best = |runs: &[f64]| runs.iter().copied().fold(0.0, f64::max);
     let (ours, openssl) = (best(&ours_runs), best(&openssl_runs));
     let ratio = ours / openssl;
@@ -71,16 +102,51 @@ pub fn run(args: &[String]) -> Result<()> {
          | `openssl speed -seconds {seconds} rsa2048`, private-key operations (sign/s, per second of CPU time) | {openssl:.0} | {openssl_list} |\n\
          | ratio | {pct:.1}% | |\n\n\
          Target: at least {target:.0}% of OpenSSL's rate on one core; this run **{verdict}** it.\n\n\
-         The per-step costs (decode, RSA, seal, encode, open) are in `cargo bench -p nkpu --bench server_path`.\n",
-        cores = std::thread::available_parallelism().map_or(1, usize::from),
+         The per-step costs (decode, RSA, seal, encode, open) are in `cargo bench -p nkpu --bench server_path`.\n\n\
+         ## Every core: the real server\n\n\
+         `nulab server`'s engine (`realnet::wds`) on the loopback interface: real UDP sockets, one receive loop that runs the cheap checks, a bounded queue, one RSA worker per core; a closed-loop load generator (a window of requests in flight, one more sent per reply) on the same machine.\n\n\
+         | what | best per second (wall clock) | rounds |\n| --- | ---: | --- |\n\
+         | nulab: `realnet` example `wds_rate throughput {seconds} {cores}` ({cores} workers), replies | {wds_best:.0} | {wds_list} |\n\
+         | `openssl speed -elapsed -multi {cores} -seconds {seconds} rsa2048`, private-key operations | {openssl_multi_best:.0} | {openssl_multi_list} |\n\
+         | ratio | {multi_pct:.1}% | |\n\
+         | nulab on {cores} cores against nulab's per-core rate above | {scaling:.2}x | |\n\n\
+         The load generator and the receive loop share the {cores} cores with the workers, and wall-clock time counts whatever else the machine runs; OpenSSL's children only sign.\n\n\
+         ## Overload\n\n\
+         Requests offered open-loop at three times the best rate above for {overload_seconds} s (`wds_rate overload`).\n\n\
+         | what | count |\n| --- | ---: |\n\
+         | offered | {offered} |\n\
+         | received by the server | {received} |\n\
+         | answered (replies the client got) | {answered} |\n\
+         | shed and counted (`drop.overloaded`) | {overloaded} |\n\
+         | peak queue length | {peak} of {capacity} ({workers} workers) |\n\n\
+         Every request the server received was answered or counted: {accounted}. The queue stayed within its bound: {bounded}.\n",
         ours_list = list(&ours_runs),
         openssl_list = list(&openssl_runs),
         pct = ratio * 100.0,
         target = TARGET_RATIO * 100.0,
+        wds_list = list(&wds_runs),
+        openssl_multi_list = list(&openssl_multi_runs),
+        multi_pct = 100.0 * wds_best / openssl_multi_best,
+        scaling = wds_best / ours,
+        overload_seconds = OVERLOAD_SECONDS,
+        offered = overload.get("offered"),
+        received = overload.get("received"),
+        answered = overload.get("answered"),
+        overloaded = overload.get("overloaded"),
+        peak = overload.get("peak_queue"),
+        capacity = overload.get("capacity"),
+        workers = overload.get("workers"),
+        accounted = yes_no(
+            overload.get("received") == overload.get("replied") + overload.get("overloaded")
+        ),
+        bounded = yes_no(overload.get("peak_queue") <= overload.get("capacity")),
     );
     let path = workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     print!("{report}");
+    if overload.get("peak_queue") > overload.get("capacity") {
+        bail!("the decrypt queue grew past its bound under overload");
+    }
     if ratio < TARGET_RATIO {
         bail!(
             "the per-request path runs at {:.1}% of OpenSSL's rate, below the {:.0}% target",
@@ -107,6 +173,124 @@ fn server_rate(binary: &std::path::Path, seconds: u32) -> Result<f64> {
         .trim()
         .parse()
         .context("server_rate prints one number")
+}
+
+/// How long the overload phase offers requests.
+const OVERLOAD_SECONDS: u32 = 3;
+
+fn yes_no(yes: bool) -> &'static str {
+    if yes { "yes" } else { "**no**" }
+}
+
+fn run_wds_rate(binary: &std::path::Path, args: &[String]) -> Result<String> {
+    let out = Command::new(binary)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed (it needs root for SO_BINDTODEVICE): {}",
+            binary.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wds_throughput(binary: &std::path::Path, seconds: u32, workers: usize) -> Result<f64> {
+    let text = run_wds_rate(
+        binary,
+        &[
+            "throughput".into(),
+            seconds.to_string(),
+            workers.to_string(),
+        ],
+    )?;
+    let fields = Fields::parse(&text);
+    fields
+        .value("rate")
+        .context("wds_rate throughput prints rate=")
+}
+
+fn wds_overload(
+    binary: &std::path::Path,
+    seconds: u32,
+    workers: usize,
+    rate: f64,
+) -> Result<Fields> {
+    let text = run_wds_rate(
+        binary,
+        &[
+            "overload".into(),
+            seconds.to_string(),
+            workers.to_string(),
+            format!("{rate:.0}"),
+        ],
+    )?;
+    let fields = Fields::parse(&text);
+    for key in [
+        "offered",
+        "answered",
+        "replied",
+        "overloaded",
+        "received",
+        "peak_queue",
+        "capacity",
+        "workers",
+    ] {
+        fields
+            .value(key)
+            .with_context(|| format!("wds_rate overload prints {key}="))?;
+    }
+    Ok(fields)
+}
+
+/// `key=value` lines.
+struct Fields(Vec<(String, f64)>);
+
+impl Fields {
+    fn parse(text: &str) -> Fields {
+        Fields(
+            text.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once('=')?;
+                    Some((k.trim().to_owned(), v.trim().parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    fn value(&self, key: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// A count (0 when missing; `wds_overload` checked they are all there).
+    fn get(&self, key: &str) -> u64 {
+        self.value(key).unwrap_or(0.0) as u64
+    }
+}
+
+fn openssl_rsa2048_multi_per_second(seconds: u32, cores: usize) -> Result<f64> {
+    let out = Command::new("openssl")
+        .args([
+            "speed",
+            "-elapsed",
+            "-multi",
+            &cores.to_string(),
+            "-seconds",
+            &seconds.to_string(),
+            "rsa2048",
+        ])
+        .output()
+        .context("running `openssl speed -multi` (install openssl)")?;
+    if !out.status.success() {
+        bail!(
+            "`openssl speed -multi {cores} rsa2048` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
 }
 
 fn target_dir() -> PathBuf {
@@ -175,5 +359,19 @@ mod tests {
         let text = "                  sign    verify    sign/s verify/s\nrsa 2048 bits 0.000919s 0.000027s   1088.3  37545.7\n";
         assert_eq!(parse_openssl_speed(text).unwrap(), 1088.3);
         assert!(parse_openssl_speed("nothing here").is_err());
+        // `-multi 2` sums its children into the same table.
+        let multi = "Got: +F2:2:2048:0.003367:0.000082 from 0\n                  sign    verify    sign/s verify/s\nrsa 2048 bits 0.003367s 0.000082s    297.0  12156.6\n";
+        assert_eq!(parse_openssl_speed(multi).unwrap(), 297.0);
+    }
+
+    #[test]
+    fn reads_wds_rate_fields() {
+        let fields =
+            Fields::parse("offered=300\nanswered=120\npeak_queue=32\nnoise\nrate=1234.5\n");
+        assert_eq!(fields.get("offered"), 300);
+        assert_eq!(fields.get("peak_queue"), 32);
+        assert_eq!(fields.value("rate"), Some(1234.5));
+        assert_eq!(fields.value("missing"), None);
+        assert_eq!(fields.get("missing"), 0);
     }
 }

@@ -15,9 +15,16 @@
 //!
 //! Binaries: `nulab-dhcp-client` (one DORA on one interface, prints the lease) and
 //! `nulab-dhcp-server` (serves a pool on one or more interfaces for a while).
+//!
+//! [`wds`]: the Network Unlock provider on real interfaces (`nulab server`), with its receive
+//! loop, its bounded pool of decrypt workers (one per core) and SIGHUP reload.
+//! [`boot`]: one boot of a BitLocker volume over real interfaces (`nulab client`), driving
+//! `boot_client::boot::Boot`.
 
+pub mod boot;
 mod drive;
 mod interface;
+pub mod wds;
 
 pub use drive::{ServerReport, run_client, run_server};
 pub use interface::{InterfaceSocket, adapter_facts};
@@ -39,4 +46,10 @@ pub enum ShellError {
     TimedOut(std::time::Duration),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot listen for signals: {0}")]
+    Signal(std::io::Error),
+    #[error("certificate store: {0}")]
+    Certificates(String),
+    #[error("no socket could be opened on {0}")]
+    NoSocket(String),
 }

@@ -1,0 +1,586 @@
+//! The WDS Network Unlock provider on real interfaces: `nulab server`'s engine. It moves
+//! datagrams between sockets and [`unlock_server::provider::Provider`], and nothing more.
+//!
+//! Sockets: per interface, UDP 67 on IPv4 and UDP 547 on IPv6 (joined to ff02::1:2, the
+//! All_DHCP_Relay_Agents_and_Servers group a DHCPv6 client sends to), each bound to its device
+//! so that a reply leaves by the interface the request came in on.
+//!
+//! Every core: the RSA-2048 private-key operation is nearly all the cost of a request, so the
+//! receive path stays on one thread and runs only the provider's cheap steps
+//! ([`Provider::classify`]); each request that passes is handed to a pool of `workers` threads
+//! (one per core by default) over a **bounded** queue with a non-blocking send. When the queue
+//! is full the request is shed on the spot and counted under `drop.overloaded` in the
+//! provider's counters and log ([`Provider::shed`]), so memory and waiting time stay bounded
+//! whatever the offered load: a client whose request is shed retransmits (DHCPv4 after 2 s) or
+//! falls back to its PIN, as it would if the datagram had been lost. The keys are shared
+//! (`Arc<ProviderKey>` inside each job); there is no lock around the provider, because only the
+//! receive loop touches it. Results come back to that loop, which counts, logs and sends.
+//!
+//! Reload: [`Control::Reload`] (SIGHUP in `nulab server`) re-reads the certificate files and
+//! folders and the policy file. A certificate no longer on disk is removed from the store, so
+//! its requests are then logged as the seed's error condition; an invalid policy file makes the
+//! provider stop answering, logged with every problem and its line, until a valid one is loaded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nkpu::{ProviderKey, Thumbprint};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use unlock_server::provider::{
+    Classified, DecryptJob, Decrypted, LogLine, Outcome, Provider, Received,
+};
+
+use crate::ShellError;
+
+/// The largest datagram read; a Network Unlock request is about 500 bytes.
+const MAX_DATAGRAM: usize = 2048;
+/// The DHCPv6 multicast group servers listen on (RFC 8415).
+pub const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
+/// Where the provider's certificates come from.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateSource {
+    /// `.pfx` (or PEM with key) files.
+    pub files: Vec<PathBuf>,
+    /// Folders whose `*.pfx` files are loaded.
+    pub dirs: Vec<PathBuf>,
+    /// The `.pfx` password (the same for every file).
+    pub password: Option<String>,
+}
+
+/// A certificate store read from disk.
+#[derive(Debug, Default)]
+pub struct LoadedStore {
+    pub keys: Vec<(Thumbprint, PathBuf, ProviderKey)>,
+    /// Files that could not be loaded, with why.
+    pub errors: Vec<String>,
+}
+
+impl CertificateSource {
+    /// Reads every file and folder. A file that cannot be loaded is reported in `errors`; the
+    /// caller decides whether that is fatal (at start) or logged (at reload).
+    pub fn load(&self) -> LoadedStore {
+        let mut store = LoadedStore::default();
+        let mut paths: Vec<PathBuf> = self.files.clone();
+        for dir in &self.dirs {
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("pfx")))
+                        .collect();
+                    // Directory order is the file system's: sort, so logs are stable.
+                    found.sort();
+                    paths.extend(found);
+                }
+                Err(err) => store
+                    .errors
+                    .push(format!("certificate folder {}: {err}", dir.display())),
+            }
+        }
+        for path in paths {
+            match load_key(&path, self.password.as_deref()) {
+                Ok((thumbprint, key)) => store.keys.push((thumbprint, path, key)),
+                Err(err) => store.errors.push(err),
+            }
+        }
+        store
+    }
+}
+
+fn load_key(path: &Path, password: Option<&str>) -> Result<(Thumbprint, ProviderKey), String> {
+    let certificate = certificates::files::load_provider_certificate(path, password)
+        .map_err(|err| err.to_string())?;
+    let key = ProviderKey::from_pkcs8_der(&certificate.private_key_pkcs8_der())
+        .map_err(|err| format!("{}: private key: {err}", path.display()))?;
+    Ok((certificate.thumbprint(), key))
+}
+
+/// The UDP ports the provider listens on (67 and 547; others only for benches and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub v4: u16,
+    pub v6: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self { v4: 67, v6: 547 }
+    }
+}
+
+/// How the provider runs.
+#[derive(Debug, Clone)]
+pub struct WdsConfig {
+    pub interfaces: Vec<String>,
+    pub certificates: CertificateSource,
+    /// `bde-network-unlock.ini`; `None`: no file, no subnet restrictions.
+    pub policy: Option<PathBuf>,
+    /// Threads running the private-key operation.
+    pub workers: usize,
+    /// Requests that may wait for a worker; beyond that they are shed.
+    pub queue_capacity: usize,
+    pub ports: Ports,
+    /// Listen on IPv6 (UDP 547) too.
+    pub ipv6: bool,
+    /// The DHCPv6 server identifier.
+    pub server_duid: Vec<u8>,
+}
+
+impl WdsConfig {
+    /// One worker per core, a queue of 16 requests per worker (about 16 ms of work each: a
+    /// burst is absorbed, a flood is shed long before a client's 2 s retransmission).
+    pub fn new(interfaces: Vec<String>, certificates: CertificateSource) -> Self {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            interfaces,
+            certificates,
+            policy: None,
+            workers,
+            queue_capacity: 16 * workers,
+            ports: Ports::default(),
+            ipv6: true,
+            // DUID-EN (type 2) under Microsoft's enterprise number 311, identifier "nulab".
+            server_duid: vec![0, 2, 0, 0, 1, 0x37, b'n', b'u', b'l', b'a', b'b'],
+        }
+    }
+}
+
+/// What the shell is told from outside while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the certificates and the policy file (SIGHUP).
+    Reload,
+    /// Stop (SIGINT, SIGTERM, `--for` elapsed).
+    Stop,
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WdsReport {
+    /// The provider's counters: `replied`, `drop.<reason>`.
+    pub counters: BTreeMap<String, u64>,
+    /// Datagrams received on every socket.
+    pub received: u64,
+    pub workers: usize,
+    pub queue_capacity: usize,
+    /// The most requests that were ever waiting for a worker at once.
+    pub peak_queue: usize,
+}
+
+impl WdsReport {
+    pub fn counter(&self, label: &str) -> u64 {
+        self.counters.get(label).copied().unwrap_or(0)
+    }
+}
+
+/// Sends [`Control::Reload`] on SIGHUP and [`Control::Stop`] on SIGINT or SIGTERM to `tx`,
+/// for as long as its receiver lives. Must be called inside a tokio runtime.
+pub fn forward_signals(tx: mpsc::Sender<Control>) -> Result<(), ShellError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).map_err(ShellError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ShellError::Signal)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(ShellError::Signal)?;
+    tokio::spawn(async move {
+        loop {
+            let control = tokio::select! {
+                _ = hangup.recv() => Control::Reload,
+                _ = interrupt.recv() => Control::Stop,
+                _ = terminate.recv() => Control::Stop,
+            };
+            if tx.send(control).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One listening socket.
+struct Listener {
+    socket: Arc<UdpSocket>,
+    /// The interface index, for the scope of link-local IPv6 replies.
+    ifindex: u32,
+}
+
+/// Runs the provider on `config.interfaces` until `control` says stop (or is closed), writing
+/// each log line to `log` as it is produced.
+///
+/// Fails at start when no certificate loads, when a named certificate file fails, or when no
+/// socket could be opened; later problems (a reload that fails, a send that fails) are logged.
+pub async fn run_wds(
+    config: WdsConfig,
+    mut control: mpsc::Receiver<Control>,
+    mut log: impl FnMut(&LogLine),
+) -> Result<WdsReport, ShellError> {
+    let epoch = Instant::now();
+    let mut provider = Provider::new(config.server_duid.clone());
+    let store = config.certificates.load();
+    if !store.errors.is_empty() {
+        return Err(ShellError::Certificates(store.errors.join("; ")));
+    }
+    if store.keys.is_empty() {
+        return Err(ShellError::Certificates(
+            "no certificate: give --cert FILE.pfx or --cert-dir DIR".into(),
+        ));
+    }
+    let mut held = install(&mut provider, Duration::ZERO, &BTreeSet::new(), store);
+    load_policy(&mut provider, Duration::ZERO, config.policy.as_deref());
+
+    let mut listeners = Vec::new();
+    for interface in &config.interfaces {
+        let ifindex = interface_index(interface)?;
+        match open_v4(interface, config.ports.v4) {
+            Ok(socket) => listeners.push(Listener {
+                socket: Arc::new(socket),
+                ifindex,
+            }),
+            Err(err) => provider.note_error(epoch.elapsed(), err.to_string()),
+        }
+        if config.ipv6 {
+            match open_v6(interface, ifindex, config.ports.v6) {
+                Ok(socket) => listeners.push(Listener {
+                    socket: Arc::new(socket),
+                    ifindex,
+                }),
+                Err(err) => provider.note_error(epoch.elapsed(), err.to_string()),
+            }
+        }
+    }
+    for line in provider.take_log() {
+        log(&line);
+    }
+    if listeners.is_empty() {
+        return Err(ShellError::NoSocket(config.interfaces.join(",")));
+    }
+    provider.note_info(
+        epoch.elapsed(),
+        format!(
+            "WDS service listening on {} (UDP {}{}), {} decrypt workers, queue of {}",
+            config.interfaces.join(","),
+            config.ports.v4,
+            if config.ipv6 {
+                format!(" and {}", config.ports.v6)
+            } else {
+                String::new()
+            },
+            config.workers.max(1),
+            config.queue_capacity.max(1),
+        ),
+    );
+
+    // Receive tasks: one per socket, all feeding the loop below.
+    let (incoming_tx, mut incoming) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(256);
+    let mut receivers = tokio::task::JoinSet::new();
+    for (index, listener) in listeners.iter().enumerate() {
+        let socket = Arc::clone(&listener.socket);
+        let tx = incoming_tx.clone();
+        receivers.spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((len, source)) => {
+                        if tx.send((index, source, buf[..len].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // An ICMP error reported on the socket, say: not fatal for a server.
+                    Err(_) => tokio::task::yield_now().await,
+                }
+            }
+        });
+    }
+    drop(incoming_tx);
+
+    let pool = DecryptPool::start(config.workers.max(1), config.queue_capacity.max(1));
+    let mut done_rx = pool.done_rx;
+    let jobs = pool.jobs;
+    let mut received = 0u64;
+    let mut peak_queue = 0usize;
+    loop {
+        for line in provider.take_log() {
+            log(&line);
+        }
+        tokio::select! {
+            datagram = incoming.recv() => {
+                let Some((index, source, payload)) = datagram else { break };
+                received += 1;
+                let now = epoch.elapsed();
+                if let Classified::Decrypt(job) =
+                    provider.classify(now, Received { source, payload: &payload })
+                {
+                    match jobs.try_send((index, job)) {
+                        Ok(()) => peak_queue = peak_queue.max(jobs.len()),
+                        Err(crossbeam_channel::TrySendError::Full((_, job)))
+                        | Err(crossbeam_channel::TrySendError::Disconnected((_, job))) => {
+                            provider.shed(now, job);
+                        }
+                    }
+                }
+            }
+            done = done_rx.recv() => {
+                let Some((index, done)) = done else { break };
+                let outcome = provider.complete(epoch.elapsed(), done);
+                if let Outcome::Replied { transmit, .. } = outcome
+                    && let Some(listener) = listeners.get(index)
+                {
+                    let destination = scoped(transmit.destination, listener.ifindex);
+                    if let Err(err) = listener.socket.send_to(&transmit.payload, destination).await {
+                        provider.note_error(
+                            epoch.elapsed(),
+                            format!("cannot send the reply to {destination}: {err}"),
+                        );
+                    }
+                }
+            }
+            command = control.recv() => match command {
+                Some(Control::Reload) => {
+                    let now = epoch.elapsed();
+                    provider.note_info(now, "reloading the certificate store and the subnet policy (SIGHUP)".into());
+                    let store = config.certificates.load();
+                    for error in &store.errors {
+                        provider.note_error(now, format!("reload: {error}"));
+                    }
+                    held = install(&mut provider, now, &held, store);
+                    load_policy(&mut provider, now, config.policy.as_deref());
+                }
+                Some(Control::Stop) | None => break,
+            },
+        }
+    }
+    receivers.abort_all();
+    drop(jobs);
+    // Requests already handed to a worker are finished and counted, so that every request
+    // received is accounted for.
+    while let Some((_, done)) = done_rx.recv().await {
+        provider.complete(epoch.elapsed(), done);
+    }
+    provider.note_info(epoch.elapsed(), "WDS service stopped".into());
+    for line in provider.take_log() {
+        log(&line);
+    }
+    Ok(WdsReport {
+        counters: provider.counters().clone(),
+        received,
+        workers: config.workers.max(1),
+        queue_capacity: config.queue_capacity.max(1),
+        peak_queue,
+    })
+}
+
+/// The decrypt workers: plain threads, because the work is CPU-bound and must not block the
+/// receive loop's runtime. They stop when the job queue's sender is dropped.
+struct DecryptPool {
+    jobs: crossbeam_channel::Sender<(usize, Box<DecryptJob>)>,
+    done_rx: mpsc::UnboundedReceiver<(usize, Decrypted)>,
+}
+
+impl DecryptPool {
+    fn start(workers: usize, capacity: usize) -> DecryptPool {
+        let (jobs, job_rx) = crossbeam_channel::bounded::<(usize, Box<DecryptJob>)>(capacity);
+        // Unbounded in type only: at most `capacity + workers` results can exist at once,
+        // because each one comes from a job that went through the bounded queue.
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        for n in 0..workers {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("nkpu-decrypt-{n}"))
+                .spawn(move || {
+                    while let Ok((index, job)) = job_rx.recv() {
+                        if done_tx.send((index, job.run())).is_err() {
+                            return;
+                        }
+                    }
+                });
+            // A thread that cannot be spawned leaves fewer workers; with none at all, every
+            // request is shed once the queue fills, which the counters show.
+            drop(spawned);
+        }
+        DecryptPool { jobs, done_rx }
+    }
+}
+
+/// Puts a loaded store into the provider: new and replaced keys added, keys no longer on disk
+/// removed (their requests are then the seed's error condition). Returns what is now held.
+fn install(
+    provider: &mut Provider,
+    now: Duration,
+    held: &BTreeSet<Thumbprint>,
+    store: LoadedStore,
+) -> BTreeSet<Thumbprint> {
+    let mut now_held = BTreeSet::new();
+    for (thumbprint, path, key) in store.keys {
+        provider.note_info(
+            now,
+            format!(
+                "certificate {thumbprint} loaded from {} into the FVE_NKP store",
+                path.display()
+            ),
+        );
+        provider.add_certificate(thumbprint, key);
+        now_held.insert(thumbprint);
+    }
+    for gone in held.difference(&now_held) {
+        provider.remove_certificate(gone);
+        provider.note_error(
+            now,
+            format!(
+                "certificate {gone} is no longer in the FVE_NKP store: its clients will not be \
+                 unlocked (an error condition, not a supported way to turn Network Unlock off)"
+            ),
+        );
+    }
+    now_held
+}
+
+fn load_policy(provider: &mut Provider, now: Duration, path: Option<&Path>) {
+    let Some(path) = path else {
+        provider.load_policy(now, None);
+        return;
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => provider.load_policy(now, Some(&text)),
+            Err(err) => provider.policy_unreadable(now, format!("{}: {err}", path.display())),
+        },
+        // No file is the default state: every client with a known certificate is unlocked.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            provider.note_info(now, format!("{} does not exist", path.display()));
+            provider.load_policy(now, None);
+        }
+        Err(err) => provider.policy_unreadable(now, format!("{}: {err}", path.display())),
+    }
+}
+
+/// A link-local IPv6 destination needs the interface as its scope.
+fn scoped(destination: SocketAddr, ifindex: u32) -> SocketAddr {
+    match destination {
+        SocketAddr::V6(v6) if v6.scope_id() == 0 && is_link_scope(v6.ip()) => SocketAddr::V6(
+            SocketAddrV6::new(*v6.ip(), v6.port(), v6.flowinfo(), ifindex),
+        ),
+        other => other,
+    }
+}
+
+fn is_link_scope(ip: &Ipv6Addr) -> bool {
+    (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_multicast()
+}
+
+/// The kernel's index of `interface`, from sysfs.
+pub fn interface_index(interface: &str) -> Result<u32, ShellError> {
+    let fail = |source| ShellError::Interface {
+        interface: interface.to_owned(),
+        what: "read /sys/class/net/*/ifindex",
+        source,
+    };
+    let text =
+        std::fs::read_to_string(format!("/sys/class/net/{interface}/ifindex")).map_err(fail)?;
+    text.trim()
+        .parse()
+        .map_err(|_| fail(std::io::Error::from(std::io::ErrorKind::InvalidData)))
+}
+
+fn socket_error(interface: &str, what: &'static str) -> impl Fn(std::io::Error) -> ShellError {
+    let interface = interface.to_owned();
+    move |source| ShellError::Interface {
+        interface: interface.clone(),
+        what,
+        source,
+    }
+}
+
+fn open_v4(interface: &str, port: u16) -> Result<UdpSocket, ShellError> {
+    crate::InterfaceSocket::open(interface, port).map(|s| s.socket)
+}
+
+/// `[::]:port` on `interface`, IPv6 only, joined to ff02::1:2 there.
+fn open_v6(interface: &str, ifindex: u32, port: u16) -> Result<UdpSocket, ShellError> {
+    let fail = |what| socket_error(interface, what);
+    let socket =
+        Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).map_err(fail("IPv6 socket"))?;
+    socket.set_only_v6(true).map_err(fail("IPV6_V6ONLY"))?;
+    socket
+        .bind_device(Some(interface.as_bytes()))
+        .map_err(fail("SO_BINDTODEVICE (needs root or CAP_NET_RAW)"))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(fail("SO_REUSEADDR"))?;
+    socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
+    let local = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    socket.bind(&local.into()).map_err(fail("bind UDP 547"))?;
+    socket
+        .join_multicast_v6(&ALL_DHCP_SERVERS, ifindex)
+        .map_err(fail("join ff02::1:2"))?;
+    UdpSocket::from_std(socket.into()).map_err(fail("register with tokio"))
+}
+
+/// Formats a provider log line the way the WDS debug log reads: time, source, level, message.
+pub fn format_log_line(line: &LogLine) -> String {
+    let level = match line.level {
+        unlock_server::provider::Level::Debug => "Debug",
+        unlock_server::provider::Level::Info => "Info",
+        unlock_server::provider::Level::Error => "Error",
+    };
+    format!(
+        "[{:>10.3}s] [WDSServer/NKPPROV] {level}: {}",
+        line.at.as_secs_f64(),
+        line.message
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_destinations_get_the_interface_scope() {
+        let ll: SocketAddr = "[fe80::1]:546".parse().expect("address");
+        let SocketAddr::V6(v6) = scoped(ll, 7) else {
+            panic!("v6 stays v6")
+        };
+        assert_eq!(v6.scope_id(), 7);
+        let global: SocketAddr = "[2001:db8::1]:546".parse().expect("address");
+        assert_eq!(scoped(global, 7), global);
+        let v4: SocketAddr = "255.255.255.255:68".parse().expect("address");
+        assert_eq!(scoped(v4, 7), v4);
+    }
+
+    #[test]
+    fn loopback_has_an_index() {
+        assert!(interface_index("lo").expect("lo exists") >= 1);
+        assert!(interface_index("no-such-if0").is_err());
+    }
+
+    #[test]
+    fn an_empty_source_loads_nothing_and_a_missing_file_is_an_error() {
+        assert!(CertificateSource::default().load().keys.is_empty());
+        let missing = CertificateSource {
+            files: vec!["/nonexistent/nu.pfx".into()],
+            ..Default::default()
+        }
+        .load();
+        assert_eq!(missing.errors.len(), 1);
+        assert!(missing.errors[0].contains("nu.pfx"), "{:?}", missing.errors);
+    }
+
+    #[test]
+    fn log_lines_read_like_the_wds_debug_log() {
+        let line = LogLine {
+            at: Duration::from_millis(1500),
+            level: unlock_server::provider::Level::Error,
+            message: "x".into(),
+        };
+        assert_eq!(
+            format_log_line(&line),
+            "[     1.500s] [WDSServer/NKPPROV] Error: x"
+        );
+    }
+}
