@@ -10,6 +10,7 @@ mod packet;
 mod packet_input;
 mod packet_view;
 mod policy;
+mod recovery;
 mod reply;
 mod scenario;
 mod volume;
@@ -57,6 +58,9 @@ enum Command {
     /// Run, list, bless or sweep scenarios in the deterministic simulator
     #[command(subcommand)]
     Scenario(scenario::ScenarioCommand),
+    /// Recovery-key escrow: the HTTPS recovery service, the client agent, the helpdesk
+    #[command(subcommand)]
+    Recovery(recovery::RecoveryCommand),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Volume(cmd) => volume::run_volume(cmd),
         Command::RecoveryPassword(cmd) => volume::run_recovery_password(cmd),
         Command::Scenario(cmd) => scenario::run(cmd),
+        Command::Recovery(cmd) => recovery::run(cmd),
     };
     match result {
         Ok(code) => code,
