@@ -5,6 +5,7 @@
 //! prints; `--json` gives machine output. Errors name the file (and line) they are about.
 
 mod cert;
+mod client;
 mod demo;
 mod packet;
 mod packet_input;
@@ -13,6 +14,7 @@ mod policy;
 mod recovery;
 mod reply;
 mod scenario;
+mod server;
 mod volume;
 
 use std::process::ExitCode;
@@ -58,6 +60,10 @@ enum Command {
     /// Run, list, bless or sweep scenarios in the deterministic simulator
     #[command(subcommand)]
     Scenario(scenario::ScenarioCommand),
+    /// Run the Network Unlock provider (WDS) on real interfaces: UDP 67 and 547
+    Server(server::ServerArgs),
+    /// Boot once against a real network: DHCP, Network Unlock, fallback to the PIN
+    Client(client::ClientArgs),
     /// Recovery-key escrow: the HTTPS recovery service, the client agent, the helpdesk
     #[command(subcommand)]
     Recovery(recovery::RecoveryCommand),
@@ -74,6 +80,8 @@ fn main() -> ExitCode {
         Command::Volume(cmd) => volume::run_volume(cmd),
         Command::RecoveryPassword(cmd) => volume::run_recovery_password(cmd),
         Command::Scenario(cmd) => scenario::run(cmd),
+        Command::Server(args) => server::run(args),
+        Command::Client(args) => client::run(args),
         Command::Recovery(cmd) => recovery::run(cmd),
     };
     match result {

@@ -1,0 +1,495 @@
+//! `nulab server` and `nulab client` on a real network, in namespaces: dnsmasq is the separate
+//! DHCP server, `nulab server` the WDS Network Unlock provider with a `.pfx` made by
+//! `nulab cert new`, and `nulab client` boots a volume made by `nulab volume create` with a
+//! Network Unlock protector and a TPM+PIN protector. A capture on the client's interface
+//! (tshark in the client namespace) must dissect as the Network Unlock request and reply.
+//! With the WDS server not running, the client falls back to the scripted PIN.
+//!
+//! Topology per test (namespaces `nunet-<test>-<pid>-*`, all removed on drop): a switch
+//! namespace with a bridge, and three hosts plugged into it by veth pairs: `dhcp` (dnsmasq,
+//! 192.168.78.1), `wds` (nulab server, 192.168.78.2) and `pc` (nulab client, no address until
+//! its lease). Addresses exist only inside the namespaces; every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const NULAB: &str = env!("CARGO_BIN_EXE_nulab");
+const PIN: &str = "271828";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Topology {
+    dhcp: String,
+    wds: String,
+    pc: String,
+    switch: String,
+}
+
+impl Topology {
+    fn new(test: &str) -> Topology {
+        let base = format!("nunet-{test}-{}", std::process::id());
+        let t = Topology {
+            dhcp: format!("{base}-d"),
+            wds: format!("{base}-s"),
+            pc: format!("{base}-c"),
+            switch: format!("{base}-w"),
+        };
+        for ns in t.all() {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let w = t.switch.as_str();
+        ip(&["-n", w, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", w, "link", "set", "br0", "up"]);
+        for (ns, end, port) in [
+            (&t.dhcp, "dhcp0", "dhcpp"),
+            (&t.wds, "wds0", "wdsp"),
+            (&t.pc, "pc0", "pcp"),
+        ] {
+            ip(&[
+                "link", "add", end, "netns", ns, "type", "veth", "peer", "name", port, "netns", w,
+            ]);
+            ip(&["-n", w, "link", "set", port, "master", "br0", "up"]);
+            ip(&["-n", ns, "link", "set", end, "up"]);
+        }
+        ip(&[
+            "-n",
+            &t.dhcp,
+            "addr",
+            "add",
+            "192.168.78.1/24",
+            "dev",
+            "dhcp0",
+        ]);
+        ip(&[
+            "-n",
+            &t.wds,
+            "addr",
+            "add",
+            "192.168.78.2/24",
+            "dev",
+            "wds0",
+        ]);
+        t
+    }
+
+    fn all(&self) -> [&String; 4] {
+        [&self.dhcp, &self.wds, &self.pc, &self.switch]
+    }
+
+    fn command(ns: &str, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns, program]);
+        command
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.all() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+struct Running(Option<Child>);
+
+impl Running {
+    fn spawn(command: &mut Command) -> Running {
+        Running(Some(command.spawn().expect("the process starts")))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (by name: INT, TERM, HUP) and, unless it is HUP, waits for the exit.
+    fn signal(&mut self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits (bounded) for the exit and collects the output.
+    fn wait(mut self, limit: Duration) -> Output {
+        let mut child = self.0.take().expect("running");
+        let start = Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("output")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(path: &Path, needle: &str, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn run_ok(command: &mut Command) -> String {
+    let out = command.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A certificate pair and a volume with Network Unlock and TPM+PIN protectors.
+struct Lab {
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lab = Lab { dir };
+        run_ok(
+            Command::new(NULAB)
+                .args(["cert", "new", "--seed", "11", "--password", "pw"])
+                .arg("--out")
+                .arg(lab.path("certs")),
+        );
+        let image = lab.path("disk.img");
+        run_ok(
+            Command::new(NULAB)
+                .args(["volume", "create"])
+                .arg(&image)
+                .args(["--size", "65536", "--label", "NETLAB", "--seed", "5"])
+                .args(["--tpm-pin", PIN])
+                .arg("--network-unlock-cert")
+                .arg(lab.cer()),
+        );
+        lab
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn certs(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.path("certs"))
+            .expect("cert folder")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn cer(&self) -> PathBuf {
+        self.certs()
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "cer"))
+            .expect("nulab cert new wrote a .cer")
+    }
+
+    fn pfx(&self) -> PathBuf {
+        self.certs()
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "pfx"))
+            .expect("nulab cert new wrote a .pfx")
+    }
+}
+
+fn start_dnsmasq(t: &Topology, lab: &Lab) -> Running {
+    let log = lab.path("dnsmasq.log");
+    let running = Running::spawn(
+        Topology::command(&t.dhcp, "dnsmasq")
+            .args([
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--no-ping",
+                "--no-daemon",
+                "--bind-interfaces",
+                "--interface=dhcp0",
+                "--except-interface=lo",
+                "--dhcp-range=192.168.78.100,192.168.78.150,255.255.255.0,10m",
+                "--pid-file=",
+                "--user=root",
+                "--group=root",
+                "--log-dhcp",
+            ])
+            .arg(format!("--dhcp-leasefile={}", lab.path("leases").display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_for(&log, "sockets bound exclusively", Duration::from_secs(10)),
+        "dnsmasq did not start"
+    );
+    running
+}
+
+fn start_server(t: &Topology, lab: &Lab) -> Running {
+    let log = lab.path("wds.log");
+    let running = Running::spawn(
+        Topology::command(&t.wds, NULAB)
+            .args(["server", "--interface", "wds0", "--password", "pw"])
+            .arg("--cert-dir")
+            .arg(lab.path("certs"))
+            .arg("--log")
+            .arg(&log)
+            .args(["--for", "120s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_for(
+            &log,
+            "WDS service listening on wds0",
+            Duration::from_secs(20)
+        ),
+        "nulab server did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    running
+}
+
+fn boot_client(t: &Topology, lab: &Lab) -> (bool, String) {
+    let client = Running::spawn(
+        Topology::command(&t.pc, NULAB)
+            .args([
+                "client",
+                "--interface",
+                "pc0",
+                "--pin",
+                PIN,
+                "--pin-after",
+                "1",
+            ])
+            .arg("--volume")
+            .arg(lab.path("disk.img"))
+            .args(["--limit-secs", "60", "--seed", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let out = client.wait(Duration::from_secs(90));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn have_everything() -> bool {
+    testkit::require_root()
+        && ["ip", "dnsmasq", "tshark"]
+            .iter()
+            .all(|tool| testkit::require_tool(tool))
+}
+
+fn tshark_fields(path: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(path).args(["-Y", filter]);
+    cmd.args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    run_ok(&mut cmd)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_client_unlocks_over_the_network_and_tshark_dissects_the_exchange() {
+    if !have_everything() {
+        return;
+    }
+    let t = Topology::new("unlock");
+    let lab = Lab::new();
+    let _dnsmasq = start_dnsmasq(&t, &lab);
+    let mut server = start_server(&t, &lab);
+    let capture = lab.path("pc0.pcapng");
+    let tshark_log = lab.path("tshark.log");
+    let mut tshark = Running::spawn(
+        Topology::command(&t.pc, "tshark")
+            .args(["-i", "pc0", "-f", "udp port 67 or udp port 68", "-w"])
+            .arg(&capture)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&tshark_log).expect("log file")),
+    );
+    assert!(
+        wait_for(&tshark_log, "Capturing on", Duration::from_secs(20)),
+        "tshark did not start: {}",
+        std::fs::read_to_string(&tshark_log).unwrap_or_default()
+    );
+    // dumpcap says it is capturing a moment before the socket really sees packets.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let (unlocked, transcript) = boot_client(&t, &lab);
+    assert!(unlocked, "the client did not unlock:\n{transcript}");
+    assert!(
+        transcript.contains("unlocked-by: network-unlock"),
+        "Network Unlock unlocked the volume:\n{transcript}"
+    );
+    assert!(
+        transcript.contains("volume-label: NETLAB"),
+        "the data decrypts:\n{transcript}"
+    );
+    assert!(
+        transcript.contains("192.168.78."),
+        "the lease came from dnsmasq:\n{transcript}"
+    );
+
+    // Let the capture see the last packet, then stop it cleanly so the file is complete.
+    std::thread::sleep(Duration::from_millis(500));
+    tshark.signal("INT");
+    let _ = tshark.wait(Duration::from_secs(10));
+
+    let requests = tshark_fields(
+        &capture,
+        "dhcp.option.vendor_class_id == \"BITLOCKER\" && udp.dstport == 67",
+        &["dhcp.option.type", "dhcp.option.length", "dhcp.ip.client"],
+    );
+    let summary = || {
+        run_ok(Command::new("tshark").arg("-r").arg(&capture).args([
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "dhcp.option.type",
+            "-e",
+            "dhcp.option.vendor_class_id",
+        ]))
+    };
+    assert!(
+        !requests.is_empty(),
+        "a Network Unlock request on the wire; the capture:\n{}\ntshark: {}",
+        summary(),
+        std::fs::read_to_string(&tshark_log).unwrap_or_default()
+    );
+    let cols: Vec<&str> = requests[0].split('|').collect();
+    let types: Vec<&str> = cols[0].split(',').collect();
+    let lengths: Vec<&str> = cols[1].split(',').collect();
+    let length_of = |t: &str| {
+        lengths[types
+            .iter()
+            .position(|x| *x == t)
+            .unwrap_or_else(|| panic!("option {t} in {types:?}"))]
+    };
+    assert_eq!(length_of("60"), "9");
+    assert_eq!(length_of("43"), "152");
+    assert_eq!(length_of("125"), "135");
+    assert!(!types.contains(&"53"), "no option 53: {types:?}");
+    assert!(
+        cols[2].starts_with("192.168.78."),
+        "ciaddr is the lease: {}",
+        cols[2]
+    );
+
+    let replies = tshark_fields(
+        &capture,
+        "dhcp.option.vendor_class_id == \"BITLOCKER\" && udp.srcport == 67 && ip.src == 192.168.78.2",
+        &["dhcp.type", "dhcp.option.type", "dhcp.option.length"],
+    );
+    assert!(
+        !replies.is_empty(),
+        "the WDS server's reply on the wire; the capture:\n{}",
+        summary()
+    );
+    let cols: Vec<&str> = replies[0].split('|').collect();
+    assert_eq!(cols[0], "2", "a BOOTREPLY");
+    let types: Vec<&str> = cols[1].split(',').collect();
+    let lengths: Vec<&str> = cols[2].split(',').collect();
+    assert_eq!(&types[..2], ["43", "60"]);
+    assert_eq!(
+        lengths[0], "62",
+        "option 43 holds the 60-byte key protector reply"
+    );
+
+    // The server counted the reply, and the certificate store reloads on SIGHUP: with the .pfx
+    // gone, the certificate is logged as removed (the seed's error condition).
+    std::fs::remove_file(lab.pfx()).expect("pfx removed");
+    server.signal("HUP");
+    let log = lab.path("wds.log");
+    assert!(
+        wait_for(
+            &log,
+            "is no longer in the FVE_NKP store",
+            Duration::from_secs(10)
+        ),
+        "reload logged: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    server.signal("TERM");
+    let out = server.wait(Duration::from_secs(10));
+    let counters = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        counters
+            .lines()
+            .any(|l| l.starts_with("replied ") && l != "replied 0"),
+        "the server counted its replies:\n{counters}"
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("key returned to"),
+        "the WDS log names the reply:\n{log_text}"
+    );
+}
+
+#[test]
+fn with_no_wds_server_the_client_falls_back_to_the_pin() {
+    if !have_everything() {
+        return;
+    }
+    let t = Topology::new("fallback");
+    let lab = Lab::new();
+    let _dnsmasq = start_dnsmasq(&t, &lab);
+    let (unlocked, transcript) = boot_client(&t, &lab);
+    assert!(unlocked, "the PIN unlocks:\n{transcript}");
+    assert!(
+        transcript.contains("unlocked-by: tpm-and-pin"),
+        "TPM+PIN unlocked the volume:\n{transcript}"
+    );
+    assert!(
+        transcript.contains("failed: NetworkUnlock"),
+        "the outcome says why Network Unlock failed:\n{transcript}"
+    );
+    assert!(transcript.contains("volume-label: NETLAB"), "{transcript}");
+}
