@@ -59,7 +59,7 @@ fn machine(seed: u64) -> (Machine, RecoveryPassword) {
     let pcrs = PcrSelection::of(&[7]).unwrap();
     let (mut volume, keys) = Volume::create(64 * 1024, "OSDisk", &mut rng).unwrap();
     volume
-        .add_tpm_and_pin_protector(&keys, &mut tpm, pcrs.clone(), PIN, &mut rng)
+        .add_tpm_and_pin_protector(&keys, &mut tpm, pcrs, PIN, &mut rng)
         .unwrap();
     let cert = NetworkUnlockCertificate::from_der(certificate().certificate.der()).unwrap();
     volume

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use boot_client::boot::{BootConfig, BootEvent, BootResult, ConsoleInput, Keystrokes};
 use boot_client::exchange::Transport;
 use clap::Args;
@@ -196,7 +196,7 @@ fn real_tpm(tcti: &str) -> anyhow::Result<Box<dyn Tpm>> {
 
 #[cfg(not(feature = "real-tpm"))]
 fn real_tpm(tcti: &str) -> anyhow::Result<Box<dyn Tpm>> {
-    bail!(
+    anyhow::bail!(
         "--tpm {tcti}: this nulab was built without the `real-tpm` feature; use \
          --tpm simulated, or build with `--features real-tpm`"
     )
