@@ -5,156 +5,27 @@
 //! (tshark in the client namespace) must dissect as the Network Unlock request and reply.
 //! With the WDS server not running, the client falls back to the scripted PIN.
 //!
-//! Topology per test (namespaces `nunet-<test>-<pid>-*`, all removed on drop): a switch
-//! namespace with a bridge, and three hosts plugged into it by veth pairs: `dhcp` (dnsmasq,
+//! Topology per test (`testkit::netns::Lan`, namespaces `nunet-<test>-<pid>-*`, all removed on
+//! drop): a switch namespace with a bridge, and three hosts plugged into it by veth pairs: `dhcp` (dnsmasq,
 //! 192.168.78.1), `wds` (nulab server, 192.168.78.2) and `pc` (nulab client, no address until
 //! its lease). Addresses exist only inside the namespaces; every wait is bounded.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use testkit::netns::{Lan, Running, wait_for_file};
 
 const NULAB: &str = env!("CARGO_BIN_EXE_nulab");
 const PIN: &str = "271828";
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Topology {
-    dhcp: String,
-    wds: String,
-    pc: String,
-    switch: String,
-}
-
-impl Topology {
-    fn new(test: &str) -> Topology {
-        let base = format!("nunet-{test}-{}", std::process::id());
-        let t = Topology {
-            dhcp: format!("{base}-d"),
-            wds: format!("{base}-s"),
-            pc: format!("{base}-c"),
-            switch: format!("{base}-w"),
-        };
-        for ns in t.all() {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        let w = t.switch.as_str();
-        ip(&["-n", w, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", w, "link", "set", "br0", "up"]);
-        for (ns, end, port) in [
-            (&t.dhcp, "dhcp0", "dhcpp"),
-            (&t.wds, "wds0", "wdsp"),
-            (&t.pc, "pc0", "pcp"),
-        ] {
-            ip(&[
-                "link", "add", end, "netns", ns, "type", "veth", "peer", "name", port, "netns", w,
-            ]);
-            ip(&["-n", w, "link", "set", port, "master", "br0", "up"]);
-            ip(&["-n", ns, "link", "set", end, "up"]);
-        }
-        ip(&[
-            "-n",
-            &t.dhcp,
-            "addr",
-            "add",
-            "192.168.78.1/24",
-            "dev",
-            "dhcp0",
-        ]);
-        ip(&[
-            "-n",
-            &t.wds,
-            "addr",
-            "add",
-            "192.168.78.2/24",
-            "dev",
-            "wds0",
-        ]);
-        t
-    }
-
-    fn all(&self) -> [&String; 4] {
-        [&self.dhcp, &self.wds, &self.pc, &self.switch]
-    }
-
-    fn command(ns: &str, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", ns, program]);
-        command
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in self.all() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// A child process killed (and reaped) on drop.
-struct Running(Option<Child>);
-
-impl Running {
-    fn spawn(command: &mut Command) -> Running {
-        Running(Some(command.spawn().expect("the process starts")))
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.as_ref().expect("running").id()
-    }
-
-    /// Sends `signal` (by name: INT, TERM, HUP) and, unless it is HUP, waits for the exit.
-    fn signal(&mut self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal}");
-    }
-
-    /// Waits (bounded) for the exit and collects the output.
-    fn wait(mut self, limit: Duration) -> Output {
-        let mut child = self.0.take().expect("running");
-        let start = Instant::now();
-        while child.try_wait().expect("wait").is_none() {
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().expect("output")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn wait_for(path: &Path, needle: &str, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+/// Hosts `dhcp` (dnsmasq, 192.168.78.1), `wds` (nulab server, 192.168.78.2) and `pc` (nulab
+/// client, no address until its lease) on one bridge.
+fn topology(test: &str) -> Lan {
+    let lan = Lan::new(&format!("nunet-{test}"), &["dhcp", "wds", "pc"]);
+    lan.address("dhcp", "192.168.78.1/24");
+    lan.address("wds", "192.168.78.2/24");
+    lan
 }
 
 fn run_ok(command: &mut Command) -> String {
@@ -224,10 +95,10 @@ impl Lab {
     }
 }
 
-fn start_dnsmasq(t: &Topology, lab: &Lab) -> Running {
+fn start_dnsmasq(t: &Lan, lab: &Lab) -> Running {
     let log = lab.path("dnsmasq.log");
     let running = Running::spawn(
-        Topology::command(&t.dhcp, "dnsmasq")
+        t.command("dhcp", "dnsmasq")
             .args([
                 "--conf-file=/dev/null",
                 "--port=0",
@@ -248,16 +119,16 @@ fn start_dnsmasq(t: &Topology, lab: &Lab) -> Running {
             .stderr(Stdio::null()),
     );
     assert!(
-        wait_for(&log, "sockets bound exclusively", Duration::from_secs(10)),
+        wait_for_file(&log, "sockets bound exclusively", Duration::from_secs(10)),
         "dnsmasq did not start"
     );
     running
 }
 
-fn start_server(t: &Topology, lab: &Lab) -> Running {
+fn start_server(t: &Lan, lab: &Lab) -> Running {
     let log = lab.path("wds.log");
     let running = Running::spawn(
-        Topology::command(&t.wds, NULAB)
+        t.command("wds", NULAB)
             .args(["server", "--interface", "wds0", "--password", "pw"])
             .arg("--cert-dir")
             .arg(lab.path("certs"))
@@ -268,7 +139,7 @@ fn start_server(t: &Topology, lab: &Lab) -> Running {
             .stderr(Stdio::null()),
     );
     assert!(
-        wait_for(
+        wait_for_file(
             &log,
             "WDS service listening on wds0",
             Duration::from_secs(20)
@@ -279,9 +150,9 @@ fn start_server(t: &Topology, lab: &Lab) -> Running {
     running
 }
 
-fn boot_client(t: &Topology, lab: &Lab) -> (bool, String) {
+fn boot_client(t: &Lan, lab: &Lab) -> (bool, String) {
     let client = Running::spawn(
-        Topology::command(&t.pc, NULAB)
+        t.command("pc", NULAB)
             .args([
                 "client",
                 "--interface",
@@ -332,21 +203,21 @@ fn the_client_unlocks_over_the_network_and_tshark_dissects_the_exchange() {
     if !have_everything() {
         return;
     }
-    let t = Topology::new("unlock");
+    let t = topology("unlock");
     let lab = Lab::new();
     let _dnsmasq = start_dnsmasq(&t, &lab);
     let mut server = start_server(&t, &lab);
     let capture = lab.path("pc0.pcapng");
     let tshark_log = lab.path("tshark.log");
     let mut tshark = Running::spawn(
-        Topology::command(&t.pc, "tshark")
+        t.command("pc", "tshark")
             .args(["-i", "pc0", "-f", "udp port 67 or udp port 68", "-w"])
             .arg(&capture)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&tshark_log).expect("log file")),
     );
     assert!(
-        wait_for(&tshark_log, "Capturing on", Duration::from_secs(20)),
+        wait_for_file(&tshark_log, "Capturing on", Duration::from_secs(20)),
         "tshark did not start: {}",
         std::fs::read_to_string(&tshark_log).unwrap_or_default()
     );
@@ -449,7 +320,7 @@ fn the_client_unlocks_over_the_network_and_tshark_dissects_the_exchange() {
     server.signal("HUP");
     let log = lab.path("wds.log");
     assert!(
-        wait_for(
+        wait_for_file(
             &log,
             "is no longer in the FVE_NKP store",
             Duration::from_secs(10)
@@ -478,7 +349,7 @@ fn with_no_wds_server_the_client_falls_back_to_the_pin() {
     if !have_everything() {
         return;
     }
-    let t = Topology::new("fallback");
+    let t = topology("fallback");
     let lab = Lab::new();
     let _dnsmasq = start_dnsmasq(&t, &lab);
     let (unlocked, transcript) = boot_client(&t, &lab);

@@ -5,6 +5,8 @@
 //! a message, under `CI=true` it fails, because CI installs every tool and a missing one means
 //! the install step is broken.
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
