@@ -66,5 +66,5 @@ impl Service for DhcpServerService {
 
 /// A core's `now` (time since the simulation started) as a simulator instant.
 pub fn sim_time(at: Duration) -> SimTime {
-    SimTime::from_nanos(u64::try_from(at.as_nanos()).unwrap_or(u64::MAX))
+    SimTime::ZERO.saturating_add(at)
 }

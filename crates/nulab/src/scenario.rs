@@ -85,17 +85,7 @@ fn run_files(args: &RunArgs) -> Result<ExitCode> {
             dir.display()
         );
         if !result.passed() {
-            for check in result.checks.iter().filter(|c| !c.met) {
-                println!(
-                    "  unmet: {}{}",
-                    check.expectation,
-                    check
-                        .actual
-                        .as_ref()
-                        .map(|a| format!(" (got: {a})"))
-                        .unwrap_or_default()
-                );
-            }
+            print_unmet(&result);
             println!(
                 "  seed {}; replay with: {}",
                 result.seed,
@@ -109,6 +99,12 @@ fn run_files(args: &RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn print_unmet(result: &scenario::RunResult) {
+    for check in result.checks.iter().filter(|c| !c.met) {
+        println!("  unmet: {check}");
+    }
 }
 
 /// Prints the transcript, waiting for Enter whenever a new phase (or the next section) starts.
@@ -211,17 +207,7 @@ fn sweep(file: &Path, seeds: std::ops::Range<u64>) -> Result<ExitCode> {
         if !result.passed() {
             bar.abandon();
             println!("{}: seed {seed} FAILS", loaded.name);
-            for check in result.checks.iter().filter(|c| !c.met) {
-                println!(
-                    "  unmet: {}{}",
-                    check.expectation,
-                    check
-                        .actual
-                        .as_ref()
-                        .map(|a| format!(" (got: {a})"))
-                        .unwrap_or_default()
-                );
-            }
+            print_unmet(&result);
             println!("  replay with: {}", scenario::replay_command(file, seed));
             return Ok(ExitCode::FAILURE);
         }

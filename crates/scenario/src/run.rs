@@ -73,6 +73,17 @@ pub struct RunResult {
     pub server_views: Vec<(Duration, String, Vec<String>)>,
 }
 
+impl std::fmt::Display for Check {
+    /// "expectation (got: what was seen)", the one wording of every view.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.expectation)?;
+        match &self.actual {
+            Some(actual) => write!(f, " (got: {actual})"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl RunResult {
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.met)
@@ -341,11 +352,9 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
                     ),
                 )
             })?;
-            let wrong: Vec<String> = members
-                .iter()
-                .filter(|c| c.outcome.as_ref().and_then(BootOutcome::unlocked_by) != Some(kind))
-                .map(|c| format!("{}: {}", c.name, describe_outcome(c.outcome.as_ref())))
-                .collect();
+            let wrong = offenders(&members, |c| {
+                c.outcome.as_ref().and_then(BootOutcome::unlocked_by) == Some(kind)
+            });
             checks.push(Check {
                 expectation: format!("{group} is unlocked by {}", kind.manage_bde_name()),
                 met: wrong.is_empty(),
@@ -363,16 +372,12 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
                     ));
                 }
             };
-            let wrong: Vec<String> = members
-                .iter()
-                .filter(|c| {
-                    !matches!(
-                        c.outcome.as_ref().map(|o| &o.result),
-                        Some(BootResult::Waiting { prompt: p, .. }) if *p == prompt
-                    )
-                })
-                .map(|c| format!("{}: {}", c.name, describe_outcome(c.outcome.as_ref())))
-                .collect();
+            let wrong = offenders(&members, |c| {
+                matches!(
+                    c.outcome.as_ref().map(|o| &o.result),
+                    Some(BootResult::Waiting { prompt: p, .. }) if *p == prompt
+                )
+            });
             checks.push(Check {
                 expectation: format!("{group} waits at {prompt}"),
                 met: wrong.is_empty(),
@@ -380,16 +385,12 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
             });
         }
         if let Some(within) = expect.unlocked_within {
-            let wrong: Vec<String> = members
-                .iter()
-                .filter(|c| {
-                    !matches!(
-                        c.outcome.as_ref().map(|o| &o.result),
-                        Some(BootResult::Unlocked { at, .. }) if at.saturating_sub(c.boot_at) <= within
-                    )
-                })
-                .map(|c| format!("{}: {}", c.name, describe_outcome(c.outcome.as_ref())))
-                .collect();
+            let wrong = offenders(&members, |c| {
+                matches!(
+                    c.outcome.as_ref().map(|o| &o.result),
+                    Some(BootResult::Unlocked { at, .. }) if at.saturating_sub(c.boot_at) <= within
+                )
+            });
             checks.push(Check {
                 expectation: format!(
                     "{group} is unlocked within {} of power-on",
@@ -516,6 +517,15 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
         }
     }
     Ok(checks)
+}
+
+/// The clients of `members` for which `ok` fails, each with how its boot ended.
+fn offenders(members: &[&ClientResult], ok: impl Fn(&ClientResult) -> bool) -> Vec<String> {
+    members
+        .iter()
+        .filter(|c| !ok(c))
+        .map(|c| format!("{}: {}", c.name, describe_outcome(c.outcome.as_ref())))
+        .collect()
 }
 
 /// The first few offenders and how many in all.

@@ -124,14 +124,8 @@ pub fn transcript(result: &RunResult) -> String {
     for check in &result.checks {
         let _ = writeln!(
             out,
-            "  [{}] {}{}",
-            if check.met { "ok" } else { "FAILED" },
-            check.expectation,
-            check
-                .actual
-                .as_ref()
-                .map(|a| format!(" (got: {a})"))
-                .unwrap_or_default()
+            "  [{}] {check}",
+            if check.met { "ok" } else { "FAILED" }
         );
     }
     out
@@ -413,15 +407,10 @@ pub fn html(result: &RunResult) -> String {
     for check in &result.checks {
         let _ = writeln!(
             out,
-            "<li class=\"{}\">{} {}{}</li>",
+            "<li class=\"{}\">{} {}</li>",
             if check.met { "ok" } else { "failed" },
             if check.met { "&#10003;" } else { "&#10007;" },
-            esc(&check.expectation),
-            check
-                .actual
-                .as_ref()
-                .map(|a| format!(" (got: {})", esc(a)))
-                .unwrap_or_default()
+            esc(&check.to_string())
         );
     }
     out.push_str("</ul>\n<h2>Sequence</h2>\n");

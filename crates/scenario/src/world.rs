@@ -32,14 +32,16 @@ use toml::Spanned;
 use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm};
 use unlock_server::provider::Provider;
 use unlock_server::service::UnlockService;
+use volume::Volume;
 use volume::policy::{
     GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
     apply_at_reboot,
 };
-use volume::{RecoveryPassword, Volume};
 
 use crate::model::{ClientSpec, FirmwareSpec, Loaded, ScenarioError};
 use crate::wire::Names;
+
+pub use dhcp::service::sim_time;
 
 /// Recovery-password stretching in scenarios: BitLocker's real count (2^20 SHA-256 rounds) is
 /// configurable in the volume crate; scenarios use fewer so a catalogue of boots stays fast.
@@ -53,8 +55,6 @@ pub struct NamedCertificate {
     pub name: String,
     pub bundle: CertificateBundle,
     pub key: Arc<ProviderKey>,
-    /// Where it came from, for the transcript.
-    pub origin: String,
 }
 
 impl NamedCertificate {
@@ -69,16 +69,12 @@ pub struct WdsHost {
     pub host: HostId,
     pub address: Ipv4Addr,
     pub provider: Rc<RefCell<Provider>>,
-    pub certificates: Vec<String>,
-    pub policy_summary: String,
 }
 
 /// A DHCP server of the scenario.
 pub struct DhcpHost {
     pub name: String,
     pub host: HostId,
-    pub address: Ipv4Addr,
-    pub server: Rc<RefCell<Server>>,
 }
 
 /// One client machine.
@@ -86,10 +82,7 @@ pub struct ClientMachine {
     pub name: String,
     /// The `[[client]]` it comes from (storms share one).
     pub group: String,
-    pub host: HostId,
     pub record: Rc<RefCell<BootRecord>>,
-    pub machine: Rc<RefCell<Machine>>,
-    pub recovery_password: Option<RecoveryPassword>,
     /// What happened before this boot (protectors added, Group Policy applied), for the
     /// transcript.
     pub setup: Vec<String>,
@@ -153,7 +146,6 @@ impl Action {
 /// The built world, ready to run.
 pub struct World {
     pub sim: Simulation,
-    pub seed: u64,
     pub certificates: Vec<NamedCertificate>,
     pub segments: Vec<NamedSegment>,
     pub dhcp_servers: Vec<DhcpHost>,
@@ -210,7 +202,6 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             name: spec.name.get_ref().clone(),
             bundle,
             key: Arc::new(key),
-            origin,
         });
     }
 
@@ -338,8 +329,6 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
         dhcp_servers.push(DhcpHost {
             name: spec.name.get_ref().clone(),
             host,
-            address: address.addr(),
-            server,
         });
     }
 
@@ -451,8 +440,6 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             host,
             address: address.addr(),
             provider,
-            certificates: held.iter().map(|c| c.name.clone()).collect(),
-            policy_summary,
         });
     }
 
@@ -576,7 +563,6 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
 
     Ok(World {
         sim,
-        seed,
         certificates,
         segments,
         dhcp_servers,
@@ -817,11 +803,11 @@ fn build_client(
     }));
     let record = Rc::new(RefCell::new(BootRecord::default()));
     let boot_at = spec.boot_at.unwrap_or_default();
-    let (shared_machine, shared_record) = (machine.clone(), record.clone());
+    let shared_record = record.clone();
     sim.add_service(host, "bootmgr", move || {
         Box::new(BootService::new(
             config.clone(),
-            shared_machine.clone(),
+            machine.clone(),
             shared_record.clone(),
         ))
     })
@@ -835,10 +821,7 @@ fn build_client(
     Ok(ClientMachine {
         name,
         group: spec.name.get_ref().clone(),
-        host,
         record,
-        machine,
-        recovery_password,
         setup,
         boot_at,
     })
@@ -873,10 +856,7 @@ fn find_segment<'a>(
     segments: &'a [NamedSegment],
     name: &Spanned<String>,
 ) -> Result<&'a NamedSegment, ScenarioError> {
-    segments
-        .iter()
-        .find(|s| &s.name == name.get_ref())
-        .ok_or_else(|| loaded.error_at(name.span(), format!("no segment {:?}", name.get_ref())))
+    by_name(loaded, segments, name, "segment", |s| &s.name)
 }
 
 fn certificate<'a>(
@@ -884,10 +864,21 @@ fn certificate<'a>(
     certificates: &'a [NamedCertificate],
     name: &Spanned<String>,
 ) -> Result<&'a NamedCertificate, ScenarioError> {
-    certificates
+    by_name(loaded, certificates, name, "certificate", |c| &c.name)
+}
+
+/// The item of `items` called `name`, or an error at the reference's line.
+fn by_name<'a, T>(
+    loaded: &Loaded,
+    items: &'a [T],
+    name: &Spanned<String>,
+    what: &str,
+    name_of: impl Fn(&T) -> &String,
+) -> Result<&'a T, ScenarioError> {
+    items
         .iter()
-        .find(|c| &c.name == name.get_ref())
-        .ok_or_else(|| loaded.error_at(name.span(), format!("no certificate {:?}", name.get_ref())))
+        .find(|item| name_of(item) == name.get_ref())
+        .ok_or_else(|| loaded.error_at(name.span(), format!("no {what} {:?}", name.get_ref())))
 }
 
 /// A Network Unlock certificate from a seed, generated once per process (RSA key generation is
@@ -945,10 +936,6 @@ fn parse_percent(text: &str) -> Option<u32> {
 /// A measurement as firmware extends it: the SHA-256 of what was measured.
 fn measurement(what: &str) -> [u8; 32] {
     Sha256::digest(what.as_bytes()).into()
-}
-
-pub fn sim_time(at: Duration) -> SimTime {
-    dhcp::service::sim_time(at)
 }
 
 /// Seconds with microsecond precision, for the transcript (a switched LAN answers in tens of
