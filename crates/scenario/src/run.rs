@@ -306,13 +306,6 @@ fn apply_host_event(
     };
 }
 
-/// The protector kinds as scenarios name them.
-pub fn protector_from_name(name: &str) -> Option<ProtectorKind> {
-    ProtectorKind::ALL
-        .into_iter()
-        .find(|k| k.cli_name() == name)
-}
-
 /// How an outcome reads in one line.
 pub fn describe_outcome(outcome: Option<&BootOutcome>) -> String {
     match outcome.map(|o| &o.result) {
@@ -343,7 +336,7 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
             return Err(loaded.error_at(expect.client.span(), format!("no client {group:?}")));
         }
         if let Some(want) = &expect.unlocked_by {
-            let kind = protector_from_name(want.get_ref()).ok_or_else(|| {
+            let kind = want.get_ref().parse::<ProtectorKind>().map_err(|_| {
                 loaded.error_at(
                     want.span(),
                     format!(

@@ -32,11 +32,11 @@ use toml::Spanned;
 use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm};
 use unlock_server::provider::Provider;
 use unlock_server::service::UnlockService;
-use volume::Volume;
 use volume::policy::{
     GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
     apply_at_reboot,
 };
+use volume::{ProtectorKind, Volume};
 
 use crate::model::{ClientSpec, FirmwareSpec, Loaded, ScenarioError};
 use crate::wire::Names;
@@ -634,18 +634,18 @@ fn build_client(
     let mut recovery_password = None;
     let volume_err = |err: volume::VolumeError| at(spec.name.span(), err.to_string());
     for protector in &spec.protectors {
-        match protector.get_ref().as_str() {
-            "tpm-and-pin" => {
+        match protector.get_ref().parse::<ProtectorKind>() {
+            Ok(ProtectorKind::TpmAndPin) => {
                 volume
                     .add_tpm_and_pin_protector(&keys, &mut tpm, pcrs, &spec.pin, &mut rng)
                     .map_err(volume_err)?;
             }
-            "tpm" => {
+            Ok(ProtectorKind::Tpm) => {
                 volume
                     .add_tpm_protector(&keys, &mut tpm, pcrs, &mut rng)
                     .map_err(volume_err)?;
             }
-            "recovery-password" => {
+            Ok(ProtectorKind::RecoveryPassword) => {
                 let (_, password) = volume
                     .add_recovery_password_protector(
                         &keys,
@@ -656,12 +656,13 @@ fn build_client(
                     .map_err(volume_err)?;
                 recovery_password = Some(password);
             }
-            other => {
+            _ => {
                 return Err(at(
                     protector.span(),
                     format!(
-                        "unknown protector {other:?} (tpm-and-pin, tpm, recovery-password; \
-                         Network Unlock comes from Group Policy)"
+                        "unknown protector {:?} (tpm-and-pin, tpm, recovery-password; \
+                         Network Unlock comes from Group Policy)",
+                        protector.get_ref()
                     ),
                 ));
             }
