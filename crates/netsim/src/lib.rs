@@ -84,7 +84,7 @@ pub use topology::{
     TopologyError,
 };
 pub use trace::{DropReason, FaultAction, TraceEvent, TraceKind};
-pub use wire::{CaptureError, CapturedFrame};
+pub use wire::{CaptureError, CapturedFrame, PcapStream};
 
 /// Re-exported so services and the real-socket shell name the same types.
 pub use bytes::Bytes;

@@ -29,8 +29,9 @@ use crate::stack::{
     AdapterIndex, AdapterInfo, Datagram, HostStack, MAX_UDP_PAYLOAD, Service, StackError,
 };
 use crate::topology::{
-    AdapterConfig, AdapterId, Attachment, Host, HostId, InterfaceId, NodeId, Router, RouterId,
-    RouterInterface, Segment, SegmentConfig, SegmentId, ServiceSlot, TopologyError, Wiring,
+    AdapterConfig, AdapterId, Attachment, Capture, Host, HostId, InterfaceId, NodeId, Router,
+    RouterId, RouterInterface, Segment, SegmentConfig, SegmentId, ServiceSlot, TopologyError,
+    Wiring,
 };
 use crate::trace::{DropReason, FaultAction, TraceEvent, TraceKind};
 use crate::wire::{self, CaptureError, CapturedFrame};
@@ -75,19 +76,21 @@ pub(crate) enum Target {
     One(Attachment),
 }
 
+/// What the event queue holds. Frames are boxed: most queued events are timers, and a storm queues a hundred thousand of
+/// them, each as large as the largest variant.
 enum Event {
     Boot(u32),
     Arrive {
         segment: u32,
         target: Target,
-        frame: Frame,
+        frame: Box<Frame>,
     },
     /// A delivery that a fault delayed or duplicated: the fault chain has already run.
     Deliver {
         segment: u32,
         to: Attachment,
         unicast: bool,
-        frame: Frame,
+        frame: Box<Frame>,
     },
     Timer {
         host: u32,
@@ -269,6 +272,10 @@ pub struct Simulation {
     stats: Stats,
     outbox: Vec<Action>,
     next_mac: u32,
+    /// Hosts `0..booted_hosts` have had their boot scheduled (hosts are only ever appended, so
+    /// one cursor replaces a per-host flag that every step had to scan: 10,000 hosts made that
+    /// scan the simulator's main cost).
+    booted_hosts: usize,
 }
 
 impl Simulation {
@@ -289,6 +296,7 @@ impl Simulation {
             stats: Stats::default(),
             outbox: Vec::new(),
             next_mac: 0,
+            booted_hosts: 0,
         }
     }
 
@@ -350,7 +358,6 @@ impl Simulation {
             services: Vec::new(),
             ports: Vec::new(),
             up: true,
-            booted: false,
         });
         id
     }
@@ -402,6 +409,7 @@ impl Simulation {
         name: &str,
         factory: impl FnMut() -> Box<dyn Service> + 'static,
     ) -> Result<(), TopologyError> {
+        let booted = (host.0 as usize) < self.booted_hosts;
         let h = self.host_mut(host)?;
         if h.services.iter().any(|s| &*s.name == name) {
             return Err(TopologyError::DuplicateService {
@@ -417,7 +425,7 @@ impl Simulation {
             enabled: true,
             generation: 0,
         });
-        if h.booted {
+        if booted {
             let now = self.now;
             self.schedule(
                 now,
@@ -513,8 +521,38 @@ impl Simulation {
         self.segment(segment)?;
         self.segments[seg_index(segment)]
             .capture
-            .get_or_insert_with(Vec::new);
+            .get_or_insert_with(|| Capture::Frames(Vec::new()));
         Ok(())
+    }
+
+    /// Starts writing the frames that cross `segment` to `out` as a pcap stream, as they cross
+    /// it: a long or large run keeps none of them in memory. [`Simulation::finish_capture`]
+    /// flushes it and reports the first write error.
+    pub fn capture_to(
+        &mut self,
+        segment: SegmentId,
+        out: Box<dyn std::io::Write>,
+    ) -> Result<(), CaptureError> {
+        let seg = self
+            .segments
+            .get_mut(seg_index(segment))
+            .ok_or(CaptureError::NoSuchSegment)?;
+        seg.capture = Some(Capture::Stream(wire::PcapStream::new(out)?));
+        Ok(())
+    }
+
+    /// Ends the capture of `segment`: a stream is flushed (its first error, if any, comes back
+    /// here), frames kept in memory are dropped.
+    pub fn finish_capture(&mut self, segment: SegmentId) -> Result<(), CaptureError> {
+        let seg = self
+            .segments
+            .get_mut(seg_index(segment))
+            .ok_or(CaptureError::NoSuchSegment)?;
+        match seg.capture.take() {
+            Some(Capture::Stream(stream)) => stream.finish(),
+            Some(Capture::Frames(_)) => Ok(()),
+            None => Err(CaptureError::NotCaptured),
+        }
     }
 
     /// The frames captured on `segment` so far.
@@ -523,7 +561,10 @@ impl Simulation {
             .segments
             .get(seg_index(segment))
             .ok_or(CaptureError::NoSuchSegment)?;
-        seg.capture.as_deref().ok_or(CaptureError::NotCaptured)
+        match &seg.capture {
+            Some(Capture::Frames(frames)) => Ok(frames),
+            Some(Capture::Stream(_)) | None => Err(CaptureError::NotCaptured),
+        }
     }
 
     /// The capture of `segment` as a pcap file.
@@ -660,6 +701,11 @@ impl Simulation {
         if self.now < end {
             self.now = end;
         }
+        // A burst (a storm's broadcasts) leaves the queue's buffer far larger than what is
+        // still pending: give the slack back rather than carry it to the end of the run.
+        if self.queue.capacity() > 4 * self.queue.len().max(1024) {
+            self.queue.shrink_to_fit();
+        }
     }
 
     /// Runs for `duration` of simulated time from now.
@@ -685,12 +731,11 @@ impl Simulation {
     }
 
     fn boot_pending(&mut self) {
-        for index in 0..self.hosts.len() {
-            if !self.hosts[index].booted {
-                self.hosts[index].booted = true;
-                let now = self.now;
-                self.schedule(now, Event::Boot(index_u32(index)));
-            }
+        while self.booted_hosts < self.hosts.len() {
+            let index = self.booted_hosts;
+            self.booted_hosts += 1;
+            let now = self.now;
+            self.schedule(now, Event::Boot(index_u32(index)));
         }
     }
 
@@ -1034,7 +1079,7 @@ impl Simulation {
                 segment: segment.0,
                 to,
                 unicast: true,
-                frame,
+                frame: Box::new(frame),
             };
             return self.schedule(now, event);
         }
@@ -1056,7 +1101,7 @@ impl Simulation {
         if let Some(capture) = seg.capture.as_mut() {
             let ip_id = seg.next_ip_id;
             seg.next_ip_id = seg.next_ip_id.wrapping_add(1);
-            capture.push(CapturedFrame {
+            let captured = CapturedFrame {
                 time: now,
                 src_mac: frame.src_mac,
                 dst_mac: frame.dst_mac,
@@ -1065,7 +1110,16 @@ impl Simulation {
                 ttl: frame.ttl,
                 ip_id,
                 payload: frame.payload.clone(),
-            });
+            };
+            match capture {
+                Capture::Frames(frames) => frames.push(CapturedFrame {
+                    // A copy of exactly the payload's length: the sender's buffer may be
+                    // larger (an encoder's grown `Vec`), and the capture keeps it to the end.
+                    payload: Bytes::copy_from_slice(&captured.payload),
+                    ..captured
+                }),
+                Capture::Stream(stream) => stream.record_frame(&captured),
+            }
         }
         let at = now + seg.config.latency;
         self.schedule(
@@ -1073,7 +1127,7 @@ impl Simulation {
             Event::Arrive {
                 segment: segment.0,
                 target,
-                frame,
+                frame: Box::new(frame),
             },
         );
     }
@@ -1225,7 +1279,7 @@ impl Simulation {
                     segment,
                     to: att,
                     unicast,
-                    frame: frame.clone(),
+                    frame: Box::new(frame.clone()),
                 },
             );
         }
@@ -1235,7 +1289,7 @@ impl Simulation {
                 segment,
                 to: att,
                 unicast,
-                frame,
+                frame: Box::new(frame),
             },
         );
         true

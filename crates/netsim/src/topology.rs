@@ -193,12 +193,20 @@ pub(crate) enum Attachment {
     Router { router: u32, iface: u32 },
 }
 
+/// Where a segment's capture goes.
+pub(crate) enum Capture {
+    /// Kept in memory, for [`crate::Simulation::captured`].
+    Frames(Vec<CapturedFrame>),
+    /// Written as a pcap stream as the frames cross the segment.
+    Stream(crate::wire::PcapStream),
+}
+
 pub(crate) struct Segment {
     pub name: Arc<str>,
     pub config: SegmentConfig,
     pub members: Vec<Attachment>,
     /// Frames seen on the segment, when it is being captured.
-    pub capture: Option<Vec<CapturedFrame>>,
+    pub capture: Option<Capture>,
     pub next_ip_id: u16,
 }
 
@@ -243,8 +251,6 @@ pub(crate) struct Host {
     /// (port, index of the service that bound it): a handful per host, so a `Vec` beats a map.
     pub ports: Vec<(u16, u16)>,
     pub up: bool,
-    /// Whether its services were started (at the first run after it was added).
-    pub booted: bool,
 }
 
 impl Host {

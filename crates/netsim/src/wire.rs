@@ -10,6 +10,7 @@
 //! Timestamps are simulated time after a fixed epoch ([`PCAP_EPOCH`]), never the wall clock, so
 //! the same run gives a byte-identical file.
 
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub enum CaptureError {
     Pcap(#[from] pcap_file::PcapError),
     #[error("writing the pcap file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("a captured packet is not an Ethernet/IP/UDP frame")]
+    NotAFrame,
 }
 
 /// The Ethernet II frame of a UDP datagram, or `None` if source and destination are of
@@ -173,16 +176,145 @@ pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
     !(u16::try_from(sum).unwrap_or(u16::MAX))
 }
 
-/// A pcap file (LINKTYPE_ETHERNET, nanosecond timestamps, big-endian so that the bytes do not
-/// depend on the machine) holding `frames`.
-pub fn pcap_bytes(frames: &[CapturedFrame]) -> Result<Vec<u8>, CaptureError> {
-    let header = PcapHeader {
+/// The frame of an Ethernet II / IPv4 or IPv6 / UDP packet as [`ethernet_frame`] writes it,
+/// read back (from a capture streamed to a file), or `None` for anything else. An IPv6 frame
+/// carries no identification: its `ip_id` reads as 0.
+pub fn parse_ethernet_frame(time: SimTime, bytes: &[u8]) -> Option<CapturedFrame> {
+    let mac =
+        |at: usize| -> Option<MacAddr> { Some(MacAddr(bytes.get(at..at + 6)?.try_into().ok()?)) };
+    let (dst_mac, src_mac) = (mac(0)?, mac(6)?);
+    let ethertype = u16::from_be_bytes(bytes.get(12..14)?.try_into().ok()?);
+    let ip = bytes.get(14..)?;
+    let (src_ip, dst_ip, ttl, ip_id, udp): (IpAddr, IpAddr, u8, u16, &[u8]) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let header_len = usize::from(*ip.first()? & 0x0f) * 4;
+            if *ip.first()? >> 4 != 4 || header_len < 20 || *ip.get(9)? != PROTO_UDP {
+                return None;
+            }
+            let total = usize::from(u16::from_be_bytes(ip.get(2..4)?.try_into().ok()?));
+            let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            let id = u16::from_be_bytes(ip.get(4..6)?.try_into().ok()?);
+            (
+                src.into(),
+                dst.into(),
+                *ip.get(8)?,
+                id,
+                ip.get(header_len..total)?,
+            )
+        }
+        ETHERTYPE_IPV6 => {
+            if *ip.first()? >> 4 != 6 || *ip.get(6)? != PROTO_UDP {
+                return None;
+            }
+            let len = usize::from(u16::from_be_bytes(ip.get(4..6)?.try_into().ok()?));
+            let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (
+                src.into(),
+                dst.into(),
+                *ip.get(7)?,
+                0,
+                ip.get(40..40 + len)?,
+            )
+        }
+        _ => return None,
+    };
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(udp.get(at..at + 2)?.try_into().ok()?))
+    };
+    let udp_len = usize::from(port(4)?);
+    Some(CapturedFrame {
+        time,
+        src_mac,
+        dst_mac,
+        src: SocketAddr::new(src_ip, port(0)?),
+        dst: SocketAddr::new(dst_ip, port(2)?),
+        ttl,
+        ip_id,
+        payload: Bytes::copy_from_slice(udp.get(8..udp_len)?),
+    })
+}
+
+/// A capture written frame by frame as a pcap stream, as `tcpdump -w` does: memory stays flat
+/// however many frames cross the segment. The first write error is kept and reported by
+/// [`PcapStream::finish`]; frames after it are not written.
+pub struct PcapStream {
+    writer: PcapWriter<Box<dyn std::io::Write>>,
+    error: Option<CaptureError>,
+}
+
+impl PcapStream {
+    /// Starts a pcap stream into `out` (the header is written at once).
+    pub fn new(out: Box<dyn std::io::Write>) -> Result<PcapStream, CaptureError> {
+        Ok(PcapStream {
+            writer: PcapWriter::with_header(out, pcap_header())?,
+            error: None,
+        })
+    }
+
+    /// Appends `frame` to the stream.
+    pub fn record_frame(&mut self, frame: &CapturedFrame) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(bytes) = ethernet_frame(frame) else {
+            return;
+        };
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let timestamp = PCAP_EPOCH + frame.time.since_start();
+        if let Err(err) = self
+            .writer
+            .write_packet(&PcapPacket::new(timestamp, len, &bytes))
+        {
+            self.error = Some(err.into());
+        }
+    }
+
+    /// Flushes the stream; the first error of the capture, if any.
+    pub fn finish(self) -> Result<(), CaptureError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        self.writer.into_writer().flush()?;
+        Ok(())
+    }
+}
+
+/// The frames of a pcap file written by [`write_pcap`] or a [`PcapStream`], in order.
+pub fn read_pcap<R: std::io::Read>(
+    input: R,
+) -> Result<impl Iterator<Item = Result<CapturedFrame, CaptureError>>, CaptureError> {
+    let mut reader = pcap_file::pcap::PcapReader::new(input)?;
+    Ok(std::iter::from_fn(move || {
+        let packet = match reader.next_packet()? {
+            Ok(packet) => packet,
+            Err(err) => return Some(Err(err.into())),
+        };
+        let time = SimTime::ZERO.saturating_add(packet.timestamp.saturating_sub(PCAP_EPOCH));
+        Some(parse_ethernet_frame(time, &packet.data).ok_or(CaptureError::NotAFrame))
+    }))
+}
+
+fn pcap_header() -> PcapHeader {
+    PcapHeader {
         datalink: DataLink::ETHERNET,
         ts_resolution: TsResolution::NanoSecond,
         endianness: Endianness::Big,
         ..PcapHeader::default()
-    };
-    let mut writer = PcapWriter::with_header(Vec::new(), header)?;
+    }
+}
+
+/// A pcap file (LINKTYPE_ETHERNET, nanosecond timestamps, big-endian so that the bytes do not
+/// depend on the machine) holding `frames`.
+pub fn pcap_bytes(frames: &[CapturedFrame]) -> Result<Vec<u8>, CaptureError> {
+    write_pcap(frames, Vec::new())
+}
+
+/// Writes `frames` as a pcap file into `out`, one frame at a time (a storm's capture is never
+/// held twice), and hands `out` back.
+pub fn write_pcap<W: std::io::Write>(frames: &[CapturedFrame], out: W) -> Result<W, CaptureError> {
+    let mut writer = PcapWriter::with_header(out, pcap_header())?;
     for frame in frames {
         let Some(bytes) = ethernet_frame(frame) else {
             continue;
@@ -278,6 +410,8 @@ mod tests {
         let a = pcap_bytes(&frames).expect("pcap");
         let b = pcap_bytes(&frames).expect("pcap");
         assert_eq!(a, b);
+        let streamed = write_pcap(&frames, std::io::Cursor::new(Vec::new())).expect("pcap");
+        assert_eq!(streamed.into_inner(), a);
         assert_eq!(&a[..4], &[0xa1, 0xb2, 0x3c, 0x4d]);
         let mut reader = pcap_file::pcap::PcapReader::new(&a[..]).expect("readable");
         let packet = reader.next_packet().expect("one packet").expect("valid");
@@ -309,5 +443,97 @@ mod tests {
             // complement arithmetic 0xffff is zero.
             prop_assert_eq!(internet_checksum(&[&pseudo, udp]), 0);
         }
+
+        /// A frame written and read back is the same frame (IPv6 carries no identification).
+        #[test]
+        fn frames_read_back_as_written(
+            payload in proptest::collection::vec(any::<u8>(), 0..700),
+            v6 in any::<bool>(),
+            src4 in any::<[u8; 4]>(), dst4 in any::<[u8; 4]>(),
+            src6 in any::<[u8; 16]>(), dst6 in any::<[u8; 16]>(),
+            sport in any::<u16>(), dport in any::<u16>(),
+            ttl in any::<u8>(), ip_id in any::<u16>(),
+            nanos in 0u64..10_000_000_000_000,
+            macs in any::<([u8; 6], [u8; 6])>(),
+        ) {
+            let (src, dst) = if v6 {
+                (SocketAddr::from((src6, sport)), SocketAddr::from((dst6, dport)))
+            } else {
+                (SocketAddr::from((src4, sport)), SocketAddr::from((dst4, dport)))
+            };
+            let f = CapturedFrame {
+                time: SimTime::ZERO.saturating_add(Duration::from_nanos(nanos)),
+                src_mac: MacAddr(macs.0),
+                dst_mac: MacAddr(macs.1),
+                src,
+                dst,
+                ttl,
+                ip_id: if v6 { 0 } else { ip_id },
+                payload: Bytes::from(payload),
+            };
+            let bytes = ethernet_frame(&f).expect("same family");
+            prop_assert_eq!(parse_ethernet_frame(f.time, &bytes), Some(f.clone()));
+            let pcap = pcap_bytes(std::slice::from_ref(&f)).expect("pcap");
+            let read: Vec<CapturedFrame> = read_pcap(&pcap[..])
+                .expect("header")
+                .collect::<Result<_, _>>()
+                .expect("frames");
+            prop_assert_eq!(read, vec![f]);
+        }
+
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let _ = parse_ethernet_frame(SimTime::ZERO, &bytes);
+            if let Ok(frames) = read_pcap(&bytes[..]) {
+                for _ in frames.take(4) {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_writes_what_pcap_bytes_writes() {
+        let frames: Vec<CapturedFrame> = (0..5u8)
+            .map(|i| {
+                frame(
+                    SocketAddr::from(([10, 0, 0, i], 68)),
+                    "255.255.255.255:67".parse().expect("addr"),
+                    &[i; 300],
+                )
+            })
+            .collect();
+        let out = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+        impl std::io::Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.borrow_mut().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut stream = PcapStream::new(Box::new(Shared(out.clone()))).expect("header");
+        for f in &frames {
+            stream.record_frame(f);
+        }
+        stream.finish().expect("flushed");
+        assert_eq!(*out.borrow(), pcap_bytes(&frames).expect("pcap"));
+    }
+
+    #[test]
+    fn a_failing_stream_reports_its_first_error() {
+        struct Full;
+        impl std::io::Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // The header is buffered by nobody: it fails at once.
+        assert!(PcapStream::new(Box::new(Full)).is_err());
     }
 }
