@@ -793,6 +793,31 @@ proptest! {
         prop_assert_eq!(records[0].expires, lease.acquired_at + Duration::from_secs(600));
     }
 
+    /// Offers held and let go, leases bound, renewed and expired, under loss: the server's
+    /// expiry index always matches its bindings, so its next timeout is the earliest expiry.
+    #[test]
+    fn the_expiry_index_follows_every_binding(
+        clients in 1usize..12,
+        seed in any::<u64>(),
+        lost in 0usize..6,
+        checkpoints in proptest::collection::vec(1u64..4000, 1..6),
+    ) {
+        let mut net = Net::new(clients);
+        net.rng = ChaCha20Rng::seed_from_u64(seed);
+        net.lose_first = lost;
+        net.start();
+        let mut checkpoints = checkpoints;
+        checkpoints.sort_unstable();
+        for at in checkpoints {
+            net.run_until(Duration::from_secs(at));
+            prop_assert!(net.server.expiry_index_matches_bindings());
+            let earliest = net.server.leases().iter().map(|l| l.expires).min();
+            if let (Some(earliest), Some(next)) = (earliest, net.server.poll_timeout()) {
+                prop_assert!(next <= earliest);
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_the_server_or_the_client(
         bytes in proptest::collection::vec(any::<u8>(), 0..600),
