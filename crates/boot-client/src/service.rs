@@ -19,7 +19,9 @@ use crate::boot::{Boot, BootAdapter, BootConfig, BootEvent, BootOutcome};
 
 /// What lasts across boots: the disk and the TPM.
 pub struct Machine {
-    pub volume: Volume,
+    /// `None` while a boot holds it (moved, not copied: a storm's 10,000 disks are not
+    /// duplicated).
+    pub volume: Option<Volume>,
     /// `None` while a boot holds it.
     pub tpm: Option<Box<dyn Tpm>>,
 }
@@ -41,7 +43,9 @@ pub struct BootService {
     config: BootConfig,
     machine: Rc<RefCell<Machine>>,
     record: Rc<RefCell<BootRecord>>,
-    boot: Option<Boot>,
+    /// Boxed, so a machine that has finished booting gives its boot's memory back (a storm
+    /// keeps 10,000 services to the end of the run).
+    boot: Option<Box<Boot>>,
     armed: Option<SimTime>,
 }
 
@@ -89,7 +93,7 @@ impl BootService {
             if let Some(boot) = self.boot.take() {
                 let (volume, tpm) = boot.into_parts();
                 let mut machine = self.machine.borrow_mut();
-                machine.volume = volume;
+                machine.volume = Some(volume);
                 machine.tpm = Some(tpm);
             }
             return;
@@ -125,16 +129,20 @@ impl Service for BootService {
             .collect();
         let (volume, tpm) = {
             let mut machine = self.machine.borrow_mut();
-            (machine.volume.clone(), machine.tpm.take())
-        };
-        let Some(tpm) = tpm else {
-            // The previous boot still holds the TPM: a service restarted mid-boot. The
-            // machine is powered on once per boot; nothing to do.
-            return;
+            match (machine.volume.take(), machine.tpm.take()) {
+                (Some(volume), Some(tpm)) => (volume, tpm),
+                (volume, tpm) => {
+                    // The previous boot still holds the disk and the TPM: a service restarted
+                    // mid-boot. The machine is powered on once per boot; nothing to do.
+                    machine.volume = volume;
+                    machine.tpm = tpm;
+                    return;
+                }
+            }
         };
         let mut seed = [0u8; 32];
         stack.rng().fill_bytes(&mut seed);
-        self.boot = Some(Boot::start(now, config, volume, tpm, seed));
+        self.boot = Some(Box::new(Boot::start(now, config, volume, tpm, seed)));
         self.flush(stack);
     }
 

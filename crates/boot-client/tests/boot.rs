@@ -71,7 +71,7 @@ fn machine(seed: u64) -> (Machine, RecoveryPassword) {
     let tpm: Box<dyn Tpm> = Box::new(tpm);
     (
         Machine {
-            volume,
+            volume: Some(volume),
             tpm: Some(tpm),
         },
         password,
