@@ -293,7 +293,7 @@ fn openssl_rsa2048_multi_per_second(seconds: u32, cores: usize) -> Result<f64> {
     parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))

@@ -156,6 +156,14 @@ pub struct WdsSpec {
     /// The WDS service is running at the start.
     #[serde(default = "yes")]
     pub running: bool,
+    /// The server's processor: with `decrypt_time`, each private-key operation takes that long
+    /// on one of `cores` (default 4) and requests wait for a free core; without it, a request
+    /// is answered the instant it arrives.
+    #[serde(default, with = "opt_duration")]
+    pub decrypt_time: Option<Duration>,
+    pub cores: Option<Spanned<u16>>,
+    /// Requests that may wait for a core before more are shed (default: no bound).
+    pub queue: Option<usize>,
 }
 
 fn yes() -> bool {

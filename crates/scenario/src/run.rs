@@ -3,6 +3,7 @@
 //! (client outcomes, server counters and logs, decoded packets) and checked against the
 //! scenario's expectations. The views (transcript, diagrams, logs, JSON) are made from it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use boot_client::boot::{BootEvent, BootOutcome, BootResult, Prompt};
@@ -11,6 +12,7 @@ use serde::Serialize;
 use unlock_server::provider::LogLine;
 use volume::ProtectorKind;
 
+use crate::capture::SpilledCapture;
 use crate::model::{Loaded, ScenarioError, TranscriptDetail};
 use crate::wire::{self, Packet};
 use crate::world::{self, Action, World, sim_time};
@@ -65,8 +67,8 @@ pub struct RunResult {
     pub clients: Vec<ClientResult>,
     pub servers: Vec<ServerResult>,
     pub events: Vec<AppliedEvent>,
-    /// Per segment: its name, its decoded packets and its pcap bytes.
-    pub segments: Vec<(String, Vec<Packet>, Vec<u8>)>,
+    /// Per segment: its name, its decoded packets and its capture file.
+    pub segments: Vec<(String, Vec<Packet>, SpilledCapture)>,
     pub checks: Vec<Check>,
     /// Teaching views of the server side of each answered request, computed by decrypting the
     /// captured request with the server's key: (time, server, lines).
@@ -162,17 +164,19 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
     }
     sim.run_until(end);
 
+    // The run is over: what the records hold moves into the result (a storm's boot events are
+    // not copied).
     let client_results: Vec<ClientResult> = clients
-        .iter()
+        .into_iter()
         .map(|c| {
-            let record = c.record.borrow();
+            let mut record = c.record.borrow_mut();
             ClientResult {
-                name: c.name.clone(),
-                group: c.group.clone(),
-                setup: c.setup.clone(),
-                events: record.events.clone(),
-                outcome: record.outcome.clone(),
-                label: record.label.clone(),
+                name: c.name,
+                group: c.group,
+                setup: c.setup,
+                events: std::mem::take(&mut record.events),
+                outcome: record.outcome.take(),
+                label: record.label.take(),
                 boot_at: c.boot_at,
             }
         })
@@ -192,24 +196,45 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
             }
         })
         .collect();
-    let mut decoded = Vec::new();
     for segment in &segments {
-        let frames = sim
-            .captured(segment.id)
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
-        let pcap = sim.pcap(segment.id).unwrap_or_default();
-        decoded.push((
-            segment.name.clone(),
-            wire::decode(&segment.name, &frames, &names),
-            pcap,
-        ));
+        sim.finish_capture(segment.id).map_err(|err| {
+            loaded.error_at(0..0, format!("capturing segment {}: {err}", segment.name))
+        })?;
+    }
+    // The simulation is over: its hosts (a storm's 10,000 machines with their disks and boot
+    // state) go before the captures are read back for the views.
+    drop(sim);
+    let mut decoded: Vec<(String, Vec<Packet>, SpilledCapture)> = Vec::new();
+    for segment in segments {
+        let unreadable = |err: netsim::CaptureError| {
+            loaded.error_at(
+                0..0,
+                format!("reading the capture of segment {}: {err}", segment.name),
+            )
+        };
+        let frames = segment
+            .capture
+            .frames()
+            .map_err(unreadable)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unreadable)?;
+        let packets = wire::decode(&segment.name, &frames, &names);
+        drop(frames);
+        decoded.push((segment.name, packets, segment.capture));
     }
 
     // Phases 4 to 6 as the server computed them: each reply a WDS sent, with the request it
     // answers, decrypted again under the same key for the teaching view.
     let mut server_views = Vec::new();
     if loaded.scenario.transcript == TranscriptDetail::Full {
+        // Every request by transaction id, in segment then time order: a reply's request is
+        // the first of its xid sent before it.
+        let mut requests: BTreeMap<u32, Vec<&Packet>> = BTreeMap::new();
+        for packet in decoded.iter().flat_map(|(_, packets, _)| packets) {
+            if let wire::PacketKind::UnlockRequest { xid, .. } = &packet.kind {
+                requests.entry(*xid).or_default().push(packet);
+            }
+        }
         for server in &wds {
             let replies = decoded
                 .iter()
@@ -228,9 +253,10 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
                 if !seen.insert(*xid) {
                     continue;
                 }
-                let request = decoded
-                    .iter()
-                    .flat_map(|(_, packets, _)| packets)
+                let request = requests
+                    .get(xid)
+                    .into_iter()
+                    .flatten()
                     .filter(|p| p.at <= reply.at)
                     .find_map(|p| match &p.kind {
                         wire::PacketKind::UnlockRequest {

@@ -31,13 +31,14 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm};
 use unlock_server::provider::Provider;
-use unlock_server::service::UnlockService;
+use unlock_server::service::{DecryptPool, ServerCpu, UnlockService};
 use volume::policy::{
     GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
     apply_at_reboot,
 };
 use volume::{ProtectorKind, Volume};
 
+use crate::capture::SpilledCapture;
 use crate::model::{ClientSpec, FirmwareSpec, Loaded, ScenarioError};
 use crate::wire::Names;
 
@@ -94,6 +95,8 @@ pub struct NamedSegment {
     pub name: String,
     pub id: SegmentId,
     pub subnet: Ipv4Net,
+    /// Where the simulator writes the frames that cross it.
+    pub capture: SpilledCapture,
 }
 
 /// A scheduled change to a server.
@@ -213,8 +216,15 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             config = config.latency(latency);
         }
         let id = sim.add_segment(spec.name.get_ref(), config);
-        sim.capture(id)
-            .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+        let capture_error = |err: &dyn std::fmt::Display| {
+            loaded.error_at(
+                spec.name.span(),
+                format!("cannot capture segment {}: {err}", spec.name.get_ref()),
+            )
+        };
+        let (capture, writer) = SpilledCapture::create().map_err(|err| capture_error(&err))?;
+        sim.capture_to(id, writer)
+            .map_err(|err| capture_error(&err))?;
         setup.push(format!(
             "segment {}: {}",
             spec.name.get_ref(),
@@ -224,6 +234,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             name: spec.name.get_ref().clone(),
             id,
             subnet: subnet.trunc(),
+            capture,
         });
     }
 
@@ -333,6 +344,8 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
     }
 
     let mut wds = Vec::new();
+    // One pool of decryption threads for every server that models its processor.
+    let mut decrypt_pool: Option<std::sync::Arc<DecryptPool>> = None;
     for spec in &s.wds {
         let seg = find_segment(loaded, &segments, &spec.segment)?;
         let address: Ipv4Net = parse_spanned(loaded, &spec.address, "an address/prefix")?;
@@ -419,11 +432,60 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                 "; WDS service stopped"
             },
         ));
+        let cpu = match (spec.decrypt_time, &spec.cores, spec.queue) {
+            (Some(decrypt_time), cores, queue) => {
+                let cores = cores.as_ref().map_or(4, |c| *c.get_ref());
+                if cores == 0 {
+                    let span = spec.cores.as_ref().map_or(spec.name.span(), |c| c.span());
+                    return Err(loaded.error_at(span, "a server needs at least one core"));
+                }
+                setup.push(format!(
+                    "WDS server {}: {cores} core(s), {} per private-key operation{}",
+                    spec.name.get_ref(),
+                    seconds(decrypt_time),
+                    queue.map_or(String::new(), |q| format!(
+                        ", at most {q} request(s) waiting"
+                    ))
+                ));
+                Some(ServerCpu {
+                    cores,
+                    decrypt_time,
+                    queue,
+                })
+            }
+            (None, Some(cores), _) => {
+                return Err(loaded.error_at(
+                    cores.span(),
+                    "`cores` models the server's processor: give `decrypt_time` too",
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(loaded.error_at(
+                    spec.name.span(),
+                    "`queue` models the server's processor: give `decrypt_time` too",
+                ));
+            }
+            (None, None, None) => None,
+        };
         let provider = Rc::new(RefCell::new(provider));
         let shared = provider.clone();
-        sim.add_service(host, "WDSServer", move || {
-            Box::new(UnlockService::new(shared.clone()))
-        })
+        match cpu {
+            Some(cpu) => {
+                let pool = decrypt_pool
+                    .get_or_insert_with(DecryptPool::per_core)
+                    .clone();
+                sim.add_service(host, "WDSServer", move || {
+                    Box::new(UnlockService::with_processor(
+                        shared.clone(),
+                        cpu,
+                        pool.clone(),
+                    ))
+                })
+            }
+            None => sim.add_service(host, "WDSServer", move || {
+                Box::new(UnlockService::new(shared.clone()))
+            }),
+        }
         .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
         if !spec.running {
             sim.stop_service_at(SimTime::ZERO, host, "WDSServer")
@@ -445,27 +507,21 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
 
     let mut clients = Vec::new();
     for (group_index, spec) in s.clients.iter().enumerate() {
-        for instance in 0..spec.count {
+        let seeds: Vec<u64> = (0..spec.count)
+            .map(|instance| {
+                seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .wrapping_add(((group_index as u64) << 32) | u64::from(instance))
+            })
+            .collect();
+        let histories = machine_histories(loaded, spec, &seeds, &certificates)?;
+        for (instance, history) in (1..).zip(histories) {
             let name = if spec.count == 1 {
                 spec.name.get_ref().clone()
             } else {
-                format!("{}-{:04}", spec.name.get_ref(), instance + 1)
+                format!("{}-{:04}", spec.name.get_ref(), instance)
             };
-            let machine_seed = seed
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .wrapping_add(((group_index as u64) << 32) | u64::from(instance));
-            let client = build_client(
-                loaded,
-                &mut sim,
-                spec,
-                Instance {
-                    name,
-                    seed: machine_seed,
-                },
-                &certificates,
-                &segments,
-                &mut names,
-            )?;
+            let client =
+                build_client(loaded, &mut sim, spec, name, history, &segments, &mut names)?;
             clients.push(client);
         }
         let setup_line = format!(
@@ -574,53 +630,63 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
     })
 }
 
-/// One machine of a `[[client]]`: its name and the seed of everything random about it.
-struct Instance {
-    name: String,
-    seed: u64,
+/// A machine's TPM and volume after the history its scenario gives it (BitLocker enabled,
+/// Group Policy applied at earlier reboots, a firmware update): everything about a client that
+/// is pure computation on its own seed, so a storm's clients are made on every core at once.
+struct MachineHistory {
+    tpm: SimulatedTpm,
+    volume: Volume,
+    recovery_password: Option<volume::RecoveryPassword>,
+    setup: Vec<String>,
 }
 
-fn build_client(
+/// The histories of `instances` of `spec`, in order, made on every core.
+fn machine_histories(
     loaded: &Loaded,
-    sim: &mut Simulation,
     spec: &ClientSpec,
-    Instance {
-        name,
-        seed: machine_seed,
-    }: Instance,
+    seeds: &[u64],
     certificates: &[NamedCertificate],
-    segments: &[NamedSegment],
-    names: &mut Names,
-) -> Result<ClientMachine, ScenarioError> {
-    let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
-    let host = sim.add_host(&name);
-    if spec.adapters.is_empty() {
-        return Err(at(
-            spec.name.span(),
-            "a client needs at least one [[client.adapter]]".into(),
-        ));
+) -> Result<Vec<MachineHistory>, ScenarioError> {
+    // Below this, the threads cost more than they save.
+    const PARALLEL_FROM: usize = 32;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if seeds.len() < PARALLEL_FROM || threads == 1 {
+        return seeds
+            .iter()
+            .map(|seed| machine_history(loaded, spec, *seed, certificates))
+            .collect();
     }
-    for (i, adapter) in spec.adapters.iter().enumerate() {
-        let seg = find_segment(loaded, segments, &adapter.segment)?;
-        let mut config = match &adapter.address {
-            Some(address) => {
-                AdapterConfig::static_ipv4(parse_spanned(loaded, address, "an address/prefix")?)
+    let chunk = seeds.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = seeds
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|seed| machine_history(loaded, spec, *seed, certificates))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut histories = Vec::with_capacity(seeds.len());
+        for worker in workers {
+            match worker.join() {
+                Ok(part) => histories.extend(part?),
+                // A panic in a worker is a bug: let it surface as one.
+                Err(panic) => std::panic::resume_unwind(panic),
             }
-            None => AdapterConfig::dhcp(),
-        };
-        config = config
-            .dhcp_enabled(adapter.dhcp)
-            .link_up(adapter.link)
-            .uefi_driver(adapter.uefi_driver);
-        let adapter_name = adapter.name.clone().unwrap_or_else(|| format!("eth{i}"));
-        let id = sim
-            .add_adapter(host, &adapter_name, seg.id, config)
-            .map_err(|err| at(adapter.segment.span(), err.to_string()))?;
-        if let Some(info) = sim.adapter(id) {
-            names.by_mac.insert(info.mac.0, name.clone());
         }
-    }
+        Ok(histories)
+    })
+}
 
+fn machine_history(
+    loaded: &Loaded,
+    spec: &ClientSpec,
+    machine_seed: u64,
+    certificates: &[NamedCertificate],
+) -> Result<MachineHistory, ScenarioError> {
+    let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
     let mut rng = ChaCha20Rng::seed_from_u64(machine_seed);
     let mut tpm = SimulatedTpm::manufacture(&mut rng, DictionaryAttackPolicy::default());
     let pcr = PcrIndex::new(SEALING_PCR).expect("PCR 7 exists");
@@ -739,6 +805,58 @@ fn build_client(
             .map_err(|err| at(spec.name.span(), err.to_string()))?;
         setup.push("a firmware update changes PCR 7 after the protectors were sealed".into());
     }
+    Ok(MachineHistory {
+        tpm,
+        volume,
+        recovery_password,
+        setup,
+    })
+}
+
+fn build_client(
+    loaded: &Loaded,
+    sim: &mut Simulation,
+    spec: &ClientSpec,
+    name: String,
+    history: MachineHistory,
+    segments: &[NamedSegment],
+    names: &mut Names,
+) -> Result<ClientMachine, ScenarioError> {
+    let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
+    let host = sim.add_host(&name);
+    if spec.adapters.is_empty() {
+        return Err(at(
+            spec.name.span(),
+            "a client needs at least one [[client.adapter]]".into(),
+        ));
+    }
+    for (i, adapter) in spec.adapters.iter().enumerate() {
+        let seg = find_segment(loaded, segments, &adapter.segment)?;
+        let mut config = match &adapter.address {
+            Some(address) => {
+                AdapterConfig::static_ipv4(parse_spanned(loaded, address, "an address/prefix")?)
+            }
+            None => AdapterConfig::dhcp(),
+        };
+        config = config
+            .dhcp_enabled(adapter.dhcp)
+            .link_up(adapter.link)
+            .uefi_driver(adapter.uefi_driver);
+        let adapter_name = adapter.name.clone().unwrap_or_else(|| format!("eth{i}"));
+        let id = sim
+            .add_adapter(host, &adapter_name, seg.id, config)
+            .map_err(|err| at(adapter.segment.span(), err.to_string()))?;
+        if let Some(info) = sim.adapter(id) {
+            names.by_mac.insert(info.mac.0, name.clone());
+        }
+    }
+
+    let MachineHistory {
+        tpm,
+        volume,
+        recovery_password,
+        setup,
+    } = history;
 
     let mut order = Vec::new();
     for transport in &spec.order {
@@ -799,7 +917,7 @@ fn build_client(
     };
     let tpm: Box<dyn Tpm> = Box::new(tpm);
     let machine = Rc::new(RefCell::new(Machine {
-        volume,
+        volume: Some(volume),
         tpm: Some(tpm),
     }));
     let record = Rc::new(RefCell::new(BootRecord::default()));
@@ -948,6 +1066,34 @@ pub fn seconds(at: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build_text(text: &str) -> Result<World, ScenarioError> {
+        let loaded = crate::model::parse(std::path::Path::new("cpu.toml"), text.to_string())?;
+        build(&loaded, 1)
+    }
+
+    const SERVER: &str = "title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
+        [[wds]]\nname = \"wds\"\nsegment = \"corp\"\naddress = \"10.0.4.10/24\"\n";
+
+    #[test]
+    fn a_modelled_processor_is_described_and_its_mistakes_are_located() {
+        let world = build_text(&format!(
+            "{SERVER}cores = 8\ndecrypt_time = \"1ms\"\nqueue = 64\n"
+        ))
+        .expect("a valid processor");
+        assert!(world.setup.iter().any(|line| line
+            == "WDS server wds: 8 core(s), 0.001000s per private-key operation, at most 64 request(s) waiting"));
+        let err = build_text(&format!("{SERVER}cores = 0\ndecrypt_time = \"1ms\"\n"))
+            .err()
+            .expect("no cores");
+        assert_eq!((err.line, err.column), (9, 9), "{err}");
+        assert!(err.message.contains("at least one core"), "{err}");
+        let err = build_text(&format!("{SERVER}cores = 8\n"))
+            .err()
+            .expect("no time");
+        assert_eq!(err.line, 9, "{err}");
+        assert!(err.message.contains("give `decrypt_time` too"), "{err}");
+    }
 
     #[test]
     fn percentages_parse_to_per_million() {
