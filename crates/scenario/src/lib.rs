@@ -9,12 +9,16 @@
 //! - [`run`]: running it, applying server events at their times, checking expectations.
 //! - [`wire`]: the captured frames, decoded and named.
 //! - [`views`]: the transcript, Mermaid and HTML diagrams, product-style logs, JSON.
+//! - [`recovery`]: recovery-key escrow beside the boots (`recovery_service::sim`), and
+//!   [`recovery_views`], its transcript section, handler logs, audit log and database view.
 //!
 //! The same scenario and seed give byte-identical outputs, every file of them: nothing reads a
 //! wall clock or an unseeded random source, and every collection that reaches an output is
 //! ordered.
 
 pub mod model;
+pub mod recovery;
+pub mod recovery_views;
 pub mod run;
 pub mod views;
 pub mod wire;
@@ -56,6 +60,7 @@ pub fn outputs(result: &RunResult) -> Vec<(String, Vec<u8>)> {
             ));
         }
     }
+    files.extend(recovery_views::outputs(result));
     files
 }
 
