@@ -236,7 +236,8 @@ pub fn check_references(loaded: &Loaded) -> Result<(), ScenarioError> {
             return Err(loaded.error_at(
                 event.action.span(),
                 format!(
-                    "unknown action {:?} for a management point (https, http, down)",
+                    "unknown action {:?} (a management point: https, http, down; a client with \
+                     an agent: trust-organisation-root, trust-public-roots)",
                     event.action.get_ref()
                 ),
             ));
@@ -340,12 +341,9 @@ pub fn attach(
             .collect();
         lab.add_device(name, &urls, trust(spec.trust))
             .map_err(&lab_error)?;
-        let password = source
-            .recovery_password
-            .as_ref()
-            .ok_or_else(|| loaded.error_at(spec.name.span(), "no recovery password to escrow"))?;
-        let (vol, keys) = unlocked_volume(source, password)
-            .map_err(|err| loaded.error_at(spec.name.span(), err))?;
+        let (vol, keys) = unlocked_volume(source).ok_or_else(|| {
+            loaded.error_at(spec.name.span(), "the volume's keys were already escrowed")
+        })?;
         let enabled = lab
             .adopt_bitlocker(name, vol, keys, Some(source.owner_auth.clone()))
             .map_err(&lab_error)?;
@@ -586,25 +584,13 @@ fn lab_failure<E: std::fmt::Display>(loaded: &Loaded) -> impl Fn(E) -> ScenarioE
     move |err| loaded.error_at(0..0, format!("the recovery lab: {err}"))
 }
 
-/// The client's volume as a running Windows has it: unlocked (here with its recovery
-/// password, which yields the same volume keys as any protector).
+/// The client's volume as its running Windows has it: the machine's volume (as the boot left
+/// it) with the keys BitLocker made when it was enabled (taken: one lab per run).
 fn unlocked_volume(
     source: &crate::world::EscrowSource,
-    password: &volume::RecoveryPassword,
-) -> Result<(volume::Volume, volume::VolumeKeys), String> {
-    let mut machine = source.machine.borrow_mut();
-    let vol = machine.volume.clone();
-    let Some(tpm) = machine.tpm.as_mut() else {
-        return Err("the machine's TPM is held by a boot".into());
-    };
-    let keys = vol
-        .unlock(
-            &volume::UnlockWith::RecoveryPassword(password),
-            tpm.as_mut(),
-            Duration::ZERO,
-        )
-        .map_err(|err| format!("its recovery password does not unlock its volume: {err}"))?;
-    Ok((vol, keys))
+) -> Option<(volume::Volume, volume::VolumeKeys)> {
+    let keys = source.keys.borrow_mut().take()?;
+    Some((source.machine.borrow().volume.clone(), keys))
 }
 
 fn run_cycle(

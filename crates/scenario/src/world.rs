@@ -92,11 +92,13 @@ pub struct ClientMachine {
 }
 
 /// A client's BitLocker volume as its running Windows holds it, for the recovery lab: the
-/// machine (whose volume the boot unlocks), the recovery password the volume was given, and
+/// machine (whose volume the boot unlocks), the volume's keys (Windows runs with the volume
+/// unlocked; kept from when BitLocker was enabled, since a boot may never get that far), and
 /// the TPM's `OwnerAuthFull`.
 pub struct EscrowSource {
     pub machine: Rc<RefCell<Machine>>,
-    pub recovery_password: Option<volume::RecoveryPassword>,
+    /// Taken by the recovery lab (the keys are not `Clone`, by design of the volume crate).
+    pub keys: RefCell<Option<volume::VolumeKeys>>,
     pub owner_auth: String,
 }
 
@@ -819,7 +821,7 @@ fn build_client(
     }));
     let escrow = owner_auth.map(|owner_auth| EscrowSource {
         machine: machine.clone(),
-        recovery_password: recovery_password.clone(),
+        keys: RefCell::new(Some(keys)),
         owner_auth,
     });
     let record = Rc::new(RefCell::new(BootRecord::default()));

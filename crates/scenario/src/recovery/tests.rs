@@ -200,3 +200,43 @@ fn a_failed_expectation_says_what_was_seen() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_client_left_at_the_recovery_screen_keeps_only_its_first_escrow() {
+    let text = format!(
+        "{BASE}[[client]]\nname = \"pc1\"\npcr_change = true\nmanagement_points = [\"mp1.contoso.com\"]\n\
+         [[client.adapter]]\nsegment = \"corp\"\n\
+         [[expect]]\nclient = \"pc1\"\nwaiting_at = \"pin\"\n\
+         [[expect_escrow]]\nclient = \"pc1\"\nescrowed = true\n"
+    );
+    let loaded = parse(&text).expect("parses");
+    let result = crate::run(&loaded, None).expect("runs");
+    let failed: Vec<String> = result
+        .checks
+        .iter()
+        .filter(|c| !c.met)
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let agent = result
+        .recovery
+        .as_ref()
+        .and_then(|r| r.agent("pc1"))
+        .expect("agent");
+    assert_eq!(
+        agent.cycles.len(),
+        1,
+        "Windows never started: no cycle after the boot"
+    );
+    assert_eq!(agent.cycles[0].why, "BitLocker enabled");
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_recovery_sections_never_panic(junk in "[a-z_ =\\[\\]\"\n.0-9]{0,120}") {
+        let text = format!("{BASE}{}{junk}", client("management_points = [\"mp1.contoso.com\"]"));
+        if let Err(err) = parse(&text) {
+            proptest::prop_assert!(err.line <= text.matches('\n').count() + 1);
+        }
+    }
+}
