@@ -55,11 +55,13 @@ fn material(row: &RawRow, long: bool) -> String {
     if row.sealing == 0 {
         let text = String::from_utf8_lossy(&row.material);
         if long {
-            format!("plaintext: {text}")
+            format!("plaintext: {}", text.replace('\n', "\n    "))
         } else {
+            // One line in the transcript: a key package is multi-line JSON.
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
             format!(
                 "plaintext, readable as is: {}…",
-                text.chars().take(13).collect::<String>()
+                flat.chars().take(13).collect::<String>()
             )
         }
     } else {
@@ -411,6 +413,15 @@ mod tests {
             "AES-256-GCM ciphertext (20 bytes, nonce 07070707…): abababababababab…"
         );
         assert!(material(&sealed, true).ends_with(&"ab".repeat(20)));
+        let package = row(0, b"{\n  \"format\": 1\n}");
+        assert_eq!(
+            material(&package, false),
+            "plaintext, readable as is: { \"format\": 1…"
+        );
+        assert_eq!(
+            material(&package, true),
+            "plaintext: {\n      \"format\": 1\n    }"
+        );
         assert_eq!(row_key(&plain), "1A2B3C4D…");
     }
 }
