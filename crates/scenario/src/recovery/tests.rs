@@ -240,3 +240,46 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_management_point_back_up_is_used_at_the_next_status_check() {
+    // 20 minutes of scenario; mp1 starts down.
+    let base = BASE
+        .replacen("title = \"t\"\n", "title = \"t\"\nduration = \"20m\"\n", 1)
+        .replace("face = \"https\"", "face = \"down\"");
+    let text = format!(
+        "{base}{}[recovery]\ncheck_every = \"10m\"\n\
+         [[event]]\nat = \"5m\"\nhost = \"mp1.contoso.com\"\naction = \"https\"\n\
+         [[expect_escrow]]\nclient = \"pc1\"\nescrowed = true\nreason_contains = \"not reachable\"\n",
+        client("management_points = [\"mp1.contoso.com\"]")
+    );
+    let loaded = parse(&text).expect("parses");
+    let result = crate::run(&loaded, None).expect("runs");
+    let failed: Vec<String> = result
+        .checks
+        .iter()
+        .filter(|c| !c.met)
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let recovery = result.recovery.as_ref().expect("lab");
+    let whys: Vec<(&str, bool)> = recovery.agents[0]
+        .cycles
+        .iter()
+        .map(|c| (c.why, c.summary.escrowed))
+        .collect();
+    // Enable and Windows start fail (down), the status check 10 min later escrows.
+    assert_eq!(
+        whys,
+        [
+            ("BitLocker enabled", false),
+            ("Windows started", false),
+            ("status check", true)
+        ]
+    );
+    assert!(recovery.timeline.iter().any(|(at, who, text)| {
+        *at == Duration::from_secs(300) && who == "mp1.contoso.com" && text.contains("HTTPS again")
+    }));
+    // The network simulation never saw the management point's event.
+    assert!(result.events.is_empty());
+}
