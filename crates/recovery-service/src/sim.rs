@@ -181,6 +181,8 @@ pub enum SimError {
     UnknownOperator(String),
     #[error("device {0} has no BitLocker volume yet")]
     NoBitLocker(String),
+    #[error("device {0}'s volume has no recovery password protector to escrow")]
+    NoRecoveryPassword(String),
     #[error("no HTTPS management point for the helpdesk")]
     NoHttpsManagementPoint,
     #[error("{0}")]
@@ -300,6 +302,9 @@ pub struct EscrowSummary {
     /// Rotations of disclosed recovery passwords, (old key ID, new key ID).
     pub rotations: Vec<(KeyId, KeyId)>,
     pub re_escrowed: Option<bool>,
+    /// What the service acknowledged, in its reply's order: (kind, key ID, outcome such as
+    /// `created` or `unchanged`); empty when the escrow failed.
+    pub acknowledged: Vec<(String, KeyId, String)>,
 }
 
 /// The rows of one database as stored, for the encrypted-versus-unencrypted view.
@@ -545,6 +550,61 @@ impl RecoveryLab {
         Ok(enabled)
     }
 
+    /// BitLocker was enabled on the device elsewhere (the scenario runner's client machine):
+    /// the agent escrows that volume, unlocked with `keys` as in a running Windows, so that the
+    /// recovery password in the service is the one the machine's recovery screen accepts.
+    /// `owner_auth` is the machine's TPM `OwnerAuthFull`, if it has a TPM.
+    pub fn adopt_bitlocker(
+        &mut self,
+        device: &str,
+        vol: volume::Volume,
+        keys: volume::VolumeKeys,
+        owner_auth: Option<String>,
+    ) -> Result<BitLockerEnabled, SimError> {
+        let id = vol
+            .protectors()
+            .iter()
+            .find(|p| p.kind() == volume::ProtectorKind::RecoveryPassword)
+            .map(|p| p.id)
+            .ok_or_else(|| SimError::NoRecoveryPassword(device.to_owned()))?;
+        let password = vol.recovery_password(&keys, id)?;
+        let key_id = KeyId::new(id.to_string())?;
+        let dev = self.device_mut(device)?;
+        dev.volume = Some(ProtectedVolume::new(
+            DeviceId::new(device)?,
+            VolumeId::new("C")?,
+            vol,
+            keys,
+            owner_auth,
+        ));
+        self.event(
+            device,
+            format!("BitLocker volume C adopted for escrow (recovery key ID {key_id})"),
+        );
+        Ok(BitLockerEnabled {
+            volume: "C".into(),
+            key_id,
+            recovery_password: password.to_string(),
+        })
+    }
+
+    /// The key IDs of the device's recovery passwords now (they change when one is rotated).
+    pub fn recovery_key_ids(&self, device: &str) -> Result<Vec<KeyId>, SimError> {
+        let dev = self
+            .devices
+            .get(device)
+            .ok_or_else(|| SimError::UnknownDevice(device.to_owned()))?;
+        let pv = dev
+            .volume
+            .as_ref()
+            .ok_or_else(|| SimError::NoBitLocker(device.to_owned()))?;
+        pv.recovery_key_ids().map_err(|e| match e {
+            crate::protected_volume::ProtectedVolumeError::Volume(v) => SimError::Volume(v),
+            crate::protected_volume::ProtectedVolumeError::Record(r) => SimError::Record(r),
+            _ => SimError::NoRecoveryPassword(device.to_owned()),
+        })
+    }
+
     fn agent_config(&self, dev: &SimDevice) -> AgentConfig {
         let mut roots = vec![self.public_ca.der().clone()];
         if dev.trust == Trust::OrganisationRoot {
@@ -592,7 +652,22 @@ impl RecoveryLab {
             RunOutcome::Escrowed { url, .. } => (true, Some(url.clone()), false, Vec::new()),
             RunOutcome::Failed(f) => (false, None, f.failed_over_to_http, f.attempts.clone()),
         };
+        let acknowledged = match &report.outcome {
+            RunOutcome::Escrowed { reply, .. } => reply
+                .outcomes
+                .iter()
+                .map(|o| {
+                    (
+                        o.kind.to_string(),
+                        o.key_id.clone(),
+                        format!("{:?}", o.outcome).to_lowercase(),
+                    )
+                })
+                .collect(),
+            RunOutcome::Failed(_) => Vec::new(),
+        };
         let summary = EscrowSummary {
+            acknowledged,
             escrowed,
             url,
             failed_over_to_http,

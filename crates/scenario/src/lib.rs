@@ -10,6 +10,8 @@
 //! - [`wire`]: the captured frames, decoded and named.
 //! - [`capture`]: each segment's capture, spilled to a temporary file as the run goes.
 //! - [`views`]: the transcript, Mermaid and HTML diagrams, product-style logs, JSON.
+//! - [`recovery`]: recovery-key escrow beside the boots (`recovery_service::sim`), and
+//!   [`recovery_views`], its transcript section, handler logs, audit log and database view.
 //!
 //! The same scenario and seed give byte-identical outputs, every file of them: nothing reads a
 //! wall clock or an unseeded random source, and every collection that reaches an output is
@@ -17,6 +19,8 @@
 
 pub mod capture;
 pub mod model;
+pub mod recovery;
+pub mod recovery_views;
 pub mod run;
 pub mod views;
 pub mod wire;
@@ -65,6 +69,7 @@ fn output_list(result: &RunResult) -> Vec<(String, Output<'_>)> {
             ));
         }
     }
+    files.extend(recovery_views::outputs(result));
     files
 }
 

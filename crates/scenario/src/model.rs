@@ -57,7 +57,22 @@ pub struct Scenario {
     pub server_expectations: Vec<ServerExpectation>,
     #[serde(default, rename = "expect_packets")]
     pub packet_expectations: Vec<PacketExpectation>,
+    /// The recovery service (issue 7); present, or implied by a `[[management_point]]`, it
+    /// runs the escrow lab beside the boots.
+    pub recovery: Option<RecoverySpec>,
+    #[serde(default, rename = "management_point")]
+    pub management_points: Vec<ManagementPointSpec>,
+    #[serde(default)]
+    pub helpdesk: Vec<HelpdeskSpec>,
+    #[serde(default, rename = "expect_escrow")]
+    pub escrow_expectations: Vec<EscrowExpectation>,
+    pub expect_database: Option<DatabaseExpectation>,
 }
+
+pub use crate::recovery::spec::{
+    DatabaseExpectation, DatabaseMode, EscrowExpectation, FaceSpec, HelpdeskSpec,
+    ManagementPointSpec, RecoverySpec, TrustSpec,
+};
 
 fn default_seed() -> u64 {
     1
@@ -214,6 +229,13 @@ pub struct ClientSpec {
     /// What the person at the console types, in order; empty: nobody is there.
     #[serde(default)]
     pub console: Vec<ConsoleSpec>,
+    /// The site's management points this client's BitLocker management agent knows, as the
+    /// admin lists them (the agent tries the HTTPS ones first); empty: no agent.
+    #[serde(default)]
+    pub management_points: Vec<Spanned<String>>,
+    /// Which roots the agent trusts for a management point's certificate.
+    #[serde(default)]
+    pub trust: TrustSpec,
 }
 
 fn one() -> u32 {
@@ -405,6 +427,7 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ScenarioError> {
         scenario,
     };
     check_names(&loaded)?;
+    crate::recovery::check_references(&loaded)?;
     Ok(loaded)
 }
 
@@ -470,7 +493,7 @@ impl fmt::Display for FirmwareSpec {
 }
 
 /// Durations as humans write them: "5s", "200ms", "1m 30s".
-mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

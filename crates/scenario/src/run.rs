@@ -73,6 +73,8 @@ pub struct RunResult {
     /// Teaching views of the server side of each answered request, computed by decrypting the
     /// captured request with the server's key: (time, server, lines).
     pub server_views: Vec<(Duration, String, Vec<String>)>,
+    /// The recovery-escrow lab, when the scenario has a recovery service.
+    pub recovery: Option<crate::recovery::RecoveryResult>,
 }
 
 impl std::fmt::Display for Check {
@@ -314,8 +316,10 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         segments: decoded,
         checks: Vec::new(),
         server_views,
+        recovery: None,
     };
     result.checks = check(loaded, &result)?;
+    crate::recovery::attach(loaded, seed, &clients, &mut result)?;
     Ok(result)
 }
 

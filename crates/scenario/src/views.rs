@@ -117,6 +117,7 @@ pub fn transcript(result: &RunResult) -> String {
             packets.iter().filter(|p| p.is_unlock_reply()).count()
         );
     }
+    out.push_str(&crate::recovery_views::transcript_section(result));
     let _ = writeln!(out, "\n== Expectations ==");
     if result.checks.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -233,6 +234,17 @@ fn timeline(result: &RunResult) -> Vec<Line> {
                 text: format!("{} → {}: {}", packet.from, packet.to, packet.summary()),
             });
         }
+    }
+    for (i, (at, who, text)) in crate::recovery_views::timeline(result)
+        .into_iter()
+        .enumerate()
+    {
+        lines.push(Line {
+            at,
+            order: (5, i),
+            who,
+            text,
+        });
     }
     lines.sort_by_key(|line| (line.at, line.order));
     lines
@@ -456,7 +468,9 @@ pub fn html(result: &RunResult) -> String {
             packet.len
         );
     }
-    out.push_str("</table>\n<h2>Transcript</h2>\n<pre>");
+    out.push_str("</table>\n");
+    out.push_str(&crate::recovery_views::html(result));
+    out.push_str("<h2>Transcript</h2>\n<pre>");
     out.push_str(&esc(&transcript(result)));
     out.push_str("</pre>\n</body></html>\n");
     out
@@ -642,6 +656,12 @@ pub fn json(result: &RunResult) -> String {
         "servers": servers,
         "segments": segments,
     });
+    let mut value = value;
+    if let (Some(recovery), Some(map)) =
+        (crate::recovery_views::json(result), value.as_object_mut())
+    {
+        map.insert("recovery".into(), recovery);
+    }
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text

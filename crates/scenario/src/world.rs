@@ -88,6 +88,19 @@ pub struct ClientMachine {
     /// transcript.
     pub setup: Vec<String>,
     pub boot_at: Duration,
+    /// What its BitLocker management agent escrows, when it has one (`management_points`).
+    pub escrow: Option<EscrowSource>,
+}
+
+/// A client's BitLocker volume as its running Windows holds it, for the recovery lab: the
+/// machine (whose volume the boot unlocks), the volume's keys (Windows runs with the volume
+/// unlocked; kept from when BitLocker was enabled, since a boot may never get that far), and
+/// the TPM's `OwnerAuthFull`.
+pub struct EscrowSource {
+    pub machine: Rc<RefCell<Machine>>,
+    /// Taken by the recovery lab (the keys are not `Clone`, by design of the volume crate).
+    pub keys: RefCell<Option<volume::VolumeKeys>>,
+    pub owner_auth: String,
 }
 
 /// A segment and its name.
@@ -561,6 +574,9 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
 
     let mut events = Vec::new();
     for spec in &s.events {
+        if crate::recovery::is_recovery_event(s, spec) {
+            continue; // the recovery lab applies it (`recovery::run`)
+        }
         let action = Action::parse(spec.action.get_ref()).ok_or_else(|| {
             loaded.error_at(
                 spec.action.span(),
@@ -915,11 +931,17 @@ fn build_client(
         console,
         ..BootConfig::default()
     };
+    let owner_auth = (!spec.management_points.is_empty()).then(|| tpm.owner_auth_full());
     let tpm: Box<dyn Tpm> = Box::new(tpm);
     let machine = Rc::new(RefCell::new(Machine {
         volume: Some(volume),
         tpm: Some(tpm),
     }));
+    let escrow = owner_auth.map(|owner_auth| EscrowSource {
+        machine: machine.clone(),
+        keys: RefCell::new(Some(keys)),
+        owner_auth,
+    });
     let record = Rc::new(RefCell::new(BootRecord::default()));
     let boot_at = spec.boot_at.unwrap_or_default();
     let shared_record = record.clone();
@@ -943,6 +965,7 @@ fn build_client(
         record,
         setup,
         boot_at,
+        escrow,
     })
 }
 

@@ -1,6 +1,8 @@
 //! The scenarios hold their expectations, and the same seed gives the same outputs.
 
 use super::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 
 #[test]
 fn every_scenario_holds_its_expectations() {
@@ -103,4 +105,70 @@ fn helpdesk_refusals_are_audited_in_the_lab() {
         .expect("device");
     assert!(matches!(lab.escrow("PC2"), Err(SimError::NoBitLocker(_))));
     assert!(matches!(lab.escrow("PC3"), Err(SimError::UnknownDevice(_))));
+}
+
+#[test]
+fn an_adopted_volume_is_escrowed_with_its_own_recovery_password() {
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let (mut vol, keys) = volume::Volume::create(4096, "OSDisk", &mut rng).expect("volume");
+    let (id, password) = vol
+        .add_recovery_password_protector(&keys, None, 16, &mut rng)
+        .expect("recovery password");
+    let mut lab = RecoveryLab::new(LabConfig::default()).expect("lab");
+    let mp = lab
+        .add_management_point("mp1.contoso.com", MpFace::Https)
+        .expect("mp");
+    lab.add_device("pc1", &[mp], Trust::OrganisationRoot)
+        .expect("device");
+    lab.add_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk)
+        .expect("operator");
+    let adopted = lab
+        .adopt_bitlocker("pc1", vol.clone(), keys, Some("owner-auth".into()))
+        .expect("adopt");
+    assert_eq!(adopted.key_id, KeyId::new(id.to_string()).expect("a GUID"));
+    assert_eq!(adopted.recovery_password, password.to_string());
+    assert_eq!(
+        lab.recovery_key_ids("pc1").expect("ids"),
+        vec![adopted.key_id.clone()]
+    );
+    let summary = lab.escrow("pc1").expect("escrow");
+    assert!(summary.escrowed);
+    let kinds: Vec<&str> = summary
+        .acknowledged
+        .iter()
+        .map(|(kind, _, outcome)| {
+            assert_eq!(outcome, "inserted");
+            kind.as_str()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["recovery-password", "key-package", "tpm-owner-auth"]
+    );
+    let answer = lab
+        .helpdesk_recover(
+            "CONTOSO\\helpdesk1",
+            RecoverBody {
+                key_id: adopted.key_id.short().into(),
+                kind: crate::record::MaterialKind::RecoveryPassword,
+                role: None,
+                reason: "test".into(),
+            },
+        )
+        .expect("lab")
+        .expect("disclosed");
+    assert_eq!(answer.text.as_deref(), Some(password.to_string().as_str()));
+    assert!(
+        lab.unlock_with_recovery_password("pc1", &password.to_string())
+            .expect("unlock")
+    );
+
+    // A volume without a recovery password has nothing to escrow.
+    let (bare, bare_keys) = volume::Volume::create(4096, "OSDisk", &mut rng).expect("volume");
+    lab.add_device("pc2", &[], Trust::OrganisationRoot)
+        .expect("device");
+    assert!(matches!(
+        lab.adopt_bitlocker("pc2", bare, bare_keys, None),
+        Err(SimError::NoRecoveryPassword(_))
+    ));
 }
