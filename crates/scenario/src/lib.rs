@@ -42,6 +42,8 @@ enum Output<'a> {
     Pcap(&'a capture::SpilledCapture),
     WdsLog(&'a str),
     BitLockerLog(&'a run::ClientResult),
+    /// Small files rendered with the list (the recovery service's logs and database view).
+    Rendered(Vec<u8>),
 }
 
 /// The files of `result`, by name, in a fixed order.
@@ -69,7 +71,11 @@ fn output_list(result: &RunResult) -> Vec<(String, Output<'_>)> {
             ));
         }
     }
-    files.extend(recovery_views::outputs(result));
+    files.extend(
+        recovery_views::outputs(result)
+            .into_iter()
+            .map(|(name, bytes)| (name, Output::Rendered(bytes))),
+    );
     files
 }
 
@@ -82,6 +88,10 @@ fn render<W: Write>(result: &RunResult, output: &Output<'_>, mut out: W) -> std:
         Output::WdsLog(server) => views::wds_log(result, server),
         Output::BitLockerLog(client) => views::bitlocker_log(client),
         Output::Pcap(capture) => return capture.copy_to(out),
+        Output::Rendered(bytes) => {
+            out.write_all(bytes)?;
+            return Ok(out);
+        }
     };
     out.write_all(text.as_bytes())?;
     Ok(out)

@@ -590,7 +590,13 @@ fn unlocked_volume(
     source: &crate::world::EscrowSource,
 ) -> Option<(volume::Volume, volume::VolumeKeys)> {
     let keys = source.keys.borrow_mut().take()?;
-    Some((source.machine.borrow().volume.clone(), keys))
+    let volume = source
+        .machine
+        .borrow()
+        .volume
+        .clone()
+        .unwrap_or_else(|| source.enabled_volume.clone());
+    Some((volume, keys))
 }
 
 fn run_cycle(

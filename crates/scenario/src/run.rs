@@ -169,13 +169,13 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
     // The run is over: what the records hold moves into the result (a storm's boot events are
     // not copied).
     let client_results: Vec<ClientResult> = clients
-        .into_iter()
+        .iter()
         .map(|c| {
             let mut record = c.record.borrow_mut();
             ClientResult {
-                name: c.name,
-                group: c.group,
-                setup: c.setup,
+                name: c.name.clone(),
+                group: c.group.clone(),
+                setup: c.setup.clone(),
                 events: std::mem::take(&mut record.events),
                 outcome: record.outcome.take(),
                 label: record.label.take(),

@@ -98,6 +98,9 @@ pub struct ClientMachine {
 /// the TPM's `OwnerAuthFull`.
 pub struct EscrowSource {
     pub machine: Rc<RefCell<Machine>>,
+    /// The volume as BitLocker left it when it was enabled: the lab's copy when the run ends
+    /// with the boot still holding the machine's (at a prompt).
+    pub enabled_volume: Volume,
     /// Taken by the recovery lab (the keys are not `Clone`, by design of the volume crate).
     pub keys: RefCell<Option<volume::VolumeKeys>>,
     pub owner_auth: String,
@@ -652,6 +655,9 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
 struct MachineHistory {
     tpm: SimulatedTpm,
     volume: Volume,
+    /// The keys BitLocker made when it was enabled, for a client whose agent escrows them
+    /// (`None` otherwise: a storm's machines do not keep them).
+    keys: Option<volume::VolumeKeys>,
     recovery_password: Option<volume::RecoveryPassword>,
     setup: Vec<String>,
 }
@@ -824,6 +830,7 @@ fn machine_history(
     Ok(MachineHistory {
         tpm,
         volume,
+        keys: (!spec.management_points.is_empty()).then_some(keys),
         recovery_password,
         setup,
     })
@@ -870,6 +877,7 @@ fn build_client(
     let MachineHistory {
         tpm,
         volume,
+        keys,
         recovery_password,
         setup,
     } = history;
@@ -932,16 +940,21 @@ fn build_client(
         ..BootConfig::default()
     };
     let owner_auth = (!spec.management_points.is_empty()).then(|| tpm.owner_auth_full());
+    // Only a client with an agent keeps a second copy of its disk.
+    let enabled_volume = owner_auth.as_ref().map(|_| volume.clone());
     let tpm: Box<dyn Tpm> = Box::new(tpm);
     let machine = Rc::new(RefCell::new(Machine {
         volume: Some(volume),
         tpm: Some(tpm),
     }));
-    let escrow = owner_auth.map(|owner_auth| EscrowSource {
-        machine: machine.clone(),
-        keys: RefCell::new(Some(keys)),
-        owner_auth,
-    });
+    let escrow = owner_auth
+        .zip(enabled_volume)
+        .map(|(owner_auth, enabled_volume)| EscrowSource {
+            machine: machine.clone(),
+            enabled_volume,
+            keys: RefCell::new(keys),
+            owner_auth,
+        });
     let record = Rc::new(RefCell::new(BootRecord::default()));
     let boot_at = spec.boot_at.unwrap_or_default();
     let shared_record = record.clone();
