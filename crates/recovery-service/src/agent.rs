@@ -249,30 +249,57 @@ impl LogLine {
     }
 }
 
-/// `MM-DD-YYYY` and `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds, by the proleptic
-/// Gregorian calendar (Howard Hinnant's days-from-civil inverse; no date crate needed for one
-/// format).
+/// A Unix time in milliseconds as UTC calendar parts, by the proleptic Gregorian calendar
+/// (Howard Hinnant's days-from-civil inverse; no date crate needed for a log's timestamps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    pub millisecond: i64,
+}
+
+impl UtcTime {
+    pub fn from_unix_ms(ms: i64) -> UtcTime {
+        let days = ms.div_euclid(86_400_000);
+        let rem = ms.rem_euclid(86_400_000);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        UtcTime {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rem / 3_600_000,
+            minute: rem / 60_000 % 60,
+            second: rem / 1000 % 60,
+            millisecond: rem % 1000,
+        }
+    }
+
+    /// `HH:MM:SS.mmm`.
+    pub fn clock(&self) -> String {
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            self.hour, self.minute, self.second, self.millisecond
+        )
+    }
+}
+
+/// `MM-DD-YYYY` and `HH:MM:SS.mmm` (UTC), as the handler log writes them.
 fn civil_time(ms: i64) -> (String, String) {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s, milli) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
+    let t = UtcTime::from_unix_ms(ms);
     (
-        format!("{m:02}-{d:02}-{y:04}"),
-        format!("{h:02}:{mi:02}:{s:02}.{milli:03}"),
+        format!("{:02}-{:02}-{:04}", t.month, t.day, t.year),
+        t.clock(),
     )
 }
 

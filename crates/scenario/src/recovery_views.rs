@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::recovery::{cycle_result, short, trust_words};
 use crate::run::RunResult;
+use crate::views::esc;
 
 /// Timeline lines (scenario time, who, text) for the transcript.
 pub fn timeline(result: &RunResult) -> Vec<(Duration, String, String)> {
@@ -26,27 +27,10 @@ pub fn timeline(result: &RunResult) -> Vec<(Duration, String, String)> {
         .unwrap_or_default()
 }
 
-/// `YYYY-MM-DD HH:MM:SS.mmm` UTC of a lab time (milliseconds since the Unix epoch), by the
-/// proleptic Gregorian calendar (Howard Hinnant's days-to-civil; no date crate for one format).
+/// `YYYY-MM-DD HH:MM:SS.mmm` UTC of a lab time (milliseconds since the Unix epoch).
 pub fn lab_time(at_ms: i64) -> String {
-    let days = at_ms.div_euclid(86_400_000);
-    let ms = at_ms.rem_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
+    let t = recovery_service::agent::UtcTime::from_unix_ms(at_ms);
+    format!("{:04}-{:02}-{:02} {}", t.year, t.month, t.day, t.clock())
 }
 
 /// A stored row's material as the transcript shows it: readable text for a plaintext row
@@ -234,13 +218,6 @@ pub fn html(result: &RunResult) -> String {
     }
     out.push_str("</ul>\n");
     out
-}
-
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The `recovery` object of `result.json`, or nothing.

@@ -667,7 +667,8 @@ pub fn json(result: &RunResult) -> String {
     text
 }
 
-fn esc(text: &str) -> String {
+/// `text` escaped for HTML text and attribute values.
+pub(crate) fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

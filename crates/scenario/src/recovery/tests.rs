@@ -13,6 +13,20 @@ const BASE: &str = "title = \"t\"\n\
 [[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
 [[management_point]]\nname = \"mp1.contoso.com\"\nface = \"https\"\n";
 
+/// Runs `text`, which must parse and meet every expectation.
+fn run_passing(text: &str) -> crate::RunResult {
+    let loaded = parse(text).expect("parses");
+    let result = crate::run(&loaded, None).expect("runs");
+    let failed: Vec<String> = result
+        .checks
+        .iter()
+        .filter(|c| !c.met)
+        .map(ToString::to_string)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    result
+}
+
 fn client(extra: &str) -> String {
     format!(
         "[[client]]\nname = \"pc1\"\nprotectors = [\"tpm\", \"recovery-password\"]\n{extra}\n\
@@ -124,15 +138,7 @@ fn the_agent_escrows_the_boots_own_volume_and_rotates_after_disclosure() {
          [expect_database]\nplaintext = false\naudit = [\"disclosed\"]\n",
         client("management_points = [\"mp1.contoso.com\"]")
     );
-    let loaded = parse(&text).expect("parses");
-    let result = crate::run(&loaded, None).expect("runs");
-    let failed: Vec<String> = result
-        .checks
-        .iter()
-        .filter(|c| !c.met)
-        .map(ToString::to_string)
-        .collect();
-    assert!(failed.is_empty(), "{failed:?}");
+    let result = run_passing(&text);
     let recovery = result.recovery.as_ref().expect("a lab");
     let agent = recovery.agent("pc1").expect("agent");
     // The escrowed password is the one the scenario's volume was built with.
@@ -209,15 +215,7 @@ fn a_client_left_at_the_recovery_screen_keeps_only_its_first_escrow() {
          [[expect]]\nclient = \"pc1\"\nwaiting_at = \"pin\"\n\
          [[expect_escrow]]\nclient = \"pc1\"\nescrowed = true\n"
     );
-    let loaded = parse(&text).expect("parses");
-    let result = crate::run(&loaded, None).expect("runs");
-    let failed: Vec<String> = result
-        .checks
-        .iter()
-        .filter(|c| !c.met)
-        .map(ToString::to_string)
-        .collect();
-    assert!(failed.is_empty(), "{failed:?}");
+    let result = run_passing(&text);
     let agent = result
         .recovery
         .as_ref()
@@ -253,15 +251,7 @@ fn a_management_point_back_up_is_used_at_the_next_status_check() {
          [[expect_escrow]]\nclient = \"pc1\"\nescrowed = true\nreason_contains = \"not reachable\"\n",
         client("management_points = [\"mp1.contoso.com\"]")
     );
-    let loaded = parse(&text).expect("parses");
-    let result = crate::run(&loaded, None).expect("runs");
-    let failed: Vec<String> = result
-        .checks
-        .iter()
-        .filter(|c| !c.met)
-        .map(ToString::to_string)
-        .collect();
-    assert!(failed.is_empty(), "{failed:?}");
+    let result = run_passing(&text);
     let recovery = result.recovery.as_ref().expect("lab");
     let whys: Vec<(&str, bool)> = recovery.agents[0]
         .cycles
