@@ -555,7 +555,8 @@ impl Simulation {
         }
     }
 
-    /// The frames captured on `segment` so far.
+    /// The frames captured in memory on `segment` so far (a streamed capture is the
+    /// writer's).
     pub fn captured(&self, segment: SegmentId) -> Result<&[CapturedFrame], CaptureError> {
         let seg = self
             .segments

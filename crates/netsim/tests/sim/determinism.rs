@@ -1,6 +1,8 @@
 //! Same seed, same run: identical traces and captures. A different seed, with random faults,
 //! gives a different run.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use netsim::{AdapterConfig, FaultRule, Probability, SegmentConfig, SimTime, Simulation};
@@ -14,12 +16,34 @@ struct Run {
     events: u64,
 }
 
+/// A writer whose bytes the test reads after the run.
+#[derive(Clone, Default)]
+struct SharedBytes(Rc<RefCell<Vec<u8>>>);
+
+impl std::io::Write for SharedBytes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn run(seed: u64) -> Run {
+    run_capturing(seed, None)
+}
+
+/// The busy run, its segment `a` captured in memory, or streamed into `stream` when given.
+fn run_capturing(seed: u64, stream: Option<SharedBytes>) -> Run {
     let mut sim = Simulation::new(seed);
     sim.enable_trace();
     let a = sim.add_segment("a", SegmentConfig::default().ipv4(net("10.0.1.0/24")));
     let b = sim.add_segment("b", SegmentConfig::default().ipv4(net("10.0.2.0/24")));
-    sim.capture(a).expect("segment");
+    match &stream {
+        Some(out) => sim.capture_to(a, Box::new(out.clone())).expect("segment"),
+        None => sim.capture(a).expect("segment"),
+    }
     let router = sim.add_router("router");
     let relay = sim
         .add_router_interface(router, a, net("10.0.1.1/24"))
@@ -64,9 +88,16 @@ fn run(seed: u64) -> Run {
     sim.add_fault(FaultRule::duplicate(Probability::percent(10)));
     sim.add_fault(FaultRule::corrupt(Probability::percent(5)).during(secs(1), SimTime::MAX));
     sim.run_until(secs(5));
+    let pcap = match stream {
+        Some(out) => {
+            sim.finish_capture(a).expect("flushed");
+            out.0.borrow().clone()
+        }
+        None => sim.pcap(a).expect("captured"),
+    };
     Run {
         trace: sim.trace_text(),
-        pcap: sim.pcap(a).expect("captured"),
+        pcap,
         drawn: drawn.borrow().clone(),
         events: sim.stats().events,
     }
@@ -83,6 +114,23 @@ fn the_same_seed_gives_the_same_trace_and_capture() {
     assert_eq!(first.trace, second.trace);
     assert_eq!(first.pcap, second.pcap);
     assert_eq!(first.drawn, second.drawn);
+}
+
+#[test]
+fn a_streamed_capture_is_the_same_pcap_and_reads_back_as_the_frames() {
+    let kept = run(0x5eed);
+    let streamed = run_capturing(0x5eed, Some(SharedBytes::default()));
+    assert_eq!(
+        streamed.trace, kept.trace,
+        "capturing does not change the run"
+    );
+    assert_eq!(streamed.pcap, kept.pcap);
+    let frames = netsim::wire::read_pcap(&streamed.pcap[..])
+        .expect("header")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("frames");
+    assert!(frames.len() > 100, "{} frames", frames.len());
+    assert_eq!(netsim::wire::pcap_bytes(&frames).expect("pcap"), kept.pcap);
 }
 
 #[test]
