@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use boot_client::boot::{Boot, BootAdapter, BootConfig, BootEvent, BootOutcome};
 use dhcp::ClientEvent;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -112,7 +111,9 @@ pub async fn run_boot(
         let v4 = Arc::new(InterfaceSocket::open(&name, CLIENT_V4_PORT)?.socket);
         let ifindex = interface_index(&name)?;
         let v6 = match adapter.ipv6_link_local {
-            Some(_) => Some(Arc::new(open_v6_client(&name)?)),
+            Some(_) => Some(Arc::new(
+                InterfaceSocket::open_v6(&name, CLIENT_V6_PORT, None)?.socket,
+            )),
             None => None,
         };
         adapters.push(AdapterSockets {
@@ -252,36 +253,6 @@ fn scoped(destination: SocketAddr, ifindex: u32) -> SocketAddr {
         }
         other => other,
     }
-}
-
-/// `[::]:546` on `interface`, IPv6 only.
-fn open_v6_client(interface: &str) -> Result<UdpSocket, ShellError> {
-    let fail = |what: &'static str| {
-        let interface = interface.to_owned();
-        move |source| ShellError::Interface {
-            interface,
-            what,
-            source,
-        }
-    };
-    let socket =
-        Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).map_err(fail("IPv6 socket"))?;
-    socket.set_only_v6(true).map_err(fail("IPV6_V6ONLY"))?;
-    socket
-        .bind_device(Some(interface.as_bytes()))
-        .map_err(fail("SO_BINDTODEVICE (needs root or CAP_NET_RAW)"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(fail("SO_REUSEADDR"))?;
-    socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
-    let local = SocketAddr::V6(SocketAddrV6::new(
-        Ipv6Addr::UNSPECIFIED,
-        CLIENT_V6_PORT,
-        0,
-        0,
-    ));
-    socket.bind(&local.into()).map_err(fail("bind UDP 546"))?;
-    UdpSocket::from_std(socket.into()).map_err(fail("register with tokio"))
 }
 
 fn configure_address(interface: &str, network: ipnet::Ipv4Net) -> ShellNote {

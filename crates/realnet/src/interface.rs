@@ -1,7 +1,7 @@
 //! One UDP socket per interface, bound to the device, and what the firmware would know about
 //! the interface (its MAC, whether the link is up), read from `/sys/class/net`.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -38,6 +38,45 @@ impl InterfaceSocket {
         socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
         let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
         socket.bind(&local.into()).map_err(fail("bind"))?;
+        let socket = UdpSocket::from_std(socket.into()).map_err(fail("register with tokio"))?;
+        Ok(InterfaceSocket {
+            name: interface.to_owned(),
+            socket,
+        })
+    }
+
+    /// `[::]:port` on `interface`, IPv6 only, with `SO_BINDTODEVICE` and `SO_REUSEADDR`, and
+    /// joined to `group` on the interface of index `ifindex` when given (a DHCPv6 server joins
+    /// ff02::1:2; a client does not). Must be called inside a tokio runtime.
+    pub fn open_v6(
+        interface: &str,
+        port: u16,
+        group: Option<(Ipv6Addr, u32)>,
+    ) -> Result<InterfaceSocket, ShellError> {
+        let fail = |what| {
+            move |source| ShellError::Interface {
+                interface: interface.to_owned(),
+                what,
+                source,
+            }
+        };
+        let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(fail("IPv6 socket"))?;
+        socket.set_only_v6(true).map_err(fail("IPV6_V6ONLY"))?;
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(fail("SO_BINDTODEVICE (needs root or CAP_NET_RAW)"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(fail("SO_REUSEADDR"))?;
+        socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
+        let local = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+        socket.bind(&local.into()).map_err(fail("bind"))?;
+        if let Some((group, ifindex)) = group {
+            socket
+                .join_multicast_v6(&group, ifindex)
+                .map_err(fail("join the multicast group"))?;
+        }
         let socket = UdpSocket::from_std(socket.into()).map_err(fail("register with tokio"))?;
         Ok(InterfaceSocket {
             name: interface.to_owned(),

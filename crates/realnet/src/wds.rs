@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nkpu::{ProviderKey, Thumbprint};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -488,38 +487,14 @@ pub fn interface_index(interface: &str) -> Result<u32, ShellError> {
         .map_err(|_| fail(std::io::Error::from(std::io::ErrorKind::InvalidData)))
 }
 
-fn socket_error(interface: &str, what: &'static str) -> impl Fn(std::io::Error) -> ShellError {
-    let interface = interface.to_owned();
-    move |source| ShellError::Interface {
-        interface: interface.clone(),
-        what,
-        source,
-    }
-}
-
 fn open_v4(interface: &str, port: u16) -> Result<UdpSocket, ShellError> {
     crate::InterfaceSocket::open(interface, port).map(|s| s.socket)
 }
 
 /// `[::]:port` on `interface`, IPv6 only, joined to ff02::1:2 there.
 fn open_v6(interface: &str, ifindex: u32, port: u16) -> Result<UdpSocket, ShellError> {
-    let fail = |what| socket_error(interface, what);
-    let socket =
-        Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).map_err(fail("IPv6 socket"))?;
-    socket.set_only_v6(true).map_err(fail("IPV6_V6ONLY"))?;
-    socket
-        .bind_device(Some(interface.as_bytes()))
-        .map_err(fail("SO_BINDTODEVICE (needs root or CAP_NET_RAW)"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(fail("SO_REUSEADDR"))?;
-    socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
-    let local = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-    socket.bind(&local.into()).map_err(fail("bind UDP 547"))?;
-    socket
-        .join_multicast_v6(&ALL_DHCP_SERVERS, ifindex)
-        .map_err(fail("join ff02::1:2"))?;
-    UdpSocket::from_std(socket.into()).map_err(fail("register with tokio"))
+    crate::InterfaceSocket::open_v6(interface, port, Some((ALL_DHCP_SERVERS, ifindex)))
+        .map(|s| s.socket)
 }
 
 /// Formats a provider log line the way the WDS debug log reads: time, source, level, message.
