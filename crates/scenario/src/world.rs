@@ -299,15 +299,13 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
 
     let mut dhcp_servers = Vec::new();
     for spec in &s.dhcp_servers {
-        let seg = find_segment(loaded, &segments, &spec.segment)?;
-        let address: Ipv4Net = parse_spanned(loaded, &spec.address, "an address/prefix")?;
-        let host = sim.add_host(spec.name.get_ref());
-        let adapter = sim
-            .add_adapter(host, "eth0", seg.id, AdapterConfig::static_ipv4(address))
-            .map_err(|err| loaded.error_at(spec.address.span(), err.to_string()))?;
-        if let Some(info) = sim.adapter(adapter) {
-            names.by_mac.insert(info.mac.0, spec.name.get_ref().clone());
-        }
+        let (seg, host, address, _) = place_server(
+            loaded,
+            &mut sim,
+            &segments,
+            &mut names,
+            (&spec.name, &spec.segment, &spec.address),
+        )?;
         let pools = if spec.pools.is_empty() {
             segments
                 .iter()
@@ -363,14 +361,13 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
     // One pool of decryption threads for every server that models its processor.
     let mut decrypt_pool: Option<std::sync::Arc<DecryptPool>> = None;
     for spec in &s.wds {
-        let seg = find_segment(loaded, &segments, &spec.segment)?;
-        let address: Ipv4Net = parse_spanned(loaded, &spec.address, "an address/prefix")?;
-        let host = sim.add_host(spec.name.get_ref());
-        let adapter = sim
-            .add_adapter(host, "eth0", seg.id, AdapterConfig::static_ipv4(address))
-            .map_err(|err| loaded.error_at(spec.address.span(), err.to_string()))?;
-        let mac = sim.adapter(adapter).map_or([0; 6], |a| a.mac.0);
-        names.by_mac.insert(mac, spec.name.get_ref().clone());
+        let (seg, host, address, mac) = place_server(
+            loaded,
+            &mut sim,
+            &segments,
+            &mut names,
+            (&spec.name, &spec.segment, &spec.address),
+        )?;
         let mut duid = vec![0, 3, 0, 1];
         duid.extend_from_slice(&mac);
         let mut provider = Provider::new(duid);
@@ -980,6 +977,26 @@ fn build_client(
         boot_at,
         escrow,
     })
+}
+
+/// A server host (DHCP or WDS) named `name`, with one adapter at the static `address` on
+/// `segment`: its segment, host, address and MAC (named for the packet views).
+fn place_server<'a>(
+    loaded: &Loaded,
+    sim: &mut Simulation,
+    segments: &'a [NamedSegment],
+    names: &mut Names,
+    (name, segment, address): (&Spanned<String>, &Spanned<String>, &Spanned<String>),
+) -> Result<(&'a NamedSegment, HostId, Ipv4Net, [u8; 6]), ScenarioError> {
+    let seg = find_segment(loaded, segments, segment)?;
+    let net: Ipv4Net = parse_spanned(loaded, address, "an address/prefix")?;
+    let host = sim.add_host(name.get_ref());
+    let adapter = sim
+        .add_adapter(host, "eth0", seg.id, AdapterConfig::static_ipv4(net))
+        .map_err(|err| loaded.error_at(address.span(), err.to_string()))?;
+    let mac = sim.adapter(adapter).map_or([0; 6], |a| a.mac.0);
+    names.by_mac.insert(mac, name.get_ref().clone());
+    Ok((seg, host, net, mac))
 }
 
 fn client_certificate(
