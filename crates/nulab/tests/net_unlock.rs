@@ -277,13 +277,7 @@ fn the_client_unlocks_over_the_network_and_tshark_dissects_the_exchange() {
     );
     let cols: Vec<&str> = requests[0].split('|').collect();
     let types: Vec<&str> = cols[0].split(',').collect();
-    let lengths: Vec<&str> = cols[1].split(',').collect();
-    let length_of = |t: &str| {
-        lengths[types
-            .iter()
-            .position(|x| *x == t)
-            .unwrap_or_else(|| panic!("option {t} in {types:?}"))]
-    };
+    let length_of = |t: &str| testkit::tshark_dhcp_option_length(cols[0], cols[1], t);
     assert_eq!(length_of("60"), "9");
     assert_eq!(length_of("43"), "152");
     assert_eq!(length_of("125"), "135");

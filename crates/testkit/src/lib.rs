@@ -67,6 +67,20 @@ pub fn fixture(relative: &str) -> PathBuf {
     workspace_root().join("fixtures").join(relative)
 }
 
+/// The length tshark reports for DHCP option `option`, from the comma-separated
+/// `dhcp.option.type` and `dhcp.option.length` columns of one packet's line. Panics (a failed
+/// test) when the packet has no such option.
+pub fn tshark_dhcp_option_length<'a>(types: &str, lengths: &'a str, option: &str) -> &'a str {
+    let position = types
+        .split(',')
+        .position(|t| t == option)
+        .unwrap_or_else(|| panic!("option {option} in {types:?}"));
+    lengths
+        .split(',')
+        .nth(position)
+        .unwrap_or_else(|| panic!("a length for option {option} in {lengths:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +94,19 @@ mod tests {
     #[test]
     fn fixtures_are_found_from_the_workspace_root() {
         assert!(fixture("windows-captures/README.md").is_file());
+    }
+
+    #[test]
+    fn an_option_length_is_read_beside_its_type() {
+        assert_eq!(
+            tshark_dhcp_option_length("53,60,43", "1,9,152", "43"),
+            "152"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "option 125")]
+    fn a_missing_option_fails_the_test() {
+        tshark_dhcp_option_length("53,60", "1,9", "125");
     }
 }

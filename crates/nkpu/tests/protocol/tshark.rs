@@ -135,13 +135,7 @@ fn tshark_dissects_an_encoded_v4_request_and_reply() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     let cols: Vec<&str> = lines[0].split('|').collect();
     let types: Vec<&str> = cols[0].split(',').collect();
-    let lengths: Vec<&str> = cols[1].split(',').collect();
-    let length_of = |t: &str| {
-        lengths[types
-            .iter()
-            .position(|x| *x == t)
-            .unwrap_or_else(|| panic!("option {t} in {types:?}"))]
-    };
+    let length_of = |t: &str| testkit::tshark_dhcp_option_length(cols[0], cols[1], t);
     assert_eq!(length_of("60"), "9");
     assert_eq!(length_of("43"), "152");
     assert_eq!(length_of("125"), "135");
