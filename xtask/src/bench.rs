@@ -141,7 +141,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ),
         bounded = yes_no(overload.get("peak_queue") <= overload.get("capacity")),
     );
-    let path = workspace_root().join("BENCHMARKS.md");
+    let path = crate::workspace_root().join("BENCHMARKS.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     print!("{report}");
     if overload.get("peak_queue") > overload.get("capacity") {
@@ -247,26 +247,27 @@ fn wds_overload(
 }
 
 /// `key=value` lines.
-struct Fields(Vec<(String, f64)>);
+/// `key=value` numbers printed by a benchmark program, one or several to a line.
+pub(crate) struct Fields(Vec<(String, f64)>);
 
 impl Fields {
-    fn parse(text: &str) -> Fields {
+    pub(crate) fn parse(text: &str) -> Fields {
         Fields(
-            text.lines()
-                .filter_map(|l| {
-                    let (k, v) = l.split_once('=')?;
-                    Some((k.trim().to_owned(), v.trim().parse().ok()?))
+            text.split_whitespace()
+                .filter_map(|token| {
+                    let (k, v) = token.split_once('=')?;
+                    Some((k.to_owned(), v.parse().ok()?))
                 })
                 .collect(),
         )
     }
 
-    fn value(&self, key: &str) -> Option<f64> {
+    pub(crate) fn value(&self, key: &str) -> Option<f64> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
     /// A count (0 when missing; `wds_overload` checked they are all there).
-    fn get(&self, key: &str) -> u64 {
+    pub(crate) fn get(&self, key: &str) -> u64 {
         self.value(key).unwrap_or(0.0) as u64
     }
 }
@@ -293,17 +294,34 @@ fn openssl_rsa2048_multi_per_second(seconds: u32, cores: usize) -> Result<f64> {
     parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// Puts `section` (which starts with `\n## <heading>`) into BENCHMARKS.md in place of the
+/// section of the same heading, or at the end when there is none, leaving the others as they are.
+pub(crate) fn write_section(root: &std::path::Path, section: &str) -> Result<()> {
+    let path = root.join("BENCHMARKS.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = replace_section(&text, section);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn replace_section(text: &str, section: &str) -> String {
+    let heading = section
+        .trim_start_matches('\n')
+        .lines()
+        .next()
+        .unwrap_or_default();
+    let Some(start) = text.find(&format!("\n{heading}\n")) else {
+        return format!("{text}{section}");
+    };
+    let end = text[start + 1..]
+        .find("\n## ")
+        .map_or(text.len(), |at| start + 1 + at);
+    format!("{}{section}{}", &text[..start], &text[end..])
+}
+
 pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
+        .unwrap_or_else(|| crate::workspace_root().join("target"))
 }
 
 pub(crate) fn openssl_rsa2048_sign_per_second(seconds: u32) -> Result<f64> {
@@ -362,6 +380,31 @@ mod tests {
         // `-multi 2` sums its children into the same table.
         let multi = "Got: +F2:2:2048:0.003367:0.000082 from 0\n                  sign    verify    sign/s verify/s\nrsa 2048 bits 0.003367s 0.000082s    297.0  12156.6\n";
         assert_eq!(parse_openssl_speed(multi).unwrap(), 297.0);
+    }
+
+    #[test]
+    fn a_section_is_replaced_in_place_or_appended() {
+        let text = "# Benchmarks\n\n## A\n\nold a\n\n## B\n\nold b\n";
+        assert_eq!(
+            replace_section(text, "\n## A\n\nnew a\n"),
+            "# Benchmarks\n\n## A\n\nnew a\n\n## B\n\nold b\n"
+        );
+        assert_eq!(
+            replace_section(text, "\n## B\n\nnew b\n"),
+            "# Benchmarks\n\n## A\n\nold a\n\n## B\n\nnew b\n"
+        );
+        assert_eq!(
+            replace_section(text, "\n## C\n\nc\n"),
+            "# Benchmarks\n\n## A\n\nold a\n\n## B\n\nold b\n\n## C\n\nc\n"
+        );
+    }
+
+    #[test]
+    fn reads_fields_several_to_a_line() {
+        let fields = Fields::parse("fields: escrows=120 rate=11418.5 p99_ms=12.09 (target >= 2)\n");
+        assert_eq!(fields.get("escrows"), 120);
+        assert_eq!(fields.value("rate"), Some(11418.5));
+        assert_eq!(fields.value("p99_ms"), Some(12.09));
     }
 
     #[test]

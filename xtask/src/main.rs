@@ -7,9 +7,11 @@
 //!   misconfiguration, narrated phase by phase, with their pcaps, diagrams and logs.
 //! - `cargo xtask scenario run|list|bless|sweep`: the scenario runner (`nulab scenario`).
 //! - `cargo xtask bench`: the benchmarks, beside `openssl speed rsa2048` measured in the same run,
-//!   then the 10,000-client boot storm (`cargo xtask storm` alone).
+//!   then recovery escrow over TLS (`cargo xtask escrow` alone) and the 10,000-client boot storm
+//!   (`cargo xtask storm` alone).
 
 mod bench;
+mod escrow;
 mod storm;
 mod system;
 
@@ -25,6 +27,7 @@ commands:
   demo           run two teaching scenarios (happy path, relay misconfiguration) into target/demo
   scenario ...   run|list|bless|sweep scenarios (see `cargo xtask scenario --help`)
   bench          criterion benchmarks beside `openssl speed rsa2048`; writes BENCHMARKS.md
+  escrow         only the recovery-escrow throughput over TLS (part of `bench`)
   storm          only the 10,000-client boot storm beside openssl (part of `bench`)
   install-deps   only install the system tools the tests use
 ";
@@ -52,8 +55,10 @@ fn run(args: &[String]) -> Result<()> {
         "scenario" => nulab("scenario", rest),
         "bench" => {
             bench::run(rest)?;
+            escrow::run(&workspace_root())?;
             storm::run(&workspace_root())
         }
+        "escrow" => escrow::run(&workspace_root()),
         "storm" => storm::run(&workspace_root()),
         "install-deps" => system::ensure_tools(),
         "help" | "--help" | "-h" => {

@@ -83,13 +83,7 @@ pub fn run(root: &Path) -> Result<()> {
         openssl_time.as_secs_f64(),
     );
     print!("{section}");
-    let path = root.join("BENCHMARKS.md");
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    if let Some(at) = text.find("\n## Boot storm") {
-        text.truncate(at);
-    }
-    text.push_str(&section);
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    crate::bench::write_section(root, &section)?;
     if ratio > MAX_RATIO {
         bail!("the boot storm took {ratio:.2}× OpenSSL's time, above {MAX_RATIO}×");
     }
