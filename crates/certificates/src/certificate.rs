@@ -353,6 +353,27 @@ impl CertificateBundle {
     pub fn thumbprint(&self) -> Thumbprint {
         self.certificate.thumbprint()
     }
+
+    /// The bundle a file held: the certificate is the one the private key belongs to (or the
+    /// first, when there is no key or it matches none), the others are its chain in file order.
+    pub(crate) fn from_file_parts(
+        mut certificates: Vec<Certificate>,
+        private_key: Option<PrivateKey>,
+    ) -> Result<Self, crate::error::ImportError> {
+        if certificates.is_empty() {
+            return Err(crate::error::ImportError::NoCertificate);
+        }
+        let leaf = private_key
+            .as_ref()
+            .and_then(|key| certificates.iter().position(|c| key.matches(c)))
+            .unwrap_or(0);
+        let certificate = certificates.remove(leaf);
+        Ok(Self {
+            certificate,
+            private_key,
+            chain: certificates,
+        })
+    }
 }
 
 #[cfg(test)]

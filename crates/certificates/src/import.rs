@@ -72,19 +72,7 @@ pub fn from_pem(bytes: &[u8]) -> Result<CertificateBundle, ImportError> {
             return Err(ImportError::SeveralPrivateKeys);
         }
     }
-    if certificates.is_empty() {
-        return Err(ImportError::NoCertificate);
-    }
-    let leaf = private_key
-        .as_ref()
-        .and_then(|key| certificates.iter().position(|c| key.matches(c)))
-        .unwrap_or(0);
-    let certificate = certificates.remove(leaf);
-    Ok(CertificateBundle {
-        certificate,
-        private_key,
-        chain: certificates,
-    })
+    CertificateBundle::from_file_parts(certificates, private_key)
 }
 
 /// Reads a private key alone from PEM (PKCS#8 or PKCS#1), e.g. a `key.pem` beside a `.cer`.

@@ -70,7 +70,7 @@ pub fn from_pfx(bytes: &[u8], password: Option<&str>) -> Result<CertificateBundl
         Ok(archive) => archive,
         Err(e) => return Err(import_error(&e, password.is_none())),
     };
-    let mut certificates = archive
+    let certificates = archive
         .certs
         .iter()
         .map(|bag| Certificate::from_der(bag.cert.as_der()))
@@ -85,19 +85,7 @@ pub fn from_pfx(bytes: &[u8], password: Option<&str>) -> Result<CertificateBundl
             Some(PrivateKey::from_pkcs8_der(bag.key.as_der())?)
         }
     };
-    if certificates.is_empty() {
-        return Err(ImportError::NoCertificate);
-    }
-    let leaf = private_key
-        .as_ref()
-        .and_then(|key| certificates.iter().position(|c| key.matches(c)))
-        .unwrap_or(0);
-    let certificate = certificates.remove(leaf);
-    Ok(CertificateBundle {
-        certificate,
-        private_key,
-        chain: certificates,
-    })
+    CertificateBundle::from_file_parts(certificates, private_key)
 }
 
 fn import_error(e: &p12_keystore::error::Error, no_password_given: bool) -> ImportError {
