@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tpm::Tpm;
 use volume::Volume;
 
+use crate::interface::scoped;
 use crate::{InterfaceSocket, ShellError, adapter_facts, wds::interface_index};
 
 const MAX_DATAGRAM: usize = 2048;
@@ -240,21 +241,6 @@ async fn sleep_until(epoch: Instant, deadline: Option<Duration>) {
     }
 }
 
-/// Link-scope IPv6 destinations (ff02::1:2) need the interface.
-fn scoped(destination: SocketAddr, ifindex: u32) -> SocketAddr {
-    match destination {
-        SocketAddr::V6(v6) if v6.scope_id() == 0 => {
-            let link_scope = v6.ip().is_multicast() || (v6.ip().segments()[0] & 0xffc0) == 0xfe80;
-            if link_scope {
-                SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, ifindex))
-            } else {
-                destination
-            }
-        }
-        other => other,
-    }
-}
-
 fn configure_address(interface: &str, network: ipnet::Ipv4Net) -> ShellNote {
     let address = network.to_string();
     let result = std::process::Command::new("ip")
@@ -345,16 +331,5 @@ fe800000000000000000000000000001 03 40 20 80     cli0
         );
         assert_eq!(parse_if_inet6(table, "eth9"), None);
         assert_eq!(parse_if_inet6("garbage\n", "cli0"), None);
-    }
-
-    #[test]
-    fn link_scope_destinations_get_the_interface() {
-        let group: SocketAddr = "[ff02::1:2]:547".parse().expect("address");
-        let SocketAddr::V6(v6) = scoped(group, 4) else {
-            panic!("v6")
-        };
-        assert_eq!(v6.scope_id(), 4);
-        let v4: SocketAddr = "255.255.255.255:67".parse().expect("address");
-        assert_eq!(scoped(v4, 4), v4);
     }
 }

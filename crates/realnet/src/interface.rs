@@ -122,9 +122,42 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// A link-scope IPv6 destination (link-local, or multicast such as ff02::1:2) needs the
+/// interface as its scope; other destinations go as they are.
+pub(crate) fn scoped(destination: SocketAddr, ifindex: u32) -> SocketAddr {
+    match destination {
+        SocketAddr::V6(v6) if v6.scope_id() == 0 && is_link_scope(v6.ip()) => SocketAddr::V6(
+            SocketAddrV6::new(*v6.ip(), v6.port(), v6.flowinfo(), ifindex),
+        ),
+        other => other,
+    }
+}
+
+fn is_link_scope(ip: &Ipv6Addr) -> bool {
+    (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_multicast()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_scope_destinations_get_the_interface_scope() {
+        let ll: SocketAddr = "[fe80::1]:546".parse().expect("address");
+        let SocketAddr::V6(v6) = scoped(ll, 7) else {
+            panic!("v6 stays v6")
+        };
+        assert_eq!(v6.scope_id(), 7);
+        let group: SocketAddr = "[ff02::1:2]:547".parse().expect("address");
+        let SocketAddr::V6(v6) = scoped(group, 4) else {
+            panic!("v6 stays v6")
+        };
+        assert_eq!(v6.scope_id(), 4);
+        let global: SocketAddr = "[2001:db8::1]:546".parse().expect("address");
+        assert_eq!(scoped(global, 7), global);
+        let v4: SocketAddr = "255.255.255.255:68".parse().expect("address");
+        assert_eq!(scoped(v4, 7), v4);
+    }
 
     #[test]
     fn parses_sysfs_mac_addresses() {

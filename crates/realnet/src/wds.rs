@@ -22,7 +22,7 @@
 //! provider stop answering, logged with every problem and its line, until a valid one is loaded.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,7 @@ use unlock_server::provider::{
 };
 
 use crate::ShellError;
+use crate::interface::scoped;
 
 /// The largest datagram read; a Network Unlock request is about 500 bytes.
 const MAX_DATAGRAM: usize = 2048;
@@ -459,20 +460,6 @@ fn load_policy(provider: &mut Provider, now: Duration, path: Option<&Path>) {
     }
 }
 
-/// A link-local IPv6 destination needs the interface as its scope.
-fn scoped(destination: SocketAddr, ifindex: u32) -> SocketAddr {
-    match destination {
-        SocketAddr::V6(v6) if v6.scope_id() == 0 && is_link_scope(v6.ip()) => SocketAddr::V6(
-            SocketAddrV6::new(*v6.ip(), v6.port(), v6.flowinfo(), ifindex),
-        ),
-        other => other,
-    }
-}
-
-fn is_link_scope(ip: &Ipv6Addr) -> bool {
-    (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_multicast()
-}
-
 /// The kernel's index of `interface`, from sysfs.
 pub fn interface_index(interface: &str) -> Result<u32, ShellError> {
     let fail = |source| ShellError::Interface {
@@ -514,19 +501,6 @@ pub fn format_log_line(line: &LogLine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn link_local_destinations_get_the_interface_scope() {
-        let ll: SocketAddr = "[fe80::1]:546".parse().expect("address");
-        let SocketAddr::V6(v6) = scoped(ll, 7) else {
-            panic!("v6 stays v6")
-        };
-        assert_eq!(v6.scope_id(), 7);
-        let global: SocketAddr = "[2001:db8::1]:546".parse().expect("address");
-        assert_eq!(scoped(global, 7), global);
-        let v4: SocketAddr = "255.255.255.255:68".parse().expect("address");
-        assert_eq!(scoped(v4, 7), v4);
-    }
 
     #[test]
     fn loopback_has_an_index() {
