@@ -96,33 +96,12 @@ impl Lab {
 }
 
 fn start_dnsmasq(t: &Lan, lab: &Lab) -> Running {
-    let log = lab.path("dnsmasq.log");
-    let running = Running::spawn(
-        t.command("dhcp", "dnsmasq")
-            .args([
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--no-ping",
-                "--no-daemon",
-                "--bind-interfaces",
-                "--interface=dhcp0",
-                "--except-interface=lo",
-                "--dhcp-range=192.168.78.100,192.168.78.150,255.255.255.0,10m",
-                "--pid-file=",
-                "--user=root",
-                "--group=root",
-                "--log-dhcp",
-            ])
-            .arg(format!("--dhcp-leasefile={}", lab.path("leases").display()))
-            .arg(format!("--log-facility={}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    assert!(
-        wait_for_file(&log, "sockets bound exclusively", Duration::from_secs(10)),
-        "dnsmasq did not start"
-    );
-    running
+    t.dnsmasq(
+        "dhcp",
+        "192.168.78.100,192.168.78.150,255.255.255.0,10m",
+        &[],
+        lab.dir.path(),
+    )
 }
 
 fn start_server(t: &Lan, lab: &Lab) -> Running {

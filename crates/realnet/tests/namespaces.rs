@@ -39,36 +39,14 @@ fn nulab_client_gets_a_lease_from_dnsmasq() {
     let dir = tempfile::tempdir().expect("temp dir");
     let leases = dir.path().join("dnsmasq.leases");
     let log = dir.path().join("dnsmasq.log");
-    let dnsmasq = Running::new(
-        topology
-            .command("srv", "dnsmasq")
-            .args([
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--no-ping",
-                "--no-daemon",
-                "--bind-interfaces",
-                "--interface=srv0",
-                "--except-interface=lo",
-                "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,10m",
-                "--dhcp-option=3,192.168.77.1",
-                "--dhcp-option=6,192.168.77.53",
-                "--pid-file=",
-                "--user=root",
-                "--group=root",
-                "--log-dhcp",
-            ])
-            .arg(format!("--dhcp-leasefile={}", leases.display()))
-            .arg(format!("--log-facility={}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts"),
-    );
-    assert!(
-        wait_for_file(&log, "sockets bound exclusively", Duration::from_secs(10)),
-        "dnsmasq did not start: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+    let dnsmasq = topology.dnsmasq(
+        "srv",
+        "192.168.77.100,192.168.77.150,255.255.255.0,10m",
+        &[
+            "--dhcp-option=3,192.168.77.1",
+            "--dhcp-option=6,192.168.77.53",
+        ],
+        dir.path(),
     );
 
     let client = Running::new(

@@ -10,7 +10,7 @@
 //! namespace. Every wait is bounded.
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// `ip ARGS...`, which must succeed.
@@ -80,6 +80,45 @@ impl Lan {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.ns(host), program]);
         command
+    }
+
+    /// dnsmasq as the DHCP server (DNS off) on `host`'s interface, leasing `range`
+    /// (`first,last,mask,lease-time`) plus `extra` options, logging every DHCP exchange to
+    /// `dir/dnsmasq.log` and its leases to `dir/dnsmasq.leases`. Returns once its sockets are
+    /// bound (bounded wait; panics with the log if it never gets there).
+    pub fn dnsmasq(&self, host: &str, range: &str, extra: &[&str], dir: &Path) -> Running {
+        let log = dir.join("dnsmasq.log");
+        let running = Running::spawn(
+            self.command(host, "dnsmasq")
+                .args([
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--no-ping",
+                    "--no-daemon",
+                    "--bind-interfaces",
+                    "--except-interface=lo",
+                    "--pid-file=",
+                    "--user=root",
+                    "--group=root",
+                    "--log-dhcp",
+                ])
+                .arg(format!("--interface={host}0"))
+                .arg(format!("--dhcp-range={range}"))
+                .args(extra)
+                .arg(format!(
+                    "--dhcp-leasefile={}",
+                    dir.join("dnsmasq.leases").display()
+                ))
+                .arg(format!("--log-facility={}", log.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        assert!(
+            wait_for_file(&log, "sockets bound exclusively", Duration::from_secs(10)),
+            "dnsmasq did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        running
     }
 
     fn namespaces(&self) -> Vec<String> {
