@@ -21,6 +21,22 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// `nulab volume unlock --with recovery-password --password PASSWORD IMAGE`.
+fn unlock_with_recovery_password(image: &Path, password: &str) -> Output {
+    nulab()
+        .args([
+            "volume",
+            "unlock",
+            "--with",
+            "recovery-password",
+            "--password",
+            password,
+        ])
+        .arg(image)
+        .output()
+        .expect("unlock")
+}
+
 fn json(out: Output, what: &str) -> serde_json::Value {
     serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
@@ -198,36 +214,14 @@ fn serve_escrow_get_rotate_and_audit_through_the_binary() {
         .as_str()
         .expect("new")
         .to_owned();
-    let unlocked = nulab()
-        .args([
-            "volume",
-            "unlock",
-            "--with",
-            "recovery-password",
-            "--password",
-            &password,
-        ])
-        .arg(&image)
-        .output()
-        .expect("unlock");
+    let unlocked = unlock_with_recovery_password(&image, &password);
     assert!(
         !unlocked.status.success(),
         "the disclosed password still unlocks"
     );
     let fresh = json(get(&new_key, "verify rotation"), "get new");
     let new_password = fresh["text"].as_str().expect("text");
-    let unlocked = nulab()
-        .args([
-            "volume",
-            "unlock",
-            "--with",
-            "recovery-password",
-            "--password",
-            new_password,
-        ])
-        .arg(&image)
-        .output()
-        .expect("unlock");
+    let unlocked = unlock_with_recovery_password(&image, new_password);
     ok(unlocked, "unlock with the re-escrowed password");
 
     let audit = json(
