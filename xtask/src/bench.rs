@@ -158,21 +158,29 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 fn server_rate(binary: &std::path::Path, seconds: u32) -> Result<f64> {
-    let out = Command::new(binary)
-        .arg(seconds.to_string())
+    stdout_of(
+        Command::new(binary).arg(seconds.to_string()),
+        &binary.display().to_string(),
+    )?
+    .trim()
+    .parse()
+    .context("server_rate prints one number")
+}
+
+/// Runs `command` and returns what it printed; `what` names it in the errors, with its stderr
+/// when it fails.
+pub(crate) fn stdout_of(command: &mut Command, what: &str) -> Result<String> {
+    let out = command
         .output()
-        .with_context(|| format!("running {}", binary.display()))?;
+        .with_context(|| format!("running {what}"))?;
     if !out.status.success() {
         bail!(
-            "{} failed: {}",
-            binary.display(),
+            "{what} failed ({}): {}",
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .context("server_rate prints one number")
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// How long the overload phase offers requests.
@@ -183,19 +191,14 @@ fn yes_no(yes: bool) -> &'static str {
 }
 
 fn run_wds_rate(binary: &std::path::Path, args: &[String]) -> Result<String> {
-    let out = Command::new(binary)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", binary.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} {} failed (it needs root for SO_BINDTODEVICE): {}",
+    stdout_of(
+        Command::new(binary).args(args),
+        &format!(
+            "{} {} (it needs root for SO_BINDTODEVICE)",
             binary.display(),
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            args.join(" ")
+        ),
+    )
 }
 
 fn wds_throughput(binary: &std::path::Path, seconds: u32, workers: usize) -> Result<f64> {
@@ -273,8 +276,8 @@ impl Fields {
 }
 
 fn openssl_rsa2048_multi_per_second(seconds: u32, cores: usize) -> Result<f64> {
-    let out = Command::new("openssl")
-        .args([
+    let out = stdout_of(
+        Command::new("openssl").args([
             "speed",
             "-elapsed",
             "-multi",
@@ -282,16 +285,10 @@ fn openssl_rsa2048_multi_per_second(seconds: u32, cores: usize) -> Result<f64> {
             "-seconds",
             &seconds.to_string(),
             "rsa2048",
-        ])
-        .output()
-        .context("running `openssl speed -multi` (install openssl)")?;
-    if !out.status.success() {
-        bail!(
-            "`openssl speed -multi {cores} rsa2048` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
+        ]),
+        &format!("`openssl speed -multi {cores} rsa2048` (install openssl)"),
+    )?;
+    parse_openssl_speed(&out)
 }
 
 /// Puts `section` (which starts with `\n## <heading>`) into BENCHMARKS.md in place of the
@@ -325,17 +322,11 @@ pub(crate) fn target_dir() -> PathBuf {
 }
 
 pub(crate) fn openssl_rsa2048_sign_per_second(seconds: u32) -> Result<f64> {
-    let out = Command::new("openssl")
-        .args(["speed", "-seconds", &seconds.to_string(), "rsa2048"])
-        .output()
-        .context("running `openssl speed` (install openssl)")?;
-    if !out.status.success() {
-        bail!(
-            "`openssl speed rsa2048` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
+    let out = stdout_of(
+        Command::new("openssl").args(["speed", "-seconds", &seconds.to_string(), "rsa2048"]),
+        "`openssl speed rsa2048` (install openssl)",
+    )?;
+    parse_openssl_speed(&out)
 }
 
 /// sign/s from `openssl speed rsa2048` output.

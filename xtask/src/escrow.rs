@@ -88,17 +88,10 @@ fn measure(encrypted: bool) -> Result<Fields> {
     if !encrypted {
         command.env("NULAB_BENCH_UNENCRYPTED", "1");
     }
-    let out = command
-        .output()
-        .context("running `cargo bench --bench escrow_throughput`")?;
-    if !out.status.success() {
-        bail!(
-            "the escrow benchmark failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = crate::bench::stdout_of(
+        &mut command,
+        "`cargo bench -p recovery-service --bench escrow_throughput`",
+    )?;
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("fields:"))
