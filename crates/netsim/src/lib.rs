@@ -11,8 +11,10 @@
 //!   └──────────────┘                └────────────────────┘
 //! ```
 //!
-//! Hosts run sans-IO [`Service`]s that act through a [`HostStack`]: the same contract the
-//! real-socket shell offers, so a DHCP server or the unlock provider runs unchanged in both.
+//! Hosts run sans-IO [`Service`]s that act through a [`HostStack`]: the `host-contract` crate's
+//! contract, which the real-socket shell implements too, so a DHCP server or the unlock
+//! provider runs unchanged in both. The simulator keeps every ordering guarantee the contract
+//! states (`tests/sim/contract.rs` checks each).
 //! A [`Simulation`] is one event loop: the clock jumps to the next event, events at the same
 //! instant run in scheduling order, and every random choice (loss, jitter, corruption, the
 //! services' own randomness) comes from one ChaCha20 seeded by a `u64`. The same seed gives the
@@ -54,7 +56,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Modules: [`stack`] (the service contract), `topology` (segments, hosts, adapters, routers),
+//! Modules: [`stack`] (the service contract, from the `host-contract` crate), `topology` (segments, hosts, adapters, routers),
 //! `sim` (the event loop and delivery), `router` (forwarding and the DHCP relay), [`fault`]
 //! (the rule chain), [`trace`] (events and their text), [`wire`] (Ethernet/IP/UDP framing and
 //! pcap), [`bootp`] (the DHCPv4 header fields a relay rewrites).
@@ -63,22 +65,25 @@
 //! one slot per service (two boxes) and a few port entries, far under the 4 KiB target; the
 //! `broadcast` bench prints the measured figure.
 
-mod addr;
 pub mod bootp;
 pub mod fault;
 mod router;
 mod sim;
-pub mod stack;
-mod time;
 mod topology;
 pub mod trace;
 pub mod wire;
 
-pub use addr::{MacAddr, MacParseError};
 pub use fault::{FaultEffect, FaultRule, Probability};
+/// The contract's clock, which the simulator drives: simulated time since the run started.
+pub use host_contract::HostTime as SimTime;
+/// The contract's module path, kept for `netsim::stack::...` users.
+pub use host_contract::stack;
+/// The host contract, implemented here for simulated hosts (re-exported so that services and
+/// the scenario runner keep naming `netsim::Service`, `netsim::HostStack`, ...).
+pub use host_contract::{
+    AdapterIndex, AdapterInfo, Datagram, HostStack, MacAddr, MacParseError, Service, StackError,
+};
 pub use sim::{Simulation, Stats};
-pub use stack::{AdapterIndex, AdapterInfo, Datagram, HostStack, Service, StackError};
-pub use time::SimTime;
 pub use topology::{
     AdapterConfig, AdapterId, HostId, InterfaceId, NodeId, RouterId, SegmentConfig, SegmentId,
     TopologyError,
@@ -87,5 +92,4 @@ pub use trace::{DropReason, FaultAction, TraceEvent, TraceKind};
 pub use wire::{CaptureError, CapturedFrame, PcapStream};
 
 /// Re-exported so services and the real-socket shell name the same types.
-pub use bytes::Bytes;
-pub use ipnet::{Ipv4Net, Ipv6Net};
+pub use host_contract::{Bytes, Ipv4Net, Ipv6Net};

@@ -40,7 +40,7 @@ impl Simulation {
             iface: iface as u32,
         };
         let segment = self.routers[router as usize].interfaces[iface].segment;
-        let is_group = crate::stack::is_group_v4(dst)
+        let is_group = crate::sim::is_group_v4(dst)
             || self.segments[seg_index(segment)]
                 .directed_broadcast(dst)
                 .is_some();
@@ -147,6 +147,7 @@ impl Simulation {
             dst,
             ttl,
             payload,
+            sent_at: self.now(),
         };
         self.put_on_segment(segment, Target::One(target), frame);
     }
@@ -254,6 +255,7 @@ impl Simulation {
             dst,
             ttl: DEFAULT_TTL,
             payload: frame.payload.clone(),
+            sent_at: self.now(),
         };
         self.put_on_segment(segment, target, frame);
     }

@@ -64,6 +64,9 @@ pub(crate) struct Frame {
     pub dst: SocketAddr,
     pub ttl: u8,
     pub payload: Bytes,
+    /// When it was put on its link (the last hop's send): a receiver whose link went down
+    /// since then does not get it, even if the link is back up when it arrives.
+    pub sent_at: SimTime,
 }
 
 /// Who on a segment a frame is for.
@@ -388,6 +391,7 @@ impl Simulation {
             segment,
             label,
             static_ipv4: config.ipv4,
+            went_down_at: None,
         });
         let att = Attachment::Host {
             host: host.0,
@@ -797,6 +801,9 @@ impl Simulation {
                 let h = &mut self.hosts[host as usize];
                 let a = adapter as usize;
                 h.adapters[a].link_up = up;
+                if !up {
+                    h.wiring[a].went_down_at = Some(self.now);
+                }
                 let at = h.wiring[a].label.clone();
                 self.record(|| TraceKind::LinkChanged { at, up });
             }
@@ -1018,6 +1025,7 @@ impl Simulation {
             dst,
             ttl: DEFAULT_TTL,
             payload,
+            sent_at: self.now,
         };
         self.route_from_segment(segment, frame);
     }
@@ -1027,7 +1035,7 @@ impl Simulation {
     fn route_from_segment(&mut self, segment: SegmentId, mut frame: Frame) {
         let seg = &self.segments[seg_index(segment)];
         let target = match frame.dst.ip() {
-            IpAddr::V4(dst) if crate::stack::is_group_v4(dst) => {
+            IpAddr::V4(dst) if crate::sim::is_group_v4(dst) => {
                 Some(Target::Group { directed: None })
             }
             IpAddr::V4(dst) => {
@@ -1183,7 +1191,14 @@ impl Simulation {
                 let h = &self.hosts[host as usize];
                 let reason = if !h.up {
                     Some(DropReason::HostDown)
-                } else if !h.adapters[adapter as usize].link_up {
+                } else if !h.adapters[adapter as usize].link_up
+                    || h.wiring[adapter as usize]
+                        .went_down_at
+                        .is_some_and(|down| down >= frame.sent_at)
+                {
+                    // Down now, or down at some point since the frame was sent: a link that
+                    // goes down holds nothing for when it comes back (the contract's
+                    // guarantee 6).
                     Some(DropReason::LinkDown)
                 } else {
                     None
@@ -1481,4 +1496,9 @@ fn host_index(id: HostId) -> usize {
 /// simulation this crate runs.
 fn index_u32(index: usize) -> u32 {
     u32::try_from(index).expect("fewer than 2^32 segments, hosts, routers and adapters")
+}
+
+/// Whether `dst` is delivered to every adapter of a segment rather than to one.
+pub(crate) fn is_group_v4(dst: Ipv4Addr) -> bool {
+    dst == Ipv4Addr::BROADCAST || dst.is_multicast()
 }

@@ -14,7 +14,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::stack::AdapterInfo;
 use crate::wire::CapturedFrame;
-use crate::{MacAddr, Service};
+use crate::{MacAddr, Service, SimTime};
 
 /// A segment (L2 broadcast domain).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -231,6 +231,8 @@ pub(crate) struct Wiring {
     /// `host/adapter`, shared by every trace line about the adapter.
     pub label: Arc<str>,
     pub static_ipv4: Option<Ipv4Net>,
+    /// When the link last went down, if it ever did.
+    pub went_down_at: Option<SimTime>,
 }
 
 pub(crate) struct ServiceSlot {

@@ -2,6 +2,7 @@
 //! They drive tiny test services (a probe that logs, echoes and sends on a script, and a BOOTP
 //! responder), never the DHCP state machines, which live in `crates/dhcp`.
 
+mod contract;
 mod delivery;
 mod determinism;
 mod faults;

@@ -1,7 +1,8 @@
 //! The interface between a sans-IO service and the host it runs on: the one contract that both
-//! shells offer, the simulator here and the real-socket shell (`crates/realnet`) with tokio.
+//! shells offer, the simulator (`crates/netsim`) and the real-socket shell (`crates/realnet`)
+//! with tokio.
 //!
-//! A [`Service`] (a DHCP server or client adapter, the unlock provider, the boot client) never
+//! A [`Service`] (a DHCP server or client, the unlock provider, the boot client) never
 //! touches a socket or a clock: it reacts to [`Service::on_start`], [`Service::on_datagram`] and
 //! [`Service::on_timer`], and acts through the [`HostStack`] it is handed, which offers:
 //!
@@ -9,11 +10,11 @@
 //! |-----------|-----------|-------------------|
 //! | [`now`](HostStack::now) | virtual clock | monotonic time since the shell started |
 //! | [`adapters`](HostStack::adapters) | the host's simulated adapters | the interfaces it was given |
-//! | [`bind`](HostStack::bind) | registers the UDP port on the host | a UDP socket per interface, `SO_BINDTODEVICE` |
+//! | [`bind`](HostStack::bind) | registers the UDP port on the host | a UDP socket per interface and family, `SO_BINDTODEVICE` |
 //! | [`send`](HostStack::send) | a frame on the adapter's segment | `send_to` on that interface's socket |
-//! | [`set_timer`](HostStack::set_timer) | an event in the queue | a tokio sleep until the deadline |
-//! | [`set_ipv4`](HostStack::set_ipv4) | changes the adapter's address | `ip addr` on the interface (or recorded) |
-//! | [`rng`](HostStack::rng) | the run's seeded ChaCha20 | a ChaCha20 seeded from the OS |
+//! | [`set_timer`](HostStack::set_timer) | an event in the queue | a deadline in the driver's timer heap |
+//! | [`set_ipv4`](HostStack::set_ipv4) | changes the adapter's address | `ip address replace` on the interface, before returning |
+//! | [`rng`](HostStack::rng) | the run's seeded ChaCha20 | a ChaCha20 seeded from the OS (or a given seed) |
 //!
 //! A received [`Datagram`] says which adapter it arrived on, so a server with several adapters
 //! can tell subnets apart and a client without an address can still receive a reply broadcast
@@ -21,14 +22,45 @@
 //!
 //! Ports are per host and shared by IPv4 and IPv6 (a dual-stack socket), as one listening
 //! socket per service on a real machine.
+//!
+//! # Ordering guarantees
+//!
+//! Callbacks are serial by construction (each takes `&mut self` and the stack): nothing happens
+//! to a service between two calls but what its own calls asked for. Beyond that, a service may
+//! rely on these, and on nothing else, in both shells (each shell has a test per guarantee,
+//! named after it: `netsim`'s `tests/sim/contract.rs`, `realnet`'s `tests/contract.rs`):
+//!
+//! 1. **An address change is in effect for every datagram sent after it.** Once
+//!    [`HostStack::set_ipv4`] has returned `Ok`, [`HostStack::adapters`] shows the new address
+//!    and every datagram the service sends afterwards (in the same callback or a later one)
+//!    leaves with the new address as its IPv4 source when it is sent from that address, and
+//!    unicast to the new address reaches the service. Datagrams sent before the call are not
+//!    held back for it. A service that learns a lease and wants to use it must therefore
+//!    call `set_ipv4` *before* sending what the lease enables.
+//! 2. **Sends leave in call order.** Two datagrams sent out of one adapter leave it in the
+//!    order of the [`HostStack::send`] calls (the network may still reorder, lose or duplicate
+//!    them: UDP promises nothing end to end).
+//! 3. **Timers fire in deadline order, never early.** [`Service::on_timer`] is called at or
+//!    after the deadline given to [`HostStack::set_timer`], never before it; timers with
+//!    different deadlines fire in deadline order; timers with the same deadline fire in the
+//!    order they were set. A deadline already past fires at once, after the current callback.
+//! 4. **Time does not go backwards.** [`HostStack::now`] never decreases, and inside one
+//!    callback it does not change.
+//! 5. **A link that goes down does not hold datagrams.** A datagram sent before a link goes
+//!    down is either delivered or lost, never delayed past the link coming back; one sent
+//!    while the link is down is lost (not an error: [`HostStack::send`] returns `Ok`, as UDP
+//!    does).
+//! 6. **Nothing arrives on an unbound port.** Datagrams are delivered only to a port the
+//!    service has bound with [`HostStack::bind`], from the moment `bind` returns until
+//!    [`HostStack::unbind`].
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use ipnet::Ipv4Net;
 use rand_core::CryptoRngCore;
 
-use crate::{MacAddr, SimTime};
+use crate::{HostTime, MacAddr};
 
 /// Position of an adapter in its host's [`HostStack::adapters`] list.
 pub type AdapterIndex = usize;
@@ -86,7 +118,7 @@ pub const MAX_UDP_PAYLOAD: usize = 65_507;
 /// shell implements it.
 pub trait HostStack {
     /// The current time.
-    fn now(&self) -> SimTime;
+    fn now(&self) -> HostTime;
     /// The host's name (for log lines).
     fn host_name(&self) -> &str;
     /// The host's adapters, in a fixed order; [`AdapterIndex`] indexes this slice.
@@ -107,11 +139,12 @@ pub trait HostStack {
         dst: SocketAddr,
         payload: Bytes,
     ) -> Result<(), StackError>;
-    /// Call [`Service::on_timer`] with `token` at `at` (or at once if `at` has passed). Timers
-    /// cannot be cancelled: a service ignores tokens it no longer expects (put a generation
+    /// Call [`Service::on_timer`] with `token` at `at` (or at once, after the current callback,
+    /// if `at` has passed), in deadline order (guarantee 3 above). Timers cannot be cancelled: a service ignores tokens it no longer expects (put a generation
     /// number in the token).
-    fn set_timer(&mut self, at: SimTime, token: u64);
+    fn set_timer(&mut self, at: HostTime, token: u64);
     /// Set or clear the adapter's IPv4 address (a DHCP client applying or losing its lease).
+    /// In effect, on return, for every datagram sent afterwards (guarantee 1 above).
     fn set_ipv4(&mut self, adapter: AdapterIndex, addr: Option<Ipv4Net>) -> Result<(), StackError>;
     /// The source of every random choice the service makes (transaction ids, nonces, keys).
     fn rng(&mut self) -> &mut dyn CryptoRngCore;
@@ -126,9 +159,4 @@ pub trait Service {
     fn on_datagram(&mut self, stack: &mut dyn HostStack, datagram: Datagram);
     /// A timer set with [`HostStack::set_timer`] fired.
     fn on_timer(&mut self, stack: &mut dyn HostStack, token: u64);
-}
-
-/// Whether `dst` is delivered to every adapter of a segment rather than to one.
-pub(crate) fn is_group_v4(dst: Ipv4Addr) -> bool {
-    dst == Ipv4Addr::BROADCAST || dst.is_multicast()
 }
