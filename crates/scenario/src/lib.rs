@@ -18,10 +18,12 @@
 //! ordered.
 
 pub mod capture;
+pub mod check;
 pub mod model;
 pub mod recovery;
 pub mod recovery_views;
 pub mod run;
+mod text;
 pub mod views;
 pub mod wire;
 pub mod world;
@@ -72,7 +74,7 @@ fn output_list(result: &RunResult) -> Vec<(String, Output<'_>)> {
         }
     }
     files.extend(
-        recovery_views::outputs(result)
+        recovery_views::outputs(result.recovery.as_ref())
             .into_iter()
             .map(|(name, bytes)| (name, Output::Rendered(bytes))),
     );
@@ -130,4 +132,99 @@ pub fn replay_command(path: &Path, seed: u64) -> String {
 /// The golden transcript kept beside a scenario file.
 pub fn golden_path(scenario: &Path) -> PathBuf {
     scenario.with_extension("golden")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The crate's modules (a `model/` folder belongs to `model`) and the modules each one
+    /// names with `crate::`, outside its tests.
+    fn module_imports() -> BTreeMap<String, BTreeSet<String>> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src is readable").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut graph = BTreeMap::new();
+        for file in files {
+            let relative = file.strip_prefix(&src).expect("under src");
+            let module = relative
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .map(|c| c.trim_end_matches(".rs").to_string())
+                .expect("a file name");
+            if module == "lib" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).expect("readable");
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let names: &mut BTreeSet<String> = graph.entry(module.clone()).or_default();
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name != module {
+                    names.insert(name);
+                }
+            }
+        }
+        // Only modules count (`crate::RunResult` is a re-export of lib.rs).
+        let modules: BTreeSet<String> = graph.keys().cloned().collect();
+        for names in graph.values_mut() {
+            names.retain(|name| modules.contains(name));
+        }
+        graph
+    }
+
+    #[test]
+    fn the_modules_import_each_other_without_a_cycle() {
+        let graph = module_imports();
+        assert!(
+            graph.contains_key("run") && graph.contains_key("model"),
+            "{graph:?}"
+        );
+        assert!(
+            graph["run"].contains("world"),
+            "the reader misses imports: {graph:?}"
+        );
+        // Depth-first search for a back edge, reporting the cycle it closes.
+        fn visit<'a>(
+            graph: &'a BTreeMap<String, BTreeSet<String>>,
+            module: &'a str,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Result<(), String> {
+            if let Some(at) = path.iter().position(|m| *m == module) {
+                return Err(format!("{} -> {module}", path[at..].join(" -> ")));
+            }
+            if !done.insert(module) {
+                return Ok(());
+            }
+            path.push(module);
+            for next in graph.get(module).into_iter().flatten() {
+                visit(graph, next, path, done)?;
+            }
+            path.pop();
+            Ok(())
+        }
+        let mut done = BTreeSet::new();
+        for module in graph.keys() {
+            let mut path = Vec::new();
+            if let Err(cycle) = visit(&graph, module, &mut path, &mut done) {
+                panic!("an import cycle: {cycle}");
+            }
+        }
+    }
 }

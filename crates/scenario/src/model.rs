@@ -69,7 +69,9 @@ pub struct Scenario {
     pub expect_database: Option<DatabaseExpectation>,
 }
 
-pub use crate::recovery::spec::{
+pub mod recovery;
+
+pub use recovery::{
     DatabaseExpectation, DatabaseMode, EscrowExpectation, FaceSpec, HelpdeskSpec,
     ManagementPointSpec, RecoverySpec, TrustSpec,
 };
@@ -427,7 +429,7 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ScenarioError> {
         scenario,
     };
     check_names(&loaded)?;
-    crate::recovery::check_references(&loaded)?;
+    recovery::check_references(&loaded)?;
     Ok(loaded)
 }
 

@@ -20,8 +20,7 @@
 //! own recovery password (`recovery_password = "correct"`), and the checks prove that it is
 //! the one the helpdesk disclosed, by unlocking the volume with the disclosed text.
 
-pub mod spec;
-
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use recovery_service::record::{KeyId, MaterialKind};
@@ -30,13 +29,14 @@ use recovery_service::sim::{
 };
 use recovery_service::store::{AuditEntry, HelpdeskRole};
 use recovery_service::wire::RecoverBody;
-use toml::Spanned;
-use volume::ProtectorKind;
 
-use crate::model::{EventSpec, Loaded, Scenario, ScenarioError};
-use crate::run::{Check, RunResult};
+use crate::check::Check;
+use crate::model::recovery::{
+    DatabaseMode, FaceSpec, HelpdeskSpec, LabAction, TrustSpec, is_recovery_event, lab_action,
+    present,
+};
+use crate::model::{EventSpec, Loaded, ScenarioError};
 use crate::world::ClientMachine;
-use spec::{DatabaseMode, FaceSpec, TrustSpec};
 
 /// One day: BitLocker was enabled (and first escrowed) this long before the boot.
 const ENABLED_BEFORE_BOOT_MS: i64 = 24 * 60 * 60 * 1000;
@@ -44,6 +44,14 @@ const ENABLED_BEFORE_BOOT_MS: i64 = 24 * 60 * 60 * 1000;
 /// The agent's first cycle after the boot: once Windows has started and the agent service is
 /// up (nulab's figure; the real agent starts with the ConfigMgr client).
 const AGENT_START_AFTER_UNLOCK: Duration = Duration::from_secs(30);
+
+/// What [`run`] gives the scenario's run: the lab's result, its checks, and the lines each
+/// client machine's setup gains (the escrow when BitLocker was enabled), by machine name.
+pub struct LabRun {
+    pub result: RecoveryResult,
+    pub checks: Vec<Check>,
+    pub setup: Vec<(String, Vec<String>)>,
+}
 
 /// Everything the recovery lab produced, for the views and the checks.
 #[derive(Debug, Clone)]
@@ -114,152 +122,10 @@ impl RecoveryResult {
     }
 }
 
-/// Whether the scenario has a recovery service.
-pub fn present(s: &Scenario) -> bool {
-    s.recovery.is_some() || !s.management_points.is_empty()
-}
-
-/// An `[[event]]` the recovery lab applies rather than the network simulation: it names a
-/// management point, or is a trust change on a client with an agent.
-pub fn is_recovery_event(s: &Scenario, event: &EventSpec) -> bool {
-    let host = event.host.get_ref();
-    s.management_points.iter().any(|m| m.name.get_ref() == host)
-        || (event.action.get_ref().starts_with("trust-")
-            && s.clients
-                .iter()
-                .any(|c| c.name.get_ref() == host && !c.management_points.is_empty()))
-}
-
-/// What an event does in the lab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LabAction {
-    Face(FaceSpec),
-    Trust(TrustSpec),
-}
-
-fn lab_action(s: &Scenario, event: &EventSpec) -> Option<LabAction> {
-    let host = event.host.get_ref();
-    let is_mp = s.management_points.iter().any(|m| m.name.get_ref() == host);
-    Some(match (is_mp, event.action.get_ref().as_str()) {
-        (true, "https") => LabAction::Face(FaceSpec::Https),
-        (true, "http") => LabAction::Face(FaceSpec::Http),
-        (true, "down") => LabAction::Face(FaceSpec::Down),
-        (false, "trust-organisation-root") => LabAction::Trust(TrustSpec::OrganisationRoot),
-        (false, "trust-public-roots") => LabAction::Trust(TrustSpec::PublicRoots),
-        _ => return None,
-    })
-}
-
-/// Checks the recovery sections' references when the file is read, so that a misspelt
-/// management point or client is reported at its `FILE:LINE:COLUMN` before anything runs.
-pub fn check_references(loaded: &Loaded) -> Result<(), ScenarioError> {
-    let s = &loaded.scenario;
-    let mut seen: Vec<&Spanned<String>> = Vec::new();
-    for mp in &s.management_points {
-        let name = mp.name.get_ref();
-        if name.is_empty() || name.contains(['/', ':', ' ']) {
-            return Err(loaded.error_at(
-                mp.name.span(),
-                format!("{name:?} is not a management point's DNS name"),
-            ));
-        }
-        let taken = seen.iter().any(|n| n.get_ref() == name)
-            || s.routers.iter().any(|r| r.name.get_ref() == name)
-            || s.dhcp_servers.iter().any(|d| d.name.get_ref() == name)
-            || s.wds.iter().any(|w| w.name.get_ref() == name)
-            || s.clients.iter().any(|c| c.name.get_ref() == name);
-        if taken {
-            return Err(loaded.error_at(mp.name.span(), format!("two hosts are called {name:?}")));
-        }
-        seen.push(&mp.name);
-    }
-    for client in &s.clients {
-        if client.management_points.is_empty() {
-            continue;
-        }
-        for mp in &client.management_points {
-            if !seen.iter().any(|n| n.get_ref() == mp.get_ref()) {
-                return Err(
-                    loaded.error_at(mp.span(), format!("no management point {:?}", mp.get_ref()))
-                );
-            }
-        }
-        if client.count != 1 {
-            return Err(loaded.error_at(
-                client.name.span(),
-                "a client with a BitLocker management agent (`management_points`) is one \
-                 machine (`count = 1`)",
-            ));
-        }
-        let has_password = client
-            .protectors
-            .iter()
-            .any(|p| p.get_ref().parse::<ProtectorKind>() == Ok(ProtectorKind::RecoveryPassword));
-        if !has_password {
-            return Err(loaded.error_at(
-                client.name.span(),
-                "the agent escrows the recovery password: add \"recovery-password\" to \
-                 `protectors`",
-            ));
-        }
-    }
-    let agent = |name: &Spanned<String>| -> Result<(), ScenarioError> {
-        let found = s
-            .clients
-            .iter()
-            .any(|c| c.name.get_ref() == name.get_ref() && !c.management_points.is_empty());
-        if found {
-            Ok(())
-        } else {
-            Err(loaded.error_at(
-                name.span(),
-                format!(
-                    "no client {:?} with a BitLocker management agent (`management_points`)",
-                    name.get_ref()
-                ),
-            ))
-        }
-    };
-    for request in &s.helpdesk {
-        agent(&request.client)?;
-        if let Some(role) = &request.role {
-            role.get_ref()
-                .parse::<HelpdeskRole>()
-                .map_err(|err| loaded.error_at(role.span(), err))?;
-        }
-    }
-    for expect in &s.escrow_expectations {
-        agent(&expect.client)?;
-    }
-    for event in &s.events {
-        if is_recovery_event(s, event) && lab_action(s, event).is_none() {
-            return Err(loaded.error_at(
-                event.action.span(),
-                format!(
-                    "unknown action {:?} (a management point: https, http, down; a client with \
-                     an agent: trust-organisation-root, trust-public-roots)",
-                    event.action.get_ref()
-                ),
-            ));
-        }
-    }
-    let has_lab_parts = !s.helpdesk.is_empty()
-        || !s.escrow_expectations.is_empty()
-        || s.expect_database.is_some()
-        || s.clients.iter().any(|c| !c.management_points.is_empty());
-    if has_lab_parts && s.management_points.is_empty() {
-        return Err(loaded.error_at(
-            0..0,
-            "recovery escrow needs at least one [[management_point]]",
-        ));
-    }
-    Ok(())
-}
-
 /// Something the lab does at a scenario time.
 enum Op<'a> {
     Event(&'a EventSpec, LabAction),
-    Helpdesk(&'a spec::HelpdeskSpec),
+    Helpdesk(&'a HelpdeskSpec),
     Cycle(usize, &'static str),
 }
 
@@ -274,20 +140,20 @@ impl Op<'_> {
     }
 }
 
-/// Runs the recovery lab of `loaded` after its boots (in `result`), then puts what it did
-/// into `result`: the escrow at BitLocker enable into each client's setup lines, the rest into
-/// [`RunResult::recovery`], and the `[[expect_escrow]]`/`[expect_database]` checks after the
-/// others. A scenario without a recovery service is left exactly as it was.
-pub fn attach(
+/// Runs the recovery lab of `loaded` after its boots: `machines` as the world built them, and
+/// when each `[[client]]` (by name) was unlocked, which starts its agent's cycles. `None` for a
+/// scenario without a recovery service.
+pub fn run(
     loaded: &Loaded,
     seed: u64,
     machines: &[ClientMachine],
-    result: &mut RunResult,
-) -> Result<(), ScenarioError> {
+    unlocked_at: &BTreeMap<String, Duration>,
+) -> Result<Option<LabRun>, ScenarioError> {
     let s = &loaded.scenario;
     if !present(s) {
-        return Ok(());
+        return Ok(None);
     }
+    let mut machine_setup = Vec::new();
     let lab_error = lab_failure::<SimError>(loaded);
     let boxed_error = lab_failure::<Box<SimError>>(loaded);
     let recovery = s.recovery.clone().unwrap_or_default();
@@ -360,12 +226,8 @@ pub fn attach(
         let first_line = lab.handler_log_lines(name).map_err(&lab_error)?.len();
         let cycle = run_cycle(&mut lab, &mut agent, "BitLocker enabled").map_err(&boxed_error)?;
         let lines = lab.handler_log_lines(name).map_err(&lab_error)?[first_line..].to_vec();
-        let setup = &mut result
-            .clients
-            .iter_mut()
-            .find(|c| c.name == machine.name)
-            .map(|c| &mut c.setup);
-        if let Some(setup) = setup {
+        {
+            let mut setup = Vec::new();
             setup.push(format!(
                 "BitLocker management agent: management points {}; trusts {}",
                 agent.urls.join(", "),
@@ -383,6 +245,7 @@ pub fn attach(
                 ));
             }
             setup.push(format!("  → {}", cycle_result(&cycle.summary)));
+            machine_setup.push((machine.name.clone(), setup));
         }
         agent.cycles.push(cycle);
         agents.push(agent);
@@ -402,16 +265,7 @@ pub fn attach(
         ops.push((request.at, Op::Helpdesk(request)));
     }
     for (index, agent) in agents.iter().enumerate() {
-        let unlocked = result
-            .clients
-            .iter()
-            .find(|c| c.group == agent.client)
-            .and_then(|c| c.outcome.as_ref())
-            .and_then(|o| match o.result {
-                boot_client::boot::BootResult::Unlocked { at, .. } => Some(at),
-                _ => None,
-            });
-        if let Some(at) = unlocked {
+        if let Some(&at) = unlocked_at.get(&agent.client) {
             let mut next = at + AGENT_START_AFTER_UNLOCK;
             let mut why = "Windows started";
             while next <= s.duration {
@@ -574,9 +428,11 @@ pub fn attach(
         audit: lab.audit_log().map_err(&lab_error)?,
     };
     let checks = checks(loaded, &recovery)?;
-    result.checks.extend(checks);
-    result.recovery = Some(recovery);
-    Ok(())
+    Ok(Some(LabRun {
+        result: recovery,
+        checks,
+        setup: machine_setup,
+    }))
 }
 
 /// A failure of the lab itself (not a mistake in the file): reported at the file's start.
@@ -637,7 +493,7 @@ fn rotations_checked(
 
 fn ask_helpdesk(
     lab: &mut RecoveryLab,
-    request: &spec::HelpdeskSpec,
+    request: &HelpdeskSpec,
     agents: &[AgentResult],
 ) -> Result<HelpdeskResult, Box<SimError>> {
     let client = request.client.get_ref().clone();
@@ -657,6 +513,8 @@ fn ask_helpdesk(
             kind: MaterialKind::RecoveryPassword,
             role: None,
             reason: request.reason.clone(),
+            device: None,
+            volume: None,
         },
     )?;
     let (outcome, audit_seq, rotation_requested) = match answer {
@@ -946,7 +804,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn role_of(request: &spec::HelpdeskSpec) -> HelpdeskRole {
+fn role_of(request: &HelpdeskSpec) -> HelpdeskRole {
     request
         .role
         .as_ref()
@@ -1006,6 +864,3 @@ pub fn clock(at_ms: i64) -> String {
         ms % 1000
     )
 }
-
-#[cfg(test)]
-mod tests;

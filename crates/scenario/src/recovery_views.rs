@@ -14,17 +14,13 @@ use recovery_service::record::KeyId;
 use recovery_service::store::RawRow;
 use serde_json::{Value, json};
 
-use crate::recovery::{cycle_result, short, trust_words};
-use crate::run::RunResult;
-use crate::views::esc;
+use crate::model::TrustSpec;
+use crate::recovery::{RecoveryResult, cycle_result, short, trust_words};
+use crate::text::esc;
 
 /// Timeline lines (scenario time, who, text) for the transcript.
-pub fn timeline(result: &RunResult) -> Vec<(Duration, String, String)> {
-    result
-        .recovery
-        .as_ref()
-        .map(|r| r.timeline.clone())
-        .unwrap_or_default()
+pub fn timeline(recovery: Option<&RecoveryResult>) -> Vec<(Duration, String, String)> {
+    recovery.map(|r| r.timeline.clone()).unwrap_or_default()
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` UTC of a lab time (milliseconds since the Unix epoch).
@@ -77,8 +73,8 @@ fn row_key(row: &RawRow) -> String {
 }
 
 /// The transcript's section, or nothing.
-pub fn transcript_section(result: &RunResult) -> String {
-    let Some(r) = &result.recovery else {
+pub fn transcript_section(recovery: Option<&RecoveryResult>) -> String {
+    let Some(r) = recovery else {
         return String::new();
     };
     let mut out = String::from("\n== Recovery service ==\n");
@@ -180,8 +176,8 @@ fn audit_line(entry: &recovery_service::store::AuditEntry, long: bool) -> String
 }
 
 /// The report's section, or nothing.
-pub fn html(result: &RunResult) -> String {
-    let Some(r) = &result.recovery else {
+pub fn html(recovery: Option<&RecoveryResult>) -> String {
+    let Some(r) = recovery else {
         return String::new();
     };
     let mut out = String::from(
@@ -221,8 +217,8 @@ pub fn html(result: &RunResult) -> String {
 }
 
 /// The `recovery` object of `result.json`, or nothing.
-pub fn json(result: &RunResult) -> Option<Value> {
-    let r = result.recovery.as_ref()?;
+pub fn json(recovery: Option<&RecoveryResult>) -> Option<Value> {
+    let r = recovery?;
     let agents: Vec<Value> = r
         .agents
         .iter()
@@ -231,8 +227,8 @@ pub fn json(result: &RunResult) -> Option<Value> {
                 "client": a.client,
                 "management_points": a.urls,
                 "trust": match a.trust {
-                    crate::model::TrustSpec::PublicRoots => "public-roots",
-                    crate::model::TrustSpec::OrganisationRoot => "organisation-root",
+                    TrustSpec::PublicRoots => "public-roots",
+                    TrustSpec::OrganisationRoot => "organisation-root",
                 },
                 "key_id": a.key_id.as_str(),
                 "escrowed": a.cycles.last().is_some_and(|c| c.summary.escrowed),
@@ -297,8 +293,8 @@ pub fn json(result: &RunResult) -> Option<Value> {
 }
 
 /// The files of the recovery lab, by name, in a fixed order.
-pub fn outputs(result: &RunResult) -> Vec<(String, Vec<u8>)> {
-    let Some(r) = &result.recovery else {
+pub fn outputs(recovery: Option<&RecoveryResult>) -> Vec<(String, Vec<u8>)> {
+    let Some(r) = recovery else {
         return Vec::new();
     };
     let mut files = Vec::new();

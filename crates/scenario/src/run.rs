@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use boot_client::boot::{BootEvent, BootOutcome, BootResult, Prompt};
 use netsim::SimTime;
-use serde::Serialize;
 use unlock_server::provider::LogLine;
 use volume::ProtectorKind;
 
+pub use crate::check::Check;
+
 use crate::capture::SpilledCapture;
 use crate::model::{Loaded, ScenarioError, TranscriptDetail};
+use crate::recovery::{self, RecoveryResult};
 use crate::wire::{self, Packet};
 use crate::world::{self, Action, World, sim_time};
 
@@ -45,16 +47,6 @@ pub struct AppliedEvent {
     pub what: &'static str,
 }
 
-/// An expectation and whether it held.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub expectation: String,
-    pub met: bool,
-    /// What was seen instead, when not met.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub actual: Option<String>,
-}
-
 /// Everything a run produced.
 pub struct RunResult {
     pub name: String,
@@ -74,18 +66,7 @@ pub struct RunResult {
     /// captured request with the server's key: (time, server, lines).
     pub server_views: Vec<(Duration, String, Vec<String>)>,
     /// The recovery-escrow lab, when the scenario has a recovery service.
-    pub recovery: Option<crate::recovery::RecoveryResult>,
-}
-
-impl std::fmt::Display for Check {
-    /// "expectation (got: what was seen)", the one wording of every view.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.expectation)?;
-        match &self.actual {
-            Some(actual) => write!(f, " (got: {actual})"),
-            None => Ok(()),
-        }
-    }
+    pub recovery: Option<RecoveryResult>,
 }
 
 impl RunResult {
@@ -319,7 +300,26 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         recovery: None,
     };
     result.checks = check(loaded, &result)?;
-    crate::recovery::attach(loaded, seed, &clients, &mut result)?;
+    // Each `[[client]]`'s unlock time (its first machine's), which starts its agent's cycles.
+    let mut unlocked_at = BTreeMap::new();
+    let mut groups_seen = std::collections::BTreeSet::new();
+    for client in &result.clients {
+        if !groups_seen.insert(client.group.as_str()) {
+            continue;
+        }
+        if let Some(BootResult::Unlocked { at, .. }) = client.outcome.as_ref().map(|o| &o.result) {
+            unlocked_at.insert(client.group.clone(), *at);
+        }
+    }
+    if let Some(lab) = recovery::run(loaded, seed, &clients, &unlocked_at)? {
+        for (machine, lines) in lab.setup {
+            if let Some(client) = result.clients.iter_mut().find(|c| c.name == machine) {
+                client.setup.extend(lines);
+            }
+        }
+        result.checks.extend(lab.checks);
+        result.recovery = Some(lab.result);
+    }
     Ok(result)
 }
 

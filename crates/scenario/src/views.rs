@@ -15,7 +15,9 @@ use unlock_server::provider::Level;
 use volume::ProtectorKind;
 
 use crate::model::TranscriptDetail;
+use crate::recovery_views;
 use crate::run::{RunResult, describe_outcome};
+use crate::text::esc;
 use crate::wire::{Packet, PacketKind};
 use crate::world::seconds;
 
@@ -117,7 +119,9 @@ pub fn transcript(result: &RunResult) -> String {
             packets.iter().filter(|p| p.is_unlock_reply()).count()
         );
     }
-    out.push_str(&crate::recovery_views::transcript_section(result));
+    out.push_str(&recovery_views::transcript_section(
+        result.recovery.as_ref(),
+    ));
     let _ = writeln!(out, "\n== Expectations ==");
     if result.checks.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -235,7 +239,7 @@ fn timeline(result: &RunResult) -> Vec<Line> {
             });
         }
     }
-    for (i, (at, who, text)) in crate::recovery_views::timeline(result)
+    for (i, (at, who, text)) in recovery_views::timeline(result.recovery.as_ref())
         .into_iter()
         .enumerate()
     {
@@ -469,7 +473,7 @@ pub fn html(result: &RunResult) -> String {
         );
     }
     out.push_str("</table>\n");
-    out.push_str(&crate::recovery_views::html(result));
+    out.push_str(&recovery_views::html(result.recovery.as_ref()));
     out.push_str("<h2>Transcript</h2>\n<pre>");
     out.push_str(&esc(&transcript(result)));
     out.push_str("</pre>\n</body></html>\n");
@@ -657,22 +661,15 @@ pub fn json(result: &RunResult) -> String {
         "segments": segments,
     });
     let mut value = value;
-    if let (Some(recovery), Some(map)) =
-        (crate::recovery_views::json(result), value.as_object_mut())
-    {
+    if let (Some(recovery), Some(map)) = (
+        recovery_views::json(result.recovery.as_ref()),
+        value.as_object_mut(),
+    ) {
         map.insert("recovery".into(), recovery);
     }
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
-}
-
-/// `text` escaped for HTML text and attribute values.
-pub(crate) fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn wrap(text: &str, width: usize) -> Vec<String> {

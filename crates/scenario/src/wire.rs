@@ -173,40 +173,33 @@ fn xid24(xid: [u8; 3]) -> u32 {
     u32::from_be_bytes([0, xid[0], xid[1], xid[2]])
 }
 
-/// The DHCPv4 message type (option 53) by name. Read by hand: a few bytes of a walk that must
-/// not panic on a corrupted frame, where dhcproto 0.15 can.
+/// Where a DHCPv4 payload's options start: the fixed BOOTP header (236 bytes) and the magic
+/// cookie.
+const DHCPV4_OPTIONS_AT: usize = 240;
+
+/// The DHCPv4 message type (option 53) by name, read with the crate-level option walker
+/// ([`nkpu::options`]), which never panics on a corrupted frame (where dhcproto 0.15 can).
 fn dhcp4_type(payload: &[u8]) -> &'static str {
-    const OPTIONS_AT: usize = 240;
-    let mut rest = payload.get(OPTIONS_AT..).unwrap_or(&[]);
-    while let Some((&code, after)) = rest.split_first() {
-        match code {
-            0 => rest = after,
-            255 => break,
-            _ => {
-                let Some((&len, after)) = after.split_first() else {
-                    break;
-                };
-                let Some(data) = after.get(..usize::from(len)) else {
-                    break;
-                };
-                if code == 53 {
-                    return match data.first() {
-                        Some(1) => "DHCPDISCOVER",
-                        Some(2) => "DHCPOFFER",
-                        Some(3) => "DHCPREQUEST",
-                        Some(4) => "DHCPDECLINE",
-                        Some(5) => "DHCPACK",
-                        Some(6) => "DHCPNAK",
-                        Some(7) => "DHCPRELEASE",
-                        Some(8) => "DHCPINFORM",
-                        _ => "DHCP (unknown type)",
-                    };
-                }
-                rest = &after[usize::from(len)..];
-            }
-        }
+    let Some(walked) = payload.get(DHCPV4_OPTIONS_AT..).map(nkpu::options::walk_v4) else {
+        return "BOOTP (no message type)";
+    };
+    let Ok(options) = walked else {
+        return "DHCP (malformed options)";
+    };
+    let Some(message_type) = options.iter().find(|option| option.code == 53) else {
+        return "BOOTP (no message type)";
+    };
+    match message_type.data.first() {
+        Some(1) => "DHCPDISCOVER",
+        Some(2) => "DHCPOFFER",
+        Some(3) => "DHCPREQUEST",
+        Some(4) => "DHCPDECLINE",
+        Some(5) => "DHCPACK",
+        Some(6) => "DHCPNAK",
+        Some(7) => "DHCPRELEASE",
+        Some(8) => "DHCPINFORM",
+        _ => "DHCP (unknown type)",
     }
-    "BOOTP (no message type)"
 }
 
 #[cfg(test)]
@@ -227,6 +220,10 @@ mod tests {
         let mut payload = vec![0u8; 240];
         payload.extend_from_slice(&[0, 53, 1, 5, 255]);
         assert_eq!(dhcp4_type(&payload), "DHCPACK");
-        assert_eq!(dhcp4_type(&payload[..241]), "BOOTP (no message type)");
+        assert_eq!(dhcp4_type(&payload[..241]), "DHCP (malformed options)");
+        assert_eq!(dhcp4_type(&payload[..200]), "BOOTP (no message type)");
+        payload.truncate(240);
+        payload.push(255);
+        assert_eq!(dhcp4_type(&payload), "BOOTP (no message type)");
     }
 }

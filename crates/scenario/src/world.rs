@@ -177,13 +177,51 @@ pub struct World {
     pub names: Names,
 }
 
-/// Builds the world of `loaded` with `seed`.
-pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
-    let s = &loaded.scenario;
-    let mut sim = Simulation::new(seed);
-    let mut setup = Vec::new();
-    let mut names = Names::default();
+/// The world while it is built: the simulation, the transcript's setup lines and the names of
+/// addresses, which every table adds to.
+struct WorldInProgress<'a> {
+    loaded: &'a Loaded,
+    sim: Simulation,
+    setup: Vec<String>,
+    names: Names,
+}
 
+/// Builds the world of `loaded` with `seed`, one table of the scenario after the other.
+pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
+    let mut w = WorldInProgress {
+        loaded,
+        sim: Simulation::new(seed),
+        setup: Vec::new(),
+        names: Names::default(),
+    };
+    let certificates = certificates(&mut w)?;
+    let segments = segments(&mut w)?;
+    let router_addresses = routers(&mut w, &segments)?;
+    let dhcp_servers = dhcp_servers(&mut w, &segments, &router_addresses)?;
+    let wds = wds_servers(&mut w, &segments, &certificates)?;
+    let clients = clients(&mut w, seed, &segments, &certificates)?;
+    let events = events(loaded, &wds, &dhcp_servers)?;
+    faults(&mut w, &segments)?;
+    let WorldInProgress {
+        sim, setup, names, ..
+    } = w;
+    Ok(World {
+        sim,
+        certificates,
+        segments,
+        dhcp_servers,
+        wds,
+        clients,
+        events,
+        setup,
+        names,
+    })
+}
+
+/// `[[certificate]]`: each generated from its seed or read from its `.pfx`.
+fn certificates(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedCertificate>, ScenarioError> {
+    let loaded = w.loaded;
+    let s = &loaded.scenario;
     let mut certificates = Vec::new();
     for spec in &s.certificates {
         let (bundle, origin) = match (&spec.seed, &spec.pfx) {
@@ -211,7 +249,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             .to_pkcs8_der();
         let key = ProviderKey::from_pkcs8_der(&pkcs8)
             .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
-        setup.push(format!(
+        w.setup.push(format!(
             "certificate {}: thumbprint {}, RSA-{}, {origin}",
             spec.name.get_ref(),
             bundle.thumbprint(),
@@ -223,7 +261,13 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             key: Arc::new(key),
         });
     }
+    Ok(certificates)
+}
 
+/// `[[segment]]`: each with its subnet, latency and capture.
+fn segments(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedSegment>, ScenarioError> {
+    let loaded = w.loaded;
+    let s = &loaded.scenario;
     let mut segments = Vec::new();
     for spec in &s.segments {
         let subnet: Ipv4Net = parse_spanned(loaded, &spec.subnet, "an IPv4 subnet")?;
@@ -231,7 +275,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
         if let Some(latency) = spec.latency {
             config = config.latency(latency);
         }
-        let id = sim.add_segment(spec.name.get_ref(), config);
+        let id = w.sim.add_segment(spec.name.get_ref(), config);
         let capture_error = |err: &dyn std::fmt::Display| {
             loaded.error_at(
                 spec.name.span(),
@@ -239,9 +283,10 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             )
         };
         let (capture, writer) = SpilledCapture::create().map_err(|err| capture_error(&err))?;
-        sim.capture_to(id, writer)
+        w.sim
+            .capture_to(id, writer)
             .map_err(|err| capture_error(&err))?;
-        setup.push(format!(
+        w.setup.push(format!(
             "segment {}: {}",
             spec.name.get_ref(),
             subnet.trunc()
@@ -253,18 +298,29 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             capture,
         });
     }
+    Ok(segments)
+}
 
+/// `[[router]]`: interfaces and DHCP relays; the router's address on each segment, by segment
+/// name (the default pools' router option).
+fn routers(
+    w: &mut WorldInProgress<'_>,
+    segments: &[NamedSegment],
+) -> Result<BTreeMap<String, Ipv4Addr>, ScenarioError> {
+    let loaded = w.loaded;
+    let s = &loaded.scenario;
     let mut router_addresses: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
     for spec in &s.routers {
-        let router = sim.add_router(spec.name.get_ref());
+        let router = w.sim.add_router(spec.name.get_ref());
         for interface in &spec.interfaces {
-            let seg = find_segment(loaded, &segments, &interface.segment)?;
+            let seg = find_segment(loaded, segments, &interface.segment)?;
             let address: Ipv4Net = parse_spanned(loaded, &interface.address, "an address/prefix")?;
-            let id = sim
+            let id = w
+                .sim
                 .add_router_interface(router, seg.id, address)
                 .map_err(|err| loaded.error_at(interface.address.span(), err.to_string()))?;
             router_addresses.insert(seg.name.clone(), address.addr());
-            names
+            w.names
                 .by_ip
                 .insert(IpAddr::V4(address.addr()), spec.name.get_ref().clone());
             let mut line = format!(
@@ -290,20 +346,31 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
-                sim.set_relay(id, helpers)
+                w.sim
+                    .set_relay(id, helpers)
                     .map_err(|err| loaded.error_at(interface.segment.span(), err.to_string()))?;
             }
-            setup.push(line);
+            w.setup.push(line);
         }
     }
+    Ok(router_addresses)
+}
 
+/// `[[dhcp_server]]`: each with its pools (by default one per segment).
+fn dhcp_servers(
+    w: &mut WorldInProgress<'_>,
+    segments: &[NamedSegment],
+    router_addresses: &BTreeMap<String, Ipv4Addr>,
+) -> Result<Vec<DhcpHost>, ScenarioError> {
+    let loaded = w.loaded;
+    let s = &loaded.scenario;
     let mut dhcp_servers = Vec::new();
     for spec in &s.dhcp_servers {
         let (seg, host, address, _) = place_server(
             loaded,
-            &mut sim,
-            &segments,
-            &mut names,
+            &mut w.sim,
+            segments,
+            &mut w.names,
             (&spec.name, &spec.segment, &spec.address),
         )?;
         let pools = if spec.pools.is_empty() {
@@ -328,7 +395,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             }
             pools
         };
-        setup.push(format!(
+        w.setup.push(format!(
             "DHCP server {} at {} on {}: pools {}",
             spec.name.get_ref(),
             address.addr(),
@@ -344,11 +411,12 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             pools,
         ))));
         let shared = server.clone();
-        sim.add_service(host, "dhcpd", move || {
-            Box::new(DhcpServerService::new(shared.clone()))
-        })
-        .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
-        names
+        w.sim
+            .add_service(host, "dhcpd", move || {
+                Box::new(DhcpServerService::new(shared.clone()))
+            })
+            .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+        w.names
             .by_ip
             .insert(IpAddr::V4(address.addr()), spec.name.get_ref().clone());
         dhcp_servers.push(DhcpHost {
@@ -356,16 +424,26 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             host,
         });
     }
+    Ok(dhcp_servers)
+}
 
+/// `[[wds]]`: each with its Network Unlock provider, certificate store, policy and processor.
+fn wds_servers(
+    w: &mut WorldInProgress<'_>,
+    segments: &[NamedSegment],
+    certificates: &[NamedCertificate],
+) -> Result<Vec<WdsHost>, ScenarioError> {
+    let loaded = w.loaded;
+    let s = &loaded.scenario;
     let mut wds = Vec::new();
     // One pool of decryption threads for every server that models its processor.
     let mut decrypt_pool: Option<std::sync::Arc<DecryptPool>> = None;
     for spec in &s.wds {
         let (seg, host, address, mac) = place_server(
             loaded,
-            &mut sim,
-            &segments,
-            &mut names,
+            &mut w.sim,
+            segments,
+            &mut w.names,
             (&spec.name, &spec.segment, &spec.address),
         )?;
         let mut duid = vec![0, 3, 0, 1];
@@ -376,7 +454,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             Some(list) => {
                 let mut held = Vec::new();
                 for name in list {
-                    held.push(certificate(loaded, &certificates, name)?);
+                    held.push(certificate(loaded, certificates, name)?);
                 }
                 held
             }
@@ -420,7 +498,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                 }
             }
         };
-        setup.push(format!(
+        w.setup.push(format!(
             "WDS server {} at {} on {}: certificates {}; {}{}{}",
             spec.name.get_ref(),
             address.addr(),
@@ -452,7 +530,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                     let span = spec.cores.as_ref().map_or(spec.name.span(), |c| c.span());
                     return Err(loaded.error_at(span, "a server needs at least one core"));
                 }
-                setup.push(format!(
+                w.setup.push(format!(
                     "WDS server {}: {cores} core(s), {} per private-key operation{}",
                     spec.name.get_ref(),
                     seconds(decrypt_time),
@@ -487,7 +565,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                 let pool = decrypt_pool
                     .get_or_insert_with(DecryptPool::per_core)
                     .clone();
-                sim.add_service(host, "WDSServer", move || {
+                w.sim.add_service(host, "WDSServer", move || {
                     Box::new(UnlockService::with_processor(
                         shared.clone(),
                         cpu,
@@ -495,19 +573,20 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                     ))
                 })
             }
-            None => sim.add_service(host, "WDSServer", move || {
+            None => w.sim.add_service(host, "WDSServer", move || {
                 Box::new(UnlockService::new(shared.clone()))
             }),
         }
         .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
         if !spec.running {
-            sim.stop_service_at(SimTime::ZERO, host, "WDSServer")
+            w.sim
+                .stop_service_at(SimTime::ZERO, host, "WDSServer")
                 .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
             provider
                 .borrow_mut()
                 .set_service_running(Duration::ZERO, false);
         }
-        names
+        w.names
             .by_ip
             .insert(IpAddr::V4(address.addr()), spec.name.get_ref().clone());
         wds.push(WdsHost {
@@ -517,7 +596,18 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             provider,
         });
     }
+    Ok(wds)
+}
 
+/// `[[client]]`: every machine of each (a storm's histories made on every core).
+fn clients(
+    w: &mut WorldInProgress<'_>,
+    seed: u64,
+    segments: &[NamedSegment],
+    certificates: &[NamedCertificate],
+) -> Result<Vec<ClientMachine>, ScenarioError> {
+    let loaded = w.loaded;
+    let s = &loaded.scenario;
     let mut clients = Vec::new();
     for (group_index, spec) in s.clients.iter().enumerate() {
         let seeds: Vec<u64> = (0..spec.count)
@@ -526,15 +616,22 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                     .wrapping_add(((group_index as u64) << 32) | u64::from(instance))
             })
             .collect();
-        let histories = machine_histories(loaded, spec, &seeds, &certificates)?;
+        let histories = machine_histories(loaded, spec, &seeds, certificates)?;
         for (instance, history) in (1..).zip(histories) {
             let name = if spec.count == 1 {
                 spec.name.get_ref().clone()
             } else {
                 format!("{}-{:04}", spec.name.get_ref(), instance)
             };
-            let client =
-                build_client(loaded, &mut sim, spec, name, history, &segments, &mut names)?;
+            let client = build_client(
+                loaded,
+                &mut w.sim,
+                spec,
+                name,
+                history,
+                segments,
+                &mut w.names,
+            )?;
             clients.push(client);
         }
         let setup_line = format!(
@@ -569,12 +666,22 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        setup.push(setup_line);
+        w.setup.push(setup_line);
     }
+    Ok(clients)
+}
 
+/// `[[event]]`s the simulation applies to a WDS or DHCP server (the recovery lab applies the
+/// others), in time order.
+fn events(
+    loaded: &Loaded,
+    wds: &[WdsHost],
+    dhcp_servers: &[DhcpHost],
+) -> Result<Vec<ScheduledEvent>, ScenarioError> {
+    let s = &loaded.scenario;
     let mut events = Vec::new();
     for spec in &s.events {
-        if crate::recovery::is_recovery_event(s, spec) {
+        if crate::model::recovery::is_recovery_event(s, spec) {
             continue; // the recovery lab applies it (`recovery::run`)
         }
         let action = Action::parse(spec.action.get_ref()).ok_or_else(|| {
@@ -609,9 +716,15 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
         });
     }
     events.sort_by_key(|e| e.at);
+    Ok(events)
+}
 
+/// `[[fault]]`: packet loss on a segment over a time window.
+fn faults(w: &mut WorldInProgress<'_>, segments: &[NamedSegment]) -> Result<(), ScenarioError> {
+    let loaded = w.loaded;
+    let s = &loaded.scenario;
     for spec in &s.faults {
-        let seg = find_segment(loaded, &segments, &spec.segment)?;
+        let seg = find_segment(loaded, segments, &spec.segment)?;
         let Some(loss) = &spec.loss else {
             return Err(loaded.error_at(spec.segment.span(), "a fault needs `loss`"));
         };
@@ -619,12 +732,12 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             .ok_or_else(|| loaded.error_at(loss.span(), "loss is a percentage like \"30%\""))?;
         let from = spec.from.unwrap_or_default();
         let to = spec.to.unwrap_or(s.duration);
-        sim.add_fault(
+        w.sim.add_fault(
             FaultRule::loss(Probability::per_million(percent))
                 .on_segment(seg.id)
                 .during(sim_time(from), sim_time(to)),
         );
-        setup.push(format!(
+        w.setup.push(format!(
             "fault on {}: {} packet loss from {} to {}",
             seg.name,
             loss.get_ref(),
@@ -632,18 +745,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
             seconds(to)
         ));
     }
-
-    Ok(World {
-        sim,
-        certificates,
-        segments,
-        dhcp_servers,
-        wds,
-        clients,
-        events,
-        setup,
-        names,
-    })
+    Ok(())
 }
 
 /// A machine's TPM and volume after the history its scenario gives it (BitLocker enabled,

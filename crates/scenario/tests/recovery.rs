@@ -1,12 +1,17 @@
 //! The recovery sections of a scenario: references checked at their `FILE:LINE`, and a small
 //! scenario run end to end (escrow of the boot's own volume, the helpdesk, rotation).
 
-use std::path::Path;
+// Test code may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
 
-use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use scenario::model::recovery::present;
+use scenario::{Loaded, ScenarioError};
 
 fn parse(text: &str) -> Result<Loaded, ScenarioError> {
-    crate::model::parse(Path::new("r.toml"), text.to_string())
+    scenario::model::parse(Path::new("r.toml"), text.to_string())
 }
 
 const BASE: &str = "title = \"t\"\n\
@@ -14,9 +19,9 @@ const BASE: &str = "title = \"t\"\n\
 [[management_point]]\nname = \"mp1.contoso.com\"\nface = \"https\"\n";
 
 /// Runs `text`, which must parse and meet every expectation.
-fn run_passing(text: &str) -> crate::RunResult {
+fn run_passing(text: &str) -> scenario::RunResult {
     let loaded = parse(text).expect("parses");
-    let result = crate::run(&loaded, None).expect("runs");
+    let result = scenario::run(&loaded, None).expect("runs");
     let failed: Vec<String> = result
         .checks
         .iter()
@@ -122,10 +127,10 @@ fn a_scenario_without_recovery_sections_has_no_lab() {
     ))
     .expect("parses");
     assert!(!present(&loaded.scenario));
-    let result = crate::run(&loaded, None).expect("runs");
+    let result = scenario::run(&loaded, None).expect("runs");
     assert!(result.recovery.is_none());
-    assert!(crate::recovery_views::outputs(&result).is_empty());
-    assert!(crate::recovery_views::transcript_section(&result).is_empty());
+    assert!(scenario::recovery_views::outputs(result.recovery.as_ref()).is_empty());
+    assert!(scenario::recovery_views::transcript_section(result.recovery.as_ref()).is_empty());
 }
 
 #[test]
@@ -156,7 +161,7 @@ fn the_agent_escrows_the_boots_own_volume_and_rotates_after_disclosure() {
         "the old password must no longer unlock"
     );
     // The outputs exist, and the transcript names the phase with keys shortened.
-    let files = crate::outputs(&result);
+    let files = scenario::outputs(&result);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     assert!(
         names.contains(&"BitLockerManagementHandler-pc1.log"),
@@ -164,7 +169,7 @@ fn the_agent_escrows_the_boots_own_volume_and_rotates_after_disclosure() {
     );
     assert!(names.contains(&"recovery-audit.log"));
     assert!(names.contains(&"recovery-database.txt"));
-    let transcript = crate::views::transcript(&result);
+    let transcript = scenario::views::transcript(&result);
     assert!(transcript.contains("== Recovery service =="));
     assert!(transcript.contains(&format!("{}…", agent.key_id.short())));
     assert!(
@@ -175,7 +180,8 @@ fn the_agent_escrows_the_boots_own_volume_and_rotates_after_disclosure() {
         !transcript.contains(&machine_password),
         "passwords are shortened"
     );
-    let json: serde_json::Value = serde_json::from_str(&crate::views::json(&result)).expect("json");
+    let json: serde_json::Value =
+        serde_json::from_str(&scenario::views::json(&result)).expect("json");
     assert_eq!(json["recovery"]["agents"][0]["escrowed"], true);
 }
 
@@ -186,7 +192,7 @@ fn a_failed_expectation_says_what_was_seen() {
         client("management_points = [\"mp1.contoso.com\"]\ntrust = \"public-roots\"")
     );
     let loaded = parse(&text).expect("parses");
-    let result = crate::run(&loaded, None).expect("runs");
+    let result = scenario::run(&loaded, None).expect("runs");
     let escrowed = &result.checks[0];
     assert!(!escrowed.met);
     assert!(

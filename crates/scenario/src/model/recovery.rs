@@ -1,0 +1,276 @@
+//! The recovery-escrow part of the scenario file format (issue 7): the recovery service, the
+//! site's management points, the helpdesk's requests and what must come out. The tables are
+//! `deny_unknown_fields` like the rest of the format, names are `Spanned` so that a reference
+//! to something that does not exist is reported at its `FILE:LINE:COLUMN`, and every key has a
+//! default that keeps a small scenario short (an encrypted database, a 90-minute agent check,
+//! the organisation's root on every client, the helpdesk asking by the first 8 characters of
+//! the client's recovery key ID).
+
+use std::time::Duration;
+
+use recovery_service::store::HelpdeskRole;
+use serde::Deserialize;
+use toml::Spanned;
+use volume::ProtectorKind;
+
+use super::{EventSpec, Loaded, Scenario, ScenarioError};
+
+/// `[recovery]`: the recovery service on the management points.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySpec {
+    /// "Encrypt recovery data in the database" (`encrypted`, the default) or `unencrypted`,
+    /// the comparison mode.
+    #[serde(default)]
+    pub database: DatabaseMode,
+    /// How often a running client's BitLocker management agent checks in after Windows has
+    /// started (ConfigMgr's default status check is every 90 minutes).
+    #[serde(default = "default_check_every", with = "super::duration")]
+    pub check_every: Duration,
+}
+
+impl Default for RecoverySpec {
+    fn default() -> Self {
+        Self {
+            database: DatabaseMode::default(),
+            check_every: default_check_every(),
+        }
+    }
+}
+
+fn default_check_every() -> Duration {
+    Duration::from_secs(90 * 60)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatabaseMode {
+    #[default]
+    Encrypted,
+    Unencrypted,
+}
+
+/// `[[management_point]]`: a management point hosting the recovery service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementPointSpec {
+    /// Its DNS name, which is also its name in the scenario (`mp1.contoso.com`).
+    pub name: Spanned<String>,
+    /// What the recovery service's website offers at the start.
+    pub face: FaceSpec,
+}
+
+/// `https`: HTTPS-enabled (the IIS website or the whole management point); `http`: HTTP only,
+/// the recovery service answers 403.4; `down`: an HTTPS point that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaceSpec {
+    Https,
+    Http,
+    Down,
+}
+
+/// Which roots a client trusts for the management point's server certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrustSpec {
+    /// Only the public CAs Windows ships: the organisation's certificate is not trusted.
+    PublicRoots,
+    /// The organisation's root too, added by Group Policy (most PKIs do this).
+    #[default]
+    OrganisationRoot,
+}
+
+/// `[[helpdesk]]`: at a time, an operator asks the recovery service for a client's recovery
+/// password, with a reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelpdeskSpec {
+    #[serde(with = "super::duration")]
+    pub at: Duration,
+    /// The operator's account (`CONTOSO\\helpdesk1`); created with `role` at the start.
+    pub operator: String,
+    /// `helpdesk` (default), `administrator` or `auditor` (who may read the audit, not keys).
+    pub role: Option<Spanned<String>>,
+    /// The client whose recovery password is asked for.
+    pub client: Spanned<String>,
+    /// Why (the audit records it).
+    pub reason: String,
+    /// What the operator types as the key ID; by default the first 8 characters of the
+    /// client's recovery key ID at that time, as the recovery screen shows it.
+    pub key_id: Option<String>,
+}
+
+/// `[[expect_escrow]]`: what must come out of a client's agent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscrowExpectation {
+    pub client: Spanned<String>,
+    /// Whether the client's last escrow cycle got its recovery information into the service.
+    pub escrowed: Option<bool>,
+    /// Words of the reason one of its failed cycles gave.
+    pub reason_contains: Option<String>,
+    /// Substrings that must appear in its `BitLockerManagementHandler.log`.
+    #[serde(default)]
+    pub handler_log_contains: Vec<String>,
+    /// A password the helpdesk disclosed was rotated and the new one re-escrowed; the old one
+    /// no longer unlocks the volume.
+    pub rotated: Option<bool>,
+    /// What the helpdesk disclosed for this client unlocks its volume.
+    pub disclosed_unlocks: Option<bool>,
+}
+
+/// `[expect_database]`: what the recovery service's database holds at the end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseExpectation {
+    /// Recovery passwords are readable in the database file as they are (`true`), or only as
+    /// AES-256-GCM ciphertext (`false`).
+    pub plaintext: Option<bool>,
+    /// How many records (rows) it holds, retired ones included.
+    pub records: Option<u64>,
+    /// The audit log's outcomes, oldest first (`disclosed`, `refused-role`...).
+    pub audit: Option<Vec<String>>,
+}
+
+/// Whether the scenario has a recovery service.
+pub fn present(s: &Scenario) -> bool {
+    s.recovery.is_some() || !s.management_points.is_empty()
+}
+
+/// An `[[event]]` the recovery lab applies rather than the network simulation: it names a
+/// management point, or is a trust change on a client with an agent.
+pub fn is_recovery_event(s: &Scenario, event: &EventSpec) -> bool {
+    let host = event.host.get_ref();
+    s.management_points.iter().any(|m| m.name.get_ref() == host)
+        || (event.action.get_ref().starts_with("trust-")
+            && s.clients
+                .iter()
+                .any(|c| c.name.get_ref() == host && !c.management_points.is_empty()))
+}
+
+/// What an event does in the recovery lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabAction {
+    Face(FaceSpec),
+    Trust(TrustSpec),
+}
+
+pub fn lab_action(s: &Scenario, event: &EventSpec) -> Option<LabAction> {
+    let host = event.host.get_ref();
+    let is_mp = s.management_points.iter().any(|m| m.name.get_ref() == host);
+    Some(match (is_mp, event.action.get_ref().as_str()) {
+        (true, "https") => LabAction::Face(FaceSpec::Https),
+        (true, "http") => LabAction::Face(FaceSpec::Http),
+        (true, "down") => LabAction::Face(FaceSpec::Down),
+        (false, "trust-organisation-root") => LabAction::Trust(TrustSpec::OrganisationRoot),
+        (false, "trust-public-roots") => LabAction::Trust(TrustSpec::PublicRoots),
+        _ => return None,
+    })
+}
+
+/// Checks the recovery sections' references when the file is read, so that a misspelt
+/// management point or client is reported at its `FILE:LINE:COLUMN` before anything runs.
+pub fn check_references(loaded: &Loaded) -> Result<(), ScenarioError> {
+    let s = &loaded.scenario;
+    let mut seen: Vec<&Spanned<String>> = Vec::new();
+    for mp in &s.management_points {
+        let name = mp.name.get_ref();
+        if name.is_empty() || name.contains(['/', ':', ' ']) {
+            return Err(loaded.error_at(
+                mp.name.span(),
+                format!("{name:?} is not a management point's DNS name"),
+            ));
+        }
+        let taken = seen.iter().any(|n| n.get_ref() == name)
+            || s.routers.iter().any(|r| r.name.get_ref() == name)
+            || s.dhcp_servers.iter().any(|d| d.name.get_ref() == name)
+            || s.wds.iter().any(|w| w.name.get_ref() == name)
+            || s.clients.iter().any(|c| c.name.get_ref() == name);
+        if taken {
+            return Err(loaded.error_at(mp.name.span(), format!("two hosts are called {name:?}")));
+        }
+        seen.push(&mp.name);
+    }
+    for client in &s.clients {
+        if client.management_points.is_empty() {
+            continue;
+        }
+        for mp in &client.management_points {
+            if !seen.iter().any(|n| n.get_ref() == mp.get_ref()) {
+                return Err(
+                    loaded.error_at(mp.span(), format!("no management point {:?}", mp.get_ref()))
+                );
+            }
+        }
+        if client.count != 1 {
+            return Err(loaded.error_at(
+                client.name.span(),
+                "a client with a BitLocker management agent (`management_points`) is one \
+                 machine (`count = 1`)",
+            ));
+        }
+        let has_password = client
+            .protectors
+            .iter()
+            .any(|p| p.get_ref().parse::<ProtectorKind>() == Ok(ProtectorKind::RecoveryPassword));
+        if !has_password {
+            return Err(loaded.error_at(
+                client.name.span(),
+                "the agent escrows the recovery password: add \"recovery-password\" to \
+                 `protectors`",
+            ));
+        }
+    }
+    let agent = |name: &Spanned<String>| -> Result<(), ScenarioError> {
+        let found = s
+            .clients
+            .iter()
+            .any(|c| c.name.get_ref() == name.get_ref() && !c.management_points.is_empty());
+        if found {
+            Ok(())
+        } else {
+            Err(loaded.error_at(
+                name.span(),
+                format!(
+                    "no client {:?} with a BitLocker management agent (`management_points`)",
+                    name.get_ref()
+                ),
+            ))
+        }
+    };
+    for request in &s.helpdesk {
+        agent(&request.client)?;
+        if let Some(role) = &request.role {
+            role.get_ref()
+                .parse::<HelpdeskRole>()
+                .map_err(|err| loaded.error_at(role.span(), err))?;
+        }
+    }
+    for expect in &s.escrow_expectations {
+        agent(&expect.client)?;
+    }
+    for event in &s.events {
+        if is_recovery_event(s, event) && lab_action(s, event).is_none() {
+            return Err(loaded.error_at(
+                event.action.span(),
+                format!(
+                    "unknown action {:?} (a management point: https, http, down; a client with \
+                     an agent: trust-organisation-root, trust-public-roots)",
+                    event.action.get_ref()
+                ),
+            ));
+        }
+    }
+    let has_lab_parts = !s.helpdesk.is_empty()
+        || !s.escrow_expectations.is_empty()
+        || s.expect_database.is_some()
+        || s.clients.iter().any(|c| !c.management_points.is_empty());
+    if has_lab_parts && s.management_points.is_empty() {
+        return Err(loaded.error_at(
+            0..0,
+            "recovery escrow needs at least one [[management_point]]",
+        ));
+    }
+    Ok(())
+}
