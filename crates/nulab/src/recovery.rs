@@ -127,6 +127,12 @@ pub enum RecoveryCommand {
         /// recovery-password, key-package or tpm-owner-auth
         #[arg(long, default_value = "recovery-password")]
         kind: String,
+        /// The device whose record is meant, when the key ID is held by several devices
+        #[arg(long)]
+        device: Option<String>,
+        /// The volume, when that device holds the key ID on several volumes
+        #[arg(long, requires = "device")]
+        volume: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
         #[arg(long)]
@@ -301,6 +307,8 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             reason,
             role,
             kind,
+            device,
+            volume,
             server,
             json,
         } => {
@@ -309,6 +317,8 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                 kind: MaterialKind::from_label(&kind).context("--kind")?,
                 role,
                 reason,
+                device: device.map(DeviceId::new).transpose().context("--device")?,
+                volume: volume.map(VolumeId::new).transpose().context("--volume")?,
             };
             let token = OperatorToken(server.token.clone());
             let answer = helpdesk(
@@ -327,7 +337,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                             println!("the client will rotate it at its next contact");
                         }
                         if let Some(at) = r.retired_at {
-                            println!("superseded by a newer recovery password at {at} ms");
+                            println!("superseded by a newer recovery password at {}", utc(at));
                         }
                     }
                     Ok(ExitCode::SUCCESS)
@@ -343,15 +353,24 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                         println!("{}", serde_json::to_string_pretty(&reply.entries)?);
                     } else {
                         for a in &reply.entries {
+                            let chosen = match (&a.chosen_device, &a.chosen_volume) {
+                                (Some(d), Some(v)) => format!(" of {d}/{v}"),
+                                (Some(d), None) => format!(" of {d}"),
+                                _ => String::new(),
+                            };
                             println!(
-                                "#{} at {} ms: {} ({}) asked for {} {}: {} — {:?}",
+                                "#{} at {}: {} ({}) asked for {} {}{chosen}: {}{} — {:?}",
                                 a.seq,
-                                a.at,
+                                utc(a.at),
                                 a.operator,
                                 a.role,
                                 a.kind,
                                 a.key_id.as_deref().unwrap_or(&a.query),
                                 a.outcome,
+                                a.device
+                                    .as_deref()
+                                    .map(|d| format!(" ({d})"))
+                                    .unwrap_or_default(),
                                 a.reason
                             );
                         }
@@ -362,6 +381,11 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch as UTC ISO 8601 (`2026-12-07T02:17:33.000Z`).
+fn utc(ms: i64) -> String {
+    recovery_service::agent::UtcTime::from_unix_ms(ms).iso8601()
 }
 
 fn now_ms() -> i64 {
@@ -381,19 +405,39 @@ fn print_token(token: &str, json: bool, mut extra: serde_json::Value) {
 }
 
 fn refusal(e: HelpdeskRefusal, json: bool) -> Result<ExitCode> {
-    let candidates = match &e {
-        HelpdeskRefusal::Refused { candidates, .. } => candidates.clone(),
-        _ => Vec::new(),
+    let (candidates, holders) = match &e {
+        HelpdeskRefusal::Refused {
+            candidates,
+            holders,
+            ..
+        } => (candidates.clone(), holders.clone()),
+        _ => (Vec::new(), Vec::new()),
     };
     if json {
         println!(
             "{}",
-            serde_json::json!({ "error": e.to_string(), "candidates": candidates })
+            serde_json::json!({ "error": e.to_string(), "candidates": candidates, "holders": holders })
         );
     } else {
         eprintln!("nulab: {e}");
-        for c in &candidates {
-            eprintln!("  candidate: {c}");
+        if holders.is_empty() {
+            for c in &candidates {
+                eprintln!("  candidate: {c}");
+            }
+        }
+        for h in &holders {
+            eprintln!(
+                "  held by device {} (volume {}), escrowed {}{}: choose it with --device {}",
+                h.device,
+                h.volume,
+                utc(h.escrowed_at),
+                if h.shared_key_id_at.is_some() {
+                    ", while another device already held this key ID"
+                } else {
+                    ""
+                },
+                h.device
+            );
         }
     }
     Ok(ExitCode::FAILURE)
@@ -513,6 +557,7 @@ fn serve(
             cert_key: key,
             https: listen,
             http,
+            limits: Default::default(),
         })
         .await?;
         let mut out = std::io::stdout().lock();

@@ -245,3 +245,149 @@ fn serve_escrow_get_rotate_and_audit_through_the_binary() {
     assert_eq!(entries[0]["reason"], "user locked out, ticket 4711");
     assert_eq!(entries[0]["query"], short.to_ascii_uppercase());
 }
+
+/// Issue 20, hole 1 through the binary: a second device escrows the same image (so the same
+/// key ID) under its own name. `recovery get` names both devices and refuses to guess;
+/// `--device` chooses; `recovery audit` shows the choice with UTC ISO 8601 times.
+#[test]
+fn get_chooses_by_device_when_a_key_id_is_held_by_several() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let image = d.join("c.img");
+    let created = json(
+        nulab()
+            .args(["volume", "create"])
+            .arg(&image)
+            .args(["--tpm", "--recovery-password", "--seed", "7"])
+            .args(["--iterations", "64", "--json"])
+            .output()
+            .expect("volume create"),
+        "volume create",
+    );
+    let password = created["recovery_password"]
+        .as_str()
+        .expect("pw")
+        .to_owned();
+    let (_server, url) = serve(d);
+    let db = d.join("escrow.sqlite");
+    let ca = d.join("ca.pem");
+    let enrol = |device: &str| {
+        ok(
+            nulab()
+                .args(["recovery", "enrol", device, "--db"])
+                .arg(&db)
+                .output()
+                .expect("enrol"),
+            "enrol",
+        )
+        .trim()
+        .to_owned()
+    };
+    for device in ["PC0042", "PC0099"] {
+        let token = enrol(device);
+        let escrowed = json(
+            nulab()
+                .args(["recovery", "escrow"])
+                .arg(&image)
+                .args(["--device", device, "--mp", &url, "--token", &token])
+                .arg("--ca")
+                .arg(&ca)
+                .arg("--json")
+                .output()
+                .expect("escrow"),
+            "escrow",
+        );
+        assert_eq!(escrowed["escrowed"], true, "{device}: {escrowed}");
+    }
+    let op_token = ok(
+        nulab()
+            .args(["recovery", "operator", "CONTOSO\\admin1", "--role"])
+            .args(["administrator", "--db"])
+            .arg(&db)
+            .output()
+            .expect("operator"),
+        "operator",
+    )
+    .trim()
+    .to_owned();
+    let protectors = json(
+        nulab()
+            .args(["volume", "protectors", "--json"])
+            .arg(&image)
+            .output()
+            .expect("protectors"),
+        "protectors",
+    );
+    let key_id = protectors
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|p| p.to_string().contains("Numerical Password"))
+        .and_then(|p| p["id"].as_str())
+        .expect("recovery password protector")
+        .trim_matches(|c| c == '{' || c == '}')
+        .to_owned();
+    let get = |extra: &[&str]| {
+        nulab()
+            .args([
+                "recovery", "get", "--key-id", &key_id, "--reason", "ticket 7",
+            ])
+            .args(["--server", &url, "--token", &op_token])
+            .arg("--ca")
+            .arg(&ca)
+            .args(extra)
+            .output()
+            .expect("get")
+    };
+    let refused = get(&[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("held-by-several-devices"), "{stderr}");
+    assert!(
+        stderr.contains("held by device PC0042 (volume C)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("held by device PC0099 (volume C)")
+            && stderr.contains("while another device already held this key ID"),
+        "{stderr}"
+    );
+    let got = json(get(&["--device", "PC0042", "--json"]), "get --device");
+    assert_eq!(got["device"], "PC0042");
+    assert_eq!(got["text"], password.as_str());
+
+    let audit = ok(
+        nulab()
+            .args(["recovery", "audit", "--server", &url, "--token", &op_token])
+            .arg("--ca")
+            .arg(&ca)
+            .output()
+            .expect("audit"),
+        "audit",
+    );
+    let lines: Vec<&str> = audit.lines().collect();
+    assert_eq!(lines.len(), 2, "{audit}");
+    assert!(lines[0].contains("held-by-several-devices"), "{audit}");
+    assert!(
+        lines[1].contains("of PC0042: disclosed (PC0042)"),
+        "{audit}"
+    );
+    for line in lines {
+        // `#1 at 2026-12-07T02:17:33.123Z: ...`
+        let at = line
+            .split(" at ")
+            .nth(1)
+            .and_then(|rest| rest.split(": ").next())
+            .unwrap_or_else(|| panic!("no time in {line:?}"));
+        let b = at.as_bytes();
+        assert!(
+            at.len() == 24
+                && b[4] == b'-'
+                && b[10] == b'T'
+                && b[19] == b'.'
+                && at.ends_with('Z')
+                && at.starts_with("20"),
+            "not UTC ISO 8601: {at:?} in {line:?}"
+        );
+    }
+}

@@ -67,6 +67,7 @@ async fn run(secs: u64, clients: u32, encrypted: bool) {
         cert_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         https: "127.0.0.1:0".parse().expect("addr"),
         http: None,
+        limits: Default::default(),
     })
     .await
     .expect("start");

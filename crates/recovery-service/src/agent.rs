@@ -285,6 +285,17 @@ impl UtcTime {
         }
     }
 
+    /// ISO 8601 in UTC: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    pub fn iso8601(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{}Z",
+            self.year,
+            self.month,
+            self.day,
+            self.clock()
+        )
+    }
+
     /// `HH:MM:SS.mmm`.
     pub fn clock(&self) -> String {
         format!(

@@ -16,39 +16,94 @@
 //! Connections are generic over `AsyncRead + AsyncWrite`, so the same code serves TCP sockets
 //! and, in the simulator, in-memory streams; TLS is real in both.
 //!
+//! # Bounded resources whatever clients do
+//!
+//! A client holds at most what [`Limits`] allows: a TLS handshake, the headers of a request
+//! (from its first byte), its body, and an idle keep-alive connection each have a time-out
+//! (a watchdog per connection closes it); connections are counted per client address and in
+//! total, and those over a limit are shed with a clear status (429 for one address, 503 for
+//! the service) by a small, bounded shedding path. Every handler authenticates from the
+//! headers before it reads a byte of the body, refuses a declared oversized body with 413
+//! before hyper would send `100 Continue`, and reads the rest under a size limit and the body
+//! time-out. Authentication and helpdesk look-ups read on the store's read connections
+//! ([`StoreReader`]), never on the group-commit thread.
+//!
 //! [`Store::enrol_device`]: crate::store::Store::enrol_device
+//! [`StoreReader`]: crate::store::StoreReader
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::committer::{CommitError, GroupCommitter};
 use crate::record::{DeviceId, KeyIdQuery};
-use crate::store::{HelpdeskRequest, Operator, StoreError, token_digest};
+use crate::store::{HelpdeskRequest, Operator, StoreError, StoreReader};
 use crate::wire::{
     AuditReply, ESCROW_PATH, ErrorBody, EscrowBody, EscrowReply, HELPDESK_AUDIT_PATH,
     HELPDESK_RECOVER_PATH, MAX_RECORDS_PER_REQUEST, RecoverBody, RecoverReply, SERVICE_PATH,
     WireError,
 };
 
-/// Largest request body accepted.
+/// Largest request body accepted (the default of [`Limits::max_body`]).
 pub const MAX_BODY: usize = 1024 * 1024;
-/// A TLS handshake that takes longer is dropped (slow-loris protection).
+/// A TLS handshake that takes longer is dropped (the default of
+/// [`Limits::handshake_timeout`]).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's read buffer per connection (it bounds a request head too: a longer one gets 431).
+const READ_BUFFER: usize = 16 * 1024;
+/// Connections over a limit being answered 429/503 at once; beyond it they are closed unread.
+const MAX_SHEDDING: usize = 32;
+
+/// What one client, and all of them together, may hold of the service. Every time-out closes
+/// the connection; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// From the first byte of a request to its last header.
+    pub header_timeout: Duration,
+    /// For the whole body of a request, once its handler starts reading it.
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request in flight and no byte of a new one.
+    pub idle_timeout: Duration,
+    /// Open connections in total; more are shed with 503.
+    pub max_connections: usize,
+    /// Open connections from one client address; more are shed with 429.
+    pub max_connections_per_address: usize,
+    /// Largest request body; a larger declared one gets 413 before `100 Continue`.
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            max_body: MAX_BODY,
+        }
+    }
+}
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,46 +133,33 @@ pub fn wall_clock() -> Clock {
     })
 }
 
-/// Token digests of enrolled devices, kept in memory so that authentication does not queue
-/// behind the store thread.
-#[derive(Clone, Default)]
-pub struct DeviceRegistry(Arc<RwLock<BTreeMap<[u8; 32], DeviceId>>>);
-
-impl DeviceRegistry {
-    pub fn from_digests(entries: Vec<([u8; 32], DeviceId)>) -> Self {
-        Self(Arc::new(RwLock::new(entries.into_iter().collect())))
-    }
-    /// Replaces the device's previous token (re-enrolment revokes it).
-    pub fn insert(&self, digest: [u8; 32], device: DeviceId) {
-        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, d| *d != device);
-        map.insert(digest, device);
-    }
-    pub fn device_for(&self, token: &str) -> Option<DeviceId> {
-        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&token_digest(token)).cloned()
-    }
-}
-
 /// What the HTTPS handlers share.
 #[derive(Clone)]
 pub struct RecoveryService {
     pub committer: GroupCommitter,
-    pub devices: DeviceRegistry,
+    /// Read connections: authentication, helpdesk look-ups, the audit log.
+    pub reader: Arc<StoreReader>,
     pub clock: Clock,
+    pub limits: Limits,
 }
 
 impl RecoveryService {
-    /// Moves `store` onto its group-commit thread and loads the enrolled devices' token
-    /// digests; `clock` stamps every record and audit line.
+    /// Opens read connections on `store`'s database and moves `store` onto its group-commit
+    /// thread; `clock` stamps every record and audit line. Default [`Limits`].
     pub fn from_store(store: crate::store::Store, clock: Clock) -> Result<Self, ServeError> {
-        let devices = DeviceRegistry::from_digests(store.device_tokens()?);
+        let reader = Arc::new(store.reader()?);
         let committer = GroupCommitter::spawn(store)?;
         Ok(Self {
             committer,
-            devices,
+            reader,
             clock,
+            limits: Limits::default(),
         })
+    }
+
+    /// The same service with other limits.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self { limits, ..self }
     }
 
     /// Creates (or re-issues) a helpdesk operator account and returns its token.
@@ -135,9 +177,7 @@ impl RecoveryService {
 
     /// Enrols a device through the running service and returns its token.
     pub async fn enrol(&self, device: DeviceId) -> Result<crate::store::DeviceToken, CommitError> {
-        let token = self.committer.enrol(device.clone(), (self.clock)()).await?;
-        self.devices.insert(token_digest(&token.0), device);
-        Ok(token)
+        self.committer.enrol(device, (self.clock)()).await
     }
 }
 
@@ -148,9 +188,57 @@ fn refuse(status: StatusCode, error: &str, detail: impl Into<String>) -> Respons
             error: error.into(),
             detail: detail.into(),
             candidates: Vec::new(),
+            holders: Vec::new(),
         }),
     )
         .into_response()
+}
+
+/// A refusal after which the connection closes (its body was not, or not wholly, read).
+fn refuse_and_close(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+    let mut r = refuse(status, error, detail);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Reads a request body once its sender is authenticated: a declared length over the limit
+/// is refused before a byte is read (so hyper never sends `100 Continue`), the rest is read
+/// under the size limit and the body time-out.
+async fn read_body(limits: &Limits, req: Request) -> Result<axum::body::Bytes, Response> {
+    let too_large = || {
+        refuse_and_close(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("a request body is at most {} bytes", limits.max_body),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return Err(too_large());
+    }
+    let body = http_body_util::Limited::new(req.into_body(), limits.max_body);
+    match tokio::time::timeout(limits.body_timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(refuse_and_close(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            e.to_string(),
+        )),
+        Err(_) => Err(refuse_and_close(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            format!(
+                "the body did not arrive within {} ms",
+                limits.body_timeout.as_millis()
+            ),
+        )),
+    }
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -161,46 +249,35 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl RecoveryService {
-    /// The device a token belongs to: from memory, else from the store (a device enrolled by
-    /// `nulab recovery enrol` while the service runs), which then caches it.
-    async fn device(&self, token: Option<&str>) -> Option<DeviceId> {
-        let token = token?;
-        if let Some(d) = self.devices.device_for(token) {
-            return Some(d);
-        }
-        let owned = token.to_owned();
-        let found = self
-            .committer
-            .with_store(move |s| s.authenticate(&owned))
-            .await
-            .ok()
-            .flatten()?;
-        self.devices.insert(token_digest(token), found.clone());
-        Some(found)
+    /// The device a token belongs to, read from the store each time on a read connection
+    /// (an indexed look-up): a token revoked by re-enrolment, even by `nulab recovery enrol`
+    /// while the service runs, stops working at once.
+    fn device(&self, token: Option<&str>) -> Result<Option<DeviceId>, StoreError> {
+        token.map_or(Ok(None), |t| self.reader.authenticate(t))
     }
 
-    async fn operator(&self, token: Option<&str>) -> Result<Operator, Response> {
-        let unauthenticated = || {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "a helpdesk operator token is required",
-            )
-        };
-        let token = token.ok_or_else(unauthenticated)?.to_owned();
-        match self
-            .committer
-            .with_store(move |s| s.authenticate_operator(&token))
-            .await
-        {
-            Ok(Some(op)) => Ok(op),
-            Ok(None) => Err(unauthenticated()),
-            Err(e) => Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )),
-        }
+    /// The operator account a token belongs to (read like [`Self::device`]).
+    fn operator(&self, token: Option<&str>) -> Result<Option<Operator>, StoreError> {
+        token.map_or(Ok(None), |t| self.reader.authenticate_operator(t))
+    }
+}
+
+/// 401 for a missing or unknown operator token, 503 when the store cannot say.
+fn operator_or_refusal(
+    found: Result<Option<Operator>, StoreError>,
+) -> Result<Operator, Box<Response>> {
+    match found {
+        Ok(Some(op)) => Ok(op),
+        Ok(None) => Err(Box::new(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a helpdesk operator token is required",
+        ))),
+        Err(e) => Err(Box::new(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ))),
     }
 }
 
@@ -219,17 +296,29 @@ async fn probe() -> &'static str {
     "nulab recovery service"
 }
 
-async fn escrow(
-    State(svc): State<RecoveryService>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(device) = svc.device(bearer(&headers)).await else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "a device token issued at enrolment is required",
-        );
+async fn escrow(State(svc): State<RecoveryService>, req: Request) -> Response {
+    let device = match svc.device(bearer(req.headers())) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            // The body is left unread: hyper drains what already arrived and closes the
+            // connection if more was announced.
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a device token issued at enrolment is required",
+            );
+        }
+        Err(e) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            );
+        }
+    };
+    let body = match read_body(&svc.limits, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let parsed: EscrowBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -271,13 +360,13 @@ async fn escrow(
 /// Helpdesk retrieval: the operator's account and role, the key ID (eight characters or the
 /// whole ID) and a reason; the material leaves only after its audit record committed, and a
 /// failed audit write refuses the read (503).
-async fn recover(
-    State(svc): State<RecoveryService>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let operator = match svc.operator(bearer(&headers)).await {
+async fn recover(State(svc): State<RecoveryService>, req: Request) -> Response {
+    let operator = match operator_or_refusal(svc.operator(bearer(req.headers()))) {
         Ok(o) => o,
+        Err(r) => return *r,
+    };
+    let body = match read_body(&svc.limits, req).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let parsed: RecoverBody = match serde_json::from_slice(&body) {
@@ -295,6 +384,8 @@ async fn recover(
         query,
         kind: parsed.kind,
         reason: parsed.reason,
+        device: parsed.device,
+        volume: parsed.volume,
     };
     let now = (svc.clock)();
     if role != operator.role {
@@ -312,7 +403,21 @@ async fn recover(
             Err(e) => store_refusal(e),
         };
     }
-    match svc.committer.disclose(req, now).await {
+    // The look-up reads on a read connection; only the audit (and the rotation mark) goes to
+    // the store thread, and the material leaves after that commit.
+    let found = if req.role.may_disclose() {
+        match svc.reader.lookup(&req) {
+            Ok(f) => f,
+            Err(e) => return store_refusal(CommitError::Store(e)),
+        }
+    } else {
+        crate::store::Lookup::NotFound // refused on the role, audited, by finish_disclosure
+    };
+    match svc
+        .committer
+        .with_store(move |s| s.finish_disclosure(&req, found, now))
+        .await
+    {
         Ok(d) => (StatusCode::OK, Json(RecoverReply::from(&d))).into_response(),
         Err(e) => store_refusal(e),
     }
@@ -320,9 +425,9 @@ async fn recover(
 
 /// The audit log, for auditors and administrators.
 async fn audit(State(svc): State<RecoveryService>, headers: HeaderMap) -> Response {
-    let operator = match svc.operator(bearer(&headers)).await {
+    let operator = match operator_or_refusal(svc.operator(bearer(&headers))) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !operator.role.may_read_audit() {
         return refuse(
@@ -331,9 +436,9 @@ async fn audit(State(svc): State<RecoveryService>, headers: HeaderMap) -> Respon
             format!("role {} may not read the audit log", operator.role),
         );
     }
-    match svc.committer.audit_log().await {
+    match svc.reader.audit_log() {
         Ok(entries) => (StatusCode::OK, Json(AuditReply { entries })).into_response(),
-        Err(e) => store_refusal(e),
+        Err(e) => store_refusal(CommitError::Store(e)),
     }
 }
 
@@ -354,6 +459,17 @@ fn store_refusal(e: CommitError) -> Response {
                 error: "ambiguous".into(),
                 detail,
                 candidates,
+                holders: Vec::new(),
+            }),
+        )
+            .into_response(),
+        StoreError::HeldBySeveralDevices { key_id, holders } => (
+            StatusCode::CONFLICT,
+            Json(ErrorBody {
+                error: "held-by-several-devices".into(),
+                detail,
+                candidates: vec![key_id],
+                holders,
             }),
         )
             .into_response(),
@@ -448,51 +564,333 @@ pub fn load_pem(
     Ok((certs, key))
 }
 
-/// Serves one connection: the TLS handshake, then HTTP/1.1 with keep-alive.
+/// Serves one connection: the TLS handshake, then HTTP/1.1 with keep-alive, under the
+/// default [`Limits`]' time-outs.
 pub async fn serve_tls_connection<S>(stream: S, acceptor: TlsAcceptor, app: Router)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
-        return; // a failed or slow handshake: the client sees the TLS alert or a closed socket
-    };
-    serve_http_connection(tls, app).await;
+    serve_tls_connection_with(stream, acceptor, app, &Limits::default()).await;
 }
 
-/// Serves HTTP/1.1 on an already established stream (plain or TLS).
+/// Serves one connection under `limits`' time-outs.
+pub async fn serve_tls_connection_with<S>(
+    stream: S,
+    acceptor: TlsAcceptor,
+    app: Router,
+    limits: &Limits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(Ok(tls)) = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await
+    else {
+        return; // a failed or slow handshake: the client sees the TLS alert or a closed socket
+    };
+    serve_http_connection_with(tls, app, limits).await;
+}
+
+/// Serves HTTP/1.1 on an already established stream (plain or TLS), default time-outs.
 pub async fn serve_http_connection<S>(stream: S, app: Router)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = TowerToHyperService::new(app);
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), svc)
-        .await; // a connection error concerns that client only
+    serve_http_connection_with(stream, app, &Limits::default()).await;
 }
 
-/// Accepts HTTPS connections forever.
-pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
-    let acceptor = TlsAcceptor::from(tls);
+/// Where a connection is between requests, for its watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No request in flight and no byte of a new one: the idle time-out runs.
+    Idle,
+    /// Bytes of a request arrived, its handler has not started: the header time-out runs.
+    Head,
+    /// A handler runs (it bounds its own body read).
+    Handling,
+}
+
+/// A connection's phase and since when, shared by its reader, its service and its watchdog.
+struct Activity(Mutex<(Phase, Instant)>);
+
+impl Activity {
+    fn new() -> Self {
+        Self(Mutex::new((Phase::Idle, Instant::now())))
+    }
+    fn set(&self, phase: Phase) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = (phase, Instant::now());
+    }
+    fn bytes_arrived(&self) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0 == Phase::Idle {
+            *s = (Phase::Head, Instant::now());
+        }
+    }
+    /// When the connection must close unless its phase changes first.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let (phase, since) = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match phase {
+            Phase::Idle => Some(since + limits.idle_timeout),
+            Phase::Head => Some(since + limits.header_timeout),
+            Phase::Handling => None,
+        }
+    }
+    /// Resolves when the current phase outlived its time-out.
+    async fn expired(&self, limits: &Limits) {
+        loop {
+            match self.deadline(limits) {
+                Some(d) if Instant::now() >= d => return,
+                Some(d) => tokio::time::sleep_until(d).await,
+                // A handler bounds its own waits; look again later.
+                None => tokio::time::sleep(limits.body_timeout.max(limits.header_timeout)).await,
+            }
+        }
+    }
+}
+
+/// A stream that tells its connection's [`Activity`] when request bytes arrive.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Serves HTTP/1.1 on an established stream under `limits`: the watchdog closes it when the
+/// headers of a request or an idle keep-alive outlive their time-out.
+pub async fn serve_http_connection_with<S>(stream: S, app: Router, limits: &Limits)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let io = Watched {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let in_service = activity.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        in_service.set(Phase::Handling);
+        let mut app = app.clone();
+        let activity = in_service.clone();
+        async move {
+            let response =
+                tower_service::Service::call(&mut app, req.map(axum::body::Body::new)).await;
+            activity.set(Phase::Idle);
+            response
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_buf_size(READ_BUFFER);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::select! {
+        _ = conn => {} // a connection error concerns that client only
+        () = activity.expired(limits) => {} // dropping the connection closes it
+    }
+}
+
+/// Open connections, per client address and in total.
+#[derive(Clone)]
+pub struct ConnectionGate {
+    limits: Limits,
+    counts: Arc<Mutex<(usize, BTreeMap<IpAddr, usize>)>>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// Its address holds [`Limits::max_connections_per_address`] already (429).
+    TooManyFromAddress,
+    /// The service holds [`Limits::max_connections`] already (503).
+    TooMany,
+}
+
+/// An admitted connection's place; dropping it frees the place.
+pub struct ConnectionPermit {
+    gate: ConnectionGate,
+    address: IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut c = self.gate.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.0 = c.0.saturating_sub(1);
+        if let Some(n) = c.1.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.1.remove(&self.address);
+            }
+        }
+    }
+}
+
+impl ConnectionGate {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            counts: Arc::default(),
+        }
+    }
+
+    /// Admits a connection from `address`, or says why not.
+    pub fn admit(&self, address: IpAddr) -> Result<ConnectionPermit, Shed> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let from_address = c.1.get(&address).copied().unwrap_or(0);
+        if from_address >= self.limits.max_connections_per_address {
+            return Err(Shed::TooManyFromAddress);
+        }
+        if c.0 >= self.limits.max_connections {
+            return Err(Shed::TooMany);
+        }
+        c.0 += 1;
+        c.1.insert(address, from_address + 1);
+        Ok(ConnectionPermit {
+            gate: self.clone(),
+            address,
+        })
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+/// Answers the one request of a connection over a limit with 429 or 503 and closes it, all
+/// within the handshake and header time-outs.
+async fn shed<S>(stream: S, acceptor: Option<TlsAcceptor>, why: Shed, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (status, error, detail) = match why {
+        Shed::TooManyFromAddress => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-connections",
+            "this address holds as many connections as one client may; retry later",
+        ),
+        Shed::TooMany => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the service holds as many connections as it may; retry later",
+        ),
+    };
+    let svc = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+        let mut r = refuse_and_close(status, error, detail);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        async move { Ok::<_, std::convert::Infallible>(r) }
+    });
+    let answer = async move {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.keep_alive(false).max_buf_size(READ_BUFFER);
+        match acceptor {
+            Some(a) => {
+                if let Ok(tls) = a.accept(stream).await {
+                    let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                }
+            }
+            None => {
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limits.handshake_timeout + limits.header_timeout, answer).await;
+}
+
+/// Accepts connections forever: admitted ones are served under `limits`, the others shed.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+) {
+    let gate = ConnectionGate::new(limits.clone());
+    let shedding = Arc::new(tokio::sync::Semaphore::new(MAX_SHEDDING));
     loop {
-        let Ok((stream, _peer)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await; // EMFILE and the like
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_tls_connection(stream, acceptor.clone(), app.clone()));
+        match gate.admit(peer.ip()) {
+            Ok(permit) => {
+                let (acceptor, app, limits) = (acceptor.clone(), app.clone(), limits.clone());
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(a) => serve_tls_connection_with(stream, a, app, &limits).await,
+                        None => serve_http_connection_with(stream, app, &limits).await,
+                    }
+                    drop(permit);
+                });
+            }
+            Err(why) => {
+                // Beyond the shedding bound the socket is closed unread.
+                if let Ok(slot) = shedding.clone().try_acquire_owned() {
+                    let (acceptor, limits) = (acceptor.clone(), limits.clone());
+                    tokio::spawn(async move {
+                        shed(stream, acceptor, why, limits).await;
+                        drop(slot);
+                    });
+                }
+            }
+        }
     }
 }
 
-/// Accepts plain-HTTP connections forever (they are refused escrow).
-pub async fn serve_plain_http(listener: TcpListener) {
-    let app = plain_http_router();
-    loop {
-        let Ok((stream, _peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        tokio::spawn(serve_http_connection(stream, app.clone()));
-    }
+/// Accepts HTTPS connections forever, under the default [`Limits`].
+pub async fn serve_https(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+    serve_https_with(listener, tls, app, Limits::default()).await;
+}
+
+/// Accepts HTTPS connections forever, under `limits`.
+pub async fn serve_https_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: Limits,
+) {
+    accept_loop(listener, Some(TlsAcceptor::from(tls)), app, limits).await;
+}
+
+/// Accepts plain-HTTP connections forever (they are refused escrow), under `limits`.
+pub async fn serve_plain_http(listener: TcpListener, limits: Limits) {
+    accept_loop(listener, None, plain_http_router(), limits).await;
 }
 
 /// Everything a recovery service needs to start.
@@ -504,6 +902,8 @@ pub struct ServiceConfig {
     pub cert_key: PrivateKeyDer<'static>,
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
+    /// Time-outs and connection limits.
+    pub limits: Limits,
 }
 
 /// A started service: its bound addresses and its shared state.
@@ -516,16 +916,21 @@ pub struct RunningService {
 /// Opens the store, binds the listeners and spawns them on the current tokio runtime.
 pub async fn start(cfg: ServiceConfig) -> Result<RunningService, ServeError> {
     let store = crate::store::Store::open_with_key_file(&cfg.database, cfg.key_file.as_deref())?;
-    let service = RecoveryService::from_store(store, wall_clock())?;
+    let service = RecoveryService::from_store(store, wall_clock())?.with_limits(cfg.limits.clone());
     let tls = tls_config(cfg.cert_chain, cfg.cert_key)?;
     let https = TcpListener::bind(cfg.https).await?;
     let https_addr = https.local_addr()?;
-    tokio::spawn(serve_https(https, tls, https_router(service.clone())));
+    tokio::spawn(serve_https_with(
+        https,
+        tls,
+        https_router(service.clone()),
+        cfg.limits.clone(),
+    ));
     let http_addr = match cfg.http {
         Some(a) => {
             let l = TcpListener::bind(a).await?;
             let addr = l.local_addr()?;
-            tokio::spawn(serve_plain_http(l));
+            tokio::spawn(serve_plain_http(l, cfg.limits));
             Some(addr)
         }
         None => None,

@@ -1121,6 +1121,8 @@ fn helpdesk_recovery(r: &mut Run) -> Result<(), SimError> {
         kind: crate::record::MaterialKind::RecoveryPassword,
         role: None,
         reason: "user locked out after a firmware update, ticket 4711".into(),
+        device: None,
+        volume: None,
     };
     let answer = r.lab.helpdesk_recover("CONTOSO\\helpdesk1", body)?;
     let disclosed = answer.as_ref().ok().and_then(|a| a.text.clone());
@@ -1173,6 +1175,8 @@ fn helpdesk_recovery(r: &mut Run) -> Result<(), SimError> {
             kind: crate::record::MaterialKind::RecoveryPassword,
             role: None,
             reason: "verify the rotated password was escrowed, ticket 4711".into(),
+            device: None,
+            volume: None,
         };
         let answer = r.lab.helpdesk_recover("CONTOSO\\helpdesk1", body)?;
         let pw = answer.as_ref().ok().and_then(|a| a.text.clone());

@@ -76,6 +76,16 @@ const MIGRATIONS: &[&str] = &[
         token_sha256 BLOB NOT NULL UNIQUE,
         enrolled_at  INTEGER NOT NULL
      );",
+    // 4: a key ID escrowed by a device while another device already held it is flagged (see
+    // ARCHITECTURE.md: flagged, not refused); the device a helpdesk request names is audited;
+    // the audit log is append-only even to SQL run through the store.
+    "ALTER TABLE records ADD COLUMN shared_key_id_at INTEGER;
+     ALTER TABLE audit ADD COLUMN chosen_device TEXT;
+     ALTER TABLE audit ADD COLUMN chosen_volume TEXT;
+     CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
 ];
 
 /// The schema version this build writes.
@@ -116,6 +126,12 @@ pub enum StoreError {
     Ambiguous {
         query: String,
         candidates: Vec<KeyId>,
+    },
+    #[error("key ID {key_id} is held by {} devices ({}); choose one by device", holders.len(),
+        holders.iter().map(KeyHolder::describe).collect::<Vec<_>>().join(", "))]
+    HeldBySeveralDevices {
+        key_id: KeyId,
+        holders: Vec<KeyHolder>,
     },
     #[error("role {0} may not disclose recovery information")]
     RoleNotAllowed(HelpdeskRole),
@@ -187,6 +203,63 @@ pub struct HelpdeskRequest {
     pub query: KeyIdQuery,
     pub kind: MaterialKind,
     pub reason: String,
+    /// The device the operator chose, when the key ID is held by several devices.
+    pub device: Option<DeviceId>,
+    /// The volume the operator chose, when the device holds the key ID on several volumes.
+    pub volume: Option<VolumeId>,
+}
+
+/// Most records a helpdesk look-up reads (a prefix shared by more keys is refused as ambiguous
+/// with the first ones listed; naming the device narrows it).
+pub const MAX_LOOKUP_ROWS: usize = 32;
+
+/// One device holding a key ID, as the helpdesk is shown it when several do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyHolder {
+    pub device: DeviceId,
+    pub volume: VolumeId,
+    pub escrowed_at: i64,
+    /// When this device escrowed the key ID while another device already held it (the later
+    /// escrow is the suspicious one); `None` for the first holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_key_id_at: Option<i64>,
+}
+
+impl KeyHolder {
+    /// `PC-A/C` or `PC-B/C (escrowed while another device held it)`.
+    pub fn describe(&self) -> String {
+        match self.shared_key_id_at {
+            None => format!("{}/{}", self.device, self.volume),
+            Some(_) => format!(
+                "{}/{} (escrowed while another device held it)",
+                self.device, self.volume
+            ),
+        }
+    }
+}
+
+/// What a helpdesk look-up found, before anything is audited or disclosed. Built on any
+/// connection (the service uses its read connections); [`Store::finish_disclosure`] audits it
+/// and opens the material on the writer.
+#[derive(Debug)]
+pub enum Lookup {
+    NotFound,
+    /// The prefix matches several key IDs.
+    SeveralKeyIds(Vec<KeyId>),
+    /// One key ID, held by several devices (or volumes): the operator must choose.
+    HeldBySeveral(KeyId, Vec<KeyHolder>),
+    /// Exactly one record.
+    One(Box<FoundRecord>),
+}
+
+/// The one record a look-up found, still sealed.
+#[derive(Debug)]
+pub struct FoundRecord(StoredRow);
+
+impl FoundRecord {
+    pub fn id(&self) -> &RecordId {
+        &self.0.id
+    }
 }
 
 /// Recovery information disclosed to the helpdesk (after its audit record committed).
@@ -248,6 +321,11 @@ pub struct AuditEntry {
     pub kind: String,
     pub reason: String,
     pub outcome: String,
+    /// The device the operator named (a key ID held by several devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_volume: Option<String>,
 }
 
 /// A bearer token issued to a device at enrolment. Only its SHA-256 is stored.
@@ -336,8 +414,111 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 /// The escrow database.
 pub struct Store {
     conn: Connection,
+    path: std::path::PathBuf,
     sealer: Sealer,
     rng: Box<dyn StoreRng>,
+}
+
+/// Read-only connections to the store's database, beside the writer: WAL lets them read the
+/// last committed state while the group-commit thread writes, so authentication, helpdesk
+/// look-ups and the audit log never queue behind (or hold back) escrow commits. Every method
+/// is a short indexed read; a connection is taken from a small pool, opened on demand.
+pub struct StoreReader {
+    path: std::path::PathBuf,
+    pool: std::sync::Mutex<Vec<Connection>>,
+}
+
+/// Idle read connections a [`StoreReader`] keeps.
+const READ_POOL: usize = 4;
+
+impl StoreReader {
+    /// Opens a reader on the database at `path` (created and migrated by [`Store::open`]).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let reader = Self {
+            path: path.to_owned(),
+            pool: std::sync::Mutex::new(Vec::new()),
+        };
+        let conn = reader.connect()?;
+        reader.put(conn);
+        Ok(reader)
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // A reader never writes, whatever SQL it is handed.
+        conn.pragma_update(None, "query_only", true)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NotWal(mode));
+        }
+        Ok(conn)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READ_POOL {
+            pool.push(conn);
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let r = f(&conn);
+        self.put(conn);
+        r
+    }
+
+    /// The device a token belongs to, if any (re-enrolment revokes at once, even while a
+    /// service runs: nothing is cached).
+    pub fn authenticate(&self, token: &str) -> Result<Option<DeviceId>, StoreError> {
+        self.with(|c| authenticate_in(c, token))
+    }
+
+    /// The operator account a token belongs to, if any.
+    pub fn authenticate_operator(&self, token: &str) -> Result<Option<Operator>, StoreError> {
+        self.with(|c| authenticate_operator_in(c, token))
+    }
+
+    /// What a helpdesk request names ([`Store::finish_disclosure`] audits and discloses it).
+    pub fn lookup(&self, req: &HelpdeskRequest) -> Result<Lookup, StoreError> {
+        self.with(|c| lookup_in(c, req))
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with(audit_log_in)
+    }
+
+    /// SQLite's plan for a helpdesk look-up (`EXPLAIN QUERY PLAN`), one line per step: the
+    /// tests check that it searches the key-ID index rather than scanning.
+    pub fn lookup_plan(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {LOOKUP_SQL}"))?;
+            let rows = stmt.query_map(
+                params![
+                    "8F3B1C2D",
+                    "8F3B1C2E",
+                    "recovery-password",
+                    None::<String>,
+                    None::<String>,
+                    1
+                ],
+                |r| r.get::<_, String>(3),
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
 }
 
 impl Store {
@@ -345,7 +526,17 @@ impl Store {
     /// `synchronous=FULL` and runs the migrations it lacks.
     pub fn open(path: &Path, sealer: Sealer, rng: Box<dyn StoreRng>) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::from_connection(conn, sealer, rng)
+        Self::from_connection(conn, path, sealer, rng)
+    }
+
+    /// A reader on this store's database (its own connections, see [`StoreReader`]).
+    pub fn reader(&self) -> Result<StoreReader, StoreError> {
+        StoreReader::open(&self.path)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Opens the store as the CLI and the service do: encrypted under the key in `key_file`,
@@ -363,6 +554,7 @@ impl Store {
 
     fn from_connection(
         mut conn: Connection,
+        path: &Path,
         sealer: Sealer,
         rng: Box<dyn StoreRng>,
     ) -> Result<Self, StoreError> {
@@ -375,7 +567,12 @@ impl Store {
         // process crash (NORMAL would lose the last commits on power loss).
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrate(&mut conn)?;
-        Ok(Self { conn, sealer, rng })
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            sealer,
+            rng,
+        })
     }
 
     pub fn sealing(&self) -> Sealing {
@@ -417,15 +614,7 @@ impl Store {
 
     /// The device a token belongs to, if any.
     pub fn authenticate(&self, token: &str) -> Result<Option<DeviceId>, StoreError> {
-        let device: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT device FROM devices WHERE token_sha256 = ?1",
-                params![&token_digest(token)[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(device.map(DeviceId::new).transpose()?)
+        authenticate_in(&self.conn, token)
     }
 
     /// Creates (or re-issues) a helpdesk operator account with its role and returns its new
@@ -452,20 +641,7 @@ impl Store {
 
     /// The operator account a token belongs to, if any.
     pub fn authenticate_operator(&self, token: &str) -> Result<Option<Operator>, StoreError> {
-        let row: Option<(String, String)> = self
-            .conn
-            .query_row(
-                "SELECT operator, role FROM operators WHERE token_sha256 = ?1",
-                params![&token_digest(token)[..]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        row.map(|(name, role)| {
-            let role = HelpdeskRole::from_label(&role)
-                .ok_or_else(|| StoreError::CorruptRow(format!("operators/{name}")))?;
-            Ok(Operator { name, role })
-        })
-        .transpose()
+        authenticate_operator_in(&self.conn, token)
     }
 
     /// Audits a helpdesk request refused before the store was asked (the operator claimed a
@@ -529,43 +705,64 @@ impl Store {
     }
 
     /// Helpdesk retrieval by key ID (the first eight characters, or the whole ID when those are
-    /// ambiguous). Every attempt is audited, refused ones too; a disclosure's audit record, and
-    /// the rotation mark of a disclosed recovery password, commit before the material is
-    /// returned, and if the audit write fails nothing is returned.
+    /// ambiguous; the device too when the key ID is held by several). Every attempt is audited,
+    /// refused ones too; a disclosure's audit record, and the rotation mark of a disclosed
+    /// recovery password, commit before the material is returned, and if the audit write fails
+    /// nothing is returned. The look-up runs on this store's own connection; the service runs
+    /// it on a [`StoreReader`] and calls [`Store::finish_disclosure`] on the writer.
     pub fn disclose(&mut self, req: &HelpdeskRequest, now: i64) -> Result<Disclosure, StoreError> {
+        validate_helpdesk_request(req)?;
+        let found = if req.role.may_disclose() {
+            lookup_in(&self.conn, req)?
+        } else {
+            Lookup::NotFound // not looked at: refused below on the role
+        };
+        self.finish_disclosure(req, found, now)
+    }
+
+    /// Audits a look-up's result and, for exactly one record, opens it, marks a recovery
+    /// password for rotation and returns it, all in one transaction that commits before the
+    /// material leaves. Refuses (audited) a role that may not disclose whatever `found` says.
+    pub fn finish_disclosure(
+        &mut self,
+        req: &HelpdeskRequest,
+        found: Lookup,
+        now: i64,
+    ) -> Result<Disclosure, StoreError> {
         validate_helpdesk_request(req)?;
         let tx = self.conn.transaction()?;
         let audit = |tx: &Transaction<'_>, id: Option<&RecordId>, outcome: &str| {
             audit_in(tx, req, id, outcome, now)
         };
+        let refuse = |tx: Transaction<'_>, outcome: &str, e: StoreError| {
+            audit(&tx, None, outcome)?;
+            tx.commit().map_err(StoreError::Audit)?;
+            Err(e)
+        };
         if !req.role.may_disclose() {
-            audit(&tx, None, "refused-role")?;
-            tx.commit().map_err(StoreError::Audit)?;
-            return Err(StoreError::RoleNotAllowed(req.role));
+            return refuse(tx, "refused-role", StoreError::RoleNotAllowed(req.role));
         }
-        let candidates = find_by_key_id(&tx, &req.query, req.kind)?;
-        let mut distinct: Vec<KeyId> = candidates.iter().map(|c| c.id.key_id.clone()).collect();
-        distinct.dedup();
-        if candidates.is_empty() {
-            audit(&tx, None, "not-found")?;
-            tx.commit().map_err(StoreError::Audit)?;
-            return Err(StoreError::NotFound {
-                query: req.query.as_str().to_owned(),
-                kind: req.kind,
-            });
-        }
-        if candidates.len() > 1 {
-            audit(&tx, None, "ambiguous")?;
-            tx.commit().map_err(StoreError::Audit)?;
-            return Err(StoreError::Ambiguous {
-                query: req.query.as_str().to_owned(),
-                candidates: distinct,
-            });
-        }
-        let row = candidates
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::CorruptRow("candidate vanished".into()))?;
+        let row = match found {
+            Lookup::NotFound => {
+                let e = StoreError::NotFound {
+                    query: req.query.as_str().to_owned(),
+                    kind: req.kind,
+                };
+                return refuse(tx, "not-found", e);
+            }
+            Lookup::SeveralKeyIds(candidates) => {
+                let e = StoreError::Ambiguous {
+                    query: req.query.as_str().to_owned(),
+                    candidates,
+                };
+                return refuse(tx, "ambiguous", e);
+            }
+            Lookup::HeldBySeveral(key_id, holders) => {
+                let e = StoreError::HeldBySeveralDevices { key_id, holders };
+                return refuse(tx, "held-by-several-devices", e);
+            }
+            Lookup::One(row) => row.0,
+        };
         let material = match self.sealer.open(&row.id, row.version, &row.sealed) {
             Ok(m) => m,
             Err(source) => {
@@ -604,26 +801,7 @@ impl Store {
 
     /// The audit log, oldest first.
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, at, operator, role, query, key_id, device, volume, kind, reason, outcome
-             FROM audit ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(AuditEntry {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                operator: r.get(2)?,
-                role: r.get(3)?,
-                query: r.get(4)?,
-                key_id: r.get(5)?,
-                device: r.get(6)?,
-                volume: r.get(7)?,
-                kind: r.get(8)?,
-                reason: r.get(9)?,
-                outcome: r.get(10)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        audit_log_in(&self.conn)
     }
 
     /// The identities and versions of every record (no material), for listings.
@@ -651,6 +829,32 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn authenticate_in(conn: &Connection, token: &str) -> Result<Option<DeviceId>, StoreError> {
+    let device: Option<String> = conn
+        .prepare_cached("SELECT device FROM devices WHERE token_sha256 = ?1")?
+        .query_row(params![&token_digest(token)[..]], |r| r.get(0))
+        .optional()?;
+    Ok(device.map(DeviceId::new).transpose()?)
+}
+
+fn authenticate_operator_in(
+    conn: &Connection,
+    token: &str,
+) -> Result<Option<Operator>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT operator, role FROM operators WHERE token_sha256 = ?1")?
+        .query_row(params![&token_digest(token)[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(name, role)| {
+        let role = HelpdeskRole::from_label(&role)
+            .ok_or_else(|| StoreError::CorruptRow(format!("operators/{name}")))?;
+        Ok(Operator { name, role })
+    })
+    .transpose()
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -769,10 +973,21 @@ fn escrow_in(
             let sealed = sealer
                 .seal(id, rec.version, &rec.material, rng)
                 .map_err(|e| seal_error(id, e))?;
+            // Flag, never refuse, a key ID another device already holds (ARCHITECTURE.md).
+            let shared_at = if outcome == EscrowOutcome::Inserted {
+                tx.prepare_cached(
+                    "SELECT 1 FROM records INDEXED BY records_by_key_id
+                     WHERE key_id = ?1 AND device <> ?2 LIMIT 1",
+                )?
+                .exists(params![id.key_id.as_str(), id.device.as_str()])?
+                .then_some(now)
+            } else {
+                None
+            };
             tx.prepare_cached(
                 "INSERT INTO records (device, volume, key_id, kind, version, sealing, nonce,
-                                      material, escrowed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                      material, escrowed_at, shared_key_id_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (device, volume, key_id, kind) DO UPDATE SET
                     version = excluded.version, sealing = excluded.sealing,
                     nonce = excluded.nonce, material = excluded.material,
@@ -788,7 +1003,8 @@ fn escrow_in(
                 sealed.sealing as i64,
                 sealed.nonce,
                 sealed.bytes,
-                now
+                now,
+                shared_at
             ])?;
         }
         if let (Some(old), MaterialKind::RecoveryPassword) = (&rec.replaces, id.kind) {
@@ -840,47 +1056,98 @@ fn pending_rotations_in(
     Ok(out)
 }
 
+#[derive(Debug)]
 struct StoredRow {
     id: RecordId,
     version: u64,
     escrowed_at: i64,
     retired_at: Option<i64>,
+    shared_key_id_at: Option<i64>,
     sealed: SealedMaterial,
 }
 
-fn find_by_key_id(
-    tx: &Transaction<'_>,
-    query: &KeyIdQuery,
-    kind: MaterialKind,
-) -> Result<Vec<StoredRow>, StoreError> {
-    // The query holds only hex digits and dashes (KeyIdQuery), so a prefix comparison with
-    // substr is exact; LIKE would treat `_` and `%` specially and ignore case.
-    let mut stmt = tx.prepare(
-        "SELECT device, volume, key_id, kind, version, sealing, nonce, material, escrowed_at,
-                retired_at
-         FROM records WHERE substr(key_id, 1, ?1) = ?2 AND kind = ?3
-         ORDER BY key_id, device, volume",
-    )?;
+/// The exclusive upper bound of the key IDs that start with `prefix`: its last character
+/// incremented. Key IDs and queries are ASCII (hex digits and dashes, KeyIdQuery), compared
+/// byte by byte (SQLite's BINARY collation), so `prefix <= key_id < successor` is exactly
+/// "starts with", and the key-ID index answers it as a range.
+fn prefix_successor(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    if let Some(last) = bytes.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The SQL of a helpdesk look-up: a range on the key-ID index, never a scan.
+const LOOKUP_SQL: &str = "SELECT device, volume, key_id, kind, version, sealing, nonce, material,
+        escrowed_at, retired_at, shared_key_id_at
+     FROM records INDEXED BY records_by_key_id
+     WHERE key_id >= ?1 AND key_id < ?2 AND kind = ?3
+       AND (?4 IS NULL OR device = ?4) AND (?5 IS NULL OR volume = ?5)
+     ORDER BY key_id, device, volume
+     LIMIT ?6";
+
+/// Finds what a helpdesk request names, reading only (no audit): on any connection.
+pub(crate) fn lookup_in(conn: &Connection, req: &HelpdeskRequest) -> Result<Lookup, StoreError> {
+    let rows = find_by_key_id(conn, req)?;
+    let mut key_ids: Vec<KeyId> = rows.iter().map(|c| c.id.key_id.clone()).collect();
+    key_ids.dedup(); // sorted by key ID
+    if key_ids.len() > 1 {
+        return Ok(Lookup::SeveralKeyIds(key_ids));
+    }
+    let mut rows = rows.into_iter();
+    match (rows.next(), rows.len()) {
+        (None, _) => Ok(Lookup::NotFound),
+        (Some(one), 0) => Ok(Lookup::One(Box::new(FoundRecord(one)))),
+        (Some(first), _) => {
+            let key_id = first.id.key_id.clone();
+            let holders = std::iter::once(first)
+                .chain(rows)
+                .map(|r| KeyHolder {
+                    device: r.id.device,
+                    volume: r.id.volume,
+                    escrowed_at: r.escrowed_at,
+                    shared_key_id_at: r.shared_key_id_at,
+                })
+                .collect();
+            Ok(Lookup::HeldBySeveral(key_id, holders))
+        }
+    }
+}
+
+fn find_by_key_id(conn: &Connection, req: &HelpdeskRequest) -> Result<Vec<StoredRow>, StoreError> {
+    let query = req.query.as_str();
+    let mut stmt = conn.prepare_cached(LOOKUP_SQL)?;
     let rows = stmt.query_map(
-        params![query.as_str().len() as i64, query.as_str(), kind.label()],
+        params![
+            query,
+            prefix_successor(query),
+            req.kind.label(),
+            req.device.as_ref().map(DeviceId::as_str),
+            req.volume.as_ref().map(VolumeId::as_str),
+            MAX_LOOKUP_ROWS as i64
+        ],
         |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ),
                 r.get::<_, i64>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, Vec<u8>>(6)?,
                 r.get::<_, Vec<u8>>(7)?,
                 r.get::<_, i64>(8)?,
                 r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
             ))
         },
     )?;
     let mut out = Vec::new();
     for row in rows {
-        let (d, v, k, kd, version, sealing, nonce, bytes, escrowed_at, retired_at) = row?;
+        let ((d, v, k, kd), version, sealing, nonce, bytes, escrowed_at, retired_at, shared) = row?;
         let id = record_id(d, v, k, &kd)?;
         let sealing = Sealing::from_column(sealing)
             .ok_or_else(|| seal_error(&id, SealError::UnknownSealing(sealing)))?;
@@ -890,6 +1157,7 @@ fn find_by_key_id(
             id,
             escrowed_at,
             retired_at,
+            shared_key_id_at: shared,
             sealed: SealedMaterial {
                 sealing,
                 nonce,
@@ -898,6 +1166,32 @@ fn find_by_key_id(
         });
     }
     Ok(out)
+}
+
+fn audit_log_in(conn: &Connection) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at, operator, role, query, key_id, device, volume, kind, reason, outcome,
+                chosen_device, chosen_volume
+         FROM audit ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(AuditEntry {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            operator: r.get(2)?,
+            role: r.get(3)?,
+            query: r.get(4)?,
+            key_id: r.get(5)?,
+            device: r.get(6)?,
+            volume: r.get(7)?,
+            kind: r.get(8)?,
+            reason: r.get(9)?,
+            outcome: r.get(10)?,
+            chosen_device: r.get(11)?,
+            chosen_volume: r.get(12)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn audit_in(
@@ -909,8 +1203,8 @@ fn audit_in(
 ) -> Result<i64, StoreError> {
     tx.execute(
         "INSERT INTO audit (at, operator, role, query, key_id, device, volume, kind, reason,
-                            outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                            outcome, chosen_device, chosen_volume)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             now,
             req.operator,
@@ -921,7 +1215,9 @@ fn audit_in(
             id.map(|i| i.volume.as_str()),
             req.kind.label(),
             req.reason,
-            outcome
+            outcome,
+            req.device.as_ref().map(DeviceId::as_str),
+            req.volume.as_ref().map(VolumeId::as_str)
         ],
     )
     .map_err(StoreError::Audit)?;

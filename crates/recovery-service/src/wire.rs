@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{DeviceId, EscrowRecord, KeyId, MaterialKind, RecordError, RecordId, VolumeId};
-use crate::store::{AuditEntry, Disclosure, EscrowOutcome, EscrowReceipt, HelpdeskRole};
+use crate::store::{AuditEntry, Disclosure, EscrowOutcome, EscrowReceipt, HelpdeskRole, KeyHolder};
 
 /// The recovery service's URL path on a management point, as ConfigMgr installs it.
 pub const SERVICE_PATH: &str = "/SMS_MP_MBAM/CoreService.svc";
@@ -143,6 +143,11 @@ pub struct ErrorBody {
     /// again with it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<KeyId>,
+    /// For `held-by-several-devices`: every device (and volume) holding the key ID, the ones
+    /// that escrowed it while another device held it flagged (the operator asks again naming
+    /// the device).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<KeyHolder>,
 }
 
 fn recovery_password_kind() -> MaterialKind {
@@ -160,6 +165,12 @@ pub struct RecoverBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<HelpdeskRole>,
     pub reason: String,
+    /// The device whose record is meant, when the key ID is held by several devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceId>,
+    /// The volume, when that device holds the key ID on several volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeId>,
 }
 
 /// `POST HELPDESK_RECOVER_PATH` reply (sent after the audit record committed).
@@ -255,6 +266,12 @@ mod tests {
             error: "ambiguous".into(),
             detail: "two".into(),
             candidates: vec![KeyId::new("8F3B1C2D-AAAA-BBBB-CCCC-0123456789AB").expect("k")],
+            holders: vec![KeyHolder {
+                device: DeviceId::new("PC-B").expect("d"),
+                volume: VolumeId::new("C").expect("v"),
+                escrowed_at: 5,
+                shared_key_id_at: Some(5),
+            }],
         };
         let json = serde_json::to_string(&err).expect("json");
         assert_eq!(serde_json::from_str::<ErrorBody>(&json).expect("back"), err);

@@ -74,6 +74,8 @@ fn helpdesk(query: &str) -> HelpdeskRequest {
         query: KeyIdQuery::new(query).expect("query"),
         kind: MaterialKind::RecoveryPassword,
         reason: "user locked out, ticket 4711".into(),
+        device: None,
+        volume: None,
     }
 }
 
@@ -103,6 +105,7 @@ async fn lab(encrypted: bool) -> Lab {
         cert_key: pki.key.clone_key(),
         https: "127.0.0.1:0".parse().expect("addr"),
         http: Some("127.0.0.1:0".parse().expect("addr")),
+        limits: Default::default(),
     })
     .await
     .expect("start service");
@@ -548,6 +551,8 @@ mod helpdesk {
             kind: MaterialKind::RecoveryPassword,
             role,
             reason: "user locked out, ticket 4711".into(),
+            device: None,
+            volume: None,
         }
     }
 
@@ -759,6 +764,8 @@ mod rotation {
             kind: MaterialKind::RecoveryPassword,
             role: None,
             reason: "locked out, ticket 99".into(),
+            device: None,
+            volume: None,
         };
         let disclosed = conn
             .recover(&helpdesk, &ask(old_key.short()))
@@ -816,5 +823,177 @@ mod rotation {
             .await
             .expect("cycle");
         assert!(third.rotations.iter().all(|r| r.old == new_key));
+    }
+}
+
+mod cross_device {
+    //! Issue 20, hole 1 over HTTPS, and every "cannot" of the authorization table
+    //! (ARCHITECTURE.md) that needs the running service.
+
+    use super::*;
+    use recovery_service::agent::shell::HelpdeskRefusal;
+    use recovery_service::store::OperatorToken;
+    use recovery_service::wire::RecoverBody;
+
+    fn ask(key_id: &str, device: Option<&str>) -> RecoverBody {
+        RecoverBody {
+            key_id: key_id.into(),
+            kind: MaterialKind::RecoveryPassword,
+            role: None,
+            reason: "user locked out, ticket 4711".into(),
+            device: device.map(|d| DeviceId::new(d).expect("device")),
+            volume: None,
+        }
+    }
+
+    async fn connection(lab: &Lab) -> EscrowConnection {
+        let tls = client_tls(std::slice::from_ref(&lab.pki.root)).expect("tls");
+        EscrowConnection::connect(&TcpDialer::default(), &lab.https_mp(), tls)
+            .await
+            .expect("connect")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_device_escrowing_a_key_id_never_blocks_its_recovery() {
+        let lab = lab(true).await;
+        let a = lab.enrol("PC-A").await;
+        let b = lab.enrol("PC-B").await;
+        let svc = &lab.running.service;
+        let helpdesk = svc
+            .enrol_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk)
+            .await
+            .expect("operator");
+        let auditor = svc
+            .enrol_operator("CONTOSO\\auditor1", HelpdeskRole::Auditor)
+            .await
+            .expect("operator");
+        let mut conn = connection(&lab).await;
+        conn.escrow(&a, &[record("PC-A", K1, 1, PW)])
+            .await
+            .expect("A escrows");
+        // B escrows under its own name with A's key ID: accepted (flagged).
+        conn.escrow(&b, &[record("PC-B", K1, 1, b"forged")])
+            .await
+            .expect("B's escrow is flagged, not refused");
+
+        // The whole ID: both holders come back, each with its device, B flagged.
+        match conn.recover(&helpdesk, &ask(K1, None)).await {
+            Err(HelpdeskRefusal::Refused {
+                status: 409,
+                error,
+                holders,
+                ..
+            }) => {
+                assert_eq!(error, "held-by-several-devices");
+                let shown: Vec<(&str, bool)> = holders
+                    .iter()
+                    .map(|h| (h.device.as_str(), h.shared_key_id_at.is_some()))
+                    .collect();
+                assert_eq!(shown, [("PC-A", false), ("PC-B", true)]);
+            }
+            other => panic!("expected the holders, got {other:?}"),
+        }
+        // The operator chooses A.
+        let reply = conn
+            .recover(&helpdesk, &ask(K1, Some("PC-A")))
+            .await
+            .expect("A's password");
+        assert_eq!(reply.text.as_deref().map(str::as_bytes), Some(PW));
+        assert_eq!(reply.device.as_str(), "PC-A");
+        let audit = conn.audit_log(&auditor).await.expect("audit").entries;
+        let lines: Vec<(&str, Option<&str>)> = audit
+            .iter()
+            .map(|e| (e.outcome.as_str(), e.chosen_device.as_deref()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("held-by-several-devices", None),
+                ("disclosed", Some("PC-A"))
+            ]
+        );
+        // A learns of the rotation at its next contact; B does not.
+        let reply = conn
+            .escrow(&a, &[record("PC-A", K2, 1, b"other")])
+            .await
+            .expect("A");
+        assert_eq!(reply.rotate.len(), 1);
+        let reply = conn
+            .escrow(&b, &[record("PC-B", K2, 1, b"other")])
+            .await
+            .expect("B");
+        assert!(reply.rotate.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_act_only_as_what_they_were_issued_for() {
+        let lab = lab(true).await;
+        let device = lab.enrol("PC-A").await;
+        let svc = &lab.running.service;
+        let helpdesk = svc
+            .enrol_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk)
+            .await
+            .expect("operator");
+        let admin = svc
+            .enrol_operator("CONTOSO\\admin1", HelpdeskRole::Administrator)
+            .await
+            .expect("operator");
+        let mut conn = connection(&lab).await;
+        conn.escrow(&device, &[record("PC-A", K1, 1, PW)])
+            .await
+            .expect("escrow");
+        // An operator token cannot escrow.
+        for t in [&helpdesk, &admin] {
+            let err = conn
+                .escrow(&DeviceToken(t.0.clone()), &[record("PC-A", K2, 1, b"x")])
+                .await
+                .expect_err("operator token");
+            assert!(matches!(err, ContactFailure::Refused { status: 401, .. }));
+        }
+        // A device token cannot read the audit log, nor recover.
+        let as_operator = OperatorToken(device.0.clone());
+        assert!(matches!(
+            conn.audit_log(&as_operator).await,
+            Err(HelpdeskRefusal::Refused { status: 401, .. })
+        ));
+        assert!(matches!(
+            conn.recover(&as_operator, &ask(K1, None)).await,
+            Err(HelpdeskRefusal::Refused { status: 401, .. })
+        ));
+        // An administrator may disclose and read the audit log.
+        conn.recover(&admin, &ask(K1, None)).await.expect("admin");
+        assert_eq!(
+            conn.audit_log(&admin).await.expect("audit").entries.len(),
+            1
+        );
+    }
+
+    /// Re-enrolment revokes the old token at once, even when it is done on the database by
+    /// `nulab recovery enrol` while the service runs and the old token was just used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_re_enrolled_devices_old_token_cannot_escrow_while_the_service_runs() {
+        let lab = lab(false).await;
+        let old = lab.enrol("PC-A").await;
+        let mut conn = connection(&lab).await;
+        conn.escrow(&old, &[record("PC-A", K1, 1, PW)])
+            .await
+            .expect("old token works");
+        let mut cli = Store::open(
+            &lab.dir.path().join("escrow.sqlite"),
+            Sealer::Plaintext,
+            Box::new(rand_core::OsRng),
+        )
+        .expect("a second process's store");
+        let new = cli
+            .enrol_device(&DeviceId::new("PC-A").expect("d"), 5)
+            .expect("re-enrol");
+        let err = conn
+            .escrow(&old, &[record("PC-A", K1, 2, b"stolen-token")])
+            .await
+            .expect_err("revoked");
+        assert!(matches!(err, ContactFailure::Refused { status: 401, .. }));
+        conn.escrow(&new, &[record("PC-A", K1, 2, PW)])
+            .await
+            .expect("new token works");
     }
 }

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::protected_volume::{ProtectedVolume, ProtectedVolumeError, Rotation};
 use crate::record::{EscrowRecord, KeyId};
-use crate::store::{DeviceToken, OperatorToken};
+use crate::store::{DeviceToken, KeyHolder, OperatorToken};
 use crate::wire::{
     AuditReply, ESCROW_PATH, ErrorBody, EscrowBody, EscrowReply, HELPDESK_AUDIT_PATH,
     HELPDESK_RECOVER_PATH, RecoverBody, RecoverReply, SERVICE_PATH, WireRecord,
@@ -240,11 +240,14 @@ impl EscrowConnection {
     }
 }
 
-fn refusal(status: http::StatusCode, bytes: &[u8]) -> (ContactFailure, Vec<KeyId>) {
+fn refusal(
+    status: http::StatusCode,
+    bytes: &[u8],
+) -> (ContactFailure, (Vec<KeyId>, Vec<KeyHolder>)) {
     let err: Option<ErrorBody> = serde_json::from_slice(bytes).ok();
     let candidates = err
         .as_ref()
-        .map(|e| e.candidates.clone())
+        .map(|e| (e.candidates.clone(), e.holders.clone()))
         .unwrap_or_default();
     (
         ContactFailure::Refused {
@@ -279,12 +282,13 @@ fn helpdesk_reply<T: serde::de::DeserializeOwned>(
                 error,
                 detail,
             },
-            candidates,
+            (candidates, holders),
         ) => Err(HelpdeskRefusal::Refused {
             status,
             error,
             detail,
             candidates,
+            holders,
         }),
         (other, _) => Err(HelpdeskRefusal::Contact(other)),
     }
@@ -297,13 +301,15 @@ pub enum HelpdeskRefusal {
     #[error("{0}")]
     Contact(ContactFailure),
     /// The service answered with an error; `candidates` lists the whole key IDs when the
-    /// prefix was ambiguous (`error` is then `ambiguous`).
+    /// prefix was ambiguous (`error` is then `ambiguous`), `holders` the devices holding a key
+    /// ID held by several (`error` is then `held-by-several-devices`).
     #[error("the service refused ({status} {error}): {detail}")]
     Refused {
         status: u16,
         error: String,
         detail: String,
         candidates: Vec<KeyId>,
+        holders: Vec<KeyHolder>,
     },
 }
 

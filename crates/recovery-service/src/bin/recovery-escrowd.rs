@@ -57,6 +57,7 @@ fn run() -> Result<(), String> {
             cert_key: key,
             https: https.ok_or("--https is required")?,
             http,
+            limits: Default::default(),
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -89,6 +89,8 @@ fn helpdesk_refusals_are_audited_in_the_lab() {
                 kind: crate::record::MaterialKind::RecoveryPassword,
                 role: None,
                 reason: "curious".into(),
+                device: None,
+                volume: None,
             },
         )
         .expect("lab");
@@ -153,6 +155,8 @@ fn an_adopted_volume_is_escrowed_with_its_own_recovery_password() {
                 kind: crate::record::MaterialKind::RecoveryPassword,
                 role: None,
                 reason: "test".into(),
+                device: None,
+                volume: None,
             },
         )
         .expect("lab")

@@ -48,6 +48,8 @@ fn helpdesk(query: &str) -> HelpdeskRequest {
         query: KeyIdQuery::new(query).expect("valid query"),
         kind: MaterialKind::RecoveryPassword,
         reason: "user locked out after BIOS update, ticket 4711".into(),
+        device: None,
+        volume: None,
     }
 }
 
@@ -657,4 +659,262 @@ fn a_replacement_retires_the_old_password_and_its_key_package() {
             .iter()
             .any(|r| r.key_id == K3 && r.retired_at.is_none())
     );
+}
+
+fn choosing(query: &str, device: &str) -> HelpdeskRequest {
+    HelpdeskRequest {
+        device: Some(dev(device)),
+        ..helpdesk(query)
+    }
+}
+
+/// Issue 20, hole 1: device B escrows a record under its own name with device A's key ID
+/// (key IDs are not secret: the recovery screen shows them). A's password must stay
+/// recoverable: the helpdesk is shown both devices and chooses by device.
+#[test]
+fn another_devices_escrow_of_the_same_key_id_never_blocks_recovery() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC-A", vec![rec("PC-A", K1, 1, b"a-password")]), 10)
+        .expect("escrow A");
+    // Flagged, not refused: B's escrow is stored and marked.
+    let receipt = s
+        .escrow(&req("PC-B", vec![rec("PC-B", K1, 1, b"forged")]), 20)
+        .expect("escrow B");
+    assert_eq!(receipt.outcomes[0].1, EscrowOutcome::Inserted);
+    for query in [K1, &K1[..8]] {
+        match s.disclose(&helpdesk(query), 30) {
+            Err(StoreError::HeldBySeveralDevices { key_id, holders }) => {
+                assert_eq!(key_id.as_str(), K1);
+                let shown: Vec<(&str, Option<i64>)> = holders
+                    .iter()
+                    .map(|h| (h.device.as_str(), h.shared_key_id_at))
+                    .collect();
+                assert_eq!(shown, [("PC-A", None), ("PC-B", Some(20))]);
+            }
+            other => panic!("expected the holders, got {other:?}"),
+        }
+    }
+    let d = s
+        .disclose(&choosing(K1, "PC-A"), 40)
+        .expect("A's by device");
+    assert_eq!(d.material.as_slice(), b"a-password");
+    assert_eq!(d.id.device.as_str(), "PC-A");
+    // Only A's record is marked for rotation.
+    assert_eq!(s.pending_rotations(&dev("PC-A")).expect("a").len(), 1);
+    assert!(s.pending_rotations(&dev("PC-B")).expect("b").is_empty());
+    let d = s
+        .disclose(&choosing(&K1[..8], "PC-B"), 50)
+        .expect("B's too, by device and prefix");
+    assert_eq!(d.material.as_slice(), b"forged");
+    assert!(matches!(
+        s.disclose(&choosing(K1, "PC-C"), 60),
+        Err(StoreError::NotFound { .. })
+    ));
+    // The request, the choice and the disclosure are audited.
+    let audit = s.audit_log().expect("audit");
+    let lines: Vec<(&str, Option<&str>, Option<&str>)> = audit
+        .iter()
+        .map(|a| {
+            (
+                a.outcome.as_str(),
+                a.chosen_device.as_deref(),
+                a.device.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("held-by-several-devices", None, None),
+            ("held-by-several-devices", None, None),
+            ("disclosed", Some("PC-A"), Some("PC-A")),
+            ("disclosed", Some("PC-B"), Some("PC-B")),
+            ("not-found", Some("PC-C"), None),
+        ]
+    );
+}
+
+#[test]
+fn one_devices_own_kinds_and_re_escrows_are_not_flagged() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let mut package = rec("PC-A", K1, 1, b"package");
+    package.id.kind = MaterialKind::KeyPackage;
+    s.escrow(&req("PC-A", vec![rec("PC-A", K1, 1, b"pw"), package]), 1)
+        .expect("escrow");
+    s.escrow(&req("PC-A", vec![rec("PC-A", K1, 2, b"pw2")]), 2)
+        .expect("newer");
+    let flagged: i64 = s
+        .conn
+        .query_row(
+            "SELECT count(*) FROM records WHERE shared_key_id_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(flagged, 0);
+    let d = s.disclose(&helpdesk(K1), 3).expect("one holder");
+    assert_eq!(d.material.as_slice(), b"pw2");
+}
+
+/// Issue 20, hole 3: the prefix look-up is a range on the key-ID index, not a scan.
+#[test]
+fn the_helpdesk_look_up_searches_the_key_id_index() {
+    let f = Fixture::new();
+    let s = f.open(1);
+    let plan = s.reader().expect("reader").lookup_plan().expect("plan");
+    assert!(
+        plan.iter()
+            .any(|l| l
+                .contains("SEARCH records USING INDEX records_by_key_id (key_id>? AND key_id<?)")),
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:?}");
+}
+
+#[test]
+fn the_range_look_up_finds_exactly_the_prefix() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let keys = [
+        "8F3B1C2C-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+        "8F3B1C2D-0000-0000-0000-000000000000",
+        "8F3B1C2D-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+        "8F3B1C2E-0000-0000-0000-000000000000",
+    ];
+    let records = keys
+        .iter()
+        .map(|k| rec("PC1", k, 1, k.as_bytes()))
+        .collect();
+    s.escrow(&req("PC1", records), 1).expect("escrow");
+    let reader = s.reader().expect("reader");
+    match reader.lookup(&helpdesk("8f3b1c2d")).expect("lookup") {
+        Lookup::SeveralKeyIds(ids) => {
+            let ids: Vec<&str> = ids.iter().map(KeyId::as_str).collect();
+            assert_eq!(ids, &keys[1..3]);
+        }
+        other => panic!("{other:?}"),
+    }
+    for k in keys {
+        match reader.lookup(&helpdesk(k)).expect("lookup") {
+            Lookup::One(found) => assert_eq!(found.id().key_id.as_str(), k),
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        reader.lookup(&helpdesk("8F3B1C2D-1")).expect("lookup"),
+        Lookup::NotFound
+    ));
+}
+
+proptest::proptest! {
+    /// `prefix <= key < successor(prefix)` is "starts with" over the key-ID alphabet.
+    #[test]
+    fn the_range_is_exactly_starts_with(
+        prefix in "[0-9A-F-]{1,36}",
+        key in "[0-9A-F-]{0,40}",
+    ) {
+        let inside = key.as_str() >= prefix.as_str()
+            && key.as_str() < prefix_successor(&prefix).as_str();
+        proptest::prop_assert_eq!(inside, key.starts_with(&prefix));
+    }
+}
+
+/// Reads run on their own connection: a look-up answers while the writer holds a write
+/// transaction open (WAL), so a helpdesk read never waits for, nor holds back, a commit.
+#[test]
+fn a_reader_answers_while_the_writer_holds_a_transaction() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K3, 1, b"x")]), 1)
+        .expect("escrow");
+    let reader = s.reader().expect("reader");
+    let tx = s
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .expect("write lock");
+    tx.execute("DELETE FROM records", []).expect("uncommitted");
+    assert!(matches!(
+        reader
+            .lookup(&helpdesk(K3))
+            .expect("read beside the writer"),
+        Lookup::One(_)
+    ));
+    drop(tx); // rolled back
+    // A reader never writes.
+    reader
+        .with(|c| {
+            assert!(c.execute("DELETE FROM records", []).is_err());
+            Ok(())
+        })
+        .expect("reader");
+}
+
+#[test]
+fn a_reader_sees_re_enrolment_at_once() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    let reader = s.reader().expect("reader");
+    let old = s.enrol_device(&dev("PC1"), 1).expect("enrol");
+    assert_eq!(reader.authenticate(&old.0).expect("auth"), Some(dev("PC1")));
+    let new = s.enrol_device(&dev("PC1"), 2).expect("re-enrol");
+    assert_eq!(reader.authenticate(&old.0).expect("auth"), None);
+    assert_eq!(reader.authenticate(&new.0).expect("auth"), Some(dev("PC1")));
+    let op = s
+        .enrol_operator("CONTOSO\\auditor1", HelpdeskRole::Auditor, 3)
+        .expect("operator");
+    assert_eq!(
+        reader.authenticate_operator(&op.0).expect("auth"),
+        Some(Operator {
+            name: "CONTOSO\\auditor1".into(),
+            role: HelpdeskRole::Auditor
+        })
+    );
+    // A device token is not an operator token, nor the reverse.
+    assert_eq!(reader.authenticate_operator(&new.0).expect("auth"), None);
+    assert_eq!(reader.authenticate(&op.0).expect("auth"), None);
+}
+
+/// Nobody alters or removes an audit line, even with SQL on the database file.
+#[test]
+fn the_audit_log_is_append_only() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K3, 1, b"x")]), 1)
+        .expect("escrow");
+    s.disclose(&helpdesk(K3), 2).expect("disclose");
+    let raw = f.raw();
+    let update = raw.execute("UPDATE audit SET operator = 'nobody'", []);
+    assert!(
+        update.is_err_and(|e| e.to_string().contains("append-only")),
+        "update allowed"
+    );
+    assert!(raw.execute("DELETE FROM audit", []).is_err());
+    assert_eq!(
+        s.audit_log().expect("audit")[0].operator,
+        "CONTOSO\\helpdesk1"
+    );
+}
+
+/// A device cannot clear, or learn of, another device's rotation mark.
+#[test]
+fn a_device_cannot_touch_another_devices_rotation_mark() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC-A", vec![rec("PC-A", K1, 1, b"a")]), 1)
+        .expect("escrow");
+    s.disclose(&helpdesk(K1), 2).expect("disclosed");
+    let mut replacing = rec("PC-B", K2, 1, b"b");
+    replacing.replaces = Some(KeyId::new(K1).expect("k"));
+    let receipt = s
+        .escrow(&req("PC-B", vec![replacing]), 3)
+        .expect("B escrows its own");
+    assert!(receipt.rotate.is_empty(), "B is not told of A's rotation");
+    assert_eq!(
+        s.pending_rotations(&dev("PC-A")).expect("a"),
+        vec![(VolumeId::new("C").expect("v"), KeyId::new(K1).expect("k"))]
+    );
+    let d = s.disclose(&helpdesk(K1), 4).expect("again");
+    assert_eq!(d.retired_at, None, "A's record is not retired by B");
 }
