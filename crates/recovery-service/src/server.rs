@@ -608,25 +608,35 @@ enum Phase {
     Handling,
 }
 
-/// A connection's phase and since when, shared by its reader, its service and its watchdog.
-struct Activity(Mutex<(Phase, Instant)>);
+/// A connection's phase and since when, shared by its reader, its service and its watchdog
+/// (woken when a phase with an earlier deadline may begin).
+struct Activity {
+    phase: Mutex<(Phase, Instant)>,
+    changed: tokio::sync::Notify,
+}
 
 impl Activity {
     fn new() -> Self {
-        Self(Mutex::new((Phase::Idle, Instant::now())))
+        Self {
+            phase: Mutex::new((Phase::Idle, Instant::now())),
+            changed: tokio::sync::Notify::new(),
+        }
     }
     fn set(&self, phase: Phase) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = (phase, Instant::now());
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = (phase, Instant::now());
+        self.changed.notify_one();
     }
     fn bytes_arrived(&self) {
-        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.phase.lock().unwrap_or_else(|p| p.into_inner());
         if s.0 == Phase::Idle {
             *s = (Phase::Head, Instant::now());
+            drop(s);
+            self.changed.notify_one();
         }
     }
     /// When the connection must close unless its phase changes first.
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        let (phase, since) = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (phase, since) = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
         match phase {
             Phase::Idle => Some(since + limits.idle_timeout),
             Phase::Head => Some(since + limits.header_timeout),
@@ -636,11 +646,17 @@ impl Activity {
     /// Resolves when the current phase outlived its time-out.
     async fn expired(&self, limits: &Limits) {
         loop {
+            let changed = self.changed.notified();
             match self.deadline(limits) {
                 Some(d) if Instant::now() >= d => return,
-                Some(d) => tokio::time::sleep_until(d).await,
-                // A handler bounds its own waits; look again later.
-                None => tokio::time::sleep(limits.body_timeout.max(limits.header_timeout)).await,
+                Some(d) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(d) => {}
+                        () = changed => {}
+                    }
+                }
+                // A handler bounds its own waits: the watchdog waits for the next phase.
+                None => changed.await,
             }
         }
     }

@@ -13,8 +13,9 @@ use recovery_service::record::{
     DeviceId, EscrowRecord, KeyId, KeyIdQuery, MaterialKind, RecordId, VolumeId,
 };
 use recovery_service::seal::{AtRestKey, Sealer};
-use recovery_service::server::{RunningService, ServiceConfig, start};
+use recovery_service::server::{Limits, RunningService, ServiceConfig, start};
 use recovery_service::store::{DeviceToken, HelpdeskRequest, HelpdeskRole, Store};
+use recovery_service::wire::{ESCROW_PATH, SERVICE_PATH};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A root CA and a server certificate it issued for `localhost`.
@@ -995,5 +996,265 @@ mod cross_device {
         conn.escrow(&new, &[record("PC-A", K1, 2, PW)])
             .await
             .expect("new token works");
+    }
+}
+
+mod bounded {
+    //! Issue 20, hole 2: whatever a client does, it holds the service's memory and sockets
+    //! only as long as the configured limits allow. Short time-outs keep these tests quick;
+    //! each waits at most a few seconds for the behaviour and fails if it does not come.
+
+    use super::*;
+    use std::net::IpAddr;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::client::TlsStream;
+
+    fn short() -> Limits {
+        Limits {
+            handshake_timeout: Duration::from_millis(400),
+            header_timeout: Duration::from_millis(400),
+            body_timeout: Duration::from_millis(400),
+            idle_timeout: Duration::from_millis(400),
+            ..Limits::default()
+        }
+    }
+
+    async fn lab_with(limits: Limits) -> Lab {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = pki("Contoso");
+        let running = start(ServiceConfig {
+            database: dir.path().join("escrow.sqlite"),
+            key_file: None,
+            cert_chain: pki.chain.clone(),
+            cert_key: pki.key.clone_key(),
+            https: "127.0.0.1:0".parse().expect("addr"),
+            http: None,
+            limits,
+        })
+        .await
+        .expect("start service");
+        Lab { dir, running, pki }
+    }
+
+    /// A TLS connection from `source` (any 127.0.0.0/8 address is loopback).
+    async fn tls_from(lab: &Lab, source: &str) -> TlsStream<tokio::net::TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        let source: IpAddr = source.parse().expect("source");
+        socket.bind(SocketAddr::new(source, 0)).expect("bind");
+        let tcp = socket.connect(lab.running.https).await.expect("connect");
+        let connector = tokio_rustls::TlsConnector::from(
+            client_tls(std::slice::from_ref(&lab.pki.root)).expect("tls"),
+        );
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        connector.connect(name, tcp).await.expect("handshake")
+    }
+
+    /// Everything the server sends until it closes the connection, or `None` if it is still
+    /// open after `wait`.
+    async fn until_closed(
+        s: &mut TlsStream<tokio::net::TcpStream>,
+        wait: Duration,
+    ) -> Option<String> {
+        let mut out = Vec::new();
+        match tokio::time::timeout(wait, s.read_to_end(&mut out)).await {
+            Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()), // EOF or reset
+            Err(_) => None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+        let lab = lab_with(short()).await;
+        let mut idle = tls_from(&lab, "127.0.0.1").await;
+        assert!(
+            until_closed(&mut idle, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "an idle connection stayed open"
+        );
+        // Also after a request on a keep-alive connection.
+        let mut kept = tls_from(&lab, "127.0.0.1").await;
+        kept.write_all(
+            format!("GET {SERVICE_PATH} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("probe");
+        let seen = until_closed(&mut kept, Duration::from_secs(5))
+            .await
+            .expect("closed after the answer and the idle time-out");
+        assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_headers_are_closed_after_the_header_timeout() {
+        let lab = lab_with(Limits {
+            idle_timeout: Duration::from_secs(30), // the header time-out must do it
+            ..short()
+        })
+        .await;
+        let mut slow = tls_from(&lab, "127.0.0.1").await;
+        let head = format!("POST {ESCROW_PATH} HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
+        slow.write_all(head.as_bytes()).await.expect("start");
+        // One byte every 100 ms never completes the head; the connection must close.
+        let closed = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if slow.write_all(b"a").await.is_err() || slow.flush().await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 64];
+                let read = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf));
+                if matches!(read.await, Ok(Ok(0) | Err(_))) {
+                    return;
+                }
+            }
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), closed)
+                .await
+                .is_ok(),
+            "a trickled request head kept its connection"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_token_with_a_big_body_is_refused_before_the_body_is_read() {
+        let lab = lab_with(Limits {
+            body_timeout: Duration::from_secs(30), // the refusal must not wait for the body
+            ..short()
+        })
+        .await;
+        let mut s = tls_from(&lab, "127.0.0.1").await;
+        // Headers announcing 900 kB, a wrong token, and not one byte of the body.
+        let head = format!(
+            "POST {ESCROW_PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 900000\r\n\r\n",
+            "00".repeat(32)
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        let seen = until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .expect("answered and closed without the body");
+        assert!(seen.starts_with("HTTP/1.1 401"), "{seen}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_body_gets_413_before_100_continue() {
+        let lab = lab_with(short()).await;
+        let token = lab.enrol("PC-A").await;
+        let mut s = tls_from(&lab, "127.0.0.1").await;
+        let head = format!(
+            "POST {ESCROW_PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\n\r\n",
+            token.0,
+            2 * 1024 * 1024
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        let seen = until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .expect("answered and closed");
+        assert!(seen.starts_with("HTTP/1.1 413"), "{seen}");
+        assert!(!seen.contains("100 Continue"), "{seen}");
+        // A body that lies about its length (chunked) is cut at the limit too.
+        let mut s = tls_from(&lab, "127.0.0.1").await;
+        let head = format!(
+            "POST {ESCROW_PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n",
+            token.0
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut answered = false;
+        for _ in 0..40 {
+            let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            if s.write_all(&framed).await.is_err() {
+                answered = true;
+                break;
+            }
+        }
+        let seen = until_closed(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            answered
+                || seen
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("HTTP/1.1 413")),
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_body_is_cut_at_the_body_timeout() {
+        let lab = lab_with(short()).await;
+        let token = lab.enrol("PC-A").await;
+        let mut s = tls_from(&lab, "127.0.0.1").await;
+        let head = format!(
+            "POST {ESCROW_PATH} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+            token.0
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        let seen = until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .expect("closed");
+        assert!(seen.starts_with("HTTP/1.1 408"), "{seen}");
+    }
+
+    async fn probe(s: &mut TlsStream<tokio::net::TcpStream>) -> String {
+        s.write_all(format!("GET {SERVICE_PATH} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .expect("probe");
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_over_the_limits_are_shed_with_a_clear_status() {
+        let lab = lab_with(Limits {
+            max_connections: 3,
+            max_connections_per_address: 2,
+            idle_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        })
+        .await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = tls_from(&lab, "127.0.0.1").await;
+            assert!(probe(&mut s).await.starts_with("HTTP/1.1 200"));
+            held.push(s);
+        }
+        let mut third = tls_from(&lab, "127.0.0.1").await;
+        let seen = probe(&mut third).await;
+        assert!(seen.starts_with("HTTP/1.1 429"), "{seen}");
+        assert!(seen.contains("too-many-connections"), "{seen}");
+        // Another address still gets in, until the total is reached.
+        let mut other = tls_from(&lab, "127.0.0.2").await;
+        assert!(probe(&mut other).await.starts_with("HTTP/1.1 200"));
+        let mut fourth = tls_from(&lab, "127.0.0.3").await;
+        let seen = probe(&mut fourth).await;
+        assert!(seen.starts_with("HTTP/1.1 503"), "{seen}");
+        assert!(
+            seen.to_ascii_lowercase().contains("retry-after: 1"),
+            "{seen}"
+        );
+        // Closing one frees its place.
+        drop(held.pop());
+        drop(other);
+        let mut again = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut s = tls_from(&lab, "127.0.0.1").await;
+            if probe(&mut s).await.starts_with("HTTP/1.1 200") {
+                again = Some(s);
+                break;
+            }
+        }
+        assert!(again.is_some(), "a freed place was not reused");
     }
 }
