@@ -1258,3 +1258,192 @@ mod bounded {
         assert!(again.is_some(), "a freed place was not reused");
     }
 }
+
+mod durability {
+    //! `kill -9` with multi-record requests, over two rounds: a request's records commit
+    //! together or not at all (no half-written batch after a kill), and every acknowledged
+    //! record comes back, decrypted, with its exact value.
+
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const RECORDS_PER_REQUEST: usize = 4;
+    const VOLUMES: [&str; RECORDS_PER_REQUEST] = ["C", "D", "E", "F"];
+
+    fn key(worker: u32, request: u32, j: usize) -> String {
+        format!("{worker:04X}{request:04X}-0000-0000-0000-{j:012X}")
+    }
+
+    fn material(round: u32, worker: u32, request: u32, j: usize) -> Vec<u8> {
+        format!("pw-{round}-{worker}-{request}-{j}").into_bytes()
+    }
+
+    fn batch(round: u32, worker: u32, request: u32) -> Vec<EscrowRecord> {
+        (0..RECORDS_PER_REQUEST)
+            .map(|j| {
+                let mut r = record(
+                    "PC0042",
+                    &key(worker, request, j),
+                    1,
+                    &material(round, worker, request, j),
+                );
+                r.id.volume = VolumeId::new(VOLUMES[j]).expect("volume");
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn multi_record_requests_survive_kill_9_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("escrow.sqlite");
+        let key_file = dir.path().join("recovery.key");
+        AtRestKey::from_bytes([9u8; 32])
+            .save_new(&key_file)
+            .expect("key");
+        let pki = pki("Contoso");
+        std::fs::write(dir.path().join("cert.pem"), &pki.chain_pem).expect("cert");
+        std::fs::write(dir.path().join("key.pem"), &pki.key_pem).expect("key");
+        let open_store = || {
+            Store::open(
+                &db,
+                Sealer::encrypted(&AtRestKey::load(&key_file).expect("key")),
+                Box::new(rand_core::OsRng),
+            )
+            .expect("store")
+        };
+        let token = open_store()
+            .enrol_device(&DeviceId::new("PC0042").expect("d"), 0)
+            .expect("enrol");
+        let spawn = || {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recovery-escrowd"))
+                .args(["--db".as_ref(), db.as_os_str()])
+                .args(["--key-file".as_ref(), key_file.as_os_str()])
+                .args(["--cert".as_ref(), dir.path().join("cert.pem").as_os_str()])
+                .args([
+                    "--cert-key".as_ref(),
+                    dir.path().join("key.pem").as_os_str(),
+                ])
+                .args(["--https", "127.0.0.1:0"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn server");
+            let mut line = String::new();
+            let stdout = child.stdout.take().expect("stdout");
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .expect("read");
+            let addr: SocketAddr = line
+                .trim()
+                .strip_prefix("https=")
+                .expect("https= line")
+                .parse()
+                .expect("addr");
+            (child, addr)
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // (worker, request) -> the round whose values were acknowledged.
+        let mut acked: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+        for round in 0..2u32 {
+            let (mut child, addr) = spawn();
+            let got: Vec<(u32, u32)> = rt.block_on(async {
+                let mp = ManagementPoint::parse(&format!("https://localhost:{}", addr.port()))
+                    .expect("mp");
+                let tls = client_tls(std::slice::from_ref(&pki.root)).expect("tls");
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                for worker in 0..8u32 {
+                    let (mp, tls, tx, token) = (mp.clone(), tls.clone(), tx.clone(), token.clone());
+                    tokio::spawn(async move {
+                        let dialer = TcpDialer::default();
+                        let Ok(mut conn) = EscrowConnection::connect(&dialer, &mp, tls).await
+                        else {
+                            return;
+                        };
+                        // Round 1 rewrites round 0's identities with newer versions first.
+                        for request in 0..u32::from(u16::MAX) {
+                            let mut records = batch(round, worker, request);
+                            for r in &mut records {
+                                r.version = u64::from(round) + 1;
+                            }
+                            match conn.escrow(&token, &records).await {
+                                Ok(_) => {
+                                    if tx.send((worker, request)).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(_) => return, // killed mid-request: not acknowledged
+                            }
+                        }
+                    });
+                }
+                drop(tx);
+                let mut got = Vec::new();
+                while got.len() < 60 {
+                    match rx.recv().await {
+                        Some(k) => got.push(k),
+                        None => break,
+                    }
+                }
+                child.kill().expect("kill -9");
+                let _ = child.wait();
+                while let Some(k) = rx.recv().await {
+                    got.push(k);
+                }
+                got
+            });
+            assert!(
+                got.len() >= 60,
+                "round {round}: only {} acknowledged",
+                got.len()
+            );
+            for k in got {
+                acked.insert(k, round);
+            }
+        }
+
+        // No half-written request: every request's records are all there or none is.
+        let rows = recovery_service::store::read_raw_rows(&db).expect("raw rows");
+        // A rewrite (round 1) is whole too: one version across a request's records.
+        let mut per_request: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for row in &rows {
+            per_request
+                .entry(&row.key_id[..8])
+                .or_default()
+                .push(row.version);
+        }
+        for (request, versions) in &per_request {
+            assert_eq!(
+                versions.len(),
+                RECORDS_PER_REQUEST,
+                "request {request} is half-written"
+            );
+            assert!(
+                versions.iter().all(|v| *v == versions[0]),
+                "request {request} is half-rewritten: {versions:?}"
+            );
+        }
+        // Every acknowledged record comes back with its exact value.
+        let mut store = open_store();
+        for (&(worker, request), &round) in &acked {
+            for (j, volume) in VOLUMES.iter().enumerate() {
+                let k = key(worker, request, j);
+                let d = store
+                    .disclose(&helpdesk(&k), 1)
+                    .unwrap_or_else(|e| panic!("acknowledged record {k} lost: {e}"));
+                // The acknowledged version, or a newer one of a later round that committed
+                // before its acknowledgement was lost to the kill; exact either way.
+                let stored_round = u32::try_from(d.version).expect("version") - 1;
+                assert!(stored_round >= round, "{k}: older than acknowledged");
+                assert_eq!(
+                    d.material.as_slice(),
+                    material(stored_round, worker, request, j),
+                    "{k}"
+                );
+                assert_eq!(d.id.volume.as_str(), *volume);
+            }
+        }
+    }
+}
