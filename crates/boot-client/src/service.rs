@@ -1,5 +1,7 @@
-//! The boot client as a [`netsim::Service`]: a machine powering on in the simulator, with its
-//! firmware's UEFI DHCP client and the boot manager on UDP 68 and 546.
+//! The boot client as a [`Service`] of the host contract: a machine powering on, with its
+//! firmware's UEFI DHCP client and the boot manager on UDP 68 and 546. Written once: the
+//! simulator runs it on a simulated host, `nulab client` on real interfaces through
+//! `realnet`'s driver.
 //!
 //! The machine's lasting parts (the encrypted volume and the TPM, whose PCRs and lockout
 //! counter outlive one boot) sit in a shared [`Machine`] that the service takes at start and
@@ -10,8 +12,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use dhcp::ClientEvent;
-use dhcp::service::sim_time;
-use netsim::{Bytes, Datagram, HostStack, Service, SimTime};
+use dhcp::service::host_time;
+use host_contract::{Bytes, Datagram, HostStack, HostTime, Service};
 use tpm::Tpm;
 use volume::Volume;
 
@@ -46,7 +48,7 @@ pub struct BootService {
     /// Boxed, so a machine that has finished booting gives its boot's memory back (a storm
     /// keeps 10,000 services to the end of the run).
     boot: Option<Box<Boot>>,
-    armed: Option<SimTime>,
+    armed: Option<HostTime>,
 }
 
 impl BootService {
@@ -98,7 +100,7 @@ impl BootService {
             }
             return;
         }
-        if let Some(at) = boot.poll_timeout().map(sim_time)
+        if let Some(at) = boot.poll_timeout().map(host_time)
             && self.armed != Some(at)
         {
             self.armed = Some(at);

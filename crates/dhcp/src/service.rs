@@ -1,6 +1,7 @@
-//! The DHCPv4 server as a [`netsim::Service`]: UDP 67 in front of [`Server`]. The scenario
-//! runner and the end-to-end tests put it on the "DHCP server" host; the real-socket shell
-//! (`realnet`) drives the same core with tokio.
+//! The DHCPv4 server as a [`Service`] of the host contract: UDP 67 in front of [`Server`],
+//! written once and run unchanged by both shells. The scenario runner and the end-to-end tests
+//! put it on the simulator's "DHCP server" host; `nulab-dhcp-server` runs it on real
+//! interfaces with `realnet`'s driver.
 //!
 //! The [`Server`] is shared (`Rc<RefCell<_>>`) with whoever built the service, as a lease file
 //! on disk outlives the process: a scenario reads its counters and leases after the run, and a
@@ -10,7 +11,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use netsim::{Bytes, Datagram, HostStack, Service, SimTime};
+use host_contract::{Bytes, Datagram, HostStack, HostTime, Service};
 
 use crate::{Received, SERVER_PORT, Server};
 
@@ -64,7 +65,10 @@ impl Service for DhcpServerService {
     }
 }
 
-/// A core's `now` (time since the simulation started) as a simulator instant.
-pub fn sim_time(at: Duration) -> SimTime {
-    SimTime::ZERO.saturating_add(at)
+/// A core's `now` (time since the run or the shell started) as a host instant.
+pub fn host_time(at: Duration) -> HostTime {
+    HostTime::ZERO.saturating_add(at)
 }
+
+/// The old name of [`host_time`], kept for the scenario runner.
+pub use self::host_time as sim_time;

@@ -31,9 +31,8 @@ use nkpu::{ProviderKey, Thumbprint};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use unlock_server::provider::{
-    Classified, DecryptJob, Decrypted, LogLine, Outcome, Provider, Received,
-};
+use unlock_processor::DecryptPool;
+use unlock_server::provider::{Classified, Decrypted, LogLine, Outcome, Provider, Received};
 
 use crate::ShellError;
 use crate::interface::scoped;
@@ -299,9 +298,10 @@ pub async fn run_wds(
     }
     drop(incoming_tx);
 
-    let pool = DecryptPool::start(config.workers.max(1), config.queue_capacity.max(1));
-    let mut done_rx = pool.done_rx;
-    let jobs = pool.jobs;
+    let pool = DecryptPool::bounded(config.workers.max(1), config.queue_capacity.max(1));
+    // Unbounded in type only: at most `capacity + workers` results can exist at once, because
+    // each one comes from a job that went through the bounded queue.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Decrypted)>();
     let mut received = 0u64;
     let mut peak_queue = 0usize;
     loop {
@@ -316,10 +316,12 @@ pub async fn run_wds(
                 if let Classified::Decrypt(job) =
                     provider.classify(now, Received { source, payload: &payload })
                 {
-                    match jobs.try_send((index, job)) {
-                        Ok(()) => peak_queue = peak_queue.max(jobs.len()),
-                        Err(crossbeam_channel::TrySendError::Full((_, job)))
-                        | Err(crossbeam_channel::TrySendError::Disconnected((_, job))) => {
+                    let done_tx = done_tx.clone();
+                    match pool.try_submit(job, move |done| {
+                        let _ = done_tx.send((index, done));
+                    }) {
+                        Ok(()) => peak_queue = peak_queue.max(pool.queued()),
+                        Err(job) => {
                             provider.shed(now, job);
                         }
                     }
@@ -356,7 +358,8 @@ pub async fn run_wds(
         }
     }
     receivers.abort_all();
-    drop(jobs);
+    drop(done_tx);
+    drop(pool);
     // Requests already handed to a worker are finished and counted, so that every request
     // received is accounted for.
     while let Some((_, done)) = done_rx.recv().await {
@@ -373,39 +376,6 @@ pub async fn run_wds(
         queue_capacity: config.queue_capacity.max(1),
         peak_queue,
     })
-}
-
-/// The decrypt workers: plain threads, because the work is CPU-bound and must not block the
-/// receive loop's runtime. They stop when the job queue's sender is dropped.
-struct DecryptPool {
-    jobs: crossbeam_channel::Sender<(usize, Box<DecryptJob>)>,
-    done_rx: mpsc::UnboundedReceiver<(usize, Decrypted)>,
-}
-
-impl DecryptPool {
-    fn start(workers: usize, capacity: usize) -> DecryptPool {
-        let (jobs, job_rx) = crossbeam_channel::bounded::<(usize, Box<DecryptJob>)>(capacity);
-        // Unbounded in type only: at most `capacity + workers` results can exist at once,
-        // because each one comes from a job that went through the bounded queue.
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        for n in 0..workers {
-            let job_rx = job_rx.clone();
-            let done_tx = done_tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("nkpu-decrypt-{n}"))
-                .spawn(move || {
-                    while let Ok((index, job)) = job_rx.recv() {
-                        if done_tx.send((index, job.run())).is_err() {
-                            return;
-                        }
-                    }
-                });
-            // A thread that cannot be spawned leaves fewer workers; with none at all, every
-            // request is shed once the queue fills, which the counters show.
-            drop(spawned);
-        }
-        DecryptPool { jobs, done_rx }
-    }
 }
 
 /// Puts a loaded store into the provider: new and replaced keys added, keys no longer on disk

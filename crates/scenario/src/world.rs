@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm};
 use unlock_server::provider::Provider;
-use unlock_server::service::{DecryptPool, ServerCpu, UnlockService};
+use unlock_processor::{DecryptPool, ServerCpu, UnlockService};
 use volume::policy::{
     GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
     apply_at_reboot,

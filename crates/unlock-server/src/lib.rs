@@ -6,7 +6,9 @@
 //! - [`provider`]: the certificate store, the processing order, a counter and a log line per
 //!   drop; split into cheap classification and a `Send` decrypt job so that a shell can spread
 //!   the RSA work over every core and shed what it cannot queue (`drop.overloaded`).
-//! - [`service`]: the provider as a `netsim::Service` for the simulator.
+//! - [`service`]: the provider as a `host_contract::Service`, run unchanged by both shells; its
+//!   private-key operations run inline or on a [`service::Processor`] (`crates/unlock-processor`
+//!   holds the threaded ones, so this core owns no thread).
 
 pub mod policy;
 pub mod provider;

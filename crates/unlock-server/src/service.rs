@@ -1,31 +1,27 @@
-//! The provider as a [`netsim::Service`]: the WDS server's UDP 67 and 547 listeners in front of
-//! [`Provider`]. The same service runs in the simulator and, through the real-socket shell that
-//! offers the same [`HostStack`], on a real network.
+//! The provider as a [`Service`] of the host contract: the WDS server's UDP 67 and 547
+//! listeners in front of [`Provider`], written once and run unchanged by both shells (the
+//! simulator, and `realnet`'s driver on real interfaces).
 //!
 //! The [`Provider`] is shared (`Rc<RefCell<_>>`) with whoever built the service, so a scenario
-//! reads its counters and log after the run; a crash or a stopped WDS service drops the
-//! listener (nothing answers), while the certificate store and the policy file, which live on
-//! disk on a real server, survive it.
+//! reads its counters and log after the run, and `nulab server` reloads its certificates and
+//! policy on SIGHUP; a crash or a stopped WDS service drops the listener (nothing answers),
+//! while the certificate store and the policy file, which live on disk on a real server,
+//! survive it.
 //!
-//! By default a request is answered the instant it arrives. With a [`ServerCpu`], the service
-//! models the server's processor instead: each private-key operation occupies one of its cores
-//! for `decrypt_time` of simulated time, requests wait for a free core (and, with a bounded
-//! queue, are shed and counted when it is full, as the real-network shell does), and the reply
-//! leaves when the operation ends. The operation itself runs on a [`DecryptPool`] thread as soon
-//! as the request arrives, so while the simulator goes on with other hosts' events the machine's
-//! cores work through a storm's RSA in parallel. Nothing of the wall clock reaches the run: the
-//! reply's time comes from the model, the reply's bytes from the job, so a run with the pool is
-//! byte-identical to one without.
+//! By default a request is answered the instant it arrives, decrypted inline. With a
+//! [`Processor`], the private-key operation is handed off instead: the processor either sheds
+//! the request (counted as `drop.overloaded`) or accepts it and says when its result is due.
+//! The service owns no thread and reads no clock: the processors live outside the core, in
+//! `crates/unlock-processor` (a pool of decrypt threads both shells use, the simulator's
+//! modelled server CPU `ServerCpu`, and the real shell's wake-on-completion).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use netsim::{Bytes, Datagram, HostStack, Service, SimTime};
+use host_contract::{Bytes, Datagram, HostStack, HostTime, Service};
 
 use crate::provider::{Classified, DecryptJob, Decrypted, Outcome, Provider, Received, Transmit};
 
@@ -34,131 +30,47 @@ pub const DHCPV4_SERVER_PORT: u16 = 67;
 /// The DHCPv6 server port the provider listens on.
 pub const DHCPV6_SERVER_PORT: u16 = 547;
 
-/// The WDS server's processor, as the simulator models it.
+/// When an accepted private-key operation's result is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerCpu {
-    /// Private-key operations that run at once.
-    pub cores: u16,
-    /// Simulated time one operation (RSA-2048 decryption and the reply) takes.
-    pub decrypt_time: Duration,
-    /// Requests that may wait for a core; `None`: no bound.
-    pub queue: Option<usize>,
+pub enum Due {
+    /// At this time: the service sets a timer with the job's token and collects the result
+    /// then (a modelled processor: the time comes from the model, never from the threads).
+    At(Duration),
+    /// When the operation ends: the processor's shell calls [`Service::on_timer`] with the
+    /// job's token once the result is ready (the real shell's wake-on-completion).
+    WhenDone,
 }
 
-/// Threads that run [`DecryptJob`]s for every [`UnlockService`] of a run. Which thread runs a
-/// job, and when, changes nothing but the wall-clock time: a job's result depends only on the
-/// job.
-pub struct DecryptPool {
-    work: Option<mpsc::Sender<Work>>,
-    workers: Vec<JoinHandle<()>>,
+/// Where the service's private-key operations run. Implementations live outside this sans-IO
+/// core (`crates/unlock-processor`); the service only hands jobs over and collects results.
+pub trait Processor {
+    /// Take `job` (arrived at `now`, identified by `token`), or hand it back to be shed when
+    /// there is no room for it.
+    fn accept(
+        &mut self,
+        now: Duration,
+        token: u64,
+        job: Box<DecryptJob>,
+    ) -> Result<Due, Box<DecryptJob>>;
+    /// The result of the job accepted under `token`, called when it is due. `None` when there
+    /// is none (the job was lost: a worker stopped); the service logs that.
+    fn finish(&mut self, token: u64) -> Option<Decrypted>;
 }
 
-type Work = (Box<DecryptJob>, mpsc::SyncSender<Decrypted>);
-
-impl DecryptPool {
-    /// A pool of `threads` workers (at least one).
-    pub fn new(threads: usize) -> Arc<DecryptPool> {
-        let (work, queue) = mpsc::channel::<Work>();
-        let queue = Arc::new(Mutex::new(queue));
-        let workers = (0..threads.max(1))
-            .filter_map(|i| {
-                let queue = Arc::clone(&queue);
-                std::thread::Builder::new()
-                    .name(format!("decrypt-{i}"))
-                    .spawn(move || {
-                        loop {
-                            // The lock is held only to take the next job, not to run it.
-                            let next = match queue.lock() {
-                                Ok(receiver) => receiver.recv(),
-                                Err(_) => return,
-                            };
-                            let Ok((job, done)) = next else { return };
-                            // The service may be gone (its host crashed): nobody waits then.
-                            let _ = done.send(job.run());
-                        }
-                    })
-                    .ok()
-            })
-            .collect();
-        Arc::new(DecryptPool {
-            work: Some(work),
-            workers,
-        })
-    }
-
-    /// A pool with one worker per core of this machine.
-    pub fn per_core() -> Arc<DecryptPool> {
-        DecryptPool::new(std::thread::available_parallelism().map_or(1, usize::from))
-    }
-
-    /// Starts `job`; its result arrives on the receiver.
-    fn submit(&self, job: Box<DecryptJob>) -> InFlight {
-        if self.workers.is_empty() {
-            // No thread could be started: run it here, at the same simulated instant.
-            return InFlight::Done(job.run());
-        }
-        let (done, result) = mpsc::sync_channel(1);
-        match self.work.as_ref().map(|work| work.send((job, done))) {
-            Some(Ok(())) => InFlight::Running(result),
-            Some(Err(mpsc::SendError((job, _)))) => InFlight::Done(job.run()),
-            None => InFlight::Lost,
-        }
-    }
-}
-
-impl Drop for DecryptPool {
-    fn drop(&mut self) {
-        // Closing the channel ends every worker's loop once the queued jobs are done.
-        self.work = None;
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-    }
-}
-
-enum InFlight {
-    Running(mpsc::Receiver<Decrypted>),
-    Done(Decrypted),
-    Lost,
-}
-
-/// A request whose private-key operation is under way on the modelled processor.
+/// A request whose private-key operation is under way on the processor.
 struct PendingReply {
     adapter: usize,
-    result: InFlight,
 }
 
-/// The modelled processor of one service instance (a restart starts idle).
-struct Processor {
-    cpu: ServerCpu,
-    pool: Arc<DecryptPool>,
-    /// When each core is next free.
-    free_at: Vec<Duration>,
-    pending: BTreeMap<u64, PendingReply>,
-    next_token: u64,
-}
-
-impl Processor {
-    /// The core that is free first (the lowest-numbered among equals), and when.
-    fn first_free(&self) -> (usize, Duration) {
-        self.free_at
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, at)| (**at, *i))
-            .map_or((0, Duration::ZERO), |(i, at)| (i, *at))
-    }
-
-    /// Requests that have arrived and not yet started on a core.
-    fn waiting(&self, now: Duration) -> usize {
-        let busy = self.free_at.iter().filter(|at| **at > now).count();
-        self.pending.len().saturating_sub(busy)
-    }
-}
+/// Token numbers the service hands its processor start here, far from any other timer token.
+const FIRST_TOKEN: u64 = 1;
 
 /// The WDS server's Network Unlock listener.
 pub struct UnlockService {
     provider: Rc<RefCell<Provider>>,
-    processor: Option<Processor>,
+    processor: Option<Box<dyn Processor>>,
+    pending: BTreeMap<u64, PendingReply>,
+    next_token: u64,
 }
 
 impl UnlockService {
@@ -167,25 +79,16 @@ impl UnlockService {
         Self {
             provider,
             processor: None,
+            pending: BTreeMap::new(),
+            next_token: FIRST_TOKEN,
         }
     }
 
-    /// A listener on a server with the processor `cpu`, whose operations run on `pool`.
-    pub fn with_processor(
-        provider: Rc<RefCell<Provider>>,
-        cpu: ServerCpu,
-        pool: Arc<DecryptPool>,
-    ) -> Self {
-        let cores = usize::from(cpu.cores.max(1));
+    /// A listener whose private-key operations run on `processor`.
+    pub fn with_processor(provider: Rc<RefCell<Provider>>, processor: Box<dyn Processor>) -> Self {
         Self {
-            provider,
-            processor: Some(Processor {
-                cpu,
-                pool,
-                free_at: vec![Duration::ZERO; cores],
-                pending: BTreeMap::new(),
-                next_token: 0,
-            }),
+            processor: Some(processor),
+            ..Self::new(provider)
         }
     }
 
@@ -264,57 +167,36 @@ impl Service for UnlockService {
             Classified::Dropped(_) => return,
             Classified::Decrypt(job) => job,
         };
-        if processor
-            .cpu
-            .queue
-            .is_some_and(|bound| processor.waiting(now) >= bound)
-        {
-            self.provider.borrow_mut().shed(now, job);
-            return;
+        let token = self.next_token;
+        match processor.accept(now, token, job) {
+            Err(job) => {
+                self.provider.borrow_mut().shed(now, job);
+            }
+            Ok(due) => {
+                self.next_token += 1;
+                self.pending.insert(
+                    token,
+                    PendingReply {
+                        adapter: datagram.adapter,
+                    },
+                );
+                if let Due::At(at) = due {
+                    stack.set_timer(HostTime::ZERO.saturating_add(at), token);
+                }
+            }
         }
-        let (core, free_at) = processor.first_free();
-        let done_at = free_at.max(now) + processor.cpu.decrypt_time;
-        processor.free_at[core] = done_at;
-        let token = processor.next_token;
-        processor.next_token += 1;
-        let result = processor.pool.submit(job);
-        processor.pending.insert(
-            token,
-            PendingReply {
-                adapter: datagram.adapter,
-                result,
-            },
-        );
-        stack.set_timer(SimTime::ZERO.saturating_add(done_at), token);
     }
 
     fn on_timer(&mut self, stack: &mut dyn HostStack, token: u64) {
         let now = stack.now().since_start();
-        let Some(pending) = self
-            .processor
-            .as_mut()
-            .and_then(|p| p.pending.remove(&token))
-        else {
+        let Some(pending) = self.pending.remove(&token) else {
             return;
         };
-        let done = match pending.result {
-            InFlight::Done(done) => done,
-            // The one place the simulator waits for a worker: the reply is due now.
-            InFlight::Running(result) => match result.recv() {
-                Ok(done) => done,
-                Err(_) => {
-                    self.provider
-                        .borrow_mut()
-                        .note_error(now, "a decryption worker stopped".into());
-                    return;
-                }
-            },
-            InFlight::Lost => {
-                self.provider
-                    .borrow_mut()
-                    .note_error(now, "the decryption pool is closed".into());
-                return;
-            }
+        let Some(done) = self.processor.as_mut().and_then(|p| p.finish(token)) else {
+            self.provider
+                .borrow_mut()
+                .note_error(now, "a decryption worker stopped".into());
+            return;
         };
         let outcome = self.provider.borrow_mut().complete(now, done);
         if let Outcome::Replied { transmit, .. } = outcome {

@@ -18,8 +18,8 @@ use nkpu::{ClientKey, KeyProtector, ProviderKey, SessionKey, Thumbprint, v4};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use rsa::pkcs8::DecodePrivateKey;
+use unlock_processor::{DecryptPool, ServerCpu, UnlockService};
 use unlock_server::provider::Provider;
-use unlock_server::service::{DecryptPool, ServerCpu, UnlockService};
 
 const THUMB: Thumbprint = Thumbprint::from_bytes([0xaa; 20]);
 const REQUESTS: u8 = 5;

@@ -1,0 +1,160 @@
+//! The decrypt pool: plain threads, because the work (an RSA-2048 private-key operation, about
+//! 1 ms) is CPU-bound and must block neither the simulator's event loop nor the real shell's
+//! runtime. Which thread runs a job, and when, changes nothing but the wall-clock time: a job's
+//! result depends only on the job.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use unlock_server::provider::{DecryptJob, Decrypted};
+use unlock_server::service::{Due, Processor};
+
+/// What to do with a job's result, on the worker thread that produced it.
+type OnDone = Box<dyn FnOnce(Decrypted) + Send>;
+type Work = (Box<DecryptJob>, OnDone);
+
+/// Threads that run [`DecryptJob`]s, fed by one queue (bounded or not). They stop once the
+/// pool is dropped and the queued jobs are done.
+pub struct DecryptPool {
+    work: Option<crossbeam_channel::Sender<Work>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl DecryptPool {
+    /// A pool of `threads` workers (at least one) with an unbounded queue.
+    pub fn new(threads: usize) -> Arc<DecryptPool> {
+        Arc::new(DecryptPool::start(threads, None))
+    }
+
+    /// A pool of `threads` workers (at least one) whose queue holds at most `capacity` jobs
+    /// (at least one); [`DecryptPool::try_submit`] refuses beyond that.
+    pub fn bounded(threads: usize, capacity: usize) -> Arc<DecryptPool> {
+        Arc::new(DecryptPool::start(threads, Some(capacity.max(1))))
+    }
+
+    /// A pool with one worker per core of this machine and an unbounded queue.
+    pub fn per_core() -> Arc<DecryptPool> {
+        DecryptPool::new(std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    fn start(threads: usize, capacity: Option<usize>) -> DecryptPool {
+        let (work, queue) = match capacity {
+            Some(capacity) => crossbeam_channel::bounded::<Work>(capacity),
+            None => crossbeam_channel::unbounded::<Work>(),
+        };
+        let workers = (0..threads.max(1))
+            .filter_map(|i| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("nkpu-decrypt-{i}"))
+                    .spawn(move || {
+                        while let Ok((job, done)) = queue.recv() {
+                            done(job.run());
+                        }
+                    })
+                    // A thread that cannot be spawned leaves fewer workers; with none at all,
+                    // jobs run on the caller's thread (see `try_submit`).
+                    .ok()
+            })
+            .collect();
+        DecryptPool {
+            work: Some(work),
+            workers,
+        }
+    }
+
+    /// Worker threads running.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Jobs queued and not yet taken by a worker.
+    pub fn queued(&self) -> usize {
+        self.work.as_ref().map_or(0, crossbeam_channel::Sender::len)
+    }
+
+    /// Queues `job`; `done` gets its result on a worker thread. Hands the job back when the
+    /// queue is full (the caller sheds it). With no worker thread at all, the job runs here.
+    pub fn try_submit(
+        &self,
+        job: Box<DecryptJob>,
+        done: impl FnOnce(Decrypted) + Send + 'static,
+    ) -> Result<(), Box<DecryptJob>> {
+        let Some(work) = self.work.as_ref().filter(|_| !self.workers.is_empty()) else {
+            done(job.run());
+            return Ok(());
+        };
+        match work.try_send((job, Box::new(done))) {
+            Ok(()) => Ok(()),
+            Err(
+                crossbeam_channel::TrySendError::Full((job, _))
+                | crossbeam_channel::TrySendError::Disconnected((job, _)),
+            ) => Err(job),
+        }
+    }
+}
+
+impl Drop for DecryptPool {
+    fn drop(&mut self) {
+        // Closing the queue ends every worker's loop once the queued jobs are done.
+        self.work = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// How the real shell's driver is told that the job under a token is done: it then calls the
+/// service's `on_timer` with that token (from its own thread, never the worker's).
+pub type Wake = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The real shell's processor: jobs go to a bounded [`DecryptPool`] (a full queue sheds the
+/// request on the spot, counted as `drop.overloaded`), and each result wakes the service.
+pub struct PoolProcessor {
+    pool: Arc<DecryptPool>,
+    wake: Wake,
+    results: Arc<Mutex<BTreeMap<u64, Decrypted>>>,
+    peak_queue: usize,
+}
+
+impl PoolProcessor {
+    pub fn new(pool: Arc<DecryptPool>, wake: Wake) -> PoolProcessor {
+        PoolProcessor {
+            pool,
+            wake,
+            results: Arc::default(),
+            peak_queue: 0,
+        }
+    }
+
+    /// The most jobs that were ever waiting for a worker at once.
+    pub fn peak_queue(&self) -> usize {
+        self.peak_queue
+    }
+}
+
+impl Processor for PoolProcessor {
+    fn accept(
+        &mut self,
+        _now: Duration,
+        token: u64,
+        job: Box<DecryptJob>,
+    ) -> Result<Due, Box<DecryptJob>> {
+        let results = Arc::clone(&self.results);
+        let wake = Arc::clone(&self.wake);
+        self.pool.try_submit(job, move |done| {
+            if let Ok(mut results) = results.lock() {
+                results.insert(token, done);
+            }
+            wake(token);
+        })?;
+        self.peak_queue = self.peak_queue.max(self.pool.queued());
+        Ok(Due::WhenDone)
+    }
+
+    fn finish(&mut self, token: u64) -> Option<Decrypted> {
+        self.results.lock().ok()?.remove(&token)
+    }
+}
