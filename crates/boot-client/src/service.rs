@@ -126,7 +126,8 @@ impl Service for BootService {
                     dhcp_enabled: a.dhcp_enabled,
                     uefi_driver: a.uefi_driver,
                 },
-                ipv6_link_local: Some(a.ipv6_link_local),
+                // `::` is an adapter without IPv6: no DHCPv6 transport on it.
+                ipv6_link_local: Some(a.ipv6_link_local).filter(|ll| !ll.is_unspecified()),
             })
             .collect();
         let (volume, tpm) = {

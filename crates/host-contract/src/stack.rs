@@ -73,7 +73,8 @@ pub struct AdapterInfo {
     pub mac: MacAddr,
     /// The IPv4 address and prefix, if it has one (static, or leased and set by a DHCP client).
     pub ipv4: Option<Ipv4Net>,
-    /// The fe80::/64 address derived from the MAC (modified EUI-64).
+    /// The fe80::/64 address (in the simulator, derived from the MAC by modified EUI-64);
+    /// `::` when the adapter has no IPv6 (a real interface with IPv6 disabled).
     pub ipv6_link_local: Ipv6Addr,
     /// Whether the cable is plugged in (and the switch port up).
     pub link_up: bool,
@@ -109,6 +110,9 @@ pub enum StackError {
     FamilyMismatch { src: SocketAddr, dst: SocketAddr },
     #[error("the payload of {0} bytes does not fit in one UDP datagram")]
     TooLarge(usize),
+    /// The host could not do it (a real shell that cannot open a socket says why).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The largest UDP payload (65,535 minus the IPv4 and UDP headers).

@@ -127,6 +127,9 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             ShellNote::AddressNotConfigured { interface, why } => {
                 println!("         shell: could not configure the lease on {interface}: {why}");
             }
+            ShellNote::SocketFailed { interface, why } => {
+                println!("         shell: no socket on {interface}: {why}");
+            }
         },
     ))?;
     let outcome = end.outcome;

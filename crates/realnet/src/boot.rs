@@ -1,60 +1,37 @@
-//! One boot against a real network: `nulab client`'s engine. It drives the lead's sans-IO boot
-//! core ([`boot_client::boot::Boot`]) over real interfaces and moves nothing but datagrams,
-//! time and one piece of OS configuration.
+//! One boot against a real network: `nulab client`'s engine. It is the one [`Driver`] plus
+//! the boot service the simulator runs too (`boot_client::service::BootService`, driving the
+//! sans-IO boot core [`boot_client::boot::Boot`]).
 //!
 //! Sockets, per adapter in boot order: UDP 68 on IPv4 and, when the interface has an IPv6
-//! link-local address, UDP 546 on IPv6, each bound to its device (`SO_BINDTODEVICE`, with
-//! `SO_BROADCAST` on IPv4) so that an address-less client can broadcast its DHCPDISCOVER and its
-//! Network Unlock request and hear the replies, and so the shell knows which adapter a
-//! datagram came in on.
+//! link-local address, UDP 546 on IPv6, each bound to its device, so that an address-less
+//! client can broadcast its DHCPDISCOVER and its Network Unlock request and hear the replies,
+//! and so the shell knows which adapter a datagram came in on.
 //!
-//! The OS configuration: when the core reports a lease ([`BootEvent::Dhcp`] carrying
-//! `ClientEvent::Bound`), the shell puts the address on the interface, as a UEFI DHCP driver
-//! configures its IP4 protocol, with `ip address replace` (iproute2: one command instead of a
-//! netlink library for one call). The exchange would work without it (Windows sets the
-//! broadcast flag and the provider answers by broadcast), so a failure is reported as an event
-//! line, not fatal.
+//! The OS configuration: when the core reports a lease, the service sets the adapter's address
+//! through the contract, which the driver applies with `ip address replace` before any
+//! datagram sent after it leaves, as a UEFI DHCP driver configures its IP4 protocol: the first
+//! Network Unlock request leaves from the leased address, so a server that answers unicast to
+//! the request's source (both open-source providers do) is heard on the first attempt. A
+//! failure to configure is reported as a [`ShellNote`], not fatal (the provider may still
+//! answer by broadcast).
 //!
-//! `now` for the core is the time since the boot started (tokio's monotonic clock); the seed of
-//! the boot's RNG comes from the OS, or from the caller to replay a boot.
+//! `now` for the core is the time since the boot started (tokio's monotonic clock); the seed
+//! of the boot's RNG comes from the OS, or from the caller to replay a boot.
 
 use std::cell::RefCell;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::Ipv6Addr;
+use std::ops::ControlFlow;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use boot_client::boot::{Boot, BootAdapter, BootConfig, BootEvent, BootOutcome};
-use dhcp::ClientEvent;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use boot_client::boot::{BootAdapter, BootConfig, BootEvent, BootOutcome};
+use boot_client::service::{BootRecord, BootService, Machine};
 use tpm::Tpm;
 use volume::Volume;
 
-use crate::interface::scoped;
-use crate::{InterfaceSocket, ShellError, adapter_facts, wds::interface_index};
-
-const MAX_DATAGRAM: usize = 2048;
-const CLIENT_V4_PORT: u16 = 68;
-const CLIENT_V6_PORT: u16 = 546;
-
-/// One adapter's sockets.
-struct AdapterSockets {
-    name: String,
-    ifindex: u32,
-    v4: Arc<UdpSocket>,
-    v6: Option<Arc<UdpSocket>>,
-}
-
-/// What the shell reports besides the core's own events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShellNote {
-    /// The leased address was put on the interface.
-    AddressConfigured { interface: String, address: String },
-    /// It could not be; the exchange goes on (the reply comes by broadcast).
-    AddressNotConfigured { interface: String, why: String },
-}
+pub use crate::driver::ShellNote;
+use crate::driver::{AddressMode, Driver, DriverConfig};
+use crate::{ShellError, adapter_facts};
 
 /// The adapters as the firmware would report them, in boot order: MAC and link state from
 /// sysfs, the IPv6 link-local address from `/proc/net/if_inet6`.
@@ -106,117 +83,54 @@ pub async fn run_boot(
     mut on_event: impl FnMut(&BootEvent),
     mut on_note: impl FnMut(&ShellNote),
 ) -> Result<BootEnd, ShellError> {
-    let mut adapters = Vec::new();
-    for adapter in &config.adapters {
-        let name = adapter.name.clone();
-        let v4 = Arc::new(InterfaceSocket::open(&name, CLIENT_V4_PORT)?.socket);
-        let ifindex = interface_index(&name)?;
-        let v6 = match adapter.ipv6_link_local {
-            Some(_) => Some(Arc::new(
-                InterfaceSocket::open_v6(&name, CLIENT_V6_PORT, None)?.socket,
-            )),
-            None => None,
-        };
-        adapters.push(AdapterSockets {
-            name,
-            ifindex,
-            v4,
-            v6,
-        });
-    }
-    // One receive task per socket, all feeding the loop below, which alone touches the core.
-    let (tx, mut incoming) = mpsc::channel::<(usize, SocketAddr, SocketAddr, Vec<u8>)>(64);
-    let mut receivers = tokio::task::JoinSet::new();
-    for (index, adapter) in adapters.iter().enumerate() {
-        let local_v4 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_V4_PORT));
-        let local_v6 = SocketAddr::V6(SocketAddrV6::new(
-            Ipv6Addr::UNSPECIFIED,
-            CLIENT_V6_PORT,
-            0,
-            0,
-        ));
-        for (socket, local) in [
-            (Some(&adapter.v4), local_v4),
-            (adapter.v6.as_ref(), local_v6),
-        ] {
-            let Some(socket) = socket else { continue };
-            let socket = Arc::clone(socket);
-            let tx = tx.clone();
-            receivers.spawn(async move {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
-                loop {
-                    match socket.recv_from(&mut buf).await {
-                        Ok((len, source)) => {
-                            if tx
-                                .send((index, source, local, buf[..len].to_vec()))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Err(_) => tokio::task::yield_now().await,
-                    }
-                }
-            });
+    let interfaces: Vec<String> = config.adapters.iter().map(|a| a.name.clone()).collect();
+    let mut driver_config = DriverConfig::new(interfaces.clone());
+    driver_config.seed = Some(rng_seed);
+    driver_config.addresses = AddressMode::Configure;
+    let mut driver = Driver::new(driver_config)?;
+    let machine = Rc::new(RefCell::new(Machine {
+        volume: Some(volume),
+        tpm: Some(tpm),
+    }));
+    let record = Rc::new(RefCell::new(BootRecord::default()));
+    let mut service = BootService::new(config, Rc::clone(&machine), Rc::clone(&record));
+    let mut reported = 0;
+    let mut report = |driver: &mut Driver| {
+        for note in driver.take_notes() {
+            on_note(&note);
         }
-    }
-    drop(tx);
-
-    let epoch = Instant::now();
-    let mut boot = Boot::start(Duration::ZERO, config, volume, tpm, rng_seed);
-    let run = async {
-        loop {
-            while let Some(t) = boot.poll_transmit() {
-                let Some(adapter) = adapters.get(t.adapter) else {
-                    continue;
-                };
-                let socket = match t.destination {
-                    SocketAddr::V4(_) => Some(&adapter.v4),
-                    SocketAddr::V6(_) => adapter.v6.as_ref(),
-                };
-                if let Some(socket) = socket {
-                    // A failed send is a lost datagram: the core's timers cope with loss.
-                    let _ = socket
-                        .send_to(&t.payload, scoped(t.destination, adapter.ifindex))
-                        .await;
-                }
-            }
-            while let Some(event) = boot.poll_event() {
-                if let BootEvent::Dhcp {
-                    adapter,
-                    event: ClientEvent::Bound(lease),
-                    ..
-                } = &event
-                    && let Some(sockets) = adapters.get(*adapter)
-                {
-                    on_note(&configure_address(&sockets.name, lease.network()));
-                }
-                on_event(&event);
-            }
-            if let Some(outcome) = boot.outcome() {
-                return outcome.clone();
-            }
-            tokio::select! {
-                datagram = incoming.recv() => {
-                    let Some((adapter, source, local, payload)) = datagram else {
-                        // Every receive task ended: only timers can move the core now.
-                        std::future::pending::<()>().await;
-                        continue;
-                    };
-                    boot.handle_datagram(epoch.elapsed(), adapter, source, local, &payload);
-                }
-                () = sleep_until(epoch, boot.poll_timeout()) => {
-                    boot.handle_timeout(epoch.elapsed());
-                }
-            }
+        let record = record.borrow();
+        for event in &record.events[reported..] {
+            on_event(event);
+        }
+        reported = record.events.len();
+        if record.outcome.is_some() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
     };
-    let outcome = tokio::time::timeout(limit, run).await;
-    receivers.abort_all();
-    let outcome = outcome.map_err(|_| ShellError::TimedOut(limit))?;
-    let label = boot.keys().and_then(|keys| boot.volume().label(keys).ok());
-    let (volume, tpm) = boot.into_parts();
+    driver.start(&mut service).await;
+    if driver.open_sockets() == 0 {
+        return Err(crate::drive::no_socket(&mut driver, &interfaces.join(",")));
+    }
+    if report(&mut driver).is_continue() {
+        driver
+            .run_until(&mut service, tokio::time::sleep(limit), &mut report)
+            .await;
+    }
+    drop(service);
+    let (outcome, label) = {
+        let mut record = record.borrow_mut();
+        let Some(outcome) = record.outcome.take() else {
+            return Err(ShellError::TimedOut(limit));
+        };
+        (outcome, record.label.take())
+    };
+    let mut machine = machine.borrow_mut();
+    let (Some(volume), Some(tpm)) = (machine.volume.take(), machine.tpm.take()) else {
+        return Err(ShellError::TimedOut(limit));
+    };
     Ok(BootEnd {
         outcome,
         label,
@@ -232,34 +146,6 @@ pub struct BootEnd {
     pub label: Option<String>,
     pub volume: Volume,
     pub tpm: Box<dyn Tpm>,
-}
-
-async fn sleep_until(epoch: Instant, deadline: Option<Duration>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(epoch + at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn configure_address(interface: &str, network: ipnet::Ipv4Net) -> ShellNote {
-    let address = network.to_string();
-    let result = std::process::Command::new("ip")
-        .args(["address", "replace", &address, "dev", interface])
-        .output();
-    match result {
-        Ok(out) if out.status.success() => ShellNote::AddressConfigured {
-            interface: interface.to_owned(),
-            address,
-        },
-        Ok(out) => ShellNote::AddressNotConfigured {
-            interface: interface.to_owned(),
-            why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        },
-        Err(err) => ShellNote::AddressNotConfigured {
-            interface: interface.to_owned(),
-            why: format!("cannot run `ip`: {err}"),
-        },
-    }
 }
 
 /// A TPM shared between the boot (which owns a `Box<dyn Tpm>`) and the caller, who saves its

@@ -1,89 +1,83 @@
-//! The shell's loop around each core: send what the core wants sent, then wait for a datagram
-//! or the core's next timeout, whichever comes first, and feed it in.
-//!
-//! A failed `send_to` (the interface went down, say) is treated as a lost datagram: the core's
-//! retransmission timers are what copes with loss, on a real network as in the simulator. The
-//! destination the core is told about is the socket's local address (`0.0.0.0:port`): reading
-//! the real one needs `IP_PKTINFO`, and neither DHCP core looks at it.
+//! The DHCP cores on real interfaces: [`run_client`] (`nulab-dhcp-client`) and [`run_server`]
+//! (`nulab-dhcp-server`), each the one [`Driver`] plus the service the simulator runs too
+//! (`dhcp::service::DhcpClientService`, `dhcp::service::DhcpServerService`).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::ops::ControlFlow;
+use std::rc::Rc;
 use std::time::Duration;
 
-use dhcp::{Client, ClientConfig, ClientEvent, Lease, Received, Server, ServerConfig, ServerEvent};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-use tokio::time::Instant;
+use dhcp::service::{ClientRecord, DhcpClientService, DhcpServerService};
+use dhcp::{ClientConfig, Lease, Server, ServerConfig, ServerEvent};
 
-use crate::{InterfaceSocket, ShellError, adapter_facts};
+use crate::ShellError;
+use crate::driver::{AddressMode, Driver, DriverConfig};
 
-/// The largest datagram the shell reads (a DHCP message is at most a few hundred bytes; a
-/// larger one is truncated and then dropped by the core as malformed).
-const MAX_DATAGRAM: usize = 2048;
-
-fn seeded(seed: Option<u64>) -> ChaCha20Rng {
-    match seed {
-        Some(seed) => ChaCha20Rng::seed_from_u64(seed),
-        None => ChaCha20Rng::from_entropy(),
-    }
-}
-
-/// Sleep until `deadline` (time since `epoch`), or forever if there is none.
-async fn sleep_until(epoch: Instant, deadline: Option<Duration>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(epoch + at).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+/// A 32-byte seed from a `u64` (little-endian in the first 8 bytes), or `None` for the OS's.
+pub(crate) fn seed_bytes(seed: Option<u64>) -> Option<[u8; 32]> {
+    seed.map(|n| {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        bytes
+    })
 }
 
 /// One DORA on `interface` as firmware runs it; the lease, or why there is none. Gives up
-/// with [`ShellError::TimedOut`] after `limit` whatever the client's own timers say.
+/// with [`ShellError::TimedOut`] after `limit` whatever the client's own timers say. The
+/// interface is left as it was (the lease is recorded, not configured).
 pub async fn run_client(
     interface: &str,
     config: ClientConfig,
     limit: Duration,
     seed: Option<u64>,
 ) -> Result<Lease, ShellError> {
-    let facts = adapter_facts(interface)?;
-    let socket = InterfaceSocket::open(interface, dhcp::CLIENT_PORT)?;
-    let mut rng = seeded(seed);
-    let epoch = Instant::now();
-    let mut client = Client::new(config, facts, 0);
-    client.start(Duration::ZERO, &mut rng);
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let exchange = async {
-        loop {
-            while let Some(t) = client.poll_transmit() {
-                let _ = socket.socket.send_to(&t.payload, t.dst).await;
-            }
-            while let Some(event) = client.poll_event() {
-                match event {
-                    ClientEvent::Bound(lease) => return Ok(lease),
-                    ClientEvent::Failed(failure) => return Err(ShellError::Dhcp(failure)),
-                    _ => {}
+    let mut driver_config = DriverConfig::new(vec![interface.to_owned()]);
+    driver_config.seed = seed_bytes(seed);
+    driver_config.addresses = AddressMode::Record;
+    driver_config.ipv6 = false;
+    let mut driver = Driver::new(driver_config)?;
+    let record = Rc::new(RefCell::new(ClientRecord::default()));
+    let mut service = DhcpClientService::new(config, 0, Rc::clone(&record));
+    let done = |record: &ClientRecord| record.lease.is_some() || record.failure.is_some();
+    driver.start(&mut service).await;
+    if driver.open_sockets() == 0 {
+        return Err(no_socket(&mut driver, interface));
+    }
+    if !done(&record.borrow()) {
+        let stop = tokio::time::sleep(limit);
+        driver
+            .run_until(&mut service, stop, |_| {
+                if done(&record.borrow()) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
                 }
-            }
-            tokio::select! {
-                received = socket.socket.recv_from(&mut buf) => {
-                    let Ok((len, src)) = received else { continue };
-                    let now = epoch.elapsed();
-                    let payload = &buf[..len];
-                    let rx = Received { interface: 0, src, dst: local(dhcp::CLIENT_PORT), payload };
-                    client.handle(now, rx, &mut rng);
-                }
-                () = sleep_until(epoch, client.poll_timeout()) => {
-                    client.handle_timeout(epoch.elapsed(), &mut rng);
-                }
-            }
-        }
-    };
-    tokio::time::timeout(limit, exchange)
-        .await
-        .map_err(|_| ShellError::TimedOut(limit))?
+            })
+            .await;
+    }
+    let mut record = record.borrow_mut();
+    if let Some(lease) = record.lease.take() {
+        return Ok(lease);
+    }
+    match record.failure.take() {
+        Some(failure) => Err(ShellError::Dhcp(failure)),
+        None => Err(ShellError::TimedOut(limit)),
+    }
+}
+
+/// [`ShellError::NoSocket`], or the first socket failure the driver noted.
+pub(crate) fn no_socket(driver: &mut Driver, interfaces: &str) -> ShellError {
+    let why = driver
+        .take_notes()
+        .into_iter()
+        .map(|note| format!("{note:?}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if why.is_empty() {
+        ShellError::NoSocket(interfaces.to_owned())
+    } else {
+        ShellError::NoSocket(format!("{interfaces}: {why}"))
+    }
 }
 
 /// What a server run ended with.
@@ -102,51 +96,26 @@ pub async fn run_server(
     duration: Duration,
     mut on_event: impl FnMut(Duration, ServerEvent),
 ) -> Result<ServerReport, ShellError> {
-    let sockets = interfaces
-        .iter()
-        .map(|name| InterfaceSocket::open(name, dhcp::SERVER_PORT).map(|s| Arc::new(s.socket)))
-        .collect::<Result<Vec<_>, _>>()?;
-    // One receiving task per interface, all feeding one queue, so that the core is only ever
-    // touched by this loop.
-    let (queue, mut incoming) = tokio::sync::mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(64);
-    let mut receivers = tokio::task::JoinSet::new();
-    for (index, socket) in sockets.iter().enumerate() {
-        let socket = socket.clone();
-        let queue = queue.clone();
-        receivers.spawn(async move {
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            while let Ok((len, src)) = socket.recv_from(&mut buf).await {
-                if queue.send((index, src, buf[..len].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-        });
+    let mut driver_config = DriverConfig::new(interfaces.to_vec());
+    driver_config.ipv6 = false;
+    let mut driver = Driver::new(driver_config)?;
+    let server = Rc::new(RefCell::new(Server::new(config)));
+    let mut service = DhcpServerService::new(Rc::clone(&server));
+    driver.start(&mut service).await;
+    if driver.open_sockets() == 0 {
+        return Err(no_socket(&mut driver, &interfaces.join(",")));
     }
-    let epoch = Instant::now();
-    let mut server = Server::new(config);
-    let end = epoch + duration;
-    loop {
-        while let Some(t) = server.poll_transmit() {
-            if let Some(socket) = sockets.get(t.interface) {
-                let _ = socket.send_to(&t.payload, t.dst).await;
+    let stop = tokio::time::sleep(duration);
+    driver
+        .run_until(&mut service, stop, |driver| {
+            let at = driver.elapsed();
+            while let Some(event) = server.borrow_mut().poll_event() {
+                on_event(at, event);
             }
-        }
-        while let Some(event) = server.poll_event() {
-            on_event(epoch.elapsed(), event);
-        }
-        tokio::select! {
-            datagram = incoming.recv() => {
-                let Some((interface, src, payload)) = datagram else { break };
-                let rx = Received { interface, src, dst: local(dhcp::SERVER_PORT), payload: &payload };
-                server.handle(epoch.elapsed(), rx);
-            }
-            () = sleep_until(epoch, server.poll_timeout()) => {
-                server.handle_timeout(epoch.elapsed());
-            }
-            () = tokio::time::sleep_until(end) => break,
-        }
-    }
-    receivers.abort_all();
+            ControlFlow::Continue(())
+        })
+        .await;
+    let server = server.borrow();
     Ok(ServerReport {
         counters: server.counters().clone(),
         leases: server.leases(),

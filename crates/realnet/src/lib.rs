@@ -23,10 +23,12 @@
 
 pub mod boot;
 mod drive;
+pub mod driver;
 mod interface;
 pub mod wds;
 
 pub use drive::{ServerReport, run_client, run_server};
+pub use driver::{AddressMode, Driver, DriverConfig, ShellNote};
 pub use interface::{InterfaceSocket, adapter_facts};
 
 /// Why the shell could not run a core.

@@ -1,44 +1,48 @@
-//! The WDS Network Unlock provider on real interfaces: `nulab server`'s engine. It moves
-//! datagrams between sockets and [`unlock_server::provider::Provider`], and nothing more.
+//! The WDS Network Unlock provider on real interfaces: `nulab server`'s engine. It is the one
+//! [`Driver`] plus the provider's service, the one the simulator runs too
+//! ([`UnlockService`] in front of [`unlock_server::provider::Provider`]), and the certificate
+//! files, the policy file and SIGHUP.
 //!
 //! Sockets: per interface, UDP 67 on IPv4 and UDP 547 on IPv6 (joined to ff02::1:2, the
 //! All_DHCP_Relay_Agents_and_Servers group a DHCPv6 client sends to), each bound to its device
 //! so that a reply leaves by the interface the request came in on.
 //!
 //! Every core: the RSA-2048 private-key operation is nearly all the cost of a request, so the
-//! receive path stays on one thread and runs only the provider's cheap steps
-//! ([`Provider::classify`]); each request that passes is handed to a pool of `workers` threads
-//! (one per core by default) over a **bounded** queue with a non-blocking send. When the queue
+//! driver's one thread runs only the provider's cheap steps (`Provider::classify`); each
+//! request that passes is handed to the one decrypt pool (`unlock_processor::DecryptPool`,
+//! `workers` threads, one per core by default) over a **bounded** queue with a non-blocking
+//! send. When the queue
 //! is full the request is shed on the spot and counted under `drop.overloaded` in the
-//! provider's counters and log ([`Provider::shed`]), so memory and waiting time stay bounded
+//! provider's counters and log (`Provider::shed`), so memory and waiting time stay bounded
 //! whatever the offered load: a client whose request is shed retransmits (DHCPv4 after 2 s) or
 //! falls back to its PIN, as it would if the datagram had been lost. The keys are shared
 //! (`Arc<ProviderKey>` inside each job); there is no lock around the provider, because only the
-//! receive loop touches it. Results come back to that loop, which counts, logs and sends.
+//! driver's thread touches it. Results wake the driver ([`Driver::wake`]), which hands them
+//! to the service to count, log and send.
 //!
 //! Reload: [`Control::Reload`] (SIGHUP in `nulab server`) re-reads the certificate files and
 //! folders and the policy file. A certificate no longer on disk is removed from the store, so
 //! its requests are then logged as the seed's error condition; an invalid policy file makes the
 //! provider stop answering, logged with every problem and its line, until a valid one is loaded.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::Ipv6Addr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nkpu::{ProviderKey, Thumbprint};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
-use unlock_processor::DecryptPool;
-use unlock_server::provider::{Classified, Decrypted, LogLine, Outcome, Provider, Received};
+use unlock_processor::{DecryptPool, PoolProcessor};
+use unlock_server::provider::{LogLine, Provider};
+use unlock_server::service::{DHCPV4_SERVER_PORT, DHCPV6_SERVER_PORT, UnlockService};
 
 use crate::ShellError;
-use crate::interface::scoped;
+use crate::driver::{Driver, DriverConfig, ShellNote};
 
-/// The largest datagram read; a Network Unlock request is about 500 bytes.
-const MAX_DATAGRAM: usize = 2048;
 /// The DHCPv6 multicast group servers listen on (RFC 8415).
 pub const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
 
@@ -202,13 +206,6 @@ pub fn forward_signals(tx: mpsc::Sender<Control>) -> Result<(), ShellError> {
     Ok(())
 }
 
-/// One listening socket.
-struct Listener {
-    socket: Arc<UdpSocket>,
-    /// The interface index, for the scope of link-local IPv6 replies.
-    ifindex: u32,
-}
-
 /// Runs the provider on `config.interfaces` until `control` says stop (or is closed), writing
 /// each log line to `log` as it is produced.
 ///
@@ -217,10 +214,25 @@ struct Listener {
 pub async fn run_wds(
     config: WdsConfig,
     mut control: mpsc::Receiver<Control>,
-    mut log: impl FnMut(&LogLine),
+    log: impl FnMut(&LogLine),
 ) -> Result<WdsReport, ShellError> {
-    let epoch = Instant::now();
-    let mut provider = Provider::new(config.server_duid.clone());
+    // Written from the loop and from a reload: one owner, lent out between callbacks.
+    let log = RefCell::new(log);
+    let flush = |provider: &RefCell<Provider>| {
+        for line in provider.borrow_mut().take_log() {
+            (log.borrow_mut())(&line);
+        }
+    };
+    let mut driver_config = DriverConfig::new(config.interfaces.clone());
+    driver_config.host_name = config.interfaces.join(",");
+    driver_config.ipv6 = config.ipv6;
+    driver_config.ipv6_groups = vec![ALL_DHCP_SERVERS];
+    driver_config.port_map = vec![
+        (DHCPV4_SERVER_PORT, config.ports.v4),
+        (DHCPV6_SERVER_PORT, config.ports.v6),
+    ];
+    let mut driver = Driver::new(driver_config)?;
+    let provider = Rc::new(RefCell::new(Provider::new(config.server_duid.clone())));
     let store = config.certificates.load();
     if !store.errors.is_empty() {
         return Err(ShellError::Certificates(store.errors.join("; ")));
@@ -230,39 +242,43 @@ pub async fn run_wds(
             "no certificate: give --cert FILE.pfx or --cert-dir DIR".into(),
         ));
     }
-    let mut held = install(&mut provider, Duration::ZERO, &BTreeSet::new(), store);
-    load_policy(&mut provider, Duration::ZERO, config.policy.as_deref());
+    let held = RefCell::new(install(
+        &mut provider.borrow_mut(),
+        Duration::ZERO,
+        &BTreeSet::new(),
+        store,
+    ));
+    load_policy(
+        &mut provider.borrow_mut(),
+        Duration::ZERO,
+        config.policy.as_deref(),
+    );
 
-    let mut listeners = Vec::new();
-    for interface in &config.interfaces {
-        let ifindex = interface_index(interface)?;
-        match open_v4(interface, config.ports.v4) {
-            Ok(socket) => listeners.push(Listener {
-                socket: Arc::new(socket),
-                ifindex,
-            }),
-            Err(err) => provider.note_error(epoch.elapsed(), err.to_string()),
-        }
-        if config.ipv6 {
-            match open_v6(interface, ifindex, config.ports.v6) {
-                Ok(socket) => listeners.push(Listener {
-                    socket: Arc::new(socket),
-                    ifindex,
-                }),
-                Err(err) => provider.note_error(epoch.elapsed(), err.to_string()),
+    let workers = config.workers.max(1);
+    let queue_capacity = config.queue_capacity.max(1);
+    let pool = DecryptPool::bounded(workers, queue_capacity);
+    let processor = PoolProcessor::new(pool, driver.wake());
+    let gauges = processor.gauges();
+    let mut service = UnlockService::with_processor(Rc::clone(&provider), Box::new(processor));
+    driver.start(&mut service).await;
+    let note_shell = |provider: &RefCell<Provider>, driver: &mut Driver| {
+        for note in driver.take_notes() {
+            let at = driver.elapsed();
+            if let ShellNote::SocketFailed { why, .. } = note {
+                provider.borrow_mut().note_error(at, why);
             }
         }
-    }
-    for line in provider.take_log() {
-        log(&line);
-    }
-    if listeners.is_empty() {
+    };
+    note_shell(&provider, &mut driver);
+    flush(&provider);
+    if driver.open_sockets() == 0 {
         return Err(ShellError::NoSocket(config.interfaces.join(",")));
     }
-    provider.note_info(
-        epoch.elapsed(),
+    provider.borrow_mut().note_info(
+        driver.elapsed(),
         format!(
-            "WDS service listening on {} (UDP {}{}), {} decrypt workers, queue of {}",
+            "WDS service listening on {} (UDP {}{}), {workers} decrypt workers, queue of \
+             {queue_capacity}",
             config.interfaces.join(","),
             config.ports.v4,
             if config.ipv6 {
@@ -270,111 +286,61 @@ pub async fn run_wds(
             } else {
                 String::new()
             },
-            config.workers.max(1),
-            config.queue_capacity.max(1),
         ),
     );
 
-    // Receive tasks: one per socket, all feeding the loop below.
-    let (incoming_tx, mut incoming) = mpsc::channel::<(usize, SocketAddr, Vec<u8>)>(256);
-    let mut receivers = tokio::task::JoinSet::new();
-    for (index, listener) in listeners.iter().enumerate() {
-        let socket = Arc::clone(&listener.socket);
-        let tx = incoming_tx.clone();
-        receivers.spawn(async move {
-            let mut buf = vec![0u8; MAX_DATAGRAM];
-            loop {
-                match socket.recv_from(&mut buf).await {
-                    Ok((len, source)) => {
-                        if tx.send((index, source, buf[..len].to_vec())).await.is_err() {
-                            return;
-                        }
-                    }
-                    // An ICMP error reported on the socket, say: not fatal for a server.
-                    Err(_) => tokio::task::yield_now().await,
-                }
-            }
-        });
-    }
-    drop(incoming_tx);
-
-    let pool = DecryptPool::bounded(config.workers.max(1), config.queue_capacity.max(1));
-    // Unbounded in type only: at most `capacity + workers` results can exist at once, because
-    // each one comes from a job that went through the bounded queue.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Decrypted)>();
-    let mut received = 0u64;
-    let mut peak_queue = 0usize;
-    loop {
-        for line in provider.take_log() {
-            log(&line);
-        }
-        tokio::select! {
-            datagram = incoming.recv() => {
-                let Some((index, source, payload)) = datagram else { break };
-                received += 1;
-                let now = epoch.elapsed();
-                if let Classified::Decrypt(job) =
-                    provider.classify(now, Received { source, payload: &payload })
-                {
-                    let done_tx = done_tx.clone();
-                    match pool.try_submit(job, move |done| {
-                        let _ = done_tx.send((index, done));
-                    }) {
-                        Ok(()) => peak_queue = peak_queue.max(pool.queued()),
-                        Err(job) => {
-                            provider.shed(now, job);
-                        }
-                    }
-                }
-            }
-            done = done_rx.recv() => {
-                let Some((index, done)) = done else { break };
-                let outcome = provider.complete(epoch.elapsed(), done);
-                if let Outcome::Replied { transmit, .. } = outcome
-                    && let Some(listener) = listeners.get(index)
-                {
-                    let destination = scoped(transmit.destination, listener.ifindex);
-                    if let Err(err) = listener.socket.send_to(&transmit.payload, destination).await {
-                        provider.note_error(
-                            epoch.elapsed(),
-                            format!("cannot send the reply to {destination}: {err}"),
-                        );
-                    }
-                }
-            }
-            command = control.recv() => match command {
+    // SIGHUP and stop arrive here; a reload touches the provider between two callbacks.
+    let epoch = tokio::time::Instant::now();
+    let controls = async {
+        loop {
+            match control.recv().await {
                 Some(Control::Reload) => {
                     let now = epoch.elapsed();
-                    provider.note_info(now, "reloading the certificate store and the subnet policy (SIGHUP)".into());
+                    let mut provider = provider.borrow_mut();
+                    provider.note_info(
+                        now,
+                        "reloading the certificate store and the subnet policy (SIGHUP)".into(),
+                    );
                     let store = config.certificates.load();
                     for error in &store.errors {
                         provider.note_error(now, format!("reload: {error}"));
                     }
-                    held = install(&mut provider, now, &held, store);
+                    let now_held = install(&mut provider, now, &held.borrow(), store);
+                    *held.borrow_mut() = now_held;
                     load_policy(&mut provider, now, config.policy.as_deref());
+                    drop(provider);
                 }
-                Some(Control::Stop) | None => break,
-            },
+                Some(Control::Stop) | None => return,
+            }
         }
-    }
-    receivers.abort_all();
-    drop(done_tx);
-    drop(pool);
+    };
+    driver
+        .run_until(&mut service, controls, |driver| {
+            note_shell(&provider, driver);
+            flush(&provider);
+            ControlFlow::Continue(())
+        })
+        .await;
     // Requests already handed to a worker are finished and counted, so that every request
     // received is accounted for.
-    while let Some((_, done)) = done_rx.recv().await {
-        provider.complete(epoch.elapsed(), done);
-    }
-    provider.note_info(epoch.elapsed(), "WDS service stopped".into());
-    for line in provider.take_log() {
-        log(&line);
-    }
+    driver
+        .finish_wakes(
+            &mut service,
+            || gauges.outstanding.load(Ordering::Relaxed) > 0,
+            Duration::from_secs(10),
+        )
+        .await;
+    provider
+        .borrow_mut()
+        .note_info(driver.elapsed(), "WDS service stopped".into());
+    flush(&provider);
+    let counters = provider.borrow().counters().clone();
     Ok(WdsReport {
-        counters: provider.counters().clone(),
-        received,
-        workers: config.workers.max(1),
-        queue_capacity: config.queue_capacity.max(1),
-        peak_queue,
+        counters,
+        received: driver.received(),
+        workers,
+        queue_capacity,
+        peak_queue: gauges.peak_queue.load(Ordering::Relaxed),
     })
 }
 
@@ -442,16 +408,6 @@ pub fn interface_index(interface: &str) -> Result<u32, ShellError> {
     text.trim()
         .parse()
         .map_err(|_| fail(std::io::Error::from(std::io::ErrorKind::InvalidData)))
-}
-
-fn open_v4(interface: &str, port: u16) -> Result<UdpSocket, ShellError> {
-    crate::InterfaceSocket::open(interface, port).map(|s| s.socket)
-}
-
-/// `[::]:port` on `interface`, IPv6 only, joined to ff02::1:2 there.
-fn open_v6(interface: &str, ifindex: u32, port: u16) -> Result<UdpSocket, ShellError> {
-    crate::InterfaceSocket::open_v6(interface, port, Some((ALL_DHCP_SERVERS, ifindex)))
-        .map(|s| s.socket)
 }
 
 /// Formats a provider log line the way the WDS debug log reads: time, source, level, message.

@@ -16,4 +16,4 @@ mod modelled;
 mod pool;
 
 pub use modelled::{ModelledCpu, ServerCpu, UnlockService};
-pub use pool::{DecryptPool, PoolProcessor, Wake};
+pub use pool::{DecryptPool, PoolGauges, PoolProcessor, Wake};

@@ -4,6 +4,7 @@
 //! result depends only on the job.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -116,7 +117,16 @@ pub struct PoolProcessor {
     pool: Arc<DecryptPool>,
     wake: Wake,
     results: Arc<Mutex<BTreeMap<u64, Decrypted>>>,
-    peak_queue: usize,
+    gauges: Arc<PoolGauges>,
+}
+
+/// What a [`PoolProcessor`] holds, readable while the service that owns it runs.
+#[derive(Debug, Default)]
+pub struct PoolGauges {
+    /// Jobs accepted whose result has not been collected yet.
+    pub outstanding: AtomicUsize,
+    /// The most jobs that were ever waiting for a worker at once.
+    pub peak_queue: AtomicUsize,
 }
 
 impl PoolProcessor {
@@ -125,13 +135,13 @@ impl PoolProcessor {
             pool,
             wake,
             results: Arc::default(),
-            peak_queue: 0,
+            gauges: Arc::default(),
         }
     }
 
-    /// The most jobs that were ever waiting for a worker at once.
-    pub fn peak_queue(&self) -> usize {
-        self.peak_queue
+    /// The processor's gauges, shared.
+    pub fn gauges(&self) -> Arc<PoolGauges> {
+        Arc::clone(&self.gauges)
     }
 }
 
@@ -150,11 +160,16 @@ impl Processor for PoolProcessor {
             }
             wake(token);
         })?;
-        self.peak_queue = self.peak_queue.max(self.pool.queued());
+        self.gauges.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.gauges
+            .peak_queue
+            .fetch_max(self.pool.queued(), Ordering::Relaxed);
         Ok(Due::WhenDone)
     }
 
     fn finish(&mut self, token: u64) -> Option<Decrypted> {
-        self.results.lock().ok()?.remove(&token)
+        let done = self.results.lock().ok()?.remove(&token)?;
+        self.gauges.outstanding.fetch_sub(1, Ordering::Relaxed);
+        Some(done)
     }
 }
