@@ -11,6 +11,8 @@ use certificates::generate::DEFAULT_SUBJECT;
 use certificates::{CertificateRequest, CertificateView, Validity, files};
 use clap::Subcommand;
 
+use crate::output::{self, errln, out, outln};
+
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Generate a self-signed Network Unlock certificate (RSA-2048, critical keyEncipherment,
@@ -33,13 +35,16 @@ pub enum CertCommand {
         /// Password of the .pfx
         #[arg(long, default_value = "")]
         password: String,
+        /// Replace an existing NAME.cer or NAME.pfx
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
     /// Show a certificate: subject, issuer, validity, key size, key usage and its criticality,
     /// EKUs, SHA-1 thumbprint, and whether it is fit for Network Unlock (with every reason)
     Show {
-        /// A .cer (DER), .pfx or PEM file
+        /// A .cer (DER), .pfx or PEM file, or `-` for standard input
         file: PathBuf,
         /// Password of a .pfx
         #[arg(long)]
@@ -57,8 +62,12 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             subject,
             seed,
             password,
+            force,
             json,
         } => {
+            for extension in ["cer", "pfx"] {
+                crate::args::refuse_overwrite(&out.join(format!("{name}.{extension}")), force)?;
+            }
             let validity = match seed {
                 Some(_) => Validity::fixture(),
                 None => {
@@ -80,17 +89,17 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
                 .with_context(|| format!("cannot create {}", out.display()))?;
             let written = files::save_cer_and_pfx(&out, &name, &bundle, &password)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "thumbprint": written.thumbprint.to_string(),
                         "cer": written.cer.display().to_string(),
                         "pfx": written.pfx.display().to_string(),
                     })
-                );
+                )?;
             } else {
-                println!("{}", written.thumbprint);
-                eprintln!(
+                outln!("{}", written.thumbprint)?;
+                errln!(
                     "wrote {} and {}",
                     written.cer.display(),
                     written.pfx.display()
@@ -103,12 +112,14 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
             password,
             json,
         } => {
-            let bundle = files::load_bundle(&file, password.as_deref())?;
+            let (name, data) = crate::read_input(&file)?;
+            let bundle = certificates::import::read(&data, password.as_deref())
+                .with_context(|| name.clone())?;
             let view = CertificateView::of_bundle(&bundle);
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                output::json(&view)?;
             } else {
-                print!("{view}");
+                out!("{view}")?;
             }
             Ok(if view.network_unlock.fit {
                 ExitCode::SUCCESS

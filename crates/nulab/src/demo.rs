@@ -1,6 +1,10 @@
 //! `nulab demo`: the README's main job until the scenario runner exists. It decodes the real
 //! Windows 10 capture shipped with nulab, then runs one whole Network Unlock exchange (phases 3
 //! to 6 of the seed) through the real codec and the real crypto, printing every step.
+//!
+//! `--json` prints one object instead of the narration (schema [`DemoReport`]): the capture's
+//! packets and the computed request and reply as `nulab packet decode --json` shows them, the
+//! certificate, the two keys, and whether the reply opened.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -10,7 +14,9 @@ use clap::Args;
 use nkpu::{ClientKey, KeyProtector, KeyProtectorReply, Message, ProviderKey, SessionKey, v4};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use serde::Serialize;
 
+use crate::output::{self, outln};
 use crate::{packet_input, packet_view};
 
 /// The real DHCPv4 Network Unlock request of a Windows 10 client (fixtures/windows-captures).
@@ -25,17 +31,85 @@ pub struct DemoArgs {
     /// Also write the computed request and reply as a pcap for Wireshark
     #[arg(long)]
     pcap: Option<std::path::PathBuf>,
+    /// Replace an existing --pcap file
+    #[arg(long)]
+    force: bool,
+    /// One JSON object (capture, certificate, keys, request, reply) instead of the narration
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `nulab demo --json` prints.
+#[derive(Debug, Serialize)]
+pub struct DemoReport {
+    pub seed: u64,
+    /// The packets of the real Windows capture.
+    pub capture: Vec<packet_view::PacketView>,
+    pub certificate: CertificateFacts,
+    /// CK and SK in hex, as the client picked them.
+    pub client_key: String,
+    pub session_key: String,
+    pub request: packet_view::PacketView,
+    pub reply: packet_view::PacketView,
+    /// The reply opened with SK to CK (always true unless nulab is broken).
+    pub reply_opened: bool,
+    /// The pcap written, if `--pcap` was given.
+    pub pcap: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateFacts {
+    pub subject: String,
+    pub key_bits: usize,
+    pub thumbprint: String,
+}
+
+/// The computed exchange: its narration and its facts.
+struct Exchange {
+    narration: Vec<String>,
+    certificate: CertificateFacts,
+    client_key: String,
+    session_key: String,
+    request: Vec<u8>,
+    reply: Vec<u8>,
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
-    show_capture()?;
-    let (request, reply) = exchange(args.seed)?;
-    if let Some(path) = args.pcap {
-        write_pcap(&path, request, reply)?;
-        println!(
+    if let Some(path) = &args.pcap {
+        crate::args::refuse_overwrite(path, args.force)?;
+    }
+    let capture = capture_views()?;
+    let exchange = exchange(args.seed)?;
+    if let Some(path) = &args.pcap {
+        write_pcap(path, exchange.request.clone(), exchange.reply.clone())?;
+    }
+    if args.json {
+        let report = DemoReport {
+            seed: args.seed,
+            capture,
+            certificate: exchange.certificate,
+            client_key: exchange.client_key,
+            session_key: exchange.session_key,
+            request: packet_view::view(1, "computed", &exchange.request)?,
+            reply: packet_view::view(2, "computed", &exchange.reply)?,
+            reply_opened: true,
+            pcap: args.pcap.map(|p| p.display().to_string()),
+        };
+        output::json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("═══ 1. A real Network Unlock request, captured from a Windows 10 client ═══\n")?;
+    for view in &capture {
+        outln!("{}", view.to_text())?;
+    }
+    for line in &exchange.narration {
+        outln!("{line}")?;
+    }
+    if let Some(path) = &args.pcap {
+        outln!(
             "Wrote the request and reply to {} (open it in Wireshark).",
             path.display()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -74,38 +148,44 @@ fn write_pcap(path: &std::path::Path, request: Vec<u8>, reply: Vec<u8>) -> Resul
         )?,
     ];
     let bytes = wire::pcap_bytes(&frames).context("framing the pcap")?;
+    crate::args::create_parent(path)?;
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
 const WDS_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x98];
 
-fn show_capture() -> Result<()> {
-    println!("═══ 1. A real Network Unlock request, captured from a Windows 10 client ═══\n");
+fn capture_views() -> Result<Vec<packet_view::PacketView>> {
     let (_, packets) =
         packet_input::read_packets("windows10-nkpu-request-v4.pcap", WINDOWS_CAPTURE)?;
+    let mut views = Vec::new();
     for (i, packet) in packets.iter().enumerate() {
-        let view = packet_view::view(i + 1, &packet.origin, &packet.bytes)?;
-        println!("{}", view.to_text());
+        views.push(packet_view::view(i + 1, &packet.origin, &packet.bytes)?);
     }
-    Ok(())
+    Ok(views)
 }
 
-fn exchange(seed: u64) -> Result<(Vec<u8>, Vec<u8>)> {
-    println!("═══ 2. One unlock exchange, computed now with real RSA-2048 and AES-256-CCM ═══\n");
+fn exchange(seed: u64) -> Result<Exchange> {
+    let mut narration = Vec::new();
+    macro_rules! say {
+        ($($arg:tt)*) => {
+            narration.push(format!($($arg)*))
+        };
+    }
+    say!("═══ 2. One unlock exchange, computed now with real RSA-2048 and AES-256-CCM ═══\n");
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let bundle = certificates::fixture::network_unlock(seed);
     let server_cert = certificates::ProviderCertificate::from_bundle(bundle)
         .context("the generated certificate is fit for the provider")?;
     let client_cert = server_cert.certificate();
     let thumbprint = server_cert.thumbprint();
-    println!(
+    say!(
         "The WDS server holds a Network Unlock certificate ({}, RSA-{}), thumbprint {}",
         client_cert.certificate().subject(),
         client_cert.certificate().key_bits(),
         thumbprint
     );
-    println!("Group Policy gave the client the same certificate, without its private key.\n");
+    say!("Group Policy gave the client the same certificate, without its private key.\n");
 
     // Phase 3: the client builds its request.
     let ck = ClientKey::random(&mut rng);
@@ -126,13 +206,13 @@ fn exchange(seed: u64) -> Result<(Vec<u8>, Vec<u8>)> {
         kp,
     );
     let request_bytes = request.encode();
-    println!("[phase 2] the UEFI DHCP driver holds a lease: 10.0.4.110 from 10.0.4.97");
-    println!(
+    say!("[phase 2] the UEFI DHCP driver holds a lease: 10.0.4.110 from 10.0.4.97");
+    say!(
         "[phase 3] the client picks CK (network key) {} and SK (session key) {}",
         ck.short(),
         sk.short()
     );
-    println!(
+    say!(
         "          KP = RSA-2048-PKCS1(cert, CK‖SK) = {:?}; request broadcast: {} bytes",
         request.key_protector,
         request_bytes.len()
@@ -142,20 +222,20 @@ fn exchange(seed: u64) -> Result<(Vec<u8>, Vec<u8>)> {
     let Message::V4Request(received) = v4::decode(&request_bytes)? else {
         bail!("the encoded request decoded as something else");
     };
-    println!(
+    say!(
         "[phase 4] the provider recognises vendor class BITLOCKER and thumbprint {}",
         received.thumbprint
     );
     let provider = ProviderKey::from_pkcs8_der(&server_cert.private_key_pkcs8_der())?;
     let (server_ck, server_sk) = provider.decrypt(&received.key_protector)?;
-    println!(
+    say!(
         "[phase 5] it decrypts KP with the private key (aws-lc-rs): CK {} SK {}",
         server_ck.short(),
         server_sk.short()
     );
     let reply = v4::Reply::answering(&received, KeyProtectorReply::seal(&server_sk, &server_ck));
     let reply_bytes = reply.encode();
-    println!(
+    say!(
         "[phase 6] it returns CK sealed under SK: KPR = tag‖AES-256-CCM = {:?}; reply: {} bytes",
         reply.reply,
         reply_bytes.len()
@@ -169,25 +249,36 @@ fn exchange(seed: u64) -> Result<(Vec<u8>, Vec<u8>)> {
     if opened != ck {
         bail!("the reply opened to a different key");
     }
-    println!(
+    say!(
         "[phase 6] the client opens the reply with SK: the tag verifies, CK {} is back",
         opened.short()
     );
     let wrong = answer.reply.open(&SessionKey::from_bytes([0; 32]));
-    println!(
+    say!(
         "          (with any other session key: {})",
         wrong
             .err()
             .map_or_else(|| "opened?!".to_owned(), |e| e.to_string())
     );
-    println!("\nThe request and reply, as nulab packet decode shows them:\n");
+    say!("\nThe request and reply, as nulab packet decode shows them:\n");
     for (i, bytes) in [&request_bytes, &reply_bytes].into_iter().enumerate() {
-        println!("{}", packet_view::view(i + 1, "computed", bytes)?.to_text());
+        say!("{}", packet_view::view(i + 1, "computed", bytes)?.to_text());
     }
-    println!(
+    say!(
         "Phases 7 and 8 (CK combined with the TPM-held key, SHA-256 in nulab's model, to unwrap\n\
          the volume master key) belong to the boot client: the volume crate's tests run them, and\n\
          `nulab volume unlock` shows the other protectors on a real image."
     );
-    Ok((request_bytes, reply_bytes))
+    Ok(Exchange {
+        narration,
+        certificate: CertificateFacts {
+            subject: client_cert.certificate().subject().to_string(),
+            key_bits: client_cert.certificate().key_bits() as usize,
+            thumbprint: thumbprint.to_string(),
+        },
+        client_key: ck.to_hex(),
+        session_key: sk.to_hex(),
+        request: request_bytes,
+        reply: reply_bytes,
+    })
 }

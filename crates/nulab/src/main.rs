@@ -4,9 +4,11 @@
 //! Each subcommand lives in its own module and only parses arguments, calls a library crate and
 //! prints; `--json` gives machine output. Errors name the file (and line) they are about.
 
+mod args;
 mod cert;
 mod client;
 mod demo;
+mod output;
 mod packet;
 mod packet_input;
 mod packet_view;
@@ -19,7 +21,7 @@ mod volume;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,11 +69,56 @@ enum Command {
     /// Recovery-key escrow: the HTTPS recovery service, the client agent, the helpdesk
     #[command(subcommand)]
     Recovery(recovery::RecoveryCommand),
+    /// Print a shell completion script, e.g. `nulab completions bash > /etc/bash_completion.d/nulab`
+    Completions {
+        /// bash, elvish, fish, powershell or zsh
+        shell: clap_complete::Shell,
+    },
+    /// Print nulab's manual page (roff), e.g. `nulab man | man -l -`
+    Man,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    output::install_print_panic_hook();
+    // With `--json` anywhere before `--`, errors are JSON too (on standard output).
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if json && err.use_stderr() => {
+            // clap's report without its usage lines, on one line.
+            let rendered = err.render().to_string();
+            let report = rendered.split("\n\nUsage:").next().unwrap_or_default();
+            let report = report.strip_prefix("error: ").unwrap_or(report);
+            let report = report.split_whitespace().collect::<Vec<_>>().join(" ");
+            return fail(true, &anyhow::anyhow!("{report} (see --help)"), 2);
+        }
+        Err(err) => {
+            // Help and version go to standard output, usage errors to standard error.
+            return match err.print() {
+                Ok(()) => ExitCode::from(if err.use_stderr() { 2 } else { 0 }),
+                Err(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                    ExitCode::from(output::BROKEN_PIPE_STATUS)
+                }
+                Err(io) => fail(json, &output::OutputError(io).into(), 1),
+            };
+        }
+    };
+    let result = run(cli.command).and_then(|code| {
+        output::flush()?;
+        Ok(code)
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::from(output::BROKEN_PIPE_STATUS),
+        Err(err) => fail(json, &err, 1),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Cert(cmd) => cert::run(cmd),
         Command::Packet(cmd) => packet::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
@@ -83,27 +130,42 @@ fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
         Command::Recovery(cmd) => recovery::run(cmd),
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("nulab: error: {err:#}");
-            ExitCode::FAILURE
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "nulab", &mut script);
+            output::write_bytes(&script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            output::write_bytes(&page)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Reads FILE, or standard input for `-`.
-pub(crate) fn read_input(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
-    use anyhow::Context;
-    use std::io::Read;
-    if path.as_os_str() == "-" {
-        let mut data = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut data)
-            .context("reading standard input")?;
-        return Ok(("<stdin>".into(), data));
+/// Reports `err` once, as `nulab: error: …` on standard error, or with `--json` as
+/// [`output::JsonError`] on standard output, and ends with `status`.
+fn fail(json: bool, err: &anyhow::Error, status: u8) -> ExitCode {
+    let message = output::error_message(err);
+    if json {
+        let report = output::JsonError {
+            error: message,
+            exit_code: status,
+        };
+        if output::json_line(&report)
+            .and_then(|()| Ok(output::flush()?))
+            .is_ok()
+        {
+            return ExitCode::from(status);
+        }
+        output::errln!("nulab: error: {}", report.error);
+    } else {
+        output::errln!("nulab: error: {message}");
     }
-    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((path.display().to_string(), data))
+    ExitCode::from(status)
 }
+
+/// Reads FILE, or standard input for `-` (kept here for the modules that call it by this path).
+pub(crate) use args::read_input;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Subcommand;
 
+use crate::output::{self, errln, outln};
 use crate::{packet_input, packet_view};
 
 #[derive(Debug, Subcommand)]
@@ -29,11 +30,11 @@ pub fn run(cmd: PacketCommand) -> Result<ExitCode> {
     let mut failures = 0;
     for (i, packet) in packets.iter().enumerate() {
         match packet_view::view(i + 1, &packet.origin, &packet.bytes) {
-            Ok(view) if json => println!("{}", serde_json::to_string(&view)?),
-            Ok(view) => println!("{}", view.to_text()),
+            Ok(view) if json => output::json_line(&view)?,
+            Ok(view) => outln!("{}", view.to_text())?,
             Err(err) => {
                 failures += 1;
-                eprintln!("nulab: {name}: {}: no DHCP message: {err}", packet.origin);
+                errln!("nulab: {name}: {}: no DHCP message: {err}", packet.origin);
             }
         }
     }

@@ -97,43 +97,142 @@ fn looks_like_text(data: &[u8]) -> bool {
         .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
 }
 
+/// The largest packet a hex dump may describe (a squeeze line `*` repeats bytes up to the next
+/// offset: a mistyped offset must not fill memory). Far above any Ethernet frame.
+const MAX_DUMP_PACKET: usize = 1 << 20;
+
 /// Hex dumps. Each line is either plain hex (any spacing), or an offset followed by up to 16
 /// byte columns (2 hex digits each, or `xxd`'s groups of 4) and an optional ASCII column. A
-/// blank line, or an offset that goes back to 0, starts a new packet.
+/// blank line, or an offset that goes back to 0, starts a new packet. In a dump with offsets,
+/// `*` (`hexdump -C`, `xxd -a`) stands for the line before it repeated up to the next offset,
+/// and a line holding only an offset (`hexdump`'s last line) is the length of the packet.
 fn read_hex(name: &str, data: &[u8]) -> Result<Vec<InputPacket>> {
     let text = std::str::from_utf8(data).with_context(|| format!("{name}: not UTF-8 text"))?;
     let mut packets = Vec::new();
-    let mut current: Option<InputPacket> = None;
+    let mut current: Option<DumpPacket> = None;
     for (number, line) in text.lines().enumerate() {
         let number = number + 1;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
-            packets.extend(current.take());
+            packets.extend(current.take().map(DumpPacket::finish));
+            continue;
+        }
+        if line == "*" {
+            match &mut current {
+                Some(packet) if packet.with_offsets && !packet.last_line.is_empty() => {
+                    packet.squeezed = true;
+                }
+                _ => {
+                    bail!("{name}:{number}: `*` repeats a line, but no offset line comes before it")
+                }
+            }
+            continue;
+        }
+        if let Some(packet) = &mut current
+            && packet.with_offsets
+            && let Some(end) = lone_offset(line)
+        {
+            packet
+                .reach(end)
+                .with_context(|| format!("{name}:{number}"))?;
+            if end != packet.bytes.len() {
+                bail!(
+                    "{name}:{number}: the dump ends at offset {end:#x}, but {} bytes were read",
+                    packet.bytes.len()
+                );
+            }
+            packets.extend(current.take().map(DumpPacket::finish));
             continue;
         }
         let (offset, bytes) = parse_hex_line(line)
             .with_context(|| format!("{name}:{number}: not a hex dump line: {line:?}"))?;
         if offset == Some(0) {
-            packets.extend(current.take());
+            packets.extend(current.take().map(DumpPacket::finish));
         }
-        if let (Some(offset), Some(packet)) = (offset, &current)
-            && offset != packet.bytes.len()
-        {
+        if let (Some(offset), Some(packet)) = (offset, &mut current) {
+            packet
+                .reach(offset)
+                .with_context(|| format!("{name}:{number}"))?;
+            if offset != packet.bytes.len() {
+                bail!(
+                    "{name}:{number}: offset {offset:#x} does not follow the {} bytes read so far",
+                    packet.bytes.len()
+                );
+            }
+        }
+        let packet = current.get_or_insert_with(|| DumpPacket {
+            origin: format!("line {number}"),
+            bytes: Vec::new(),
+            with_offsets: offset.is_some(),
+            last_line: Vec::new(),
+            squeezed: false,
+        });
+        packet.bytes.extend_from_slice(&bytes);
+        if packet.bytes.len() > MAX_DUMP_PACKET {
+            bail!("{name}:{number}: a packet of more than {MAX_DUMP_PACKET} bytes");
+        }
+        packet.last_line = bytes;
+    }
+    if let Some(packet) = &current
+        && packet.squeezed
+    {
+        bail!("{name}: the dump ends with `*`: the offset that ends the repeat is missing");
+    }
+    packets.extend(current.map(DumpPacket::finish));
+    Ok(packets)
+}
+
+/// A packet being read from a hex dump.
+struct DumpPacket {
+    origin: String,
+    bytes: Vec<u8>,
+    /// Whether its lines start with offsets (only those may be squeezed).
+    with_offsets: bool,
+    /// The bytes of the last line read, which a `*` repeats.
+    last_line: Vec<u8>,
+    /// A `*` was read: the last line repeats up to the next offset.
+    squeezed: bool,
+}
+
+impl DumpPacket {
+    /// After a `*`, repeats the last line until the packet is `offset` bytes long.
+    fn reach(&mut self, offset: usize) -> Result<()> {
+        if !std::mem::take(&mut self.squeezed) {
+            return Ok(());
+        }
+        let gap = offset.saturating_sub(self.bytes.len());
+        let line = self.last_line.len();
+        if gap == 0 || line == 0 || !gap.is_multiple_of(line) {
             bail!(
-                "{name}:{number}: offset {offset:#x} does not follow the {} bytes read so far",
-                packet.bytes.len()
+                "`*` repeats a {line}-byte line from offset {:#x}, which cannot reach offset {offset:#x}",
+                self.bytes.len()
             );
         }
-        current
-            .get_or_insert_with(|| InputPacket {
-                origin: format!("line {number}"),
-                bytes: Vec::new(),
-            })
-            .bytes
-            .extend(bytes);
+        if offset > MAX_DUMP_PACKET {
+            bail!("`*` up to offset {offset:#x}: a packet of more than {MAX_DUMP_PACKET} bytes");
+        }
+        for _ in 0..gap / line {
+            self.bytes.extend_from_slice(&self.last_line);
+        }
+        Ok(())
     }
-    packets.extend(current);
-    Ok(packets)
+
+    fn finish(self) -> InputPacket {
+        InputPacket {
+            origin: self.origin,
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// A line holding only an offset (4 to 8 hex digits, optionally with xxd's `:`).
+fn lone_offset(line: &str) -> Option<usize> {
+    let digits = line.trim_end_matches(':');
+    let shaped = (4..=8).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_hexdigit());
+    if !shaped || line.contains(char::is_whitespace) {
+        return None;
+    }
+    usize::from_str_radix(digits, 16).ok()
 }
 
 /// One hex dump line: its offset (if it has one) and its bytes.
@@ -205,6 +304,62 @@ mod tests {
         assert_eq!(packets[1].bytes, [1, 2, 3, 4]);
     }
 
+    /// `hexdump -C` of 111 bytes whose lines 3 to 6 are zeros, squeezed into `*`, ending with
+    /// the length line.
+    const SQUEEZED: &str = "\
+00000000  68 65 6c 6c 6f 20 77 6f  72 6c 64 20 74 68 69 73  |hello world this|
+00000010  20 69 73 20 61 20 74 65  73 74 20 00 00 00 00 00  | is a test .....|
+00000020  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|
+*
+00000060  00 00 00 00 00 00 00 00  00 00 00 74 61 69 6c     |...........tail|
+0000006f
+";
+
+    #[test]
+    fn hexdump_c_squeezed_lines_are_repeated() {
+        let (kind, packets) = read_packets("t", SQUEEZED.as_bytes()).unwrap();
+        assert_eq!(kind, InputKind::Hex);
+        assert_eq!(packets.len(), 1);
+        let mut expected = b"hello world this is a test ".to_vec();
+        expected.resize(0x6b, 0);
+        expected.extend_from_slice(b"tail");
+        assert_eq!(packets[0].bytes, expected);
+    }
+
+    #[test]
+    fn xxd_a_squeezed_lines_are_repeated() {
+        let dump = "00000000: 0102 0304 0506 0708 090a 0b0c 0d0e 0f10  ................\n\
+                    *\n\
+                    00000030: ffff                                     ..\n";
+        let (_, packets) = read_packets("t", dump.as_bytes()).unwrap();
+        assert_eq!(packets[0].bytes.len(), 0x32);
+        assert_eq!(&packets[0].bytes[0x20..0x30], &packets[0].bytes[..0x10]);
+    }
+
+    #[test]
+    fn a_squeeze_that_cannot_reach_its_offset_names_the_line() {
+        let dump = "0000  01 02 03\n*\n0010  04\n";
+        let err = read_packets("d.hex", dump.as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("d.hex:3"), "{err:#}");
+        let err = read_packets("d.hex", b"*\n").unwrap_err();
+        assert!(format!("{err:#}").contains("d.hex:1"), "{err:#}");
+        let err = read_packets("d.hex", b"0000  01 02\n*\n").unwrap_err();
+        assert!(format!("{err:#}").contains("ends with `*`"), "{err:#}");
+    }
+
+    #[test]
+    fn a_huge_squeeze_is_refused() {
+        let err = read_packets("d.hex", b"0000  01 02\n*\nfffffffe  03\n").unwrap_err();
+        assert!(format!("{err:#}").contains("more than"), "{err:#}");
+    }
+
+    #[test]
+    fn a_wrong_length_line_is_refused() {
+        let dump = "00000000  01 02 03 04\n00000010\n";
+        let err = read_packets("d.hex", dump.as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("d.hex:2"), "{err:#}");
+    }
+
     #[test]
     fn a_gap_in_the_offsets_names_the_line() {
         let dump = "0000  01 02\n0010  03 04\n";
@@ -243,7 +398,7 @@ mod tests {
         }
 
         #[test]
-        fn never_panics_on_text(text in "[0-9a-fA-F: .|\n]{0,300}") {
+        fn never_panics_on_text(text in "[0-9a-fA-F: .|*\n]{0,300}") {
             let _ = read_packets("p", text.as_bytes());
         }
     }

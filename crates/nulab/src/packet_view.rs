@@ -74,9 +74,39 @@ pub struct NkpuView {
     pub reply: Option<String>,
 }
 
+/// Why a packet holds no DHCP message.
+#[derive(Debug)]
+pub enum NotDhcp {
+    /// No DHCP payload was found at any layer.
+    Frame(frame::FrameError),
+    /// Bare bytes whose first byte is a DHCPv6 message type but whose options do not fit: the
+    /// bytes are something else (the message says what they may be).
+    NotDhcpv6(String),
+}
+
+impl std::fmt::Display for NotDhcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Frame(err) => err.fmt(f),
+            Self::NotDhcpv6(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for NotDhcp {}
+
+impl From<frame::FrameError> for NotDhcp {
+    fn from(err: frame::FrameError) -> Self {
+        Self::Frame(err)
+    }
+}
+
 /// Builds the view of one packet; an error says why no DHCP payload was found at all.
-pub fn view(index: usize, origin: &str, bytes: &[u8]) -> Result<PacketView, frame::FrameError> {
+pub fn view(index: usize, origin: &str, bytes: &[u8]) -> Result<PacketView, NotDhcp> {
     let located = frame::locate(bytes)?;
+    if located.outer == frame::Outer::Bare && located.family == Family::V6 {
+        check_bare_dhcpv6(located.payload)?;
+    }
     let dhcp = match located.family {
         Family::V4 => dhcpv4_view(located.payload),
         Family::V6 => dhcpv6_view(located.payload),
@@ -103,6 +133,34 @@ pub fn view(index: usize, origin: &str, bytes: &[u8]) -> Result<PacketView, fram
         nkpu,
         nkpu_error,
     })
+}
+
+/// Bare bytes are taken for DHCPv6 on their first byte alone (a message type, 1 to 13); they
+/// are one only if the options after the header walk to the end. Otherwise, e.g. for the body of
+/// a reply's option 43 (`02 3c` + 60 bytes, which starts like an Advertise), say what it is.
+fn check_bare_dhcpv6(payload: &[u8]) -> Result<(), NotDhcp> {
+    let header = match payload.first() {
+        Some(12 | 13) => 34,
+        _ => 4,
+    };
+    let walked = payload.get(header..).map(options::walk_v6);
+    if let Some(Ok(_)) = walked {
+        return Ok(());
+    }
+    let why = match walked {
+        Some(Err(err)) => err.to_string(),
+        _ => "it ends in the header".to_owned(),
+    };
+    let hint = match payload {
+        [2, 60, rest @ ..] if rest.len() == nkpu::KPR_LEN => {
+            " (it looks like the body of option 43 of a Network Unlock reply, sub-option 2 of 60 \
+             bytes: `nulab reply open --session-key SK HEX` opens it)"
+        }
+        _ => "",
+    };
+    Err(NotDhcp::NotDhcpv6(format!(
+        "not a DHCPv6 message: {why}{hint}"
+    )))
 }
 
 fn udp_view(located: &Located<'_>) -> Option<UdpView> {

@@ -14,12 +14,14 @@ use nkpu::Thumbprint;
 use serde::Serialize;
 use unlock_server::policy::{self, Decision, Problem};
 
+use crate::output::{self, outln};
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Report every problem of a subnet policy file with its line number, and the decision for
     /// a certificate and a client address
     Check {
-        /// The `bde-network-unlock.ini` file
+        /// The `bde-network-unlock.ini` file, or `-` for standard input
         file: PathBuf,
         /// The certificate's SHA-1 thumbprint (40 hex digits, no spaces)
         #[arg(long, requires = "ip")]
@@ -83,23 +85,23 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode> {
         reason,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        output::json(&report)?;
     } else {
         for problem in &lint.errors {
-            println!("{name}:{}: error: {}", problem.line, problem.message);
+            outln!("{name}:{}: error: {}", problem.line, problem.message)?;
         }
         for problem in &lint.warnings {
-            println!("{name}:{}: warning: {}", problem.line, problem.message);
+            outln!("{name}:{}: warning: {}", problem.line, problem.message)?;
         }
         if report.valid {
-            println!("{name}: valid");
+            outln!("{name}: valid")?;
         } else {
-            println!(
+            outln!(
                 "{name}: invalid: Windows' provider would fail and stop answering every request"
-            );
+            )?;
         }
         if let (Some(decision), Some(reason)) = (report.decision, &report.reason) {
-            println!("decision: {decision} ({reason})");
+            outln!("decision: {decision} ({reason})")?;
         }
     }
     Ok(match (report.valid, report.decision) {

@@ -6,6 +6,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use nkpu::{ClientKey, KeyProtectorReply, SessionKey};
 
+use crate::output::outln;
+
 #[derive(Debug, Subcommand)]
 pub enum ReplyCommand {
     /// Seal a client key under a session key; prints the 60-byte reply (tag first) in hex
@@ -43,9 +45,9 @@ pub fn run(cmd: ReplyCommand) -> Result<ExitCode> {
             let ck = ClientKey::from_bytes(key32("--client-key", &client_key)?);
             let reply = hex::encode(KeyProtectorReply::seal(&sk, &ck).as_bytes());
             if json {
-                println!("{}", serde_json::json!({ "reply": reply }));
+                outln!("{}", serde_json::json!({ "reply": reply }))?;
             } else {
-                println!("{reply}");
+                outln!("{reply}")?;
             }
         }
         ReplyCommand::Open {
@@ -63,9 +65,9 @@ pub fn run(cmd: ReplyCommand) -> Result<ExitCode> {
             let reply = KeyProtectorReply::try_from(body)?;
             let ck = reply.open(&sk)?;
             if json {
-                println!("{}", serde_json::json!({ "client_key": ck.to_hex() }));
+                outln!("{}", serde_json::json!({ "client_key": ck.to_hex() }))?;
             } else {
-                println!("{}", ck.to_hex());
+                outln!("{}", ck.to_hex())?;
             }
         }
     }

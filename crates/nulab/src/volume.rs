@@ -16,6 +16,9 @@ use volume::{
     BITLOCKER_STRETCH_ITERATIONS, ProtectorKind, RecoveryPassword, StartupKey, UnlockWith, Volume,
 };
 
+use crate::args;
+use crate::output::{self, errln, out, outln};
+
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
     /// Create an encrypted volume image (AES-256-XTS) with the protectors asked for
@@ -26,22 +29,35 @@ pub enum VolumeCommand {
         size: u64,
         #[arg(long, default_value = "NULAB")]
         label: String,
-        /// Simulated TPM state file (created if missing)
+        /// Simulated TPM state file. Default IMAGE.tpm.json, made if missing; a file named here
+        /// must exist unless --new-tpm is given
         #[arg(long)]
         tpm_state: Option<PathBuf>,
+        /// Manufacture a new simulated TPM into the --tpm-state file (refuses an existing one
+        /// unless --force)
+        #[arg(long)]
+        new_tpm: bool,
+        /// Replace an existing image (and, with --new-tpm, TPM state or .BEK file)
+        #[arg(long)]
+        force: bool,
         /// Add a TPM-only protector (sealed to PCRs 7 and 11)
         #[arg(long)]
         tpm: bool,
-        /// Add a TPM+PIN protector with this PIN
+        /// Add a TPM+PIN protector with this PIN (4 to 20 digits, see --min-pin-length)
         #[arg(long)]
         tpm_pin: Option<String>,
-        /// Add a Network (Certificate Based) protector for this certificate (.cer or PEM)
+        /// The "minimum PIN length for startup" policy: PINs shorter than this are refused
+        #[arg(long, default_value_t = MIN_PIN_DIGITS, value_parser = clap::value_parser!(u8).range(4..=20))]
+        min_pin_length: u8,
+        /// Add a Network (Certificate Based) protector for this certificate (.cer or PEM, or `-`
+        /// for standard input)
         #[arg(long)]
         network_unlock_cert: Option<PathBuf>,
         /// Add a recovery password protector (printed)
         #[arg(long)]
         recovery_password: bool,
-        /// Add a startup key protector and write its .BEK file into this folder
+        /// Add a startup key protector and write its .BEK file into this folder (created if
+        /// missing)
         #[arg(long)]
         startup_key_out: Option<PathBuf>,
         /// Seed every key from this number (same seed, same image)
@@ -55,6 +71,7 @@ pub enum VolumeCommand {
     },
     /// List the protectors, like `manage-bde -protectors -get`
     Protectors {
+        /// The image, or `-` for standard input
         image: PathBuf,
         #[arg(long)]
         json: bool,
@@ -70,9 +87,10 @@ pub enum VolumeCommand {
         /// The 48-digit recovery password (hyphens optional)
         #[arg(long)]
         password: Option<String>,
-        /// The startup key's .BEK file
+        /// The startup key's .BEK file, or `-` for standard input
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Simulated TPM state file (default IMAGE.tpm.json); a file named here must exist
         #[arg(long)]
         tpm_state: Option<PathBuf>,
         #[arg(long)]
@@ -104,28 +122,83 @@ fn rng(seed: Option<u64>) -> Box<dyn CryptoRngCore> {
     }
 }
 
-fn tpm_state_path(image: &Path, given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
-        let mut name = image.as_os_str().to_owned();
-        name.push(".tpm.json");
-        PathBuf::from(name)
-    })
+/// BitLocker's startup PINs: 4 to 20 digits; a policy may raise the floor.
+pub const MIN_PIN_DIGITS: u8 = 4;
+pub const MAX_PIN_DIGITS: u8 = 20;
+
+/// Refuses a PIN BitLocker would refuse: not all digits, or outside `min_length..=20` digits.
+fn check_pin(pin: &str, min_length: u8) -> Result<()> {
+    if !pin.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("--tpm-pin must be digits only (BitLocker's startup PIN)");
+    }
+    let len = pin.len();
+    if len < usize::from(min_length) || len > usize::from(MAX_PIN_DIGITS) {
+        bail!(
+            "--tpm-pin has {len} digit{}: a startup PIN has {min_length} to {MAX_PIN_DIGITS} \
+             digits{}",
+            if len == 1 { "" } else { "s" },
+            if min_length > MIN_PIN_DIGITS {
+                " (--min-pin-length)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
-fn load_tpm(path: &Path, rng: &mut dyn CryptoRngCore) -> Result<SimulatedTpm> {
+/// Where the TPM state lives, and whether the user named it.
+struct TpmState {
+    path: PathBuf,
+    named: bool,
+}
+
+fn tpm_state_path(image: &Path, given: Option<PathBuf>) -> TpmState {
+    match given {
+        Some(path) => TpmState { path, named: true },
+        None => {
+            let mut name = image.as_os_str().to_owned();
+            name.push(".tpm.json");
+            TpmState {
+                path: PathBuf::from(name),
+                named: false,
+            }
+        }
+    }
+}
+
+/// How a missing TPM state file is treated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IfMissing {
+    /// An error: the user named a file that is not there (a typo must not make a new TPM).
+    Fail,
+    /// Manufacture a new TPM (the default state file of a new image).
+    Manufacture,
+}
+
+fn load_tpm(
+    path: &Path,
+    if_missing: IfMissing,
+    rng: &mut dyn CryptoRngCore,
+) -> Result<SimulatedTpm> {
     match std::fs::read_to_string(path) {
         Ok(text) => SimulatedTpm::from_json(&text)
             .with_context(|| format!("{}: not a simulated TPM state", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            rng.fill_bytes(&mut seed);
-            Ok(SimulatedTpm::manufacture(
-                &mut ChaCha20Rng::from_seed(seed),
-                Default::default(),
-            ))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match if_missing {
+            IfMissing::Manufacture => Ok(manufacture_tpm(rng)),
+            IfMissing::Fail => bail!(
+                "{}: no such TPM state file (check the path; `volume create --new-tpm` makes one)",
+                path.display()
+            ),
+        },
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
+}
+
+fn manufacture_tpm(rng: &mut dyn CryptoRngCore) -> SimulatedTpm {
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    SimulatedTpm::manufacture(&mut ChaCha20Rng::from_seed(seed), Default::default())
 }
 
 fn save_tpm(path: &Path, tpm: &SimulatedTpm) -> Result<()> {
@@ -139,8 +212,11 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
             size,
             label,
             tpm_state,
+            new_tpm,
+            force,
             tpm: with_tpm,
             tpm_pin,
+            min_pin_length,
             network_unlock_cert,
             recovery_password,
             startup_key_out,
@@ -148,9 +224,21 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
             iterations,
             json,
         } => {
+            if let Some(pin) = &tpm_pin {
+                check_pin(pin, min_pin_length)?;
+            }
+            args::refuse_overwrite(&image, force)?;
             let mut rng = rng(seed);
             let state = tpm_state_path(&image, tpm_state);
-            let mut tpm = load_tpm(&state, &mut *rng)?;
+            let mut tpm = if new_tpm {
+                args::refuse_overwrite(&state.path, force)?;
+                manufacture_tpm(&mut *rng)
+            } else if state.named {
+                load_tpm(&state.path, IfMissing::Fail, &mut *rng)?
+            } else {
+                load_tpm(&state.path, IfMissing::Manufacture, &mut *rng)?
+            };
+            let state = state.path;
             let (mut volume, keys) = Volume::create(size, &label, &mut *rng)?;
             let pcrs = PcrSelection::SECURE_BOOT;
             if with_tpm {
@@ -160,9 +248,12 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
                 volume.add_tpm_and_pin_protector(&keys, &mut tpm, pcrs, pin, &mut *rng)?;
             }
             if let Some(path) = &network_unlock_cert {
-                let cert = certificates::files::load_certificate(path)?;
+                let (name, data) = crate::read_input(path)?;
+                let cert = certificates::import::read(&data, None)
+                    .with_context(|| name.clone())?
+                    .certificate;
                 let cert = volume::policy::NetworkUnlockCertificate::from_der(cert.der())
-                    .with_context(|| format!("{}", path.display()))?;
+                    .with_context(|| name.clone())?;
                 volume.add_network_unlock_protector(&keys, &mut tpm, pcrs, &cert, &mut *rng)?;
             }
             let password = if recovery_password {
@@ -177,7 +268,10 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
             let startup_key = match &startup_key_out {
                 Some(dir) => {
                     let key = volume.add_startup_key_protector(&keys, &mut *rng)?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
                     let path = dir.join(key.file_name());
+                    args::refuse_overwrite(&path, force)?;
                     std::fs::write(&path, key.to_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?;
                     Some(path)
@@ -187,7 +281,7 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
             volume.save(&image)?;
             save_tpm(&state, &tpm)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "image": image.display().to_string(),
@@ -196,30 +290,25 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
                         "startup_key": startup_key.as_ref().map(|p| p.display().to_string()),
                         "protectors": volume.protector_views(Some(&keys)),
                     })
-                );
+                )?;
             } else {
-                print!(
+                out!(
                     "{}",
                     volume.protectors_table(&image.display().to_string(), Some(&keys))
-                );
+                )?;
                 if let Some(path) = startup_key {
-                    println!("startup key written to {}", path.display());
+                    outln!("startup key written to {}", path.display())?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         VolumeCommand::Protectors { image, json } => {
-            let volume = Volume::open(&image)?;
+            let (name, data) = crate::read_input(&image)?;
+            let volume = Volume::from_bytes(&data).with_context(|| name.clone())?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&volume.protector_views(None))?
-                );
+                output::json(&volume.protector_views(None))?;
             } else {
-                print!(
-                    "{}",
-                    volume.protectors_table(&image.display().to_string(), None)
-                );
+                out!("{}", volume.protectors_table(&name, None))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -234,19 +323,22 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
         } => {
             let volume = Volume::open(&image)?;
             let state = tpm_state_path(&image, tpm_state);
-            let mut tpm = load_tpm(&state, &mut rand_core::OsRng)?;
+            let if_missing = if state.named {
+                IfMissing::Fail
+            } else {
+                IfMissing::Manufacture
+            };
+            let state = state.path;
+            let mut tpm = load_tpm(&state, if_missing, &mut rand_core::OsRng)?;
             let password = password
                 .map(|p| p.parse::<RecoveryPassword>())
                 .transpose()
                 .context("--password")?;
             let startup_key = match &key {
-                Some(path) => Some(
-                    StartupKey::from_bytes(
-                        &std::fs::read(path)
-                            .with_context(|| format!("cannot read {}", path.display()))?,
-                    )
-                    .with_context(|| format!("{}", path.display()))?,
-                ),
+                Some(path) => {
+                    let (name, data) = crate::read_input(path)?;
+                    Some(StartupKey::from_bytes(&data).with_context(|| name)?)
+                }
                 None => None,
             };
             let unlock_with = match with {
@@ -276,27 +368,27 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
                 Ok(keys) => {
                     let label = volume.label(&keys)?;
                     if json {
-                        println!(
+                        outln!(
                             "{}",
                             serde_json::json!({ "unlocked": true, "label": label, "protectors": volume.protector_views(Some(&keys)) })
-                        );
+                        )?;
                     } else {
-                        println!("unlocked: volume label {label:?}");
-                        print!(
+                        outln!("unlocked: volume label {label:?}")?;
+                        out!(
                             "{}",
                             volume.protectors_table(&image.display().to_string(), Some(&keys))
-                        );
+                        )?;
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(err) => {
                     if json {
-                        println!(
+                        outln!(
                             "{}",
                             serde_json::json!({ "unlocked": false, "error": err.to_string() })
-                        );
+                        )?;
                     } else {
-                        eprintln!("nulab: not unlocked: {err}");
+                        errln!("nulab: not unlocked: {err}");
                     }
                     Ok(ExitCode::FAILURE)
                 }
@@ -310,12 +402,12 @@ pub fn run_recovery_password(cmd: RecoveryPasswordCommand) -> Result<ExitCode> {
         RecoveryPasswordCommand::New { seed, json } => {
             let password = RecoveryPassword::generate(&mut rng(seed));
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({ "recovery_password": password.to_string() })
-                );
+                )?;
             } else {
-                println!("{password}");
+                outln!("{password}")?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -323,23 +415,23 @@ pub fn run_recovery_password(cmd: RecoveryPasswordCommand) -> Result<ExitCode> {
             match password.parse::<RecoveryPassword>() {
                 Ok(parsed) => {
                     if json {
-                        println!(
+                        outln!(
                             "{}",
                             serde_json::json!({ "valid": true, "recovery_password": parsed.to_string() })
-                        );
+                        )?;
                     } else {
-                        println!("valid: {parsed}");
+                        outln!("valid: {parsed}")?;
                     }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(err) => {
                     if json {
-                        println!(
+                        outln!(
                             "{}",
                             serde_json::json!({ "valid": false, "group": err.group(), "error": err.to_string() })
-                        );
+                        )?;
                     } else {
-                        eprintln!("nulab: invalid recovery password: {err}");
+                        errln!("nulab: invalid recovery password: {err}");
                     }
                     Ok(ExitCode::FAILURE)
                 }
