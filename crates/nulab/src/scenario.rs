@@ -1,46 +1,84 @@
-//! `nulab scenario run|list|bless|sweep`: the scenario runner for users without the source
-//! tree (`cargo xtask scenario` calls this). A run prints the narrated transcript and writes
-//! every output (transcript, JSON, Mermaid, HTML, pcaps, logs) into `--out`; a failing run
-//! prints the seed and the command that replays it and exits 1.
+//! `nulab scenario run|list|bless|sweep`: the scenario runner, for users and CI systems without
+//! the source tree (the catalogue is inside the binary; `cargo xtask scenario` calls this).
+//!
+//! A scenario is named by a file, a folder of files, or a catalogue name (`happy-path-ipv4`);
+//! none names the whole catalogue. `run` prints each narrated transcript (not with `--quiet`
+//! or `--json`) and writes every output (transcript, JSON, Mermaid, HTML, pcaps, logs) into
+//! `--out/NAME`; many scenarios run on `--jobs` threads, `--shard K/N` takes a stable part of
+//! them, `--junit FILE` writes a JUnit report and `--json` prints one summary object. `sweep`
+//! runs scenarios over a range of seeds. A failure prints the command that replays it.
+//!
+//! Exit status: 0 every scenario passed; 1 an expectation was not met; 2 a scenario could not
+//! be read or run, or the command line is wrong. With `--json`, errors are JSON too.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use scenario::suite::{Percentiles, RunSummary, ScenarioSummary, Shard, wilson_95};
+use scenario::{Loaded, RunResult};
+use serde::Serialize;
+
+/// The exit status of a scenario that could not be read or run, or a wrong command line.
+const REFUSED: u8 = 2;
+
+/// How long a run goes before it shows progress.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Subcommand)]
 pub enum ScenarioCommand {
-    /// Run scenarios, print their transcripts and write their outputs
+    /// Run scenarios, print their transcripts and write their outputs (exit 0 all passed,
+    /// 1 an expectation not met, 2 a scenario could not be read or run)
     Run(RunArgs),
-    /// List the scenarios of a folder with their titles
+    /// List the scenarios of the catalogue (or of a folder) with their titles
     List {
-        /// The folder of scenario files
-        #[arg(default_value = "scenarios")]
-        dir: PathBuf,
+        /// A folder of scenario files; by default the catalogue inside the binary
+        dir: Option<PathBuf>,
+        /// One JSON object: the scenarios with their titles
+        #[arg(long)]
+        json: bool,
     },
-    /// Run scenarios and write their transcripts as the new goldens (review the diff!)
+    /// Run scenarios and write their outputs as the new goldens (review the diff!)
     Bless {
         /// Scenario files; all of `scenarios/` when none is given
         files: Vec<PathBuf>,
     },
-    /// Run one scenario over a range of seeds (Monte-Carlo over its faults); stops at the first
-    /// failing seed and prints it
-    Sweep {
-        file: PathBuf,
-        /// Seeds to try, `A..B` (B excluded)
-        #[arg(long, value_parser = parse_range)]
-        seeds: std::ops::Range<u64>,
-    },
+    /// Run scenarios over a range of seeds (Monte-Carlo over their faults); stops at the first
+    /// failing seed unless `--keep-going`
+    Sweep(SweepArgs),
+}
+
+/// Which scenarios, and how to run them.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// Scenario files, folders of them, or catalogue names; none: the whole catalogue
+    scenarios: Vec<String>,
+    /// Scenarios run at once (default: the number of cores)
+    #[arg(long)]
+    jobs: Option<NonZeroUsize>,
+    /// Run only part K of N (`1/4`): a partition by scenario name that stays put when
+    /// scenarios are added; the N parts together run everything once
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// One JSON summary object on standard output (errors are JSON too); no transcripts
+    #[arg(long)]
+    json: bool,
+    /// No transcripts and no progress: only the outcomes
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Scenario files (TOML)
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// Seed (default: the scenario's own)
+    #[command(flatten)]
+    selection: Selection,
+    /// Seed (default: each scenario's own)
     #[arg(long)]
     seed: Option<u64>,
     /// Where to write the outputs (one folder per scenario inside)
@@ -49,62 +87,329 @@ pub struct RunArgs {
     /// Pause between the phases of the transcript (press Enter to go on): for live demos
     #[arg(long)]
     step: bool,
-    /// Print only the outcome and the expectations, not the transcript
+    /// Also write a JUnit XML report here (one testcase per scenario)
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Seeds to try, `A..B` (B excluded)
+    #[arg(long, value_parser = parse_range)]
+    seeds: std::ops::Range<u64>,
+    /// Run every seed, then report the pass rate (95% interval), unlock-time percentiles per
+    /// outcome and the first failing seeds
     #[arg(long)]
-    quiet: bool,
+    keep_going: bool,
 }
 
 pub fn run(cmd: ScenarioCommand) -> Result<ExitCode> {
     match cmd {
-        ScenarioCommand::Run(args) => run_files(&args),
-        ScenarioCommand::List { dir } => list(&dir),
+        ScenarioCommand::Run(args) => run_scenarios(&args),
+        ScenarioCommand::List { dir, json } => list(dir.as_deref(), json),
         ScenarioCommand::Bless { files } => bless(files),
-        ScenarioCommand::Sweep { file, seeds } => sweep(&file, seeds),
+        ScenarioCommand::Sweep(args) => sweep(&args),
     }
 }
 
-fn run_files(args: &RunArgs) -> Result<ExitCode> {
-    let mut failed = Vec::new();
-    for file in &args.files {
-        let loaded = scenario::load(file)?;
-        let result = scenario::run(&loaded, args.seed)?;
-        let transcript = scenario::views::transcript(&result);
-        if args.step {
-            step_through(&transcript)?;
-        } else if !args.quiet {
-            print!("{transcript}");
+/// Says why the command cannot go on (JSON with `--json`) and gives the status for it.
+fn refuse(json: bool, message: &str) -> Result<ExitCode> {
+    if json {
+        #[derive(Serialize)]
+        struct JsonError<'a> {
+            error: &'a str,
+            exit_code: u8,
         }
-        let dir = args.out.join(&result.name);
-        let written = scenario::write_outputs(&result, &dir)
-            .with_context(|| format!("cannot write the outputs into {}", dir.display()))?;
-        println!(
-            "{}: {} ({} files in {})",
-            result.name,
-            if result.passed() { "PASSED" } else { "FAILED" },
-            written.len(),
-            dir.display()
-        );
-        if !result.passed() {
-            print_unmet(&result);
-            println!(
-                "  seed {}; replay with: {}",
-                result.seed,
-                scenario::replay_command(file, result.seed)
-            );
-            failed.push(result.name.clone());
+        let line = serde_json::to_string(&JsonError {
+            error: message,
+            exit_code: REFUSED,
+        })?;
+        println!("{line}");
+    } else {
+        eprintln!("nulab: error: {message}");
+    }
+    Ok(ExitCode::from(REFUSED))
+}
+
+/// The scenarios `args` name, loaded (and checked), in order, before anything runs.
+fn select(args: &[String]) -> Result<Vec<Loaded>, String> {
+    if args.is_empty() {
+        return scenario::load_whole_catalogue().map_err(|err| err.to_string());
+    }
+    let mut loaded = Vec::new();
+    for arg in args {
+        let path = Path::new(arg);
+        if path.is_dir() {
+            let files = scenario_files(path).map_err(|err| format!("{err:#}"))?;
+            if files.is_empty() {
+                return Err(format!(
+                    "{}: no scenario (*.toml) in this folder: an empty suite would pass",
+                    path.display()
+                ));
+            }
+            for file in files {
+                loaded.push(scenario::load(&file).map_err(|err| err.to_string())?);
+            }
+        } else {
+            loaded.push(scenario::resolve(arg).map_err(|err| err.to_string())?);
         }
     }
-    Ok(if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    Ok(loaded)
+}
+
+fn jobs(selection: &Selection) -> usize {
+    selection
+        .jobs
+        .map(NonZeroUsize::get)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get))
+}
+
+/// Progress on standard error: a bar with count, rate and ETA on a terminal once the work has
+/// taken [`PROGRESS_AFTER`]; nothing off a terminal or with `--quiet`.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(total: usize, what: &str, quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total as u64),
+                indicatif::ProgressDrawTarget::hidden(),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, ETA {{eta}}) {{msg}}"
+                ))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            started: Instant::now(),
+            shown: false,
+        }
+    }
+
+    fn tick(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            if !self.shown && self.started.elapsed() >= PROGRESS_AFTER {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                self.shown = true;
+            }
+        }
+    }
+
+    /// Prints on standard output without tearing the bar.
+    fn print(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| print!("{text}")),
+            None => print!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Runs `count` jobs on `threads` threads, handing each finished one (by index) to `done` in
+/// the order they finish; `stop` set by `done` ends the run after the jobs under way.
+fn run_parallel<T: Send>(
+    count: usize,
+    threads: usize,
+    job: impl Fn(usize) -> T + Sync,
+    mut done: impl FnMut(usize, T) -> bool,
+) {
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, count.max(1)) {
+            let tx = tx.clone();
+            let (next, stop, job) = (&next, &stop, &job);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= count {
+                        break;
+                    }
+                    if tx.send((index, job(index))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (index, value) in rx {
+            if done(index, value) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+/// One scenario run by `run`, as a worker hands it back.
+struct Finished {
+    summary: ScenarioSummary,
+    transcript: Option<String>,
+}
+
+fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
+    let sel = &args.selection;
+    let started = Instant::now();
+    let loaded = match select(&sel.scenarios) {
+        Ok(loaded) => loaded,
+        Err(message) => return refuse(sel.json, &message),
+    };
+    if loaded.is_empty() {
+        return refuse(sel.json, "no scenario to run: an empty suite would pass");
+    }
+    let chosen: Vec<Loaded> = match sel.shard {
+        Some(shard) => loaded
+            .into_iter()
+            .filter(|l| shard.contains(&l.name))
+            .collect(),
+        None => loaded,
+    };
+    let threads = if args.step { 1 } else { jobs(sel) };
+    let show_transcripts = !sel.quiet && !sel.json;
+    let mut progress = Progress::new(chosen.len(), "scenarios", sel.quiet || sel.json);
+    let mut pending: Vec<Option<Finished>> = (0..chosen.len()).map(|_| None).collect();
+    let mut printed = 0;
+    let mut finished = 0;
+    let mut failure: Option<anyhow::Error> = None;
+    run_parallel(
+        chosen.len(),
+        threads,
+        |index| run_one(&chosen[index], args, show_transcripts),
+        |index, outcome| {
+            finished += 1;
+            progress.tick(finished as u64);
+            match outcome {
+                Ok(done) => pending[index] = Some(done),
+                Err(err) => {
+                    failure = Some(err);
+                    return true;
+                }
+            }
+            // In the order given, as soon as each is ready.
+            while let Some(Some(done)) = pending.get_mut(printed).map(Option::take) {
+                if let Err(err) = report_one(args, &progress, &done) {
+                    failure = Some(err);
+                    return true;
+                }
+                pending[printed] = Some(done);
+                printed += 1;
+            }
+            false
+        },
+    );
+    progress.finish();
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    let summaries: Vec<ScenarioSummary> = pending
+        .into_iter()
+        .flatten()
+        .map(|done| done.summary)
+        .collect();
+    let summary = RunSummary::new(summaries, sel.shard, started.elapsed());
+    if let Some(path) = &args.junit {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(path, summary.junit_xml())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if sel.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else if summary.total != 1 {
+        println!(
+            "{} scenario(s): {} passed, {} failed, {} could not run{}",
+            summary.total,
+            summary.total - summary.failed - summary.errors,
+            summary.failed,
+            summary.errors,
+            sel.shard
+                .map(|s| format!(" (shard {s})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::from(summary.exit_status()))
+}
+
+/// Runs one scenario and writes its outputs.
+fn run_one(loaded: &Loaded, args: &RunArgs, transcript: bool) -> Result<Finished> {
+    let started = Instant::now();
+    let seed = args.seed.unwrap_or(loaded.scenario.seed);
+    let result = match scenario::run(loaded, Some(seed)) {
+        Ok(result) => result,
+        Err(err) => {
+            return Ok(Finished {
+                summary: ScenarioSummary::error(loaded, seed, started.elapsed(), err.to_string()),
+                transcript: None,
+            });
+        }
+    };
+    let dir = args.out.join(&result.name);
+    scenario::write_outputs(&result, &dir)
+        .with_context(|| format!("cannot write the outputs into {}", dir.display()))?;
+    Ok(Finished {
+        summary: ScenarioSummary::of(
+            loaded,
+            &result,
+            started.elapsed(),
+            Some(dir.display().to_string()),
+        ),
+        transcript: transcript.then(|| scenario::views::transcript(&result)),
     })
 }
 
-fn print_unmet(result: &scenario::RunResult) {
-    for check in result.checks.iter().filter(|c| !c.met) {
-        println!("  unmet: {check}");
+/// Prints one scenario's transcript (or steps through it) and outcome.
+fn report_one(args: &RunArgs, progress: &Progress, done: &Finished) -> Result<()> {
+    if args.selection.json {
+        return Ok(());
     }
+    if let Some(transcript) = &done.transcript {
+        if args.step {
+            step_through(transcript)?;
+        } else {
+            progress.print(transcript);
+        }
+    }
+    let s = &done.summary;
+    let mut text = match (&s.error, &s.output) {
+        (Some(error), _) => format!("{}: ERROR {error}\n", s.name),
+        (None, Some(dir)) => format!(
+            "{}: {} ({} ms, outputs in {dir})\n",
+            s.name,
+            if s.passed { "PASSED" } else { "FAILED" },
+            s.duration_ms
+        ),
+        (None, None) => format!(
+            "{}: {}\n",
+            s.name,
+            if s.passed { "PASSED" } else { "FAILED" }
+        ),
+    };
+    if !s.passed {
+        for unmet in &s.unmet {
+            text.push_str(&format!("  unmet: {unmet}\n"));
+        }
+        text.push_str(&format!("  seed {}; replay with: {}\n", s.seed, s.replay));
+    }
+    progress.print(&text);
+    Ok(())
 }
 
 /// Prints the transcript, waiting for Enter whenever a new phase (or the next section) starts.
@@ -142,38 +447,87 @@ fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn list(dir: &Path) -> Result<ExitCode> {
-    let mut bad = 0;
-    for file in scenario_files(dir)? {
-        match scenario::load(&file) {
-            Ok(loaded) => println!("{:<48} {}", loaded.name, loaded.scenario.title),
-            Err(err) => {
-                bad += 1;
-                println!("{err}");
+fn list(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let loaded: Vec<Result<Loaded, String>> = match dir {
+        None => scenario::catalogue::names()
+            .into_iter()
+            .map(|name| scenario::load_catalogue(name).map_err(|err| err.to_string()))
+            .collect(),
+        Some(dir) => {
+            let files = match scenario_files(dir) {
+                Ok(files) => files,
+                Err(err) => return refuse(json, &format!("{err:#}")),
+            };
+            files
+                .iter()
+                .map(|file| scenario::load(file).map_err(|err| err.to_string()))
+                .collect()
+        }
+    };
+    if loaded.is_empty() {
+        return refuse(json, "no scenario (*.toml) here: an empty suite would pass");
+    }
+    let bad = loaded.iter().filter(|l| l.is_err()).count();
+    if json {
+        #[derive(Serialize)]
+        struct Entry {
+            name: String,
+            title: String,
+        }
+        #[derive(Serialize)]
+        struct Listing {
+            scenarios: Vec<Entry>,
+            errors: Vec<String>,
+        }
+        let mut listing = Listing {
+            scenarios: Vec::new(),
+            errors: Vec::new(),
+        };
+        for entry in loaded {
+            match entry {
+                Ok(l) => listing.scenarios.push(Entry {
+                    name: l.name,
+                    title: l.scenario.title,
+                }),
+                Err(err) => listing.errors.push(err),
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+    } else {
+        for entry in loaded {
+            match entry {
+                Ok(l) => println!("{:<48} {}", l.name, l.scenario.title),
+                Err(err) => println!("{err}"),
             }
         }
     }
     Ok(if bad == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(REFUSED)
     })
 }
 
 fn bless(files: Vec<PathBuf>) -> Result<ExitCode> {
     let files = if files.is_empty() {
-        scenario_files(Path::new("scenarios"))?
+        scenario_files(Path::new(scenario::catalogue::FOLDER))?
     } else {
         files
     };
+    if files.is_empty() {
+        return refuse(false, "no scenario to bless");
+    }
     for file in files {
         let loaded = scenario::load(&file)?;
         let result = scenario::run(&loaded, None)?;
         if !result.passed() {
-            bail!(
-                "{}: expectations not met; fix the scenario or the code before blessing (replay: {})",
-                file.display(),
-                scenario::replay_command(&file, result.seed)
+            return refuse(
+                false,
+                &format!(
+                    "{}: expectations not met; fix the scenario or the code before blessing (replay: {})",
+                    file.display(),
+                    scenario::replay_command(&loaded, result.seed)
+                ),
             );
         }
         let golden = scenario::golden_path(&file);
@@ -194,33 +548,236 @@ fn bless(files: Vec<PathBuf>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn sweep(file: &Path, seeds: std::ops::Range<u64>) -> Result<ExitCode> {
-    let loaded = scenario::load(file)?;
-    let bar = indicatif::ProgressBar::new(seeds.end.saturating_sub(seeds.start));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+/// One run of a sweep, as a worker hands it back.
+struct SeedRun {
+    passed: bool,
+    unmet: Vec<String>,
+    outcomes: Vec<(String, Option<Duration>)>,
+    error: Option<String>,
+}
+
+/// A sweep's figures for one scenario (`--json`).
+#[derive(Debug, Serialize)]
+struct SweepReport {
+    name: String,
+    scenario: String,
+    runs: u64,
+    passed: u64,
+    pass_rate: f64,
+    /// Wilson score interval at 95%.
+    pass_rate_95: (f64, f64),
+    /// Unlock times after power-on, per way the clients ended (every client of every seed).
+    unlock_times: Vec<(String, Option<Percentiles>)>,
+    /// The first failing seeds (at most 5), each with its replay command.
+    failing_seeds: Vec<FailingSeed>,
+}
+
+#[derive(Debug, Serialize)]
+struct FailingSeed {
+    seed: u64,
+    unmet: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    replay: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SweepSummary {
+    passed: bool,
+    /// Whether every seed ran (`--keep-going`, or no failure).
+    complete: bool,
+    seeds: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
+    scenarios: Vec<SweepReport>,
+}
+
+fn sweep(args: &SweepArgs) -> Result<ExitCode> {
+    let sel = &args.selection;
+    let loaded = match select(&sel.scenarios) {
+        Ok(loaded) => loaded,
+        Err(message) => return refuse(sel.json, &message),
+    };
+    if loaded.is_empty() {
+        return refuse(sel.json, "no scenario to sweep");
+    }
+    // Every (scenario, seed) pair is one job; a shard takes a stable part of the pairs.
+    let pairs: Vec<(usize, u64)> = loaded
+        .iter()
+        .enumerate()
+        .flat_map(|(i, _)| args.seeds.clone().map(move |seed| (i, seed)))
+        .filter(|(i, seed)| {
+            sel.shard
+                .is_none_or(|shard| shard.contains(&format!("{}@{seed}", loaded[*i].name)))
+        })
+        .collect();
+    let mut progress = Progress::new(pairs.len(), "runs", sel.quiet || sel.json);
+    let mut runs: Vec<Option<SeedRun>> = (0..pairs.len()).map(|_| None).collect();
+    let mut finished = 0;
+    let keep_going = args.keep_going;
+    run_parallel(
+        pairs.len(),
+        jobs(sel),
+        |index| {
+            let (scenario, seed) = pairs[index];
+            sweep_one(&loaded[scenario], seed)
+        },
+        |index, run| {
+            finished += 1;
+            progress.tick(finished as u64);
+            let stop = !run.passed && !keep_going;
+            runs[index] = Some(run);
+            stop
+        },
     );
-    for seed in seeds.clone() {
-        let result = scenario::run(&loaded, Some(seed))?;
-        bar.inc(1);
-        if !result.passed() {
-            bar.abandon();
-            println!("{}: seed {seed} FAILS", loaded.name);
-            print_unmet(&result);
-            println!("  replay with: {}", scenario::replay_command(file, seed));
-            return Ok(ExitCode::FAILURE);
+    progress.finish();
+    let complete = runs.iter().all(Option::is_some);
+    let mut reports = Vec::new();
+    for (i, l) in loaded.iter().enumerate() {
+        let mine: Vec<(u64, &SeedRun)> = pairs
+            .iter()
+            .zip(&runs)
+            .filter(|((s, _), _)| *s == i)
+            .filter_map(|((_, seed), run)| run.as_ref().map(|r| (*seed, r)))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let total = mine.len() as u64;
+        let passed = mine.iter().filter(|(_, r)| r.passed).count() as u64;
+        let mut by_outcome: std::collections::BTreeMap<String, Vec<Duration>> =
+            std::collections::BTreeMap::new();
+        for (_, run) in &mine {
+            for (outcome, time) in &run.outcomes {
+                let times = by_outcome.entry(outcome.clone()).or_default();
+                times.extend(time);
+            }
+        }
+        reports.push(SweepReport {
+            name: l.name.clone(),
+            scenario: l.argument(),
+            runs: total,
+            passed,
+            pass_rate: passed as f64 / total as f64,
+            pass_rate_95: wilson_95(passed, total),
+            unlock_times: by_outcome
+                .into_iter()
+                .map(|(outcome, times)| (outcome, Percentiles::of(&times)))
+                .collect(),
+            failing_seeds: mine
+                .iter()
+                .filter(|(_, r)| !r.passed)
+                .take(5)
+                .map(|(seed, r)| FailingSeed {
+                    seed: *seed,
+                    unmet: r.unmet.clone(),
+                    error: r.error.clone(),
+                    replay: scenario::replay_command(l, *seed),
+                })
+                .collect(),
+        });
+    }
+    let all_passed = reports.iter().all(|r| r.passed == r.runs) && complete;
+    let errors = runs.iter().flatten().any(|r| r.error.is_some());
+    let summary = SweepSummary {
+        passed: all_passed,
+        complete,
+        seeds: format!("{}..{}", args.seeds.start, args.seeds.end),
+        shard: sel.shard.map(|s| s.to_string()),
+        scenarios: reports,
+    };
+    if sel.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_sweep(&summary, keep_going);
+    }
+    Ok(ExitCode::from(if errors {
+        REFUSED
+    } else if summary.passed {
+        0
+    } else {
+        1
+    }))
+}
+
+fn sweep_one(loaded: &Loaded, seed: u64) -> SeedRun {
+    match scenario::run(loaded, Some(seed)) {
+        Ok(result) => seed_run(&result),
+        Err(err) => SeedRun {
+            passed: false,
+            unmet: Vec::new(),
+            outcomes: Vec::new(),
+            error: Some(err.to_string()),
+        },
+    }
+}
+
+fn seed_run(result: &RunResult) -> SeedRun {
+    SeedRun {
+        passed: result.passed(),
+        unmet: result
+            .checks
+            .iter()
+            .filter(|c| !c.met)
+            .map(ToString::to_string)
+            .collect(),
+        outcomes: scenario::suite::client_outcomes(result),
+        error: None,
+    }
+}
+
+fn print_sweep(summary: &SweepSummary, keep_going: bool) {
+    for report in &summary.scenarios {
+        if !keep_going {
+            match report.failing_seeds.first() {
+                Some(failing) => {
+                    println!("{}: seed {} FAILS", report.name, failing.seed);
+                    print_failing(failing);
+                }
+                None => println!(
+                    "{}: all {} seeds ({}) pass",
+                    report.name, report.runs, summary.seeds
+                ),
+            }
+            continue;
+        }
+        let (lo, hi) = report.pass_rate_95;
+        println!(
+            "{}: {}/{} seeds pass ({:.1}%, 95% interval {:.1}%–{:.1}%)",
+            report.name,
+            report.passed,
+            report.runs,
+            report.pass_rate * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        );
+        for (outcome, times) in &report.unlock_times {
+            match times {
+                Some(p) => println!(
+                    "  {outcome}: {} unlock(s), p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                    p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+                ),
+                None => println!("  {outcome}"),
+            }
+        }
+        for failing in &report.failing_seeds {
+            println!("  seed {} FAILS", failing.seed);
+            print_failing(failing);
         }
     }
-    bar.finish();
-    println!(
-        "{}: all {} seeds ({}..{}) pass",
-        loaded.name,
-        seeds.end.saturating_sub(seeds.start),
-        seeds.start,
-        seeds.end
-    );
-    Ok(ExitCode::SUCCESS)
+    if !summary.complete {
+        println!("stopped at the first failure (--keep-going runs every seed)");
+    }
+}
+
+fn print_failing(failing: &FailingSeed) {
+    if let Some(error) = &failing.error {
+        println!("  error: {error}");
+    }
+    for unmet in &failing.unmet {
+        println!("  unmet: {unmet}");
+    }
+    println!("  replay with: {}", failing.replay);
 }
 
 fn parse_range(text: &str) -> Result<std::ops::Range<u64>, String> {

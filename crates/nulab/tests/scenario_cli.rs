@@ -1,16 +1,50 @@
-//! `nulab scenario` end to end through the binary: a catalogue scenario runs, passes and writes
-//! every output; a broken scenario file is refused with its file and line; `list` names the
-//! catalogue.
+//! `nulab scenario` end to end through the binary, as a user and a CI system drive it: the
+//! catalogue inside the binary runs from any folder, names it does not hold are refused with
+//! the list of those it does, broken and expectation-less files are refused with their line,
+//! four shards of the catalogue merged equal one full run, the JUnit report validates against
+//! the schema in `fixtures/junit/`, `--json` gives one object (errors too), and a sweep reports
+//! its pass rate and the command that replays a failing seed.
 
 // Test code may unwrap: a panic is a failed test with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn nulab_in(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nulab"));
+    command.current_dir(dir);
+    command
+}
 
 fn nulab() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_nulab"));
-    command.current_dir(testkit::workspace_root());
-    command
+    nulab_in(&testkit::workspace_root())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", text(&output.stdout)))
+}
+
+/// A copy of the happy path whose expectation cannot hold (it unlocks by the network, not the
+/// PIN).
+fn failing_scenario(dir: &Path) -> std::path::PathBuf {
+    let happy =
+        std::fs::read_to_string(testkit::workspace_root().join("scenarios/happy-path-ipv4.toml"))
+            .unwrap();
+    let failing = happy.replace(
+        "unlocked_by = \"network-unlock\"",
+        "unlocked_by = \"tpm-and-pin\"",
+    );
+    assert_ne!(happy, failing, "the happy path expects a network unlock");
+    let file = dir.join("always-fails.toml");
+    std::fs::write(&file, failing).unwrap();
+    file
 }
 
 #[test]
@@ -21,7 +55,7 @@ fn run_writes_every_output_and_passes() {
         .arg(out.path())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("[phase 8]"), "{stdout}");
     assert!(stdout.contains("happy-path-ipv4: PASSED"), "{stdout}");
@@ -52,6 +86,66 @@ fn run_writes_every_output_and_passes() {
 }
 
 #[test]
+fn the_catalogue_runs_by_name_from_any_folder() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = nulab_in(elsewhere.path())
+        .args(["scenario", "run", "happy-path-ipv4", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("happy-path-ipv4: PASSED"), "{stdout}");
+    assert!(
+        !stdout.contains("[phase 8]"),
+        "--quiet prints no transcript: {stdout}"
+    );
+    assert!(
+        elsewhere
+            .path()
+            .join("nulab-out/happy-path-ipv4/transcript.txt")
+            .is_file()
+    );
+    let listed = nulab_in(elsewhere.path())
+        .args(["scenario", "list"])
+        .output()
+        .unwrap();
+    let listing = text(&listed.stdout);
+    assert!(listed.status.success(), "{listing}");
+    assert!(listing.lines().count() >= 30, "{listing}");
+    assert!(listing.contains("relay-forwards-to-dhcp-only"), "{listing}");
+}
+
+#[test]
+fn an_unknown_name_is_refused_with_the_names_that_exist() {
+    let output = nulab()
+        .args(["scenario", "run", "happy-path-ipv5"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("happy-path-ipv5"), "{stderr}");
+    assert!(
+        stderr.contains("happy-path-ipv4, happy-path-ipv6"),
+        "{stderr}"
+    );
+    // With --json the error is one JSON object on standard output.
+    let output = nulab()
+        .args(["scenario", "run", "happy-path-ipv5", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let json = json_of(&output);
+    assert_eq!(json["exit_code"], 2);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong-pin-then-right"),
+        "{json}"
+    );
+}
+
+#[test]
 fn a_broken_file_is_refused_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.toml");
@@ -67,17 +161,223 @@ fn a_broken_file_is_refused_with_its_line() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
     assert!(stderr.contains("broken.toml:5:"), "{stderr}");
     assert!(stderr.contains("subnett"), "{stderr}");
 }
 
 #[test]
-fn list_names_the_catalogue() {
-    let output = nulab().args(["scenario", "list"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert!(stdout.lines().count() >= 30, "{stdout}");
-    assert!(stdout.contains("relay-forwards-to-dhcp-only"), "{stdout}");
+fn a_scenario_without_expectations_and_an_empty_folder_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let output = nulab()
+        .args(["scenario", "run"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("an empty suite would pass"),
+        "{}",
+        text(&output.stderr)
+    );
+    let file = dir.path().join("nothing.toml");
+    std::fs::write(
+        &file,
+        "title = \"x\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.0.0/24\"\n",
+    )
+    .unwrap();
+    let output = nulab()
+        .args(["scenario", "run"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("nothing.toml:1:1:"), "{stderr}");
+    assert!(stderr.contains("expect_nothing = true"), "{stderr}");
+}
+
+/// name → (status, seed, unmet) of a `--json` run summary.
+fn outcomes(summary: &serde_json::Value) -> BTreeMap<String, (String, u64, String)> {
+    summary["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                (
+                    s["status"].as_str().unwrap().to_string(),
+                    s["seed"].as_u64().unwrap(),
+                    s["unmet"].to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn four_shards_of_the_catalogue_merged_equal_one_full_run() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let output = nulab()
+            .args(["scenario", "run", "--json", "--jobs", "2", "--out"])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        // Off a terminal there is no progress, and with --json nothing but the object.
+        assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
+        json_of(&output)
+    };
+    let full = run(&[]);
+    let all = outcomes(&full);
+    assert!(all.len() >= 30, "{full}");
+    assert_eq!(full["total"], all.len());
+    let mut merged = BTreeMap::new();
+    for k in 1..=4 {
+        let shard = run(&["--shard", &format!("{k}/4")]);
+        assert_eq!(shard["shard"], format!("{k}/4"));
+        for (name, outcome) in outcomes(&shard) {
+            assert!(
+                merged.insert(name.clone(), outcome).is_none(),
+                "{name} ran in two shards"
+            );
+        }
+    }
+    assert_eq!(merged, all);
+    let first = &full["scenarios"][0];
+    assert!(first["duration_ms"].is_u64(), "{first}");
+    assert!(
+        first["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("boot-storm-after-patch-reboot"),
+        "{first}"
+    );
+}
+
+#[test]
+fn the_junit_report_validates_and_carries_the_failure() {
+    if !testkit::require_tool("xmllint") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let failing = failing_scenario(dir.path());
+    let junit = dir.path().join("reports/junit.xml");
+    let output = nulab()
+        .args(["scenario", "run", "--quiet", "happy-path-ipv4"])
+        .arg(&failing)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "replay with: nulab scenario run {} --seed 1",
+            failing.display()
+        )),
+        "{stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testcase name=\"happy-path-ipv4\""), "{xml}");
+    assert!(xml.contains("<testcase name=\"always-fails\""), "{xml}");
+    assert!(
+        xml.contains(
+            "<failure message=\"pc1 is unlocked by TPM And PIN (got: pc1: unlocked by Network"
+        ),
+        "{xml}"
+    );
+    assert!(xml.contains("output folder: "), "{xml}");
+    let schema = testkit::workspace_root().join("fixtures/junit/junit.xsd");
+    let check = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    // The schema is not a formality: a report without its testcases' names fails it.
+    let broken = dir.path().join("broken.xml");
+    std::fs::write(&broken, xml.replace("testcase name=", "testcase nom=")).unwrap();
+    let check = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+}
+
+#[test]
+fn a_failing_sweep_prints_the_replay_command_and_keep_going_reports_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = failing_scenario(dir.path());
+    let output = nulab()
+        .args(["scenario", "sweep", "--seeds", "5..8", "--jobs", "1"])
+        .arg(&failing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("always-fails: seed 5 FAILS"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "replay with: nulab scenario run {} --seed 5",
+            failing.display()
+        )),
+        "{stdout}"
+    );
+    let output = nulab()
+        .args([
+            "scenario",
+            "sweep",
+            "--seeds",
+            "1..5",
+            "--keep-going",
+            "--json",
+            "happy-path-ipv4",
+        ])
+        .arg(&failing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let json = json_of(&output);
+    assert_eq!(json["complete"], true);
+    let happy = &json["scenarios"][0];
+    assert_eq!(
+        (happy["runs"].as_u64(), happy["passed"].as_u64()),
+        (Some(4), Some(4))
+    );
+    let interval = happy["pass_rate_95"].as_array().unwrap();
+    assert!(interval[0].as_f64().unwrap() > 0.45 && interval[1].as_f64().unwrap() > 0.99);
+    let times = &happy["unlock_times"][0];
+    assert_eq!(times[0], "network-unlock", "{happy}");
+    assert_eq!(times[1]["count"], 4, "{happy}");
+    let failed = &json["scenarios"][1];
+    assert_eq!(failed["passed"], 0);
+    let seeds: Vec<u64> = failed["failing_seeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [1, 2, 3, 4]);
+    assert_eq!(
+        failed["failing_seeds"][0]["replay"],
+        format!("nulab scenario run {} --seed 1", failing.display())
+    );
 }

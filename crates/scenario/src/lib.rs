@@ -5,8 +5,10 @@
 //! suite checks.
 //!
 //! - [`model`]: the file format, its defaults and its `file:line` errors.
+//! - [`catalogue`]: `scenarios/*.toml`, inside the binary.
 //! - [`world`]: building the simulated world from a scenario and a seed.
 //! - [`run`]: running it, applying server events at their times, checking expectations.
+//! - [`suite`]: shards, the `--json` and JUnit summaries of many runs, a sweep's statistics.
 //! - [`wire`]: the captured frames, decoded and named.
 //! - [`capture`]: each segment's capture, spilled to a temporary file as the run goes.
 //! - [`views`]: the transcript, Mermaid and HTML diagrams, product-style logs, JSON.
@@ -18,11 +20,13 @@
 //! ordered.
 
 pub mod capture;
+pub mod catalogue;
 pub mod check;
 pub mod model;
 pub mod recovery;
 pub mod recovery_views;
 pub mod run;
+pub mod suite;
 mod text;
 pub mod views;
 pub mod wire;
@@ -31,7 +35,7 @@ pub mod world;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use model::{Loaded, ScenarioError, load};
+pub use model::{Loaded, ScenarioError, load, load_catalogue, load_whole_catalogue, resolve};
 pub use run::{RunResult, run};
 
 /// One file a run writes, rendered only when it is written (a storm's views are never all in
@@ -124,9 +128,10 @@ pub fn write_outputs(result: &RunResult, dir: &Path) -> std::io::Result<Vec<Path
     Ok(written)
 }
 
-/// The command that replays a run exactly, printed when it fails.
-pub fn replay_command(path: &Path, seed: u64) -> String {
-    format!("cargo xtask scenario run {} --seed {seed}", path.display())
+/// The command that replays a run exactly, printed when it fails: it works without the source
+/// tree for a catalogue scenario.
+pub fn replay_command(loaded: &Loaded, seed: u64) -> String {
+    format!("nulab scenario run {} --seed {seed}", loaded.argument())
 }
 
 /// The golden transcript kept beside a scenario file.
@@ -167,7 +172,14 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&file).expect("readable");
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let code: String = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
             let names: &mut BTreeSet<String> = graph.entry(module.clone()).or_default();
             for (i, _) in code.match_indices("crate::") {
                 let rest = &code[i + "crate::".len()..];

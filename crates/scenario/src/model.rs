@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::catalogue;
+
 /// A whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,8 +69,13 @@ pub struct Scenario {
     #[serde(default, rename = "expect_escrow")]
     pub escrow_expectations: Vec<EscrowExpectation>,
     pub expect_database: Option<DatabaseExpectation>,
+    /// A scenario without any expectation is refused (it would always pass) unless it says so
+    /// here: a demonstration rather than a test.
+    #[serde(default)]
+    pub expect_nothing: bool,
 }
 
+pub mod preflight;
 pub mod recovery;
 
 pub use recovery::{
@@ -350,7 +357,7 @@ pub struct ServerExpectation {
     pub wds: Spanned<String>,
     /// Counter values ("replied", "drop.subnet-denied"...).
     #[serde(default)]
-    pub counters: std::collections::BTreeMap<String, u64>,
+    pub counters: std::collections::BTreeMap<Spanned<String>, u64>,
     /// Substrings that must appear in its log.
     #[serde(default)]
     pub log_contains: Vec<String>,
@@ -365,9 +372,10 @@ pub struct PacketExpectation {
     pub dhcp_messages: Option<u64>,
 }
 
-/// A mistake in a scenario file, with where it is.
+/// A mistake in a scenario file, with where it is (`FILE:LINE:COLUMN: message`; `FILE: message`
+/// when it is about the whole file, line 0).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
+#[error("{}", located_message(self))]
 pub struct ScenarioError {
     pub file: String,
     pub line: usize,
@@ -375,13 +383,31 @@ pub struct ScenarioError {
     pub message: String,
 }
 
+fn located_message(err: &ScenarioError) -> String {
+    if err.line == 0 {
+        format!("{}: {}", err.file, err.message)
+    } else {
+        format!("{}:{}:{}: {}", err.file, err.line, err.column, err.message)
+    }
+}
+
 /// A scenario and where it came from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub name: String,
+    /// The file, or for a catalogue entry its path in the source tree (`scenarios/NAME.toml`).
     pub path: PathBuf,
     pub text: String,
     pub scenario: Scenario,
+    origin: Origin,
+}
+
+/// Where a scenario's text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    File,
+    /// The catalogue inside the binary ([`crate::catalogue`]).
+    Catalogue,
 }
 
 impl Loaded {
@@ -397,6 +423,33 @@ impl Loaded {
     /// The directory relative paths in the file are resolved against.
     pub fn base_dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Whether it is an entry of the catalogue inside the binary rather than a file.
+    pub fn from_catalogue(&self) -> bool {
+        self.origin == Origin::Catalogue
+    }
+
+    /// What the command line names it by: the catalogue name, or the file's path.
+    pub fn argument(&self) -> String {
+        match self.origin {
+            Origin::Catalogue => self.name.clone(),
+            Origin::File => self.path.display().to_string(),
+        }
+    }
+
+    /// A file the scenario names (`policy_file`, `pfx`), relative to the scenario: read from
+    /// beside the file, or from the catalogue inside the binary. The error says which file.
+    pub fn read_relative(&self, relative: &Path) -> Result<Vec<u8>, String> {
+        let path = self.base_dir().join(relative);
+        match self.origin {
+            Origin::File => {
+                std::fs::read(&path).map_err(|err| format!("{}: {err}", path.display()))
+            }
+            Origin::Catalogue => catalogue::file(relative)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| format!("{}: not in the catalogue", path.display())),
+        }
     }
 }
 
@@ -414,6 +467,53 @@ pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
 
 /// Parses scenario text that came from `path`.
 pub fn parse(path: &Path, text: String) -> Result<Loaded, ScenarioError> {
+    parse_from(path, text, Origin::File)
+}
+
+/// Loads a scenario of the catalogue inside the binary.
+pub fn load_catalogue(name: &str) -> Result<Loaded, ScenarioError> {
+    let text = catalogue::text(name).ok_or_else(|| unknown_scenario(name))?;
+    parse_catalogue(name, text.to_string())
+}
+
+/// Every scenario of the catalogue, loaded, in name order.
+pub fn load_whole_catalogue() -> Result<Vec<Loaded>, ScenarioError> {
+    catalogue::names().into_iter().map(load_catalogue).collect()
+}
+
+/// Loads what `arg` names on a command line: the file at that path when there is one, else
+/// the catalogue entry (`NAME`, `NAME.toml` or `scenarios/NAME.toml`), else an error that
+/// lists the catalogue.
+pub fn resolve(arg: &str) -> Result<Loaded, ScenarioError> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        return load(path);
+    }
+    match catalogue::name_of(arg) {
+        Some(name) => load_catalogue(name),
+        None => Err(unknown_scenario(arg)),
+    }
+}
+
+fn unknown_scenario(arg: &str) -> ScenarioError {
+    ScenarioError {
+        file: arg.to_string(),
+        line: 0,
+        column: 0,
+        message: format!(
+            "no such file, and no scenario of that name in the catalogue; the catalogue has: {}",
+            catalogue::names().join(", ")
+        ),
+    }
+}
+
+/// Parses the text of the catalogue entry `name`.
+fn parse_catalogue(name: &str, text: String) -> Result<Loaded, ScenarioError> {
+    let path = Path::new(catalogue::FOLDER).join(format!("{name}.toml"));
+    parse_from(&path, text, Origin::Catalogue)
+}
+
+fn parse_from(path: &Path, text: String, origin: Origin) -> Result<Loaded, ScenarioError> {
     let scenario: Scenario = toml::from_str(&text).map_err(|err| {
         let at = err.span().map_or(0, |span| span.start);
         located(path, &text, at, err.message().to_string())
@@ -427,9 +527,11 @@ pub fn parse(path: &Path, text: String) -> Result<Loaded, ScenarioError> {
         path: path.to_owned(),
         text,
         scenario,
+        origin,
     };
     check_names(&loaded)?;
     recovery::check_references(&loaded)?;
+    preflight::check(&loaded)?;
     Ok(loaded)
 }
 
@@ -531,7 +633,7 @@ mod tests {
     #[test]
     fn a_short_scenario_takes_its_defaults() {
         let loaded = parse_str(
-            "title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
+            "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
              [[client]]\nname = \"pc\"\n[[client.adapter]]\nsegment = \"corp\"\n",
         )
         .expect("parses");
@@ -541,6 +643,32 @@ mod tests {
         assert_eq!(client.protectors.len(), 2);
         assert_eq!(loaded.scenario.duration, Duration::from_secs(120));
         assert_eq!(loaded.name, "t");
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_catalogue() {
+        let err = resolve("no-such-scenario").expect_err("unknown");
+        assert!(err.message.contains("happy-path-ipv4"), "{err}");
+        assert!(err.to_string().starts_with("no-such-scenario: "), "{err}");
+    }
+
+    #[test]
+    fn every_catalogue_entry_loads_from_inside_the_binary() {
+        let all = load_whole_catalogue().expect("the catalogue loads");
+        assert_eq!(all.len(), catalogue::names().len());
+        assert!(all.iter().all(Loaded::from_catalogue));
+        let one = resolve("happy-path-ipv4").expect("by name");
+        assert_eq!(one.argument(), "happy-path-ipv4");
+        assert_eq!(one.path, Path::new("scenarios/happy-path-ipv4.toml"));
+    }
+
+    #[test]
+    fn a_scenario_that_expects_nothing_is_refused_unless_it_says_so() {
+        let text = "title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n";
+        let err = parse_str(text).expect_err("expects nothing");
+        assert!(err.message.contains("expect_nothing = true"), "{err}");
+        assert_eq!((err.line, err.column), (1, 1), "{err}");
+        parse_str(&format!("expect_nothing = true\n{text}")).expect("said so");
     }
 
     #[test]

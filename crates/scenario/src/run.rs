@@ -483,10 +483,10 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
             let got = server
                 .counters
                 .iter()
-                .find(|(k, _)| k == counter)
+                .find(|(k, _)| k == counter.get_ref())
                 .map_or(0, |(_, v)| *v);
             checks.push(Check {
-                expectation: format!("{} counted {counter} = {want}", server.name),
+                expectation: format!("{} counted {} = {want}", server.name, counter.get_ref()),
                 met: got == *want,
                 actual: (got != *want).then(|| format!("{got}")),
             });

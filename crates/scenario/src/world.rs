@@ -30,8 +30,8 @@ use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm};
-use unlock_server::provider::Provider;
 use unlock_processor::{DecryptPool, ServerCpu, UnlockService};
+use unlock_server::provider::Provider;
 use volume::policy::{
     GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
     apply_at_reboot,
@@ -230,9 +230,12 @@ fn certificates(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedCertificate>, Sc
                 format!("generated from seed {cert_seed}"),
             ),
             (None, Some(pfx)) => {
-                let path = loaded.base_dir().join(pfx);
-                let bundle = certificates::files::load_bundle(&path, spec.password.as_deref())
-                    .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+                let bytes = loaded
+                    .read_relative(pfx)
+                    .map_err(|err| loaded.error_at(spec.name.span(), err))?;
+                let bundle = certificates::import::read(&bytes, spec.password.as_deref()).map_err(
+                    |err| loaded.error_at(spec.name.span(), format!("{}: {err}", pfx.display())),
+                )?;
                 (bundle, format!("read from {}", pfx.display()))
             }
             _ => {
@@ -465,9 +468,14 @@ fn wds_servers(
         let policy_text = match (&spec.policy, &spec.policy_file) {
             (Some(text), None) => Some(text.clone()),
             (None, Some(file)) => {
-                let path = loaded.base_dir().join(file);
-                Some(std::fs::read_to_string(&path).map_err(|err| {
-                    loaded.error_at(spec.name.span(), format!("{}: {err}", path.display()))
+                let bytes = loaded
+                    .read_relative(file)
+                    .map_err(|err| loaded.error_at(spec.name.span(), err))?;
+                Some(String::from_utf8(bytes).map_err(|_| {
+                    loaded.error_at(
+                        spec.name.span(),
+                        format!("{}: not UTF-8 text", file.display()),
+                    )
                 })?)
             }
             (None, None) => None,
@@ -1227,7 +1235,7 @@ mod tests {
         build(&loaded, 1)
     }
 
-    const SERVER: &str = "title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
+    const SERVER: &str = "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
         [[wds]]\nname = \"wds\"\nsegment = \"corp\"\naddress = \"10.0.4.10/24\"\n";
 
     #[test]
@@ -1241,12 +1249,12 @@ mod tests {
         let err = build_text(&format!("{SERVER}cores = 0\ndecrypt_time = \"1ms\"\n"))
             .err()
             .expect("no cores");
-        assert_eq!((err.line, err.column), (9, 9), "{err}");
+        assert_eq!((err.line, err.column), (10, 9), "{err}");
         assert!(err.message.contains("at least one core"), "{err}");
         let err = build_text(&format!("{SERVER}cores = 8\n"))
             .err()
             .expect("no time");
-        assert_eq!(err.line, 9, "{err}");
+        assert_eq!(err.line, 10, "{err}");
         assert!(err.message.contains("give `decrypt_time` too"), "{err}");
     }
 

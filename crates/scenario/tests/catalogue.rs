@@ -22,7 +22,7 @@ fn workspace_root() -> PathBuf {
 fn check(path: &Path) -> Result<(), Failed> {
     let loaded = scenario::load(path).map_err(|err| err.to_string())?;
     let seed = loaded.scenario.seed;
-    let replay = scenario::replay_command(path, seed);
+    let replay = scenario::replay_command(&loaded, seed);
     let first = scenario::run(&loaded, None).map_err(|err| err.to_string())?;
     let second = scenario::run(&loaded, None).map_err(|err| err.to_string())?;
     let (a, b) = (scenario::outputs(&first), scenario::outputs(&second));
@@ -96,15 +96,30 @@ fn main() {
         })
         .unwrap_or_default();
     files.sort();
-    let trials = files
-        .into_iter()
-        .map(|path| {
+    if files.is_empty() {
+        eprintln!("the catalogue (scenarios/*.toml) is empty or missing: zero tests would pass");
+        std::process::exit(2);
+    }
+    let on_disk: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    let inside = Trial::test("the-binary-carries-the-catalogue", move || {
+        let names = scenario::catalogue::names();
+        if names == on_disk {
+            Ok(())
+        } else {
+            Err(format!("inside the binary: {names:?}\non disk: {on_disk:?}").into())
+        }
+    });
+    let trials = std::iter::once(inside)
+        .chain(files.into_iter().map(|path| {
             let name = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             Trial::test(name, move || check(&path))
-        })
+        }))
         .collect();
     libtest_mimic::run(&args, trials).exit();
 }

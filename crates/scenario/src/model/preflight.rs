@@ -1,0 +1,390 @@
+//! Checks a scenario makes sense before anything runs, so that a mistake that would only show
+//! as a puzzling outcome is reported at its `FILE:LINE:COLUMN` instead: an address outside its
+//! segment's subnet, two hosts with one address, a server counter nobody counts, a DHCP pool
+//! smaller than the clients that need it, and a scenario that expects nothing (refused unless
+//! it says `expect_nothing = true`: it would always pass).
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use toml::Spanned;
+
+use super::{Loaded, Scenario, ScenarioError};
+
+/// Addresses per segment in the pool a DHCP server gets by default (`.100` to `.199`).
+pub const DEFAULT_POOL_SIZE: u64 = 100;
+
+/// Runs every check, in file order within each kind.
+pub fn check(loaded: &Loaded) -> Result<(), ScenarioError> {
+    addresses(loaded)?;
+    counters(loaded)?;
+    pools(loaded)?;
+    expectations(loaded)
+}
+
+/// A segment's subnet, when it parses (a subnet that does not is reported when the world is
+/// built, at its line).
+fn subnet_of(s: &Scenario, segment: &str) -> Option<Ipv4Net> {
+    s.segments
+        .iter()
+        .find(|seg| seg.name.get_ref() == segment)
+        .and_then(|seg| seg.subnet.get_ref().parse::<Ipv4Net>().ok())
+        .map(|net| net.trunc())
+}
+
+/// One host's address on one segment, where the file gives it.
+struct Placed<'a> {
+    host: String,
+    segment: &'a Spanned<String>,
+    address: &'a Spanned<String>,
+}
+
+/// Every static address of the scenario, in file order: routers, DHCP and WDS servers, and the
+/// clients' static adapters (each machine of a storm gets the same one).
+fn placed(s: &Scenario) -> Vec<Placed<'_>> {
+    let mut all = Vec::new();
+    for router in &s.routers {
+        for interface in &router.interfaces {
+            all.push(Placed {
+                host: router.name.get_ref().clone(),
+                segment: &interface.segment,
+                address: &interface.address,
+            });
+        }
+    }
+    for server in &s.dhcp_servers {
+        all.push(Placed {
+            host: server.name.get_ref().clone(),
+            segment: &server.segment,
+            address: &server.address,
+        });
+    }
+    for server in &s.wds {
+        all.push(Placed {
+            host: server.name.get_ref().clone(),
+            segment: &server.segment,
+            address: &server.address,
+        });
+    }
+    for client in &s.clients {
+        for adapter in &client.adapters {
+            if let Some(address) = &adapter.address {
+                for instance in 1..=client.count.min(2) {
+                    all.push(Placed {
+                        host: if client.count == 1 {
+                            client.name.get_ref().clone()
+                        } else {
+                            format!("{}-{instance:04}", client.name.get_ref())
+                        },
+                        segment: &adapter.segment,
+                        address,
+                    });
+                }
+            }
+        }
+    }
+    all.sort_by_key(|p| p.address.span().start);
+    all
+}
+
+/// `10.0.4.5/24` or `10.0.4.5`: the address (a prefix that does not parse is reported when the
+/// world is built).
+fn address_of(text: &str) -> Option<Ipv4Addr> {
+    text.parse::<Ipv4Net>()
+        .map(|net| net.addr())
+        .or_else(|_| text.parse::<Ipv4Addr>())
+        .ok()
+}
+
+fn addresses(loaded: &Loaded) -> Result<(), ScenarioError> {
+    let s = &loaded.scenario;
+    let mut seen: Vec<(Ipv4Addr, String)> = Vec::new();
+    for place in placed(s) {
+        let Some(address) = address_of(place.address.get_ref()) else {
+            continue;
+        };
+        if let Some(subnet) = subnet_of(s, place.segment.get_ref())
+            && !subnet.contains(&address)
+        {
+            return Err(loaded.error_at(
+                place.address.span(),
+                format!(
+                    "{address} ({}) is outside segment {}'s subnet {subnet}",
+                    place.host,
+                    place.segment.get_ref()
+                ),
+            ));
+        }
+        if let Some((_, other)) = seen
+            .iter()
+            .find(|(a, host)| *a == address && *host != place.host)
+        {
+            return Err(loaded.error_at(
+                place.address.span(),
+                format!(
+                    "two hosts have the address {address}: {other} and {}",
+                    place.host
+                ),
+            ));
+        }
+        seen.push((address, place.host));
+    }
+    Ok(())
+}
+
+/// Every counter the Network Unlock provider keeps (`unlock_server::provider`): `replied`, and
+/// `drop.` with the label of each reason it drops a request for (`drop.malformed.` with the
+/// decoder's reason).
+pub fn server_counter_names() -> Vec<String> {
+    use unlock_server::provider::DropReason;
+    let thumbprint = nkpu::Thumbprint::of_der(&[]);
+    let reasons = [
+        DropReason::ServiceStopped,
+        DropReason::ProviderUnregistered,
+        DropReason::PolicyInvalid,
+        DropReason::NotNetworkUnlock,
+        DropReason::NotARequest,
+        DropReason::UnknownCertificate(thumbprint),
+        DropReason::CertificateRemoved(thumbprint),
+        DropReason::SubnetDenied(String::new()),
+        DropReason::CertificateDisabled(thumbprint),
+        DropReason::Undecryptable,
+        DropReason::WrongPlaintextLength(0),
+        DropReason::Overloaded,
+    ];
+    std::iter::once("replied".to_string())
+        .chain(reasons.iter().map(|r| format!("drop.{}", r.label())))
+        .collect()
+}
+
+/// The prefix of the counters of malformed requests (`drop.malformed.option-truncated`...).
+const MALFORMED: &str = "drop.malformed.";
+
+fn counters(loaded: &Loaded) -> Result<(), ScenarioError> {
+    let known = server_counter_names();
+    for expect in &loaded.scenario.server_expectations {
+        for name in expect.counters.keys() {
+            let text = name.get_ref();
+            let malformed = text
+                .strip_prefix(MALFORMED)
+                .is_some_and(|reason| !reason.is_empty());
+            if !known.contains(text) && !malformed {
+                return Err(loaded.error_at(
+                    name.span(),
+                    format!(
+                        "the server never counts {text:?}; it counts {}, and {MALFORMED}REASON",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each segment's DHCP clients (adapters configured for DHCP with a cable, every machine of a
+/// storm) against the addresses the pools hold for it.
+fn pools(loaded: &Loaded) -> Result<(), ScenarioError> {
+    let s = &loaded.scenario;
+    if s.dhcp_servers.is_empty() {
+        return Ok(());
+    }
+    for segment in &s.segments {
+        let Some(subnet) = subnet_of(s, segment.name.get_ref()) else {
+            continue;
+        };
+        let mut demand: u64 = 0;
+        let mut who = Vec::new();
+        for client in &s.clients {
+            let adapters = client
+                .adapters
+                .iter()
+                .filter(|a| a.dhcp && a.link && a.segment.get_ref() == segment.name.get_ref())
+                .count() as u64;
+            if adapters > 0 {
+                demand += adapters * u64::from(client.count);
+                who.push(if client.count == 1 {
+                    client.name.get_ref().clone()
+                } else {
+                    format!("{} ×{}", client.name.get_ref(), client.count)
+                });
+            }
+        }
+        if demand == 0 {
+            continue;
+        }
+        let mut supply: u64 = 0;
+        let mut at = None;
+        for server in &s.dhcp_servers {
+            if server.pools.is_empty() {
+                if subnet.prefix_len() <= 24 {
+                    supply += DEFAULT_POOL_SIZE;
+                }
+                at.get_or_insert(server.name.span());
+                continue;
+            }
+            for pool in &server.pools {
+                let Ok(pool_net) = pool.subnet.get_ref().parse::<Ipv4Net>() else {
+                    continue;
+                };
+                if pool_net.trunc() != subnet {
+                    continue;
+                }
+                let (Some(first), Some(last)) = (
+                    address_of(pool.first.get_ref()),
+                    address_of(pool.last.get_ref()),
+                ) else {
+                    continue;
+                };
+                supply += u64::from(u32::from(last).saturating_sub(u32::from(first))) + 1;
+                at = Some(pool.subnet.span());
+            }
+        }
+        if demand > supply {
+            let span = at.unwrap_or_else(|| segment.name.span());
+            return Err(loaded.error_at(
+                span,
+                format!(
+                    "the DHCP pools hold {supply} address(es) for segment {} ({subnet}), but {demand} \
+                     client adapter(s) there need one ({}): give it a [[dhcp_server.pool]] with \
+                     room for them",
+                    segment.name.get_ref(),
+                    who.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn expectations(loaded: &Loaded) -> Result<(), ScenarioError> {
+    let s = &loaded.scenario;
+    let expects_something = !s.expectations.is_empty()
+        || !s.server_expectations.is_empty()
+        || !s.packet_expectations.is_empty()
+        || !s.escrow_expectations.is_empty()
+        || s.expect_database.is_some();
+    if !expects_something && !s.expect_nothing {
+        return Err(loaded.error_at(
+            0..0,
+            "the scenario expects nothing, so it would always pass: add an [[expect]], \
+             [[expect_server]], [[expect_packets]], [[expect_escrow]] or [expect_database], or \
+             say `expect_nothing = true`",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Loaded, ScenarioError> {
+        crate::model::parse(Path::new("p.toml"), text.to_string())
+    }
+
+    const NET: &str = "title = \"t\"\nexpect_nothing = true\n\
+        [[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n";
+
+    fn wds(name: &str, address: &str) -> String {
+        format!("[[wds]]\nname = \"{name}\"\nsegment = \"corp\"\naddress = \"{address}\"\n")
+    }
+
+    #[test]
+    fn an_address_outside_its_segment_is_refused_where_it_is() {
+        let err = parse(&format!("{NET}{}", wds("wds", "10.0.5.10/24"))).expect_err("outside");
+        assert_eq!((err.line, err.column), (9, 11), "{err}");
+        assert!(
+            err.message
+                .contains("outside segment corp's subnet 10.0.4.0/24"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{NET}[[client]]\nname = \"pc\"\n[[client.adapter]]\nsegment = \"corp\"\n\
+             dhcp = false\naddress = \"192.168.1.5/24\"\n"
+        ))
+        .expect_err("a client's static address");
+        assert_eq!(err.line, 11, "{err}");
+        parse(&format!("{NET}{}", wds("wds", "10.0.4.10/24"))).expect("inside");
+    }
+
+    #[test]
+    fn two_hosts_with_one_address_are_refused_at_the_second() {
+        let err = parse(&format!(
+            "{NET}{}{}",
+            wds("wds1", "10.0.4.10/24"),
+            wds("wds2", "10.0.4.10/24")
+        ))
+        .expect_err("duplicate");
+        assert_eq!(err.line, 13, "{err}");
+        assert!(
+            err.message
+                .contains("two hosts have the address 10.0.4.10: wds1 and wds2"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{NET}[[client]]\nname = \"pc\"\ncount = 3\n[[client.adapter]]\nsegment = \"corp\"\n\
+             dhcp = false\naddress = \"10.0.4.50/24\"\n"
+        ))
+        .expect_err("a storm of one static address");
+        assert!(err.message.contains("pc-0001 and pc-0002"), "{err}");
+    }
+
+    #[test]
+    fn a_counter_the_server_never_counts_is_refused_at_its_name() {
+        let base = format!(
+            "{}{}",
+            NET.replace("expect_nothing = true\n", ""),
+            wds("wds", "10.0.4.10/24")
+        );
+        let err = parse(&format!(
+            "{base}[[expect_server]]\nwds = \"wds\"\ncounters = {{ replied = 1, \"drop.subnet-deny\" = 2 }}\n"
+        ))
+        .expect_err("misspelt");
+        assert_eq!((err.line, err.column), (11, 27), "{err}");
+        assert!(err.message.contains("\"drop.subnet-deny\""), "{err}");
+        assert!(err.message.contains("drop.subnet-denied"), "{err}");
+        parse(&format!(
+            "{base}[[expect_server]]\nwds = \"wds\"\n\
+             counters = {{ replied = 1, \"drop.subnet-denied\" = 2, \"drop.malformed.missing-end\" = 0 }}\n"
+        ))
+        .expect("every name counted");
+    }
+
+    #[test]
+    fn every_counter_name_is_one_the_provider_counts() {
+        let names = server_counter_names();
+        assert!(names.contains(&"replied".to_string()), "{names:?}");
+        assert!(names.contains(&"drop.overloaded".to_string()), "{names:?}");
+        assert!(
+            names.iter().skip(1).all(|n| n.starts_with("drop.")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn a_pool_smaller_than_its_clients_is_refused() {
+        let server =
+            "[[dhcp_server]]\nname = \"dhcp\"\nsegment = \"corp\"\naddress = \"10.0.4.2/24\"\n";
+        let storm = |count: u32| {
+            format!(
+                "[[client]]\nname = \"pc\"\ncount = {count}\n[[client.adapter]]\nsegment = \"corp\"\n"
+            )
+        };
+        let err = parse(&format!("{NET}{server}{}", storm(101))).expect_err("the default pool");
+        assert!(err.message.contains("hold 100 address(es)"), "{err}");
+        assert!(err.message.contains("101 client adapter(s)"), "{err}");
+        assert_eq!(err.line, 7, "{err}");
+        parse(&format!("{NET}{server}{}", storm(100))).expect("fits");
+        let err = parse(&format!(
+            "{NET}{server}[[dhcp_server.pool]]\nsubnet = \"10.0.4.0/24\"\nfirst = \"10.0.4.10\"\n\
+             last = \"10.0.4.19\"\n{}",
+            storm(11)
+        ))
+        .expect_err("an explicit pool");
+        assert!(err.message.contains("hold 10 address(es)"), "{err}");
+        assert_eq!(err.line, 11, "{err}");
+    }
+}
