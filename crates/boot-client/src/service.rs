@@ -72,11 +72,10 @@ impl BootService {
             return;
         };
         let mut record = self.record.borrow_mut();
-        while let Some(t) = boot.poll_transmit() {
-            record.sent += 1;
-            // A refused send (link down) is lost like any datagram; the timers cope.
-            let _ = stack.send(t.adapter, t.source, t.destination, Bytes::from(t.payload));
-        }
+        // Events first: a lease's address goes on the adapter before anything the lease
+        // enables is sent, so the first Network Unlock request leaves from the leased address
+        // (the contract applies an address to every datagram sent after `set_ipv4`; sending
+        // first made the real shell's first request leave from 0.0.0.0).
         while let Some(event) = boot.poll_event() {
             if let BootEvent::Dhcp {
                 adapter,
@@ -87,6 +86,11 @@ impl BootService {
                 let _ = stack.set_ipv4(*adapter, Some(lease.network()));
             }
             record.events.push(event);
+        }
+        while let Some(t) = boot.poll_transmit() {
+            record.sent += 1;
+            // A refused send (link down) is lost like any datagram; the timers cope.
+            let _ = stack.send(t.adapter, t.source, t.destination, Bytes::from(t.payload));
         }
         if let Some(outcome) = boot.outcome() {
             record.outcome = Some(outcome.clone());

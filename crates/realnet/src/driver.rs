@@ -276,6 +276,11 @@ impl Driver {
                     // The driver holds a sender itself, so the queue never closes.
                     let Some(incoming) = incoming else { return };
                     self.received += 1;
+                    // Received before an unbind and still queued: the port is gone
+                    // (guarantee 6), so is the datagram.
+                    if !self.ports.contains_key(&incoming.dst.port()) {
+                        continue;
+                    }
                     self.now = self.clock();
                     service.on_datagram(self, Datagram {
                         adapter: incoming.adapter,
