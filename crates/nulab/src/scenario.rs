@@ -44,7 +44,8 @@ pub enum ScenarioCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run scenarios and write their outputs as the new goldens (review the diff!)
+    /// Run scenarios and write every text output as the new goldens (`NAME.golden`,
+    /// `NAME.outputs/`; review the diff!)
     Bless {
         /// Scenario files; all of `scenarios/` when none is given
         files: Vec<PathBuf>,
@@ -530,20 +531,18 @@ fn bless(files: Vec<PathBuf>) -> Result<ExitCode> {
                 ),
             );
         }
-        let golden = scenario::golden_path(&file);
-        let transcript = scenario::views::transcript(&result);
-        let old = std::fs::read_to_string(&golden).unwrap_or_default();
-        std::fs::write(&golden, &transcript)
-            .with_context(|| format!("cannot write {}", golden.display()))?;
-        println!(
-            "{}: {}",
-            golden.display(),
-            if old == transcript {
-                "unchanged"
-            } else {
-                "updated"
-            }
-        );
+        let written = scenario::golden::bless(&file, &result)
+            .with_context(|| format!("cannot write the goldens of {}", file.display()))?;
+        let changed: Vec<String> = written
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        if changed.is_empty() {
+            println!("{}: {} goldens unchanged", file.display(), written.len());
+        } else {
+            println!("{}: updated {}", file.display(), changed.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@
 //! - [`suite`]: shards, the `--json` and JUnit summaries of many runs, a sweep's statistics.
 //! - [`wire`]: the captured frames, decoded and named.
 //! - [`capture`]: each segment's capture, spilled to a temporary file as the run goes.
+//! - [`golden`]: the reviewed outputs kept beside each scenario, compared and blessed.
 //! - [`views`]: the transcript, Mermaid and HTML diagrams, product-style logs, JSON.
 //! - [`recovery`]: recovery-key escrow beside the boots (`recovery_service::sim`), and
 //!   [`recovery_views`], its transcript section, handler logs, audit log and database view.
@@ -22,6 +23,7 @@
 pub mod capture;
 pub mod catalogue;
 pub mod check;
+pub mod golden;
 pub mod model;
 pub mod recovery;
 pub mod recovery_views;
@@ -134,9 +136,9 @@ pub fn replay_command(loaded: &Loaded, seed: u64) -> String {
     format!("nulab scenario run {} --seed {seed}", loaded.argument())
 }
 
-/// The golden transcript kept beside a scenario file.
+/// The golden transcript kept beside a scenario file ([`golden`] has the others).
 pub fn golden_path(scenario: &Path) -> PathBuf {
-    scenario.with_extension("golden")
+    golden::transcript_path(scenario)
 }
 
 #[cfg(test)]

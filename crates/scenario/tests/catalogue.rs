@@ -1,8 +1,9 @@
 //! Every scenario of the catalogue (`scenarios/*.toml` at the workspace root) is one test, under
 //! `cargo test` and nextest alike (a libtest-mimic harness): the scenario runs twice with its
 //! seed, every output file must be byte-identical between the two runs, every expectation must
-//! hold, and the transcript must equal the golden one kept beside the file
-//! (`scenarios/NAME.golden`; `cargo xtask scenario bless` refreshes it after review). A failure
+//! hold, and every text output must equal the goldens kept beside the file (the transcript in
+//! `scenarios/NAME.golden`, the others in `scenarios/NAME.outputs/`; `nulab scenario bless`
+//! refreshes them after review, as does this test with `NULAB_BLESS=1`). A failure
 //! prints the seed and the command that replays it.
 
 use std::path::{Path, PathBuf};
@@ -44,42 +45,12 @@ fn check(path: &Path) -> Result<(), Failed> {
         )
         .into());
     }
-    let golden_path = scenario::golden_path(path);
     if std::env::var_os("NULAB_BLESS").is_some() {
-        std::fs::write(&golden_path, &transcript).map_err(|err| err.to_string())?;
+        scenario::golden::bless(path, &first).map_err(|err| err.to_string())?;
         return Ok(());
     }
-    let golden = std::fs::read_to_string(&golden_path).map_err(|err| {
-        format!(
-            "{}: {err}: run `cargo xtask scenario bless {}` and review the transcript",
-            golden_path.display(),
-            path.display()
-        )
-    })?;
-    if golden != transcript {
-        let diff = first_difference(&golden, &transcript);
-        return Err(format!(
-            "the transcript differs from {} (seed {seed}) at {diff}; if the change is intended, \
-             run `cargo xtask scenario bless {}` and review it",
-            golden_path.display(),
-            path.display()
-        )
-        .into());
-    }
+    scenario::golden::compare(path, &first)?;
     Ok(())
-}
-
-fn first_difference(golden: &str, actual: &str) -> String {
-    for (i, (g, a)) in golden.lines().zip(actual.lines()).enumerate() {
-        if g != a {
-            return format!("line {}:\n  golden: {g}\n  actual: {a}", i + 1);
-        }
-    }
-    format!(
-        "the end ({} lines golden, {} lines now)",
-        golden.lines().count(),
-        actual.lines().count()
-    )
 }
 
 fn main() {
