@@ -87,7 +87,36 @@ fn test(extra: &[String]) -> Result<()> {
     ])?;
     let mut test_args = vec!["test", "--workspace", "--all-features"];
     test_args.extend(extra.iter().map(String::as_str));
-    cargo(&test_args)
+    cargo(&test_args)?;
+    scenario_suite()
+}
+
+/// The scenario catalogue as CI runs it: every scenario on every core (`--jobs`), with a JUnit
+/// report in `target/junit.xml` for the CI system's test view (the build `cargo test` made).
+fn scenario_suite() -> Result<()> {
+    let jobs = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .to_string();
+    let target = workspace_root().join("target");
+    let junit = target.join("junit.xml").display().to_string();
+    let out = target.join("scenario-out").display().to_string();
+    cargo(&[
+        "run",
+        "--quiet",
+        "--all-features",
+        "--package",
+        "nulab",
+        "--",
+        "scenario",
+        "run",
+        "--quiet",
+        "--jobs",
+        &jobs,
+        "--junit",
+        &junit,
+        "--out",
+        &out,
+    ])
 }
 
 /// The README's main job: two scenarios of the catalogue, narrated, with every output.

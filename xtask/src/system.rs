@@ -31,6 +31,8 @@ const TOOLS: &[(Check, &str)] = &[
     (Check::Command("ip"), "iproute2"),
     (Check::Command("dnsmasq"), "dnsmasq-base"),
     (Check::Command("udhcpc"), "udhcpc"),
+    // The scenario CLI test validates its JUnit report against fixtures/junit/junit.xsd.
+    (Check::Command("xmllint"), "libxml2-utils"),
 ];
 
 pub fn ensure_tools() -> Result<()> {
