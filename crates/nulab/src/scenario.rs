@@ -49,6 +49,9 @@ pub enum ScenarioCommand {
     Bless {
         /// Scenario files; all of `scenarios/` when none is given
         files: Vec<PathBuf>,
+        /// One JSON object: each golden file written, with whether it changed
+        #[arg(long)]
+        json: bool,
     },
     /// Run scenarios over a range of seeds (Monte-Carlo over their faults); stops at the first
     /// failing seed unless `--keep-going`
@@ -110,7 +113,7 @@ pub fn run(cmd: ScenarioCommand) -> Result<ExitCode> {
     match cmd {
         ScenarioCommand::Run(args) => run_scenarios(&args),
         ScenarioCommand::List { dir, json } => list(dir.as_deref(), json),
-        ScenarioCommand::Bless { files } => bless(files),
+        ScenarioCommand::Bless { files, json } => bless(files, json),
         ScenarioCommand::Sweep(args) => sweep(&args),
     }
 }
@@ -316,7 +319,7 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
     );
     progress.finish();
     if let Some(err) = failure {
-        return Err(err);
+        return refuse(sel.json, &format!("{err:#}"));
     }
     let summaries: Vec<ScenarioSummary> = pending
         .into_iter()
@@ -325,12 +328,17 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
         .collect();
     let summary = RunSummary::new(summaries, sel.shard, started.elapsed());
     if let Some(path) = &args.junit {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(err) = std::fs::create_dir_all(parent)
+        {
+            return refuse(
+                sel.json,
+                &format!("cannot create {}: {err}", parent.display()),
+            );
         }
-        std::fs::write(path, summary.junit_xml())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Err(err) = std::fs::write(path, summary.junit_xml()) {
+            return refuse(sel.json, &format!("cannot write {}: {err}", path.display()));
+        }
     }
     if sel.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -509,21 +517,36 @@ fn list(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
     })
 }
 
-fn bless(files: Vec<PathBuf>) -> Result<ExitCode> {
+fn bless(files: Vec<PathBuf>, json: bool) -> Result<ExitCode> {
     let files = if files.is_empty() {
-        scenario_files(Path::new(scenario::catalogue::FOLDER))?
+        match scenario_files(Path::new(scenario::catalogue::FOLDER)) {
+            Ok(files) => files,
+            Err(err) => return refuse(json, &format!("{err:#}")),
+        }
     } else {
         files
     };
     if files.is_empty() {
-        return refuse(false, "no scenario to bless");
+        return refuse(json, "no scenario to bless");
     }
+    #[derive(Serialize)]
+    struct Blessed {
+        golden: String,
+        changed: bool,
+    }
+    let mut all = Vec::new();
     for file in files {
-        let loaded = scenario::load(&file)?;
-        let result = scenario::run(&loaded, None)?;
+        let loaded = match scenario::load(&file) {
+            Ok(loaded) => loaded,
+            Err(err) => return refuse(json, &err.to_string()),
+        };
+        let result = match scenario::run(&loaded, None) {
+            Ok(result) => result,
+            Err(err) => return refuse(json, &err.to_string()),
+        };
         if !result.passed() {
             return refuse(
-                false,
+                json,
                 &format!(
                     "{}: expectations not met; fix the scenario or the code before blessing (replay: {})",
                     file.display(),
@@ -538,11 +561,27 @@ fn bless(files: Vec<PathBuf>) -> Result<ExitCode> {
             .filter(|(_, changed)| *changed)
             .map(|(path, _)| path.display().to_string())
             .collect();
-        if changed.is_empty() {
-            println!("{}: {} goldens unchanged", file.display(), written.len());
-        } else {
-            println!("{}: updated {}", file.display(), changed.join(", "));
+        if !json {
+            if changed.is_empty() {
+                println!("{}: {} goldens unchanged", file.display(), written.len());
+            } else {
+                println!("{}: updated {}", file.display(), changed.join(", "));
+            }
         }
+        all.extend(written.into_iter().map(|(path, changed)| Blessed {
+            golden: path.display().to_string(),
+            changed,
+        }));
+    }
+    if json {
+        #[derive(Serialize)]
+        struct Report {
+            goldens: Vec<Blessed>,
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Report { goldens: all })?
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -381,3 +381,76 @@ fn a_failing_sweep_prints_the_replay_command_and_keep_going_reports_the_rate() {
         format!("nulab scenario run {} --seed 1", failing.display())
     );
 }
+
+#[test]
+fn bless_writes_every_text_output_as_a_golden() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("happy-path-ipv4.toml");
+    std::fs::copy(
+        testkit::workspace_root().join("scenarios/happy-path-ipv4.toml"),
+        &file,
+    )
+    .unwrap();
+    let bless = || {
+        let output = nulab()
+            .args(["scenario", "bless", "--json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stdout));
+        json_of(&output)
+    };
+    let first = bless();
+    let written: Vec<(String, bool)> = first["goldens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["golden"].as_str().unwrap().to_string(),
+                g["changed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    for name in [
+        "happy-path-ipv4.golden",
+        "result.json",
+        "sequence.mmd",
+        "wds-wds.log",
+        "bitlocker-pc1.log",
+    ] {
+        assert!(
+            written
+                .iter()
+                .any(|(path, changed)| path.ends_with(name) && *changed),
+            "{name}: {written:?}"
+        );
+    }
+    assert!(
+        written.iter().all(|(path, _)| !path.ends_with(".pcap")),
+        "{written:?}"
+    );
+    // The transcript golden is the catalogue's own, and the outputs sit beside it.
+    for golden in [
+        "happy-path-ipv4.golden",
+        "happy-path-ipv4.outputs/result.json",
+    ] {
+        assert!(
+            std::fs::read_to_string(dir.path().join(golden)).unwrap()
+                == std::fs::read_to_string(
+                    testkit::workspace_root().join("scenarios").join(golden)
+                )
+                .unwrap(),
+            "{golden} differs from the catalogue's"
+        );
+    }
+    let again = bless();
+    assert!(
+        again["goldens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["changed"] == false),
+        "{again}"
+    );
+}
