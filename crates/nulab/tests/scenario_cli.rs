@@ -454,3 +454,30 @@ fn bless_writes_every_text_output_as_a_golden() {
         "{again}"
     );
 }
+
+#[test]
+fn sweep_shards_split_the_seeds_between_them() {
+    let sweep = |shard: &str| {
+        let output = nulab()
+            .args([
+                "scenario",
+                "sweep",
+                "happy-path-ipv4",
+                "--seeds",
+                "1..13",
+                "--keep-going",
+                "--json",
+                "--shard",
+                shard,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
+        let json = json_of(&output);
+        assert_eq!(json["shard"], shard);
+        json["scenarios"][0]["runs"].as_u64().unwrap_or(0)
+    };
+    let (a, b) = (sweep("1/2"), sweep("2/2"));
+    assert_eq!(a + b, 12);
+    assert!(a > 0 && b > 0, "{a} + {b}");
+}
