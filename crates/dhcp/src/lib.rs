@@ -40,7 +40,7 @@ pub const V6_CLIENT_PORT: u16 = 546;
 pub const V6_SERVER_PORT: u16 = 547;
 
 /// The vendor class (DHCPv4 option 60, DHCPv6 option 16) of a Network Unlock request.
-pub const NETWORK_UNLOCK_VENDOR_CLASS: &[u8] = b"BITLOCKER";
+pub const NETWORK_UNLOCK_VENDOR_CLASS: &[u8] = dhcp_wire::NETWORK_UNLOCK_VENDOR_CLASS;
 
 /// Index of one of the host's interfaces, as the shell numbers them (the simulator's adapter
 /// index, the real shell's position in its interface list).

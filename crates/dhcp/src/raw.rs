@@ -5,13 +5,11 @@
 //! (`../shared/PROTOCOL.md`). And a Network Unlock request has no message type (v4) or carries
 //! vendor options that dhcproto misreads (v6), so a server must recognise it *before* handing
 //! the bytes to dhcproto, or it would count a well-formed request of another protocol as
-//! malformed. These walks are a few lines; nkpu has stricter ones, but pulling its RSA and
-//! AES dependencies into every DHCP user for a twenty-line loop is not worth it.
+//! malformed. The walks are the workspace's one reader of the DHCP wire format (`dhcp_wire`),
+//! which nkpu's stricter ones use too.
 
-/// Offset of the options in a DHCPv4 message: the fixed BOOTP header (236 bytes) and the
-/// magic cookie.
-const V4_OPTIONS_AT: usize = 240;
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+#[cfg(test)]
+use dhcp_wire::MAGIC_COOKIE;
 
 /// One DHCPv4 option of a lease, as the server sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,25 +21,14 @@ pub struct LeaseOption {
 /// The options of a DHCPv4 message in wire order (pads skipped, stops at End), or `None` if
 /// the message is too short, lacks the magic cookie, or an option runs past the end.
 pub(crate) fn v4_options(message: &[u8]) -> Option<Vec<(u8, &[u8])>> {
-    let cookie = message.get(V4_OPTIONS_AT - 4..V4_OPTIONS_AT)?;
-    if cookie != MAGIC_COOKIE {
-        return None;
-    }
-    let mut rest = message.get(V4_OPTIONS_AT..)?;
-    let mut options = Vec::with_capacity(16);
-    while let Some((&code, after)) = rest.split_first() {
-        match code {
-            0 => rest = after,
-            255 => break,
-            _ => {
-                let (&len, after) = after.split_first()?;
-                let data = after.get(..usize::from(len))?;
-                options.push((code, data));
-                rest = &after[usize::from(len)..];
-            }
-        }
-    }
-    Some(options)
+    let walk = dhcp_wire::v4_message_options(message).ok()?;
+    // One-byte codes: the walk read each from one byte.
+    Some(
+        walk.options
+            .iter()
+            .map(|o| (u8::try_from(o.code).unwrap_or(u8::MAX), o.data))
+            .collect(),
+    )
 }
 
 /// Whether dhcproto 0.15 can decode `message` without panicking. Its decoder indexes chaddr
@@ -73,27 +60,14 @@ pub(crate) fn v4_safe_for_dhcproto(message: &[u8]) -> bool {
 
 /// Whether a DHCPv4 message carries vendor class `BITLOCKER` (option 60).
 pub(crate) fn v4_is_network_unlock(message: &[u8]) -> bool {
-    v4_options(message).is_some_and(|options| {
-        options
-            .iter()
-            .any(|&(code, data)| code == 60 && data == crate::NETWORK_UNLOCK_VENDOR_CLASS)
-    })
+    dhcp_wire::v4_is_network_unlock(message)
 }
 
 /// The options of a DHCPv6 client/server message (after the type and transaction id) in wire
 /// order, or `None` if one runs past the end.
 pub(crate) fn v6_options(message: &[u8]) -> Option<Vec<(u16, &[u8])>> {
-    let mut rest = message.get(4..)?;
-    let mut options = Vec::with_capacity(8);
-    while !rest.is_empty() {
-        let header = rest.get(..4)?;
-        let code = u16::from_be_bytes([header[0], header[1]]);
-        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
-        let data = rest.get(4..4 + len)?;
-        options.push((code, data));
-        rest = &rest[4 + len..];
-    }
-    Some(options)
+    let options = dhcp_wire::v6_message_options(message).ok()?;
+    Some(options.iter().map(|o| (o.code, o.data)).collect())
 }
 
 /// Whether dhcproto 0.15 can decode the DHCPv6 `message` without panicking: it subtracts
@@ -112,14 +86,9 @@ pub(crate) fn v6_safe_for_dhcproto(message: &[u8]) -> bool {
     })
 }
 
-/// Whether a DHCPv6 message carries a vendor class (option 16) whose data is `BITLOCKER`
-/// (after the 4-byte enterprise number and the 2-byte length of the one class datum).
+/// Whether a DHCPv6 message carries a vendor class (option 16) whose data is `BITLOCKER`.
 pub(crate) fn v6_is_network_unlock(message: &[u8]) -> bool {
-    v6_options(message).is_some_and(|options| {
-        options.iter().any(|&(code, data)| {
-            code == 16 && data.get(6..) == Some(crate::NETWORK_UNLOCK_VENDOR_CLASS)
-        })
-    })
+    dhcp_wire::v6_is_network_unlock(message)
 }
 
 #[cfg(test)]
@@ -156,7 +125,7 @@ mod tests {
     #[test]
     fn vendor_class_bitlocker_is_recognised_in_both_families() {
         let mut v4 = vec![60, 9];
-        v4.extend_from_slice(b"BITLOCKER");
+        v4.extend_from_slice(crate::NETWORK_UNLOCK_VENDOR_CLASS);
         v4.push(255);
         assert!(v4_is_network_unlock(&v4_message(&v4)));
         assert!(!v4_is_network_unlock(&v4_message(&[
@@ -164,7 +133,7 @@ mod tests {
         ])));
 
         let mut v6 = vec![11, 1, 2, 3, 0, 16, 0, 15, 0, 0, 1, 0x37, 0, 9];
-        v6.extend_from_slice(b"BITLOCKER");
+        v6.extend_from_slice(crate::NETWORK_UNLOCK_VENDOR_CLASS);
         assert!(v6_is_network_unlock(&v6));
         assert!(!v6_is_network_unlock(&v6[..v6.len() - 1]));
     }

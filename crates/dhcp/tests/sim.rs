@@ -157,6 +157,8 @@ fn pools() -> Vec<Pool> {
 fn lab(seed: u64, clients: usize, relayed: bool, adapter: AdapterConfig) -> Lab {
     let mut sim = Simulation::new(seed);
     sim.enable_trace();
+    // The trace names DHCP messages with the one wire reader.
+    sim.set_summariser(dhcp_wire::summarise);
     let servers = sim.add_segment("servers", SegmentConfig::default().ipv4(net("10.0.0.0/24")));
     let client_segment = if relayed {
         let lan = sim.add_segment("clients", SegmentConfig::default().ipv4(net("10.0.1.0/24")));

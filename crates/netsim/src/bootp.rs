@@ -8,10 +8,10 @@
 
 use std::net::Ipv4Addr;
 
-/// The DHCP magic cookie that follows the fixed header (RFC 2131 section 3).
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+use dhcp_wire::{BOOTP_HEADER_LEN, MAGIC_COOKIE};
+
 /// Length of the fixed header plus the magic cookie.
-pub const MIN_LEN: usize = 240;
+pub const MIN_LEN: usize = dhcp_wire::V4_OPTIONS_AT;
 /// Relays drop requests that went through more relays than this (RFC 1542 section 4.1.1
 /// suggests a configurable limit; 16 is the common default).
 pub const MAX_HOPS: u8 = 16;
@@ -38,7 +38,8 @@ pub struct BootpHeader<'a>(&'a [u8]);
 impl<'a> BootpHeader<'a> {
     /// The header of `bytes`, or `None` if they are too short or lack the magic cookie.
     pub fn parse(bytes: &'a [u8]) -> Option<BootpHeader<'a>> {
-        (bytes.len() >= MIN_LEN && bytes[236..240] == MAGIC_COOKIE).then_some(BootpHeader(bytes))
+        (bytes.len() >= MIN_LEN && bytes[BOOTP_HEADER_LEN..MIN_LEN] == MAGIC_COOKIE)
+            .then_some(BootpHeader(bytes))
     }
 
     pub fn op(&self) -> u8 {

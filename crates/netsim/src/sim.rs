@@ -272,6 +272,7 @@ pub struct Simulation {
     pub(crate) ipv4_index: Vec<std::collections::BTreeMap<Ipv4Addr, Attachment>>,
     faults: Vec<FaultRule>,
     trace: Option<Vec<TraceEvent>>,
+    summariser: crate::trace::Summariser,
     stats: Stats,
     outbox: Vec<Action>,
     next_mac: u32,
@@ -296,6 +297,7 @@ impl Simulation {
             ipv4_index: Vec::new(),
             faults: Vec::new(),
             trace: None,
+            summariser: crate::trace::udp_only,
             stats: Stats::default(),
             outbox: Vec::new(),
             next_mac: 0,
@@ -329,12 +331,24 @@ impl Simulation {
 
     /// The trace as text, one event per line.
     pub fn trace_text(&self) -> String {
+        self.trace_text_with(self.summariser)
+    }
+
+    /// The trace as text, with datagrams named by `summarise` (`dhcp_wire::summarise` names
+    /// DHCP messages).
+    pub fn trace_text_with(&self, summarise: crate::trace::Summariser) -> String {
         let mut out = String::new();
         for event in self.trace() {
-            out.push_str(&event.to_string());
+            out.push_str(&event.display(summarise).to_string());
             out.push('\n');
         }
         out
+    }
+
+    /// How [`Simulation::trace_text`] names datagrams (by default `UDP`: the simulator reads
+    /// no payload; the caller knows its protocols).
+    pub fn set_summariser(&mut self, summarise: crate::trace::Summariser) {
+        self.summariser = summarise;
     }
 
     // ---- topology -------------------------------------------------------------------------

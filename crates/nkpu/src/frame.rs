@@ -70,7 +70,7 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const UDP: u8 = 17;
-const DHCPV4_MAGIC: [u8; 4] = [99, 130, 83, 99];
+use dhcp_wire::MAGIC_COOKIE as DHCPV4_MAGIC;
 
 /// Finds the DHCP payload in `bytes`, whatever layer they start at.
 pub fn locate(bytes: &[u8]) -> Result<Located<'_>, FrameError> {

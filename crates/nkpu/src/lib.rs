@@ -39,7 +39,7 @@ pub use keys::{ClientKey, KEY_LEN, SessionKey, THUMBPRINT_LEN, Thumbprint, Thumb
 pub use reply::{KPR_HEADER, KPR_LEN, KeyProtectorReply, ReplyError};
 
 /// The vendor class that marks every Network Unlock message (DHCPv4 option 60, DHCPv6 option 16).
-pub const VENDOR_CLASS: &[u8; 9] = b"BITLOCKER";
+pub const VENDOR_CLASS: &[u8; 9] = dhcp_wire::NETWORK_UNLOCK_VENDOR_CLASS;
 
 /// Microsoft's IANA enterprise number, carried in DHCPv4 option 125 and DHCPv6 options 16 and 17.
 pub const ENTERPRISE_MICROSOFT: u32 = 311;

@@ -1,5 +1,7 @@
 //! Strict, allocation-light walkers over raw DHCPv4 and DHCPv6 options, and the names of the
-//! options a Network Unlock exchange carries.
+//! options a Network Unlock exchange carries. The walk itself is the workspace's one reader of
+//! the DHCP wire format (`dhcp_wire`); this module adds the strictness Network Unlock needs (a
+//! missing End is an error; duplicates are found) and the typed [`DecodeError`]s.
 //!
 //! Written by hand because the decoders we build on are lenient where Network Unlock must be
 //! strict: dhcproto's DHCPv4 decoder stops silently at a malformed option and keeps only the
@@ -10,81 +12,37 @@
 use crate::DecodeError;
 
 /// One option as it stood on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RawOption<'a> {
-    pub code: u16,
-    pub data: &'a [u8],
+pub use dhcp_wire::RawOption;
+
+fn decode_error(error: dhcp_wire::WireError) -> DecodeError {
+    match error {
+        dhcp_wire::WireError::OptionTruncated {
+            code,
+            declared,
+            available,
+        } => DecodeError::OptionTruncated {
+            code,
+            declared,
+            available,
+        },
+        // The walkers below are given the options field, never a whole message.
+        _ => DecodeError::MissingEnd,
+    }
 }
 
 /// Walks DHCPv4 options (one-byte code and length) up to option 255. Pads (0) are skipped.
 /// Errors on an option that runs past the buffer and on a missing End.
-pub fn walk_v4(mut bytes: &[u8]) -> Result<Vec<RawOption<'_>>, DecodeError> {
-    let mut options = Vec::with_capacity(16);
-    loop {
-        let Some((&code, rest)) = bytes.split_first() else {
-            return Err(DecodeError::MissingEnd);
-        };
-        match code {
-            0 => bytes = rest,
-            255 => return Ok(options),
-            _ => {
-                let Some((&len, rest)) = rest.split_first() else {
-                    return Err(DecodeError::OptionTruncated {
-                        code: code.into(),
-                        declared: 1,
-                        available: 0,
-                    });
-                };
-                let len = usize::from(len);
-                if rest.len() < len {
-                    return Err(DecodeError::OptionTruncated {
-                        code: code.into(),
-                        declared: len,
-                        available: rest.len(),
-                    });
-                }
-                let (data, rest) = rest.split_at(len);
-                options.push(RawOption {
-                    code: code.into(),
-                    data,
-                });
-                bytes = rest;
-            }
-        }
+pub fn walk_v4(bytes: &[u8]) -> Result<Vec<RawOption<'_>>, DecodeError> {
+    let walk = dhcp_wire::read_v4(bytes).map_err(decode_error)?;
+    if !walk.ended {
+        return Err(DecodeError::MissingEnd);
     }
+    Ok(walk.options)
 }
 
 /// Walks DHCPv6 options (two-byte code and length) to the end of the buffer.
-pub fn walk_v6(mut bytes: &[u8]) -> Result<Vec<RawOption<'_>>, DecodeError> {
-    let mut options = Vec::with_capacity(8);
-    while !bytes.is_empty() {
-        let Some((code, len, rest)) = split_tl16(bytes) else {
-            return Err(DecodeError::OptionTruncated {
-                code: bytes.first().map_or(0, |&b| u16::from(b) << 8),
-                declared: 4,
-                available: bytes.len(),
-            });
-        };
-        if rest.len() < len {
-            return Err(DecodeError::OptionTruncated {
-                code,
-                declared: len,
-                available: rest.len(),
-            });
-        }
-        let (data, rest) = rest.split_at(len);
-        options.push(RawOption { code, data });
-        bytes = rest;
-    }
-    Ok(options)
-}
-
-/// Splits a two-byte code and two-byte length off the front.
-pub(crate) fn split_tl16(bytes: &[u8]) -> Option<(u16, usize, &[u8])> {
-    let (head, rest) = bytes.split_first_chunk::<4>()?;
-    let code = u16::from_be_bytes([head[0], head[1]]);
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    Some((code, len, rest))
+pub fn walk_v6(bytes: &[u8]) -> Result<Vec<RawOption<'_>>, DecodeError> {
+    dhcp_wire::read_v6(bytes).map_err(decode_error)
 }
 
 /// The one option with `code`, if present; an error if it appears twice.

@@ -45,7 +45,7 @@ pub const REPLY_OPT43_LEN: usize = 62;
 
 /// The fixed BOOTP header (236 bytes) plus the magic cookie.
 const OPTIONS_OFFSET: usize = 240;
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+use dhcp_wire::MAGIC_COOKIE;
 const BOOTREQUEST: u8 = 1;
 const BOOTREPLY: u8 = 2;
 
