@@ -1,6 +1,7 @@
 //! Checks a scenario makes sense before anything runs, so that a mistake that would only show
 //! as a puzzling outcome is reported at its `FILE:LINE:COLUMN` instead: an address outside its
-//! segment's subnet, two hosts with one address, a server counter nobody counts, a DHCP pool
+//! segment's subnet, two hosts with one address (a static one inside a DHCP pool counts: a
+//! client could be leased it), a server counter nobody counts, a DHCP pool
 //! smaller than the clients that need it, and a scenario that expects nothing (refused unless
 //! it says `expect_nothing = true`: it would always pass).
 
@@ -98,6 +99,7 @@ fn address_of(text: &str) -> Option<Ipv4Addr> {
 
 fn addresses(loaded: &Loaded) -> Result<(), ScenarioError> {
     let s = &loaded.scenario;
+    let pools = pool_ranges(s);
     let mut seen: Vec<(Ipv4Addr, String)> = Vec::new();
     for place in placed(s) {
         let Some(address) = address_of(place.address.get_ref()) else {
@@ -127,9 +129,54 @@ fn addresses(loaded: &Loaded) -> Result<(), ScenarioError> {
                 ),
             ));
         }
+        if let Some((first, last, server)) = pools
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&address))
+        {
+            return Err(loaded.error_at(
+                place.address.span(),
+                format!(
+                    "{address} ({}) is inside DHCP server {server}'s pool {first}-{last}: a \
+                     client could be leased it too",
+                    place.host
+                ),
+            ));
+        }
         seen.push((address, place.host));
     }
     Ok(())
+}
+
+/// Each DHCP server's pools as address ranges: its `[[dhcp_server.pool]]`s, or the default
+/// pool on every segment (`.100` to `.199` of a /24 or wider).
+fn pool_ranges(s: &Scenario) -> Vec<(Ipv4Addr, Ipv4Addr, String)> {
+    let mut ranges = Vec::new();
+    for server in &s.dhcp_servers {
+        let name = server.name.get_ref();
+        if server.pools.is_empty() {
+            for segment in &s.segments {
+                if let Some(subnet) = subnet_of(s, segment.name.get_ref())
+                    && subnet.prefix_len() <= 24
+                {
+                    let base = u32::from(subnet.network());
+                    ranges.push((
+                        Ipv4Addr::from(base + 100),
+                        Ipv4Addr::from(base + 199),
+                        name.clone(),
+                    ));
+                }
+            }
+        }
+        for pool in &server.pools {
+            if let (Some(first), Some(last)) = (
+                address_of(pool.first.get_ref()),
+                address_of(pool.last.get_ref()),
+            ) {
+                ranges.push((first, last, name.clone()));
+            }
+        }
+    }
+    ranges
 }
 
 /// Every counter the Network Unlock provider keeps (`unlock_server::provider`): `replied`, and
@@ -330,6 +377,17 @@ mod tests {
         ))
         .expect_err("a storm of one static address");
         assert!(err.message.contains("pc-0001 and pc-0002"), "{err}");
+        let err = parse(&format!(
+            "{NET}[[dhcp_server]]\nname = \"dhcp\"\nsegment = \"corp\"\naddress = \"10.0.4.2/24\"\n{}",
+            wds("wds", "10.0.4.150/24")
+        ))
+        .expect_err("inside the default pool");
+        assert_eq!(err.line, 13, "{err}");
+        assert!(
+            err.message
+                .contains("inside DHCP server dhcp's pool 10.0.4.100-10.0.4.199"),
+            "{err}"
+        );
     }
 
     #[test]
