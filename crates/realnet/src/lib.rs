@@ -1,25 +1,24 @@
-//! The real-socket shell: nulab's sans-IO DHCP cores ([`dhcp::Client`], [`dhcp::Server`]) on
-//! real Linux interfaces, with tokio and socket2. The simulator is the other shell; the cores
-//! cannot tell them apart.
+//! The real-socket shell: the host contract (`host_contract`) on real Linux interfaces, with
+//! tokio and socket2. The simulator is the other shell; a service cannot tell them apart.
 //!
-//! Each interface gets its own UDP socket bound to `0.0.0.0:port` and to the device
-//! (`SO_BINDTODEVICE`), with `SO_BROADCAST` and `SO_REUSEADDR`: that is what lets a client
-//! without an address send to 255.255.255.255 out of the right interface (with no address and
-//! no default route the kernel has no other way to pick one) and hear the broadcast reply,
-//! and it is how the shell knows which interface a datagram arrived on (the core needs it to
-//! pick a pool). The loop is the one every sans-IO shell runs: send what the core wants sent,
-//! wait for a datagram or the core's next timeout, feed it in, repeat.
+//! [`driver`]: the one [`Driver`], which runs any `host_contract::Service` on a set of
+//! interfaces. Each interface gets its own UDP socket per family, bound to `0.0.0.0:port` (or
+//! `[::]:port`) and to the device (`SO_BINDTODEVICE`), with `SO_BROADCAST` and `SO_REUSEADDR`:
+//! that is what lets a client without an address send to 255.255.255.255 out of the right
+//! interface (with no address and no default route the kernel has no other way to pick one)
+//! and hear the broadcast reply, and it is how the driver knows which interface a datagram
+//! arrived on (a server needs it to pick a pool). An address a service sets is put on the
+//! interface before any datagram it sends afterwards leaves.
 //!
-//! `now` for the cores is the time since the shell started (tokio's monotonic clock); the
-//! randomness is a ChaCha20 seeded from the OS, or from `--seed` to replay an exchange.
+//! `now` for a service is the time since the driver started (tokio's monotonic clock); the
+//! randomness is a ChaCha20 seeded from the OS, or from a seed to replay an exchange.
 //!
-//! Binaries: `nulab-dhcp-client` (one DORA on one interface, prints the lease) and
-//! `nulab-dhcp-server` (serves a pool on one or more interfaces for a while).
-//!
-//! [`wds`]: the Network Unlock provider on real interfaces (`nulab server`), with its receive
-//! loop, its bounded pool of decrypt workers (one per core) and SIGHUP reload.
-//! [`boot`]: one boot of a BitLocker volume over real interfaces (`nulab client`), driving
-//! `boot_client::boot::Boot`.
+//! Each program is the driver plus a service the simulator runs too:
+//! [`run_client`] (`nulab-dhcp-client`: one DORA on one interface, prints the lease),
+//! [`run_server`] (`nulab-dhcp-server`: serves a pool on one or more interfaces for a while),
+//! [`wds`] (`nulab server`: the Network Unlock provider, its certificate files and policy file,
+//! the one decrypt pool and SIGHUP reload) and [`boot`] (`nulab client`: one boot of a
+//! BitLocker volume, driving `boot_client::boot::Boot`).
 
 pub mod boot;
 mod drive;

@@ -204,3 +204,84 @@ fn udhcpc_gets_a_lease_from_nulabs_server() {
     }
     assert!(leased, "the server reported the lease");
 }
+
+/// Both binaries, each the one driver plus a DHCP service: nulab's client gets a lease from
+/// nulab's server (needs no external DHCP software, so it runs wherever root does).
+#[test]
+fn nulabs_client_gets_a_lease_from_nulabs_server() {
+    if !have_everything(&["ip"]) {
+        return;
+    }
+    let topology = topology("pair");
+    let mut server = Running::new(
+        topology
+            .command("srv", env!("CARGO_BIN_EXE_nulab-dhcp-server"))
+            .args([
+                "--interface",
+                &format!("srv0={SERVER_ADDR}/24"),
+                "--range",
+                "192.168.77.120-192.168.77.130",
+                "--router",
+                SERVER_ADDR,
+                "--lease-secs",
+                "600",
+                "--run-secs",
+                "30",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server starts"),
+    );
+    let mut lines = BufReader::new(server.child().stdout.take().expect("piped")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.starts_with("listening on srv0"),
+        "server said {first:?}"
+    );
+    let client = Running::new(
+        topology
+            .command("cli", env!("CARGO_BIN_EXE_nulab-dhcp-client"))
+            .args(["--interface", "cli0", "--limit-secs", "20", "--seed", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("client starts"),
+    );
+    let out = client.wait(Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "address=192.168.77.120",
+        "prefix=24",
+        "router=192.168.77.1",
+        "server_id=192.168.77.1",
+        "lease_secs=600",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.trim() == expected),
+            "{expected} in the client's output:\n{stdout}"
+        );
+    }
+    // The client only shows what the firmware would get: the interface keeps no address.
+    let shown = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &topology.ns("cli"),
+            "-4",
+            "address",
+            "show",
+            "dev",
+            "cli0",
+        ])
+        .output()
+        .expect("ip runs");
+    assert!(
+        !String::from_utf8_lossy(&shown.stdout).contains("192.168.77.120"),
+        "the client left the interface alone"
+    );
+}

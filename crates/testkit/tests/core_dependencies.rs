@@ -16,6 +16,7 @@ const CORES: &[&str] = &[
     "volume",
     "certificates",
     "host-contract",
+    "dhcp-wire",
 ];
 
 /// What no core may link.
