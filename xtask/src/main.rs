@@ -9,7 +9,10 @@
 //! - `cargo xtask bench`: the benchmarks, beside `openssl speed rsa2048` measured in the same run,
 //!   then recovery escrow over TLS (`cargo xtask escrow` alone) and the 10,000-client boot storm
 //!   (`cargo xtask storm` alone).
+//! - `cargo xtask attack`: the recovery service under attack (slow, idle and oversized
+//!   unauthenticated clients while devices escrow); also part of `bench`.
 
+mod attack;
 mod bench;
 mod escrow;
 mod storm;
@@ -27,7 +30,8 @@ commands:
   demo           run two teaching scenarios (happy path, relay misconfiguration) into target/demo
   scenario ...   run|list|bless|sweep scenarios (see `cargo xtask scenario --help`)
   bench          criterion benchmarks beside `openssl speed rsa2048`; writes BENCHMARKS.md
-  escrow         only the recovery-escrow throughput over TLS (part of `bench`)
+  escrow         only the recovery-escrow throughput over TLS, 10k and 1M records (part of `bench`)
+  attack         only the recovery service under attack (part of `bench`)
   storm          only the 10,000-client boot storm beside openssl (part of `bench`)
   install-deps   only install the system tools the tests use
 ";
@@ -56,9 +60,11 @@ fn run(args: &[String]) -> Result<()> {
         "bench" => {
             bench::run(rest)?;
             escrow::run(&workspace_root())?;
+            attack::run(&workspace_root())?;
             storm::run(&workspace_root())
         }
         "escrow" => escrow::run(&workspace_root()),
+        "attack" => attack::run(&workspace_root()),
         "storm" => storm::run(&workspace_root()),
         "install-deps" => system::ensure_tools(),
         "help" | "--help" | "-h" => {

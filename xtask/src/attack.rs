@@ -1,0 +1,108 @@
+//! The recovery service under attack (issue 20), from `recovery-service`'s `attack` bench: the
+//! real `recovery-escrowd` process with its default limits, legitimate devices escrowing over
+//! HTTPS while 500 unauthenticated connections (slow headers, idle, oversized bodies with a
+//! wrong token) press on it, beside the same devices' figures without the attack from the
+//! same run, and the server's peak RSS. Goals: peak RSS under 128 MiB, and the legitimate
+//! throughput at least 80% of the unattacked figure. Written to BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::Fields;
+
+const SECONDS: u32 = 10;
+const CLIENTS: u32 = 32;
+const ATTACKERS: u32 = 500;
+const MAX_PEAK_RSS_MIB: f64 = 128.0;
+const MIN_RATIO: f64 = 0.8;
+
+/// Runs the attack benchmark and writes its section.
+pub fn run(root: &Path) -> Result<()> {
+    eprintln!("attack benchmark: {CLIENTS} devices, {ATTACKERS} attackers, 2 x {SECONDS} s");
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .args([
+            "bench",
+            "--quiet",
+            "--package",
+            "recovery-service",
+            "--bench",
+            "attack",
+        ])
+        .env("NULAB_BENCH_SECS", SECONDS.to_string())
+        .env("NULAB_BENCH_CLIENTS", CLIENTS.to_string())
+        .env("NULAB_BENCH_ATTACKERS", ATTACKERS.to_string());
+    let stdout = crate::bench::stdout_of(
+        &mut command,
+        "`cargo bench -p recovery-service --bench attack`",
+    )?;
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fields:"))
+        .context("no `fields:` line in the attack benchmark's output")?;
+    let f = Fields::parse(line);
+    let v = |key: &str| -> Result<f64> {
+        f.value(key)
+            .with_context(|| format!("the attack benchmark printed no `{key}`: {line}"))
+    };
+    let (ratio, peak) = (v("ratio")?, v("peak_rss_mib")?);
+    let met = ratio >= MIN_RATIO && peak < MAX_PEAK_RSS_MIB;
+    let mut section = String::new();
+    let _ = write!(
+        section,
+        "\n## Recovery service under attack (`cargo xtask attack`)\n\n\
+         `cargo bench -p recovery-service --bench attack`: the `recovery-escrowd` process with \
+         its default limits (handshake, header and body time-outs 10 s, idle keep-alive 30 s, \
+         64 connections per client address, 1,024 in total, 1 MiB bodies), AES-256-GCM at \
+         rest, the store on the build's own disk. {CLIENTS} enrolled devices on keep-alive \
+         HTTPS connections from 127.0.0.1 escrow one new recovery password per request: {SECONDS} s \
+         without attack, then {SECONDS} s while {ATTACKERS} unauthenticated connections from \
+         127.0.1.1-50 press on the service: two fifths trickle a request head one byte a second, \
+         two fifths complete the TLS handshake and stay idle, one fifth announce a 1 MB body \
+         with a wrong token, send up to 1 MB of it and stall; each reconnects one second after \
+         the server closes it. The devices and the attackers share one process (two tokio \
+         worker threads), the server has its own; all on the same two cores. Peak RSS is the \
+         server's `VmHWM`.\n\n\
+         | window | escrows | per second | p50 | p99 |\n|---|---:|---:|---:|---:|\n\
+         | unattacked | {} | {:.0} | {:.2} ms | {:.2} ms |\n\
+         | under attack | {} | {:.0} | {:.2} ms | {:.2} ms |\n\n\
+         Under attack the devices kept {:.0}% of their unattacked throughput; {} attack \
+         connections were open when the attacked window began and {} when it ended ({} \
+         connects, {} closed by the server over the run). Server RSS: {:.1} MiB idle, {:.1} \
+         MiB after the unattacked window, {:.1} MiB under attack, **{peak:.1} MiB peak**. \
+         Goals: peak RSS under {MAX_PEAK_RSS_MIB:.0} MiB and at least {:.0}% of the unattacked \
+         throughput; this run **{}** them.\n",
+        f.get("quiet_escrows"),
+        v("quiet_rate")?,
+        v("quiet_p50_ms")?,
+        v("quiet_p99_ms")?,
+        f.get("attacked_escrows"),
+        v("attacked_rate")?,
+        v("attacked_p50_ms")?,
+        v("attacked_p99_ms")?,
+        ratio * 100.0,
+        f.get("open_start"),
+        f.get("open_end"),
+        f.get("connects"),
+        f.get("closed"),
+        v("rss_idle_mib")?,
+        v("rss_unattacked_mib")?,
+        v("rss_attacked_mib")?,
+        MIN_RATIO * 100.0,
+        if met { "meets" } else { "MISSES" },
+    );
+    print!("{section}");
+    crate::bench::write_section(root, &section)?;
+    if !met {
+        bail!(
+            "under attack: {:.0}% of the unattacked throughput (goal >= {:.0}%), peak RSS \
+             {peak:.1} MiB (goal < {MAX_PEAK_RSS_MIB:.0} MiB)",
+            ratio * 100.0,
+            MIN_RATIO * 100.0
+        );
+    }
+    Ok(())
+}
