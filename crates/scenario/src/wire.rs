@@ -173,18 +173,14 @@ fn xid24(xid: [u8; 3]) -> u32 {
     u32::from_be_bytes([0, xid[0], xid[1], xid[2]])
 }
 
-/// Where a DHCPv4 payload's options start: the fixed BOOTP header (236 bytes) and the magic
-/// cookie.
-const DHCPV4_OPTIONS_AT: usize = 240;
-
-/// The DHCPv4 message type (option 53) by name, read with the crate-level option walker
-/// ([`nkpu::options`]), which never panics on a corrupted frame (where dhcproto 0.15 can).
+/// The DHCPv4 message type (option 53) by name, read with the workspace's one reader of the
+/// DHCP wire format ([`dhcp_wire`]), which never panics on a corrupted frame (where dhcproto
+/// 0.15 can).
 fn dhcp4_type(payload: &[u8]) -> &'static str {
-    let Some(walked) = payload.get(DHCPV4_OPTIONS_AT..).map(nkpu::options::walk_v4) else {
-        return "BOOTP (no message type)";
-    };
-    let Ok(options) = walked else {
-        return "DHCP (malformed options)";
+    let options = match dhcp_wire::v4_message_options(payload) {
+        Ok(walk) => walk.options,
+        Err(dhcp_wire::WireError::OptionTruncated { .. }) => return "DHCP (malformed options)",
+        Err(_) => return "BOOTP (no message type)",
     };
     let Some(message_type) = options.iter().find(|option| option.code == 53) else {
         return "BOOTP (no message type)";
@@ -217,12 +213,18 @@ mod tests {
 
     #[test]
     fn option_53_names_the_message() {
-        let mut payload = vec![0u8; 240];
+        let mut payload = vec![0u8; dhcp_wire::BOOTP_HEADER_LEN];
+        payload.extend_from_slice(&dhcp_wire::MAGIC_COOKIE);
         payload.extend_from_slice(&[0, 53, 1, 5, 255]);
         assert_eq!(dhcp4_type(&payload), "DHCPACK");
-        assert_eq!(dhcp4_type(&payload[..241]), "DHCP (malformed options)");
+        // An option cut short.
+        assert_eq!(
+            dhcp4_type(&payload[..dhcp_wire::V4_OPTIONS_AT + 3]),
+            "DHCP (malformed options)"
+        );
+        // No cookie, no options.
         assert_eq!(dhcp4_type(&payload[..200]), "BOOTP (no message type)");
-        payload.truncate(240);
+        payload.truncate(dhcp_wire::V4_OPTIONS_AT);
         payload.push(255);
         assert_eq!(dhcp4_type(&payload), "BOOTP (no message type)");
     }
