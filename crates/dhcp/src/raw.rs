@@ -75,14 +75,24 @@ pub(crate) fn v6_options(message: &[u8]) -> Option<Vec<(u16, &[u8])>> {
 /// options), and decodes the options nested in IA_NA, IA_TA, IA_PD, their addresses and
 /// prefixes and relay messages (3, 4, 5, 9, 25, 26) the same way. Information-Request and
 /// Reply carry none of the nested ones, so a message with any of them is refused whole.
+/// Option 17's data after its enterprise number is decoded as options again, with the same
+/// unchecked subtractions (found by the `dhcp_v6` fuzz target): its sub-options must be safe too.
 pub(crate) fn v6_safe_for_dhcproto(message: &[u8]) -> bool {
-    v6_options(message).is_some_and(|options| {
-        options.iter().all(|&(code, data)| match code {
-            3 | 4 | 5 | 9 | 25 | 26 => false,
-            13 => data.len() >= 2,
-            16 | 17 => data.len() >= 4,
-            _ => true,
-        })
+    v6_options(message).is_some_and(|options| v6_options_safe(&options))
+}
+
+fn v6_options_safe(options: &[(u16, &[u8])]) -> bool {
+    options.iter().all(|&(code, data)| match code {
+        3 | 4 | 5 | 9 | 25 | 26 => false,
+        13 => data.len() >= 2,
+        16 => data.len() >= 4,
+        17 => data.get(4..).is_some_and(|nested| {
+            dhcp_wire::read_v6(nested).is_ok_and(|nested| {
+                let nested: Vec<(u16, &[u8])> = nested.iter().map(|o| (o.code, o.data)).collect();
+                v6_options_safe(&nested)
+            })
+        }),
+        _ => true,
     })
 }
 
@@ -153,6 +163,13 @@ mod tests {
         assert!(v4_safe_for_dhcproto(&with(&[
             12, 1, b'a', 12, 1, b'b', 255
         ])));
+        // Option 17 whose nested options hold an option 17 too short for its enterprise number
+        // (the fuzzer's find: dhcproto computes `len - 4` for it and panics).
+        let info = |options: &[u8]| [&[11, 1, 2, 3][..], options].concat();
+        let nested_short = [0, 17, 0, 10, 0, 0, 1, 55, 0, 17, 0, 2, 0, 0];
+        assert!(!v6_safe_for_dhcproto(&info(&nested_short)));
+        let nested_fine = [0, 17, 0, 12, 0, 0, 1, 55, 0, 1, 0, 4, 1, 2, 3, 4];
+        assert!(v6_safe_for_dhcproto(&info(&nested_fine)));
         let mut long_hlen = with(&[255]);
         long_hlen[2] = 17;
         assert!(!v4_safe_for_dhcproto(&long_hlen));
