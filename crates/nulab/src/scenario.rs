@@ -160,6 +160,17 @@ fn select(args: &[String]) -> Result<Vec<Loaded>, String> {
             loaded.push(scenario::resolve(arg).map_err(|err| err.to_string())?);
         }
     }
+    // Outputs go to a folder per name, and summaries are keyed by it.
+    let mut names = std::collections::BTreeMap::new();
+    for l in &loaded {
+        if let Some(other) = names.insert(l.name.as_str(), l.argument()) {
+            return Err(format!(
+                "two scenarios are called {:?} ({other} and {}): their outputs would share a folder",
+                l.name,
+                l.argument()
+            ));
+        }
+    }
     Ok(loaded)
 }
 

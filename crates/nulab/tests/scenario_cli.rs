@@ -128,6 +128,22 @@ fn an_unknown_name_is_refused_with_the_names_that_exist() {
         stderr.contains("happy-path-ipv4, happy-path-ipv6"),
         "{stderr}"
     );
+    // One scenario named twice would write one folder twice.
+    let output = nulab()
+        .args([
+            "scenario",
+            "run",
+            "happy-path-ipv4",
+            "scenarios/happy-path-ipv4.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("two scenarios are called \"happy-path-ipv4\""),
+        "{}",
+        text(&output.stderr)
+    );
     // With --json the error is one JSON object on standard output.
     let output = nulab()
         .args(["scenario", "run", "happy-path-ipv5", "--json"])
