@@ -497,3 +497,43 @@ fn sweep_shards_split_the_seeds_between_them() {
     assert_eq!(a + b, 12);
     assert!(a > 0 && b > 0, "{a} + {b}");
 }
+
+#[test]
+fn a_scenario_that_cannot_run_is_an_error_in_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let happy =
+        std::fs::read_to_string(testkit::workspace_root().join("scenarios/happy-path-ipv4.toml"))
+            .unwrap();
+    // A policy file that is not there: the file reads, the world cannot be built.
+    let broken = happy.replacen(
+        "[[wds]]\n",
+        "[[wds]]\npolicy_file = \"no-such-policy.ini\"\n",
+        1,
+    );
+    assert_ne!(happy, broken);
+    let file = dir.path().join("missing-policy.toml");
+    std::fs::write(&file, broken).unwrap();
+    let output = nulab()
+        .args(["scenario", "run", "--json", "happy-path-ipv4"])
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let json = json_of(&output);
+    assert_eq!(
+        (json["total"].as_u64(), json["errors"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let failed = &json["scenarios"][1];
+    assert_eq!(failed["status"], "error", "{json}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-policy.ini"),
+        "{json}"
+    );
+    assert_eq!(json["scenarios"][0]["status"], "passed", "{json}");
+}

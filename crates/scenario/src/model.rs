@@ -663,6 +663,24 @@ mod tests {
     }
 
     #[test]
+    fn a_catalogue_scenario_reads_its_files_from_inside_the_binary_only() {
+        let loaded = parse_catalogue("x", "title = \"t\"\nexpect_nothing = true\n".to_string())
+            .expect("parses");
+        assert!(loaded.from_catalogue());
+        let err = loaded
+            .read_relative(Path::new("policies/no-such.ini"))
+            .expect_err("not embedded");
+        assert_eq!(err, "scenarios/policies/no-such.ini: not in the catalogue");
+        let on_disk = parse_str("title = \"t\"\nexpect_nothing = true\n").expect("parses");
+        assert!(
+            on_disk
+                .read_relative(Path::new("no-such.ini"))
+                .expect_err("no file")
+                .starts_with("no-such.ini: "),
+        );
+    }
+
+    #[test]
     fn a_scenario_that_expects_nothing_is_refused_unless_it_says_so() {
         let text = "title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n";
         let err = parse_str(text).expect_err("expects nothing");
