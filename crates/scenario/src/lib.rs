@@ -183,15 +183,26 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n");
             let names: &mut BTreeSet<String> = graph.entry(module.clone()).or_default();
-            for (i, _) in code.match_indices("crate::") {
-                let rest = &code[i + "crate::".len()..];
-                let name: String = rest
+            let ident = |text: &str| -> String {
+                text.trim_start()
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if name != module {
-                    names.insert(name);
-                }
+                    .collect()
+            };
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                // `crate::{a::X, b}` names each of its first segments.
+                let firsts: Vec<String> = match rest.strip_prefix('{') {
+                    Some(group) => group
+                        .split('}')
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(ident)
+                        .collect(),
+                    None => vec![ident(rest)],
+                };
+                names.extend(firsts.into_iter().filter(|name| *name != module));
             }
         }
         // Only modules count (`crate::RunResult` is a re-export of lib.rs).
