@@ -186,7 +186,7 @@ fn jobs(selection: &Selection) -> usize {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     started: Instant,
-    shown: bool,
+    shown: std::cell::Cell<bool>,
 }
 
 impl Progress {
@@ -207,16 +207,20 @@ impl Progress {
         Progress {
             bar,
             started: Instant::now(),
-            shown: false,
+            shown: std::cell::Cell::new(false),
         }
     }
 
-    fn tick(&mut self, done: u64) {
+    /// `done` jobs finished, the last of them `last`; shows the bar once the run is long.
+    fn tick(&self, done: u64, last: Option<&str>) {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
-            if !self.shown && self.started.elapsed() >= PROGRESS_AFTER {
+            if let Some(last) = last {
+                bar.set_message(last.to_string());
+            }
+            if !self.shown.get() && self.started.elapsed() >= PROGRESS_AFTER {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                self.shown = true;
+                self.shown.set(true);
             }
         }
     }
@@ -237,10 +241,13 @@ impl Progress {
 }
 
 /// Runs `count` jobs on `threads` threads, handing each finished one (by index) to `done` in
-/// the order they finish; `stop` set by `done` ends the run after the jobs under way.
+/// the order they finish, and keeping `progress` up to date (`name` names a job); `done`
+/// returning true ends the run after the jobs under way.
 fn run_parallel<T: Send>(
     count: usize,
     threads: usize,
+    progress: &Progress,
+    name: impl Fn(usize) -> String,
     job: impl Fn(usize) -> T + Sync,
     mut done: impl FnMut(usize, T) -> bool,
 ) {
@@ -264,9 +271,19 @@ fn run_parallel<T: Send>(
             });
         }
         drop(tx);
-        for (index, value) in rx {
-            if done(index, value) {
-                stop.store(true, Ordering::Relaxed);
+        let mut finished = 0;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok((index, value)) => {
+                    finished += 1;
+                    progress.tick(finished, Some(&name(index)));
+                    if done(index, value) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                // A long job: the bar still appears, and its ETA moves.
+                Err(mpsc::RecvTimeoutError::Timeout) => progress.tick(finished, None),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
     });
@@ -297,18 +314,17 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
     };
     let threads = if args.step { 1 } else { jobs(sel) };
     let show_transcripts = !sel.quiet && !sel.json;
-    let mut progress = Progress::new(chosen.len(), "scenarios", sel.quiet || sel.json);
+    let progress = Progress::new(chosen.len(), "scenarios", sel.quiet || sel.json);
     let mut pending: Vec<Option<Finished>> = (0..chosen.len()).map(|_| None).collect();
     let mut printed = 0;
-    let mut finished = 0;
     let mut failure: Option<anyhow::Error> = None;
     run_parallel(
         chosen.len(),
         threads,
+        &progress,
+        |index| chosen[index].name.clone(),
         |index| run_one(&chosen[index], args, show_transcripts),
         |index, outcome| {
-            finished += 1;
-            progress.tick(finished as u64);
             match outcome {
                 Ok(done) => pending[index] = Some(done),
                 Err(err) => {
@@ -660,20 +676,22 @@ fn sweep(args: &SweepArgs) -> Result<ExitCode> {
                 .is_none_or(|shard| shard.contains(&format!("{}@{seed}", loaded[*i].name)))
         })
         .collect();
-    let mut progress = Progress::new(pairs.len(), "runs", sel.quiet || sel.json);
+    let progress = Progress::new(pairs.len(), "runs", sel.quiet || sel.json);
     let mut runs: Vec<Option<SeedRun>> = (0..pairs.len()).map(|_| None).collect();
-    let mut finished = 0;
     let keep_going = args.keep_going;
     run_parallel(
         pairs.len(),
         jobs(sel),
+        &progress,
+        |index| {
+            let (scenario, seed) = pairs[index];
+            format!("{} seed {seed}", loaded[scenario].name)
+        },
         |index| {
             let (scenario, seed) = pairs[index];
             sweep_one(&loaded[scenario], seed)
         },
         |index, run| {
-            finished += 1;
-            progress.tick(finished as u64);
             let stop = !run.passed && !keep_going;
             runs[index] = Some(run);
             stop
