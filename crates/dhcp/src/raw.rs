@@ -76,7 +76,10 @@ pub(crate) fn v6_options(message: &[u8]) -> Option<Vec<(u16, &[u8])>> {
 /// prefixes and relay messages (3, 4, 5, 9, 25, 26) the same way. Information-Request and
 /// Reply carry none of the nested ones, so a message with any of them is refused whole.
 /// Option 17's data after its enterprise number is decoded as options again, with the same
-/// unchecked subtractions (found by the `dhcp_v6` fuzz target): its sub-options must be safe too.
+/// unchecked subtractions: its sub-options must be safe too. And dhcproto reads options 7, 8,
+/// 12, 14, 19 and 20 by their fixed size whatever their length says, so a wrong length makes it
+/// read the rest of the message out of step with the walk checked here: those must have their
+/// fixed length. (Both found by the `dhcp_v6` fuzz target.)
 pub(crate) fn v6_safe_for_dhcproto(message: &[u8]) -> bool {
     v6_options(message).is_some_and(|options| v6_options_safe(&options))
 }
@@ -86,6 +89,10 @@ fn v6_options_safe(options: &[(u16, &[u8])]) -> bool {
         3 | 4 | 5 | 9 | 25 | 26 => false,
         13 => data.len() >= 2,
         16 => data.len() >= 4,
+        7 | 19 => data.len() == 1,
+        8 => data.len() == 2,
+        12 => data.len() == 16,
+        14 | 20 => data.is_empty(),
         17 => data.get(4..).is_some_and(|nested| {
             dhcp_wire::read_v6(nested).is_ok_and(|nested| {
                 let nested: Vec<(u16, &[u8])> = nested.iter().map(|o| (o.code, o.data)).collect();
@@ -170,6 +177,14 @@ mod tests {
         assert!(!v6_safe_for_dhcproto(&info(&nested_short)));
         let nested_fine = [0, 17, 0, 12, 0, 0, 1, 55, 0, 1, 0, 4, 1, 2, 3, 4];
         assert!(v6_safe_for_dhcproto(&info(&nested_fine)));
+        // Option 20 (Reconfigure Accept) with two bytes: dhcproto skips none of them, reads
+        // `00 10 00 00` as an empty option 16 and subtracts 4 from its length.
+        let reconf_accept_with_data = [0, 20, 0, 2, 0, 16, 0, 0];
+        assert!(!v6_safe_for_dhcproto(&info(&reconf_accept_with_data)));
+        assert!(v6_safe_for_dhcproto(&info(&[
+            0, 20, 0, 0, 0, 8, 0, 2, 0, 0
+        ])));
+        assert!(!v6_safe_for_dhcproto(&info(&[0, 8, 0, 1, 0])));
         let mut long_hlen = with(&[255]);
         long_hlen[2] = 17;
         assert!(!v4_safe_for_dhcproto(&long_hlen));
