@@ -269,9 +269,25 @@ impl Driver {
                 return;
             }
             let deadline = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            // Biased, in this order: a stop; then finished work (wakes) and due timers before
+            // new datagrams, so that under a flood results are delivered and nothing waits
+            // without bound behind the incoming queue.
             tokio::select! {
                 biased;
                 () = &mut stop => return,
+                Some(token) = self.wakes.recv() => {
+                    self.now = self.clock();
+                    service.on_timer(self, token);
+                }
+                () = sleep_until(self.epoch, deadline) => {
+                    self.now = self.clock();
+                    if let Some(Reverse((at, _, token))) = self.timers.peek().copied()
+                        && at <= self.now
+                    {
+                        self.timers.pop();
+                        service.on_timer(self, token);
+                    }
+                }
                 incoming = self.incoming.recv() => {
                     // The driver holds a sender itself, so the queue never closes.
                     let Some(incoming) = incoming else { return };
@@ -288,19 +304,6 @@ impl Driver {
                         dst: incoming.dst,
                         payload: Bytes::from(incoming.payload),
                     });
-                }
-                Some(token) = self.wakes.recv() => {
-                    self.now = self.clock();
-                    service.on_timer(self, token);
-                }
-                () = sleep_until(self.epoch, deadline) => {
-                    self.now = self.clock();
-                    if let Some(Reverse((at, _, token))) = self.timers.peek().copied()
-                        && at <= self.now
-                    {
-                        self.timers.pop();
-                        service.on_timer(self, token);
-                    }
                 }
             }
             self.flush().await;
