@@ -11,7 +11,7 @@
 //! Exit status: 0 every scenario passed; 1 an expectation was not met; 2 a scenario could not
 //! be read or run, or the command line is wrong. With `--json`, errors are JSON too.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,6 +24,8 @@ use clap::{Args, Subcommand};
 use scenario::suite::{Percentiles, RunSummary, ScenarioSummary, Shard, wilson_95};
 use scenario::{Loaded, RunResult};
 use serde::Serialize;
+
+use crate::output::{self, errln, out, outln};
 
 /// The exit status of a scenario that could not be read or run, or a wrong command line.
 const REFUSED: u8 = 2;
@@ -118,21 +120,16 @@ pub fn run(cmd: ScenarioCommand) -> Result<ExitCode> {
     }
 }
 
-/// Says why the command cannot go on (JSON with `--json`) and gives the status for it.
+/// Says why the command cannot go on (as [`output::JsonError`] with `--json`) and gives the
+/// status for it.
 fn refuse(json: bool, message: &str) -> Result<ExitCode> {
     if json {
-        #[derive(Serialize)]
-        struct JsonError<'a> {
-            error: &'a str,
-            exit_code: u8,
-        }
-        let line = serde_json::to_string(&JsonError {
-            error: message,
+        output::json_line(&output::JsonError {
+            error: message.to_string(),
             exit_code: REFUSED,
         })?;
-        println!("{line}");
     } else {
-        eprintln!("nulab: error: {message}");
+        errln!("nulab: error: {message}");
     }
     Ok(ExitCode::from(REFUSED))
 }
@@ -226,10 +223,10 @@ impl Progress {
     }
 
     /// Prints on standard output without tearing the bar.
-    fn print(&self, text: &str) {
+    fn print(&self, text: &str) -> Result<(), output::OutputError> {
         match &self.bar {
-            Some(bar) => bar.suspend(|| print!("{text}")),
-            None => print!("{text}"),
+            Some(bar) => bar.suspend(|| out!("{text}")),
+            None => out!("{text}"),
         }
     }
 
@@ -368,9 +365,9 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
         }
     }
     if sel.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        output::json(&summary)?;
     } else if summary.total != 1 {
-        println!(
+        outln!(
             "{} scenario(s): {} passed, {} failed, {} could not run{}",
             summary.total,
             summary.total - summary.failed - summary.errors,
@@ -379,7 +376,7 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
             sel.shard
                 .map(|s| format!(" (shard {s})"))
                 .unwrap_or_default()
-        );
+        )?;
     }
     Ok(ExitCode::from(summary.exit_status()))
 }
@@ -420,7 +417,7 @@ fn report_one(args: &RunArgs, progress: &Progress, done: &Finished) -> Result<()
         if args.step {
             step_through(transcript)?;
         } else {
-            progress.print(transcript);
+            progress.print(transcript)?;
         }
     }
     let s = &done.summary;
@@ -444,7 +441,7 @@ fn report_one(args: &RunArgs, progress: &Progress, done: &Finished) -> Result<()
         }
         text.push_str(&format!("  seed {}; replay with: {}\n", s.seed, s.replay));
     }
-    progress.print(&text);
+    progress.print(&text)?;
     Ok(())
 }
 
@@ -460,15 +457,15 @@ fn step_through(transcript: &str) -> Result<()> {
             .map(str::to_string);
         let section = line.starts_with("== ");
         if (phase.is_some() && phase != last_phase) || section {
-            print!("  (Enter to continue)");
-            std::io::stdout().flush()?;
+            out!("  (Enter to continue)")?;
+            output::flush()?;
             let mut buf = String::new();
             stdin.lock().read_line(&mut buf)?;
             if phase.is_some() {
                 last_phase = phase;
             }
         }
-        println!("{line}");
+        outln!("{line}")?;
     }
     Ok(())
 }
@@ -528,12 +525,12 @@ fn list(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
                 Err(err) => listing.errors.push(err),
             }
         }
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        output::json(&listing)?;
     } else {
         for entry in loaded {
             match entry {
-                Ok(l) => println!("{:<48} {}", l.name, l.scenario.title),
-                Err(err) => println!("{err}"),
+                Ok(l) => outln!("{:<48} {}", l.name, l.scenario.title)?,
+                Err(err) => outln!("{err}")?,
             }
         }
     }
@@ -590,9 +587,9 @@ fn bless(files: Vec<PathBuf>, json: bool) -> Result<ExitCode> {
             .collect();
         if !json {
             if changed.is_empty() {
-                println!("{}: {} goldens unchanged", file.display(), written.len());
+                outln!("{}: {} goldens unchanged", file.display(), written.len())?;
             } else {
-                println!("{}: updated {}", file.display(), changed.join(", "));
+                outln!("{}: updated {}", file.display(), changed.join(", "))?;
             }
         }
         all.extend(written.into_iter().map(|(path, changed)| Blessed {
@@ -605,10 +602,7 @@ fn bless(files: Vec<PathBuf>, json: bool) -> Result<ExitCode> {
         struct Report {
             goldens: Vec<Blessed>,
         }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&Report { goldens: all })?
-        );
+        output::json(&Report { goldens: all })?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -754,9 +748,9 @@ fn sweep(args: &SweepArgs) -> Result<ExitCode> {
         scenarios: reports,
     };
     if sel.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        output::json(&summary)?;
     } else {
-        print_sweep(&summary, keep_going);
+        print_sweep(&summary, keep_going)?;
     }
     Ok(ExitCode::from(if errors {
         REFUSED
@@ -793,23 +787,25 @@ fn seed_run(result: &RunResult) -> SeedRun {
     }
 }
 
-fn print_sweep(summary: &SweepSummary, keep_going: bool) {
+fn print_sweep(summary: &SweepSummary, keep_going: bool) -> Result<()> {
     for report in &summary.scenarios {
         if !keep_going {
             match report.failing_seeds.first() {
                 Some(failing) => {
-                    println!("{}: seed {} FAILS", report.name, failing.seed);
-                    print_failing(failing);
+                    outln!("{}: seed {} FAILS", report.name, failing.seed)?;
+                    print_failing(failing)?;
                 }
-                None => println!(
+                None => outln!(
                     "{}: all {} seeds ({}) pass",
-                    report.name, report.runs, summary.seeds
-                ),
+                    report.name,
+                    report.runs,
+                    summary.seeds
+                )?,
             }
             continue;
         }
         let (lo, hi) = report.pass_rate_95;
-        println!(
+        outln!(
             "{}: {}/{} seeds pass ({:.1}%, 95% interval {:.1}%–{:.1}%)",
             report.name,
             report.passed,
@@ -817,34 +813,40 @@ fn print_sweep(summary: &SweepSummary, keep_going: bool) {
             report.pass_rate * 100.0,
             lo * 100.0,
             hi * 100.0
-        );
+        )?;
         for (outcome, times) in &report.unlock_times {
             match times {
-                Some(p) => println!(
+                Some(p) => outln!(
                     "  {outcome}: {} unlock(s), p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                    p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
-                ),
-                None => println!("  {outcome}"),
+                    p.count,
+                    p.p50_ms,
+                    p.p90_ms,
+                    p.p99_ms,
+                    p.max_ms
+                )?,
+                None => outln!("  {outcome}")?,
             }
         }
         for failing in &report.failing_seeds {
-            println!("  seed {} FAILS", failing.seed);
-            print_failing(failing);
+            outln!("  seed {} FAILS", failing.seed)?;
+            print_failing(failing)?;
         }
     }
     if !summary.complete {
-        println!("stopped at the first failure (--keep-going runs every seed)");
+        outln!("stopped at the first failure (--keep-going runs every seed)")?;
     }
+    Ok(())
 }
 
-fn print_failing(failing: &FailingSeed) {
+fn print_failing(failing: &FailingSeed) -> Result<()> {
     if let Some(error) = &failing.error {
-        println!("  error: {error}");
+        outln!("  error: {error}")?;
     }
     for unmet in &failing.unmet {
-        println!("  unmet: {unmet}");
+        outln!("  unmet: {unmet}")?;
     }
-    println!("  replay with: {}", failing.replay);
+    outln!("  replay with: {}", failing.replay)?;
+    Ok(())
 }
 
 fn parse_range(text: &str) -> Result<std::ops::Range<u64>, String> {
