@@ -343,7 +343,11 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
     );
     progress.finish();
     if let Some(err) = failure {
-        return refuse(sel.json, &format!("{err:#}"));
+        // A closed pipe ends quietly (main knows it); anything else is a run that failed.
+        if output::is_broken_pipe(&err) {
+            return Err(err);
+        }
+        return refuse(sel.json, &output::error_message(&err));
     }
     let summaries: Vec<ScenarioSummary> = pending
         .into_iter()
