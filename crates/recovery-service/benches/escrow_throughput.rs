@@ -8,27 +8,17 @@
 //! for the acknowledgement (sent only after the commit). `NULAB_BENCH_SECS` (default 10) and
 //! `NULAB_BENCH_CLIENTS` (default 64) tune the run; `NULAB_BENCH_UNENCRYPTED=1` turns
 //! encryption at rest off for comparison.
-//!
-//! `NULAB_BENCH_PRELOAD=N` (issue 20) first fills the database with N records (random key IDs,
-//! four records per device) through the store's own escrow API in large transactions, not over
-//! HTTPS, then measures the same escrows on it, and afterwards the helpdesk look-up (a key ID's
-//! first eight characters, on a read connection: the index range query, before any audit
-//! write) for random stored keys, quiet and, sampled during the escrow window, under load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use recovery_service::agent::ManagementPoint;
 use recovery_service::agent::shell::{EscrowConnection, TcpDialer, client_tls};
-use recovery_service::record::KeyIdQuery;
 use recovery_service::record::{DeviceId, EscrowRecord, KeyId, MaterialKind, RecordId, VolumeId};
-use recovery_service::seal::{AtRestKey, Sealer};
+use recovery_service::seal::AtRestKey;
 use recovery_service::server::{ServiceConfig, start};
-use recovery_service::store::{EscrowRequest, HelpdeskRequest, HelpdeskRole, Store, StoreReader};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -36,123 +26,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Records per transaction while preloading.
-const PRELOAD_GROUP: usize = 25_000;
-/// Records per preloaded device (a password and a key package on two volumes).
-const PER_DEVICE: usize = 4;
-
-fn random_key_id(rng: &mut ChaCha20Rng) -> KeyId {
-    let mut b = [0u8; 16];
-    rng.fill_bytes(&mut b);
-    let h = hex::encode(b);
-    KeyId::new(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
-    .expect("key id")
-}
-
-/// Fills the database with `n` records through `Store::escrow_group`, in transactions of
-/// `PRELOAD_GROUP` records; returns one key ID in a hundred (for the look-ups) and the time.
-fn preload(db: &std::path::Path, sealer: Sealer, n: u64) -> (Vec<KeyId>, Duration) {
-    let t0 = Instant::now();
-    let mut store =
-        Store::open(db, sealer, Box::new(ChaCha20Rng::seed_from_u64(7))).expect("store");
-    let mut rng = ChaCha20Rng::seed_from_u64(20);
-    let material = b"123456-234567-345678-456789-567890-678901-789012-890123".to_vec();
-    let mut sample = Vec::new();
-    let mut done: u64 = 0;
-    let mut device_no: u64 = 0;
-    while done < n {
-        let mut group = Vec::new();
-        let mut in_group = 0;
-        while in_group < PRELOAD_GROUP && done < n {
-            let device = DeviceId::new(format!("BULK{device_no:07}")).expect("device");
-            device_no += 1;
-            let mut records = Vec::new();
-            for volume in ["C", "D"] {
-                let key_id = random_key_id(&mut rng);
-                if device_no.is_multiple_of(50) {
-                    sample.push(key_id.clone());
-                }
-                for kind in [MaterialKind::RecoveryPassword, MaterialKind::KeyPackage] {
-                    records.push(EscrowRecord {
-                        id: RecordId {
-                            device: device.clone(),
-                            volume: VolumeId::new(volume).expect("volume"),
-                            key_id: key_id.clone(),
-                            kind,
-                        },
-                        version: 1,
-                        material: material.clone(),
-                        replaces: None,
-                    });
-                }
-            }
-            let take = (PER_DEVICE as u64).min(n - done) as usize;
-            records.truncate(take);
-            done += take as u64;
-            in_group += take;
-            group.push(EscrowRequest { device, records });
-        }
-        for r in store
-            .escrow_group(&group, 1_700_000_000_000)
-            .expect("commit")
-        {
-            r.expect("preloaded record");
-        }
-    }
-    (sample, t0.elapsed())
-}
-
-fn helpdesk_query(key_id: &KeyId) -> HelpdeskRequest {
-    HelpdeskRequest {
-        operator: "CONTOSO\\helpdesk1".into(),
-        role: HelpdeskRole::Helpdesk,
-        query: KeyIdQuery::new(key_id.short()).expect("query"),
-        kind: MaterialKind::RecoveryPassword,
-        reason: "benchmark".into(),
-        device: None,
-        volume: None,
-    }
-}
-
-/// Times `count` look-ups of random sampled keys (microseconds), `pause` apart.
-fn lookups(
-    reader: &StoreReader,
-    sample: &[KeyId],
-    count: usize,
-    pause: Duration,
-    seed: u64,
-) -> Vec<u32> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let key = &sample[(rng.next_u64() % sample.len() as u64) as usize];
-        let q = helpdesk_query(key);
-        let t0 = Instant::now();
-        let found = reader.lookup(&q).expect("look-up");
-        out.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-        assert!(
-            !matches!(found, recovery_service::store::Lookup::NotFound),
-            "{key} not found"
-        );
-        if !pause.is_zero() {
-            std::thread::sleep(pause);
-        }
-    }
-    out
-}
-
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
-    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
 
 fn main() {
@@ -164,15 +37,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(
-        secs,
-        clients,
-        encrypted,
-        env_u64("NULAB_BENCH_PRELOAD", 0),
-    ));
+    rt.block_on(run(secs, clients, encrypted));
 }
 
-async fn run(secs: u64, clients: u32, encrypted: bool, preloaded: u64) {
+async fn run(secs: u64, clients: u32, encrypted: bool) {
     // On the build's own disk (not tmpfs), so that fsync costs what it costs.
     let base = std::env::var_os("CARGO_TARGET_TMPDIR")
         .map(std::path::PathBuf::from)
@@ -192,29 +60,8 @@ async fn run(secs: u64, clients: u32, encrypted: bool, preloaded: u64) {
         .signed_by(&key, &*ca)
         .expect("cert");
 
-    let db = dir.path().join("escrow.sqlite");
-    let (mut sample, load_time) = if preloaded > 0 {
-        let sealer = if encrypted {
-            Sealer::encrypted(&AtRestKey::load(&key_file).expect("key"))
-        } else {
-            Sealer::Plaintext
-        };
-        let db = db.clone();
-        tokio::task::spawn_blocking(move || preload(&db, sealer, preloaded))
-            .await
-            .expect("preload")
-    } else {
-        (Vec::new(), Duration::ZERO)
-    };
-    if preloaded > 0 {
-        eprintln!(
-            "preloaded {preloaded} records in {:.1} s ({:.0} per second)",
-            load_time.as_secs_f64(),
-            preloaded as f64 / load_time.as_secs_f64()
-        );
-    }
     let running = start(ServiceConfig {
-        database: db.clone(),
+        database: dir.path().join("escrow.sqlite"),
         key_file: encrypted.then_some(key_file),
         cert_chain: vec![cert.der().clone()],
         cert_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -269,25 +116,6 @@ async fn run(secs: u64, clients: u32, encrypted: bool, preloaded: u64) {
     tokio::time::sleep(Duration::from_secs(1)).await; // warm-up
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    // Helpdesk look-ups sampled during the escrow window, on their own thread.
-    let under_load = (!sample.is_empty()).then(|| {
-        let (db, sample) = (db.clone(), sample.clone());
-        let measuring = measuring.clone();
-        std::thread::spawn(move || {
-            let reader = StoreReader::open(&db).expect("reader");
-            let mut all = Vec::new();
-            while measuring.load(Ordering::Relaxed) {
-                all.extend(lookups(
-                    &reader,
-                    &sample,
-                    50,
-                    Duration::from_millis(2),
-                    all.len() as u64,
-                ));
-            }
-            all
-        })
-    });
     tokio::time::sleep(Duration::from_secs(secs)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
@@ -297,19 +125,6 @@ async fn run(secs: u64, clients: u32, encrypted: bool, preloaded: u64) {
         all.extend(t.await.expect("client task"));
     }
     all.sort_unstable();
-    let mut loaded_lookups = under_load
-        .map(|h| h.join().expect("look-up thread"))
-        .unwrap_or_default();
-    loaded_lookups.sort_unstable();
-    // Quiet look-ups after the run (the escrowed records are in the sample's key space too).
-    let mut quiet = Vec::new();
-    if !sample.is_empty() {
-        sample.truncate(100_000);
-        let reader = StoreReader::open(&db).expect("reader");
-        lookups(&reader, &sample, 500, Duration::ZERO, 1); // warm the page cache
-        quiet = lookups(&reader, &sample, 5_000, Duration::ZERO, 2);
-        quiet.sort_unstable();
-    }
     let pct = |p: f64| {
         let i = ((all.len() as f64 * p).ceil() as usize).saturating_sub(1);
         all.get(i).copied().unwrap_or(0) as f64 / 1000.0
@@ -334,31 +149,13 @@ async fn run(secs: u64, clients: u32, encrypted: bool, preloaded: u64) {
             "NOT met"
         }
     );
-    if preloaded > 0 {
-        println!(
-            "helpdesk look-up at {preloaded} preloaded records: quiet p50 {:.3} ms, p99 {:.3} ms \
-             ({} look-ups); during the escrow window p99 {:.3} ms ({} look-ups)",
-            percentile(&quiet, 0.50),
-            percentile(&quiet, 0.99),
-            quiet.len(),
-            percentile(&loaded_lookups, 0.99),
-            loaded_lookups.len()
-        );
-    }
     // For `cargo xtask escrow`, which writes BENCHMARKS.md from it.
     println!(
         "fields: escrows={} seconds={elapsed:.3} rate={rate:.1} p50_ms={:.3} p99_ms={:.3} \
-         max_ms={:.3} preloaded={preloaded} load_s={:.3} lookup_p50_ms={:.4} \
-         lookup_p99_ms={:.4} lookups={} lookup_loaded_p99_ms={:.4} lookups_loaded={}",
+         max_ms={:.3}",
         all.len(),
         pct(0.50),
         pct(0.99),
         pct(1.0),
-        load_time.as_secs_f64(),
-        percentile(&quiet, 0.50),
-        percentile(&quiet, 0.99),
-        quiet.len(),
-        percentile(&loaded_lookups, 0.99),
-        loaded_lookups.len(),
     );
 }
