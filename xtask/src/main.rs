@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's chores, in Rust rather than shell scripts.
 //!
 //! - `cargo xtask test`: the CI gate. Installs the system tools the tests use when they are
-//!   missing (apt-get, as root), then runs `cargo fmt --check`, clippy with `-D warnings` and
-//!   every test of the workspace.
+//!   missing (apt-get, as root), then runs `cargo fmt --check`, clippy with `-D warnings`,
+//!   every test of the workspace, and every fuzz target for a few seconds.
+//! - `cargo xtask fuzz [TARGET] [--time S]`: the fuzz targets, longer (FUZZING.md).
 //! - `cargo xtask demo`: the README's main job: the happy-path scenario and the classic relay
 //!   misconfiguration, narrated phase by phase, with their pcaps, diagrams and logs.
 //! - `cargo xtask scenario run|list|bless|sweep`: the scenario runner (`nulab scenario`).
@@ -15,6 +16,7 @@
 mod attack;
 mod bench;
 mod escrow;
+mod fuzz;
 mod storm;
 mod system;
 
@@ -33,6 +35,8 @@ commands:
   escrow         only the recovery-escrow throughput over TLS, 10k and 1M records (part of `bench`)
   attack         only the recovery service under attack (part of `bench`)
   storm          only the 10,000-client boot storm beside openssl (part of `bench`)
+  fuzz [TARGET] [--time S] [--record]
+                 the fuzz targets (default all, 60 s each); --record adds to FUZZING.md
   install-deps   only install the system tools the tests use
 ";
 
@@ -66,6 +70,7 @@ fn run(args: &[String]) -> Result<()> {
         "escrow" => escrow::run(&workspace_root()),
         "attack" => attack::run(&workspace_root()),
         "storm" => storm::run(&workspace_root()),
+        "fuzz" => fuzz::run(&workspace_root(), rest),
         "install-deps" => system::ensure_tools(),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -94,7 +99,18 @@ fn test(extra: &[String]) -> Result<()> {
     let mut test_args = vec!["test", "--workspace", "--all-features"];
     test_args.extend(extra.iter().map(String::as_str));
     cargo(&test_args)?;
-    scenario_suite()
+    scenario_suite()?;
+    // Bounded fuzzing: any crash fails CI (NULAB_FUZZ_SECONDS=0 skips it on a slow machine).
+    let seconds = match std::env::var("NULAB_FUZZ_SECONDS") {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("NULAB_FUZZ_SECONDS={value:?}: not a number"))?,
+        Err(_) => fuzz::CI_SECONDS,
+    };
+    if seconds > 0 {
+        fuzz::fuzz(&workspace_root(), fuzz::TARGETS, seconds)?;
+    }
+    Ok(())
 }
 
 /// The scenario catalogue as CI runs it: every scenario on every core (`--jobs`), with a JUnit
