@@ -18,21 +18,30 @@ use crate::{Received, SERVER_PORT, Server};
 /// `dhcp::Server` on UDP 67.
 pub struct DhcpServerService {
     server: Rc<RefCell<Server>>,
+    /// The deadline a timer is already set for: one timer per deadline, not one per datagram
+    /// (a long-running server would otherwise pile up timers for the same lease expiry).
+    armed: Option<HostTime>,
 }
 
 impl DhcpServerService {
     pub fn new(server: Rc<RefCell<Server>>) -> Self {
-        Self { server }
+        Self {
+            server,
+            armed: None,
+        }
     }
 
-    fn flush(&self, stack: &mut dyn HostStack) {
+    fn flush(&mut self, stack: &mut dyn HostStack) {
         let mut server = self.server.borrow_mut();
         while let Some(t) = server.poll_transmit() {
             // A refused send (adapter gone) is lost like any datagram; clients retransmit.
             let _ = stack.send(t.interface, t.src, t.dst, Bytes::from(t.payload));
         }
-        if let Some(at) = server.poll_timeout() {
-            stack.set_timer(sim_time(at), 0);
+        if let Some(at) = server.poll_timeout().map(host_time)
+            && self.armed != Some(at)
+        {
+            self.armed = Some(at);
+            stack.set_timer(at, 0);
         }
     }
 }
@@ -60,6 +69,7 @@ impl Service for DhcpServerService {
 
     fn on_timer(&mut self, stack: &mut dyn HostStack, _: u64) {
         let now = stack.now().since_start();
+        self.armed = None;
         self.server.borrow_mut().handle_timeout(now);
         self.flush(stack);
     }

@@ -113,8 +113,9 @@ pub enum ShellNote {
 }
 
 /// Wakes the driver with a token from another thread: the driver then calls the service's
-/// [`Service::on_timer`] with it (the decrypt pool's results come back this way).
-pub type Wake = Arc<dyn Fn(u64) + Send + Sync>;
+/// [`Service::on_timer`] with it (the decrypt pool's results come back this way). One type
+/// with the pool's.
+pub use unlock_processor::Wake;
 
 /// One port's sockets, per adapter.
 struct PortSockets {
