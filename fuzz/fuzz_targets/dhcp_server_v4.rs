@@ -35,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
         None => (data, None),
     };
     for (i, payload) in [Some(first), second].into_iter().flatten().enumerate() {
-        let relayed = payload.get(24..28).is_some_and(|giaddr| giaddr != [0, 0, 0, 0]);
+        let relayed = payload
+            .get(24..28)
+            .is_some_and(|giaddr| giaddr != [0, 0, 0, 0]);
         let src = if relayed { "10.0.1.1:67" } else { "0.0.0.0:68" };
         server.handle(
             Duration::from_secs(i as u64),

@@ -31,8 +31,12 @@ fuzz_target!(|data: &[u8]| {
     while server.poll_transmit().is_some() {}
 
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let mut client =
-        InfoRequester::new(InfoRequestConfig::default(), 0, [2, 0, 0, 0, 0, 2], client_ll);
+    let mut client = InfoRequester::new(
+        InfoRequestConfig::default(),
+        0,
+        [2, 0, 0, 0, 0, 2],
+        client_ll,
+    );
     client.start(Duration::ZERO, &mut rng);
     let Some(request) = client.poll_transmit() else {
         return;

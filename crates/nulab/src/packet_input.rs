@@ -391,7 +391,50 @@ mod tests {
         assert!(read_packets("t.pcap", &pcap).is_err());
     }
 
+    /// `bytes` as `hexdump -C` prints them: repeated 16-byte lines squeezed into `*`, and a last
+    /// line with the length.
+    fn hexdump_c(bytes: &[u8]) -> String {
+        let mut dump = String::new();
+        let mut previous: Option<&[u8]> = None;
+        let mut squeezing = false;
+        for (i, line) in bytes.chunks(16).enumerate() {
+            if previous == Some(line) {
+                if !squeezing {
+                    dump.push_str("*\n");
+                    squeezing = true;
+                }
+                continue;
+            }
+            squeezing = false;
+            previous = Some(line);
+            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+            let (left, right) = hex.split_at(hex.len().min(8));
+            dump.push_str(&format!(
+                "{:08x}  {}  {}  |{}|\n",
+                i * 16,
+                left.join(" "),
+                right.join(" "),
+                ".".repeat(line.len())
+            ));
+        }
+        dump.push_str(&format!("{:08x}\n", bytes.len()));
+        dump
+    }
+
     proptest! {
+        #[test]
+        fn hexdump_c_round_trips(
+            runs in proptest::collection::vec((any::<u8>(), 1usize..70), 1..8),
+        ) {
+            // Runs of one byte value make squeezed lines likely.
+            let bytes: Vec<u8> = runs.iter().flat_map(|&(b, n)| std::iter::repeat_n(b, n)).collect();
+            let dump = hexdump_c(&bytes);
+            let (kind, packets) = read_packets("t", dump.as_bytes()).unwrap();
+            prop_assert_eq!(kind, InputKind::Hex);
+            prop_assert_eq!(packets.len(), 1, "{}", dump);
+            prop_assert_eq!(&packets[0].bytes, &bytes, "{}", dump);
+        }
+
         #[test]
         fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = read_packets("p", &data);
