@@ -322,13 +322,46 @@ pub struct EventSpec {
     pub action: Spanned<String>,
 }
 
-/// A network fault on a segment over a time window.
+/// A fault over a time window (`from`, by default the start; `to`, by default the end), with
+/// one effect and one scope. The effect is one of `loss`, `latency` (with `jitter`),
+/// `duplicate`, `corrupt`, `partition`, `link = "down"` (an adapter's link, up again at `to`),
+/// or, with `dhcp_server`, `delay` (it answers that late) or `silent = true` (it answers
+/// nothing). The scope of `loss`, `latency`, `duplicate` and `corrupt` is a `segment`, a
+/// `host` (the frames it sends and receives), a `sender` and/or a `receiver` (one direction),
+/// or an `adapter` (`"host/adapter"`); with none, every segment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    pub segment: Spanned<String>,
+    pub segment: Option<Spanned<String>>,
+    /// A host (a client, a WDS, DHCP server or router): both directions.
+    pub host: Option<Spanned<String>>,
+    /// Only the frames this host sends.
+    pub sender: Option<Spanned<String>>,
+    /// Only the frames this host receives.
+    pub receiver: Option<Spanned<String>>,
+    /// `"host/adapter"` ("pc1/eth0"): the frames that adapter sends and receives, or its link.
+    pub adapter: Option<Spanned<String>>,
     /// Packet loss, "30%".
     pub loss: Option<Spanned<String>>,
+    /// A delay added to each frame ("2500ms"), plus a uniform draw up to `jitter`.
+    pub latency: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    /// The share of frames delivered twice, "100%".
+    pub duplicate: Option<Spanned<String>>,
+    /// The share of frames with one byte of the payload changed, "100%".
+    pub corrupt: Option<Spanned<String>>,
+    /// Two hosts or two segments that cannot reach each other (`one_way`: only the first
+    /// cannot reach the second).
+    pub partition: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub one_way: bool,
+    /// `"down"`: the adapter's link is down over the window.
+    pub link: Option<Spanned<String>>,
+    /// A DHCP server that answers late (`delay`) or not at all (`silent`).
+    pub dhcp_server: Option<Spanned<String>>,
+    pub delay: Option<Spanned<String>>,
+    #[serde(default)]
+    pub silent: bool,
     #[serde(default, with = "opt_duration")]
     pub from: Option<Duration>,
     #[serde(default, with = "opt_duration")]

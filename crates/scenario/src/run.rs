@@ -17,7 +17,7 @@ use crate::capture::SpilledCapture;
 use crate::model::{Loaded, ScenarioError, TranscriptDetail};
 use crate::recovery::{self, RecoveryResult};
 use crate::wire::{self, Packet};
-use crate::world::{self, Action, World, sim_time};
+use crate::world::{self, Action, FaultWindow, World, sim_time};
 
 /// One client's boot.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ pub struct ServerResult {
 pub struct AppliedEvent {
     pub at: Duration,
     pub host: String,
-    pub what: &'static str,
+    pub what: String,
 }
 
 /// Everything a run produced.
@@ -67,6 +67,8 @@ pub struct RunResult {
     pub server_views: Vec<(Duration, String, Vec<String>)>,
     /// The recovery-escrow lab, when the scenario has a recovery service.
     pub recovery: Option<RecoveryResult>,
+    /// The scenario's faults and their windows.
+    pub faults: Vec<FaultWindow>,
 }
 
 impl RunResult {
@@ -92,6 +94,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         events,
         setup,
         names,
+        faults,
         ..
     } = world::build(loaded, seed)?;
     let end = sim_time(loaded.scenario.duration);
@@ -110,7 +113,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
             applied.push(AppliedEvent {
                 at: event.at,
                 host: event.host.clone(),
-                what: event.action.describe(),
+                what: event.action.describe().to_string(),
             });
             continue;
         };
@@ -142,10 +145,28 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         applied.push(AppliedEvent {
             at: event.at,
             host: event.host.clone(),
-            what: event.action.describe(),
+            what: event.action.describe().to_string(),
         });
     }
     sim.run_until(end);
+    // Each fault's begin and end inside the run, on the timeline beside the server events.
+    for fault in &faults {
+        if fault.from > Duration::ZERO {
+            applied.push(AppliedEvent {
+                at: fault.from,
+                host: fault.scope.clone(),
+                what: format!("fault begins: {}", fault.description),
+            });
+        }
+        if fault.to < loaded.scenario.duration {
+            applied.push(AppliedEvent {
+                at: fault.to,
+                host: fault.scope.clone(),
+                what: format!("fault ends: {}", fault.description),
+            });
+        }
+    }
+    applied.sort_by_key(|e| e.at);
 
     // The run is over: what the records hold moves into the result (a storm's boot events are
     // not copied).
@@ -298,6 +319,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         checks: Vec::new(),
         server_views,
         recovery: None,
+        faults,
     };
     result.checks = check(loaded, &result)?;
     // Each `[[client]]`'s unlock time (its first machine's), which starts its agent's cycles.

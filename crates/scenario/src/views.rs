@@ -419,6 +419,19 @@ pub fn html(result: &RunResult) -> String {
         seconds(result.duration),
         esc(&result.teaches)
     );
+    if !result.faults.is_empty() {
+        out.push_str("<h2>Faults</h2>\n<ul>\n");
+        for fault in &result.faults {
+            let _ = writeln!(
+                out,
+                "<li>{}, from {} to {}</li>",
+                esc(&fault.description),
+                seconds(fault.from),
+                seconds(fault.to)
+            );
+        }
+        out.push_str("</ul>\n");
+    }
     out.push_str("<h2>Expectations</h2>\n<ul>\n");
     for check in &result.checks {
         let _ = writeln!(

@@ -21,8 +21,8 @@ use certificates::CertificateBundle;
 use dhcp::service::DhcpServerService;
 use dhcp::{Pool, Server, ServerConfig};
 use netsim::{
-    AdapterConfig, FaultRule, HostId, Ipv4Net, Probability, SegmentConfig, SegmentId, SimTime,
-    Simulation,
+    AdapterConfig, AdapterId, FaultEffect, FaultRule, HostId, Ipv4Net, NodeId, Probability,
+    SegmentConfig, SegmentId, SimTime, Simulation,
 };
 use nkpu::{ProviderKey, Thumbprint};
 use rand_chacha::ChaCha20Rng;
@@ -39,7 +39,7 @@ use volume::policy::{
 use volume::{ProtectorKind, Volume};
 
 use crate::capture::SpilledCapture;
-use crate::model::{ClientSpec, FirmwareSpec, Loaded, ScenarioError};
+use crate::model::{ClientSpec, FaultSpec, FirmwareSpec, Loaded, ScenarioError};
 use crate::wire::Names;
 
 pub use dhcp::service::sim_time;
@@ -175,6 +175,28 @@ pub struct World {
     pub setup: Vec<String>,
     /// Host names by address and MAC, for naming packets.
     pub names: Names,
+    /// The scenario's faults with their windows, for the timeline and the report.
+    pub faults: Vec<FaultWindow>,
+}
+
+/// A fault of the scenario: what it does and to what, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultWindow {
+    /// "30% packet loss on segment corp".
+    pub description: String,
+    /// What the timeline names it by (a segment, a host, an adapter, "network").
+    pub scope: String,
+    pub from: Duration,
+    pub to: Duration,
+}
+
+/// A host (or router) of the world as faults name it: its name, the `[[client]]` it belongs
+/// to (storm machines share one), its node, and its adapters (name, id, segment).
+struct PlacedNode {
+    name: String,
+    group: String,
+    node: NodeId,
+    adapters: Vec<(String, Option<AdapterId>, SegmentId)>,
 }
 
 /// The world while it is built: the simulation, the transcript's setup lines and the names of
@@ -184,6 +206,7 @@ struct WorldInProgress<'a> {
     sim: Simulation,
     setup: Vec<String>,
     names: Names,
+    nodes: Vec<PlacedNode>,
 }
 
 /// Builds the world of `loaded` with `seed`, one table of the scenario after the other.
@@ -193,6 +216,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
         sim: Simulation::new(seed),
         setup: Vec::new(),
         names: Names::default(),
+        nodes: Vec::new(),
     };
     let certificates = certificates(&mut w)?;
     let segments = segments(&mut w)?;
@@ -201,7 +225,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
     let wds = wds_servers(&mut w, &segments, &certificates)?;
     let clients = clients(&mut w, seed, &segments, &certificates)?;
     let events = events(loaded, &wds, &dhcp_servers)?;
-    faults(&mut w, &segments)?;
+    let faults = faults(&mut w, &segments)?;
     let WorldInProgress {
         sim, setup, names, ..
     } = w;
@@ -215,6 +239,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
         events,
         setup,
         names,
+        faults,
     })
 }
 
@@ -315,8 +340,15 @@ fn routers(
     let mut router_addresses: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
     for spec in &s.routers {
         let router = w.sim.add_router(spec.name.get_ref());
+        let mut placed = PlacedNode {
+            name: spec.name.get_ref().clone(),
+            group: spec.name.get_ref().clone(),
+            node: NodeId::Router(router),
+            adapters: Vec::new(),
+        };
         for interface in &spec.interfaces {
             let seg = find_segment(loaded, segments, &interface.segment)?;
+            placed.adapters.push((seg.name.clone(), None, seg.id));
             let address: Ipv4Net = parse_spanned(loaded, &interface.address, "an address/prefix")?;
             let id = w
                 .sim
@@ -355,6 +387,7 @@ fn routers(
             }
             w.setup.push(line);
         }
+        w.nodes.push(placed);
     }
     Ok(router_addresses)
 }
@@ -373,7 +406,7 @@ fn dhcp_servers(
             loaded,
             &mut w.sim,
             segments,
-            &mut w.names,
+            (&mut w.names, &mut w.nodes),
             (&spec.name, &spec.segment, &spec.address),
         )?;
         let pools = if spec.pools.is_empty() {
@@ -446,7 +479,7 @@ fn wds_servers(
             loaded,
             &mut w.sim,
             segments,
-            &mut w.names,
+            (&mut w.names, &mut w.nodes),
             (&spec.name, &spec.segment, &spec.address),
         )?;
         let mut duid = vec![0, 3, 0, 1];
@@ -638,7 +671,7 @@ fn clients(
                 name,
                 history,
                 segments,
-                &mut w.names,
+                (&mut w.names, &mut w.nodes),
             )?;
             clients.push(client);
         }
@@ -727,33 +760,600 @@ fn events(
     Ok(events)
 }
 
-/// `[[fault]]`: packet loss on a segment over a time window.
-fn faults(w: &mut WorldInProgress<'_>, segments: &[NamedSegment]) -> Result<(), ScenarioError> {
+/// `[[fault]]`: each fault's rules (or link events) added to the simulation over its window,
+/// described in the setup and returned for the timeline.
+fn faults(
+    w: &mut WorldInProgress<'_>,
+    segments: &[NamedSegment],
+) -> Result<Vec<FaultWindow>, ScenarioError> {
     let loaded = w.loaded;
     let s = &loaded.scenario;
+    let mut windows = Vec::new();
     for spec in &s.faults {
-        let seg = find_segment(loaded, segments, &spec.segment)?;
-        let Some(loss) = &spec.loss else {
-            return Err(loaded.error_at(spec.segment.span(), "a fault needs `loss`"));
-        };
-        let percent = parse_percent(loss.get_ref())
-            .ok_or_else(|| loaded.error_at(loss.span(), "loss is a percentage like \"30%\""))?;
-        let from = spec.from.unwrap_or_default();
-        let to = spec.to.unwrap_or(s.duration);
-        w.sim.add_fault(
-            FaultRule::loss(Probability::per_million(percent))
-                .on_segment(seg.id)
-                .during(sim_time(from), sim_time(to)),
-        );
+        let window = fault(w, segments, spec)?;
         w.setup.push(format!(
-            "fault on {}: {} packet loss from {} to {}",
-            seg.name,
-            loss.get_ref(),
-            seconds(from),
-            seconds(to)
+            "fault: {}, from {} to {}",
+            window.description,
+            seconds(window.from),
+            seconds(window.to)
+        ));
+        windows.push(window);
+    }
+    Ok(windows)
+}
+
+/// The kinds of fault, by the key that makes a `[[fault]]` one of them.
+const FAULT_KINDS: &str = "loss, latency, duplicate, corrupt, partition, link = \"down\", or dhcp_server with delay or silent";
+
+/// One `[[fault]]`, checked and added.
+fn fault(
+    w: &mut WorldInProgress<'_>,
+    segments: &[NamedSegment],
+    spec: &FaultSpec,
+) -> Result<FaultWindow, ScenarioError> {
+    let loaded = w.loaded;
+    let anchor = fault_anchor(spec);
+    let err = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
+    let from = spec.from.unwrap_or_default();
+    let to = spec.to.unwrap_or(loaded.scenario.duration);
+    if from >= to {
+        return Err(err(
+            anchor.clone(),
+            format!(
+                "the fault ends ({}) before it begins ({})",
+                seconds(to),
+                seconds(from)
+            ),
         ));
     }
-    Ok(())
+    let kinds: Vec<(&str, std::ops::Range<usize>)> = [
+        ("loss", spec.loss.as_ref().map(Spanned::span)),
+        ("latency", spec.latency.as_ref().map(Spanned::span)),
+        ("duplicate", spec.duplicate.as_ref().map(Spanned::span)),
+        ("corrupt", spec.corrupt.as_ref().map(Spanned::span)),
+        ("partition", spec.partition.as_ref().map(Spanned::span)),
+        ("link", spec.link.as_ref().map(Spanned::span)),
+        ("dhcp_server", spec.dhcp_server.as_ref().map(Spanned::span)),
+    ]
+    .into_iter()
+    .filter_map(|(key, span)| span.map(|span| (key, span)))
+    .collect();
+    let (kind, kind_span) = match kinds.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(err(
+                anchor,
+                format!("a fault needs one effect: {FAULT_KINDS}"),
+            ));
+        }
+        [_, (second, span), ..] => {
+            return Err(err(
+                span.clone(),
+                format!(
+                    "a fault has one effect, and this one also has `{}`: give `{second}` its own [[fault]]",
+                    kinds[0].0
+                ),
+            ));
+        }
+    };
+    if let (Some(jitter), None) = (&spec.jitter, &spec.latency) {
+        return Err(err(jitter.span(), "`jitter` goes with `latency`".into()));
+    }
+    if spec.dhcp_server.is_none() {
+        if let Some(delay) = &spec.delay {
+            return Err(err(
+                delay.span(),
+                "`delay` is a DHCP server's (`dhcp_server`); a network delay is `latency`".into(),
+            ));
+        }
+        if spec.silent {
+            return Err(err(
+                anchor,
+                "`silent` is a DHCP server's (`dhcp_server`)".into(),
+            ));
+        }
+    }
+    if spec.one_way && spec.partition.is_none() {
+        return Err(err(anchor, "`one_way` goes with `partition`".into()));
+    }
+    let scoped = [
+        &spec.segment,
+        &spec.host,
+        &spec.sender,
+        &spec.receiver,
+        &spec.adapter,
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    let window = |description: String, scope: String| FaultWindow {
+        description,
+        scope,
+        from,
+        to,
+    };
+    let during = |rule: FaultRule| rule.during(sim_time(from), sim_time(to));
+    match kind {
+        "partition" => {
+            if let Some(extra) = scoped {
+                return Err(err(
+                    extra.span(),
+                    "a partition is between the two it names: it takes no other scope".into(),
+                ));
+            }
+            let Some(sides) = &spec.partition else {
+                return Err(err(kind_span, "a partition needs two sides".into()));
+            };
+            let [a, b] = sides.get_ref().as_slice() else {
+                return Err(err(
+                    kind_span,
+                    "a partition names two hosts or two segments: [\"a\", \"b\"]".into(),
+                ));
+            };
+            let segment_of =
+                |name: &Spanned<String>| segments.iter().find(|s| &s.name == name.get_ref());
+            let (rules, what) = match (segment_of(a), segment_of(b)) {
+                (Some(sa), Some(sb)) => {
+                    // Segments meet at routers: a router with a leg on each stops forwarding
+                    // between them (the frames it puts on the far segment are blocked).
+                    let routers: Vec<NodeId> = w
+                        .nodes
+                        .iter()
+                        .filter(|n| {
+                            matches!(n.node, NodeId::Router(_))
+                                && n.adapters.iter().any(|(_, _, s)| *s == sa.id)
+                                && n.adapters.iter().any(|(_, _, s)| *s == sb.id)
+                        })
+                        .map(|n| n.node)
+                        .collect();
+                    if routers.is_empty() {
+                        return Err(err(
+                            kind_span,
+                            format!(
+                                "no router joins segments {} and {}: they cannot reach each other anyway",
+                                sa.name, sb.name
+                            ),
+                        ));
+                    }
+                    let mut rules = Vec::new();
+                    for router in routers {
+                        rules.push(
+                            FaultRule::new(FaultEffect::Block)
+                                .from(router)
+                                .on_segment(sb.id),
+                        );
+                        if !spec.one_way {
+                            rules.push(
+                                FaultRule::new(FaultEffect::Block)
+                                    .from(router)
+                                    .on_segment(sa.id),
+                            );
+                        }
+                    }
+                    (rules, format!("segments {} and {}", sa.name, sb.name))
+                }
+                (None, None) => {
+                    let na = host_nodes(loaded, &w.nodes, a)?;
+                    let nb = host_nodes(loaded, &w.nodes, b)?;
+                    let mut rules = Vec::new();
+                    for x in &na {
+                        for y in &nb {
+                            rules.push(FaultRule::partition_one_way(*x, *y));
+                            if !spec.one_way {
+                                rules.push(FaultRule::partition_one_way(*y, *x));
+                            }
+                        }
+                    }
+                    (rules, format!("{} and {}", a.get_ref(), b.get_ref()))
+                }
+                _ => {
+                    return Err(err(
+                        kind_span,
+                        "a partition is between two hosts or two segments, not one of each".into(),
+                    ));
+                }
+            };
+            for rule in rules {
+                w.sim.add_fault(during(rule));
+            }
+            let description = if spec.one_way {
+                format!(
+                    "one-way partition: nothing from {} reaches {}",
+                    a.get_ref(),
+                    b.get_ref()
+                )
+            } else {
+                format!("partition between {what}")
+            };
+            Ok(window(
+                description,
+                format!("{}|{}", a.get_ref(), b.get_ref()),
+            ))
+        }
+        "link" => {
+            let Some(state) = &spec.link else {
+                return Err(err(kind_span, "a link fault needs `link`".into()));
+            };
+            if state.get_ref() != "down" {
+                return Err(err(
+                    state.span(),
+                    format!(
+                        "link is \"down\" (up again at `to`), not {:?}",
+                        state.get_ref()
+                    ),
+                ));
+            }
+            let Some(adapter) = &spec.adapter else {
+                return Err(err(
+                    kind_span,
+                    "a link fault names its `adapter` (\"host/adapter\")".into(),
+                ));
+            };
+            if let Some(extra) = [&spec.segment, &spec.host, &spec.sender, &spec.receiver]
+                .into_iter()
+                .flatten()
+                .next()
+            {
+                return Err(err(
+                    extra.span(),
+                    "a link fault is scoped to its `adapter` only".into(),
+                ));
+            }
+            let found = adapter_ids(loaded, &w.nodes, adapter)?;
+            for (id, _, _) in &found {
+                let Some(id) = id else { continue };
+                w.sim
+                    .link_down_at(sim_time(from), *id)
+                    .map_err(|e| err(adapter.span(), e.to_string()))?;
+                if to < loaded.scenario.duration {
+                    w.sim
+                        .link_up_at(sim_time(to), *id)
+                        .map_err(|e| err(adapter.span(), e.to_string()))?;
+                }
+            }
+            Ok(window(
+                format!("the link of {} is down", adapter.get_ref()),
+                adapter.get_ref().clone(),
+            ))
+        }
+        "dhcp_server" => {
+            let Some(server) = &spec.dhcp_server else {
+                return Err(err(
+                    kind_span,
+                    "a DHCP server fault names its server".into(),
+                ));
+            };
+            if let Some(extra) = scoped {
+                return Err(err(
+                    extra.span(),
+                    "a DHCP server fault is scoped to its `dhcp_server` only".into(),
+                ));
+            }
+            let known = loaded
+                .scenario
+                .dhcp_servers
+                .iter()
+                .any(|d| d.name.get_ref() == server.get_ref());
+            if !known {
+                return Err(err(
+                    server.span(),
+                    format!("no DHCP server {:?}", server.get_ref()),
+                ));
+            }
+            let nodes = host_nodes(loaded, &w.nodes, server)?;
+            let (effect, description) = match (&spec.delay, spec.silent) {
+                (Some(delay), false) => {
+                    let delay = parse_duration(loaded, delay)?;
+                    (
+                        FaultEffect::Latency {
+                            base: delay,
+                            jitter: Duration::ZERO,
+                        },
+                        format!(
+                            "DHCP server {} answers {} late",
+                            server.get_ref(),
+                            seconds(delay)
+                        ),
+                    )
+                }
+                (None, true) => (
+                    FaultEffect::Block,
+                    format!("DHCP server {} answers nothing", server.get_ref()),
+                ),
+                (Some(delay), true) => {
+                    return Err(err(
+                        delay.span(),
+                        "a DHCP server is `silent` or answers with a `delay`, not both".into(),
+                    ));
+                }
+                (None, false) => {
+                    return Err(err(
+                        kind_span,
+                        "say how the DHCP server fails: `delay = \"3s\"` or `silent = true`".into(),
+                    ));
+                }
+            };
+            for node in nodes {
+                w.sim
+                    .add_fault(during(FaultRule::new(effect.clone()).from(node)));
+            }
+            Ok(window(description, server.get_ref().clone()))
+        }
+        _ => {
+            let (effect, what) = match kind {
+                "loss" => {
+                    let p = percent(loaded, spec.loss.as_ref(), &kind_span)?;
+                    (FaultEffect::Loss(p), format!("{p} packet loss"))
+                }
+                "duplicate" => {
+                    let p = percent(loaded, spec.duplicate.as_ref(), &kind_span)?;
+                    (FaultEffect::Duplicate(p), format!("duplication {p}"))
+                }
+                "corrupt" => {
+                    let p = percent(loaded, spec.corrupt.as_ref(), &kind_span)?;
+                    (FaultEffect::Corrupt(p), format!("corruption {p}"))
+                }
+                _ => {
+                    let Some(latency) = &spec.latency else {
+                        return Err(err(kind_span, "a latency fault needs `latency`".into()));
+                    };
+                    let base = parse_duration(loaded, latency)?;
+                    let jitter = match &spec.jitter {
+                        Some(j) => parse_duration(loaded, j)?,
+                        None => Duration::ZERO,
+                    };
+                    let what = if jitter.is_zero() {
+                        format!("latency {}", seconds(base))
+                    } else {
+                        format!(
+                            "latency {} + up to {} jitter",
+                            seconds(base),
+                            seconds(jitter)
+                        )
+                    };
+                    (FaultEffect::Latency { base, jitter }, what)
+                }
+            };
+            let (rules, scope, on) = scope_rules(loaded, segments, &w.nodes, spec, &effect)?;
+            for rule in rules {
+                w.sim.add_fault(during(rule));
+            }
+            Ok(window(format!("{what} {on}"), scope))
+        }
+    }
+}
+
+/// The rules of a loss, latency, duplication or corruption fault over its scope, what the
+/// timeline names the scope by, and the scope in words ("on segment corp").
+fn scope_rules(
+    loaded: &Loaded,
+    segments: &[NamedSegment],
+    nodes: &[PlacedNode],
+    spec: &FaultSpec,
+    effect: &FaultEffect,
+) -> Result<(Vec<FaultRule>, String, String), ScenarioError> {
+    let rule = || FaultRule::new(effect.clone());
+    let segment = match &spec.segment {
+        Some(name) => Some(find_segment(loaded, segments, name)?),
+        None => None,
+    };
+    let on_segment = |mut rule: FaultRule| {
+        if let Some(seg) = segment {
+            rule = rule.on_segment(seg.id);
+        }
+        rule
+    };
+    let seg_words = segment.map_or(String::new(), |s| format!(" on segment {}", s.name));
+    if let Some(adapter) = &spec.adapter {
+        if let Some(extra) = [&spec.segment, &spec.host, &spec.sender, &spec.receiver]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            return Err(loaded.error_at(
+                extra.span(),
+                "a fault scoped to an `adapter` takes no other scope",
+            ));
+        }
+        let mut rules = Vec::new();
+        for (_, node, seg) in adapter_ids(loaded, nodes, adapter)? {
+            rules.push(rule().from(node).on_segment(seg));
+            rules.push(rule().to(node).on_segment(seg));
+        }
+        return Ok((
+            rules,
+            adapter.get_ref().clone(),
+            format!("on frames to and from {}", adapter.get_ref()),
+        ));
+    }
+    if let Some(host) = &spec.host {
+        if let Some(extra) = [&spec.sender, &spec.receiver].into_iter().flatten().next() {
+            return Err(loaded.error_at(
+                extra.span(),
+                "`host` is both directions: give `host`, or `sender` and/or `receiver`",
+            ));
+        }
+        let mut rules = Vec::new();
+        for node in host_nodes(loaded, nodes, host)? {
+            rules.push(on_segment(rule().from(node)));
+            rules.push(on_segment(rule().to(node)));
+        }
+        return Ok((
+            rules,
+            host.get_ref().clone(),
+            format!("on frames to and from {}{seg_words}", host.get_ref()),
+        ));
+    }
+    let senders = match &spec.sender {
+        Some(name) => Some(host_nodes(loaded, nodes, name)?),
+        None => None,
+    };
+    let receivers = match &spec.receiver {
+        Some(name) => Some(host_nodes(loaded, nodes, name)?),
+        None => None,
+    };
+    let name = |n: &Option<Spanned<String>>| n.as_ref().map(|n| n.get_ref().clone());
+    let (rules, scope, words) = match (senders, receivers) {
+        (None, None) => (
+            vec![on_segment(rule())],
+            segment.map_or("network".to_string(), |s| s.name.clone()),
+            match segment {
+                Some(s) => format!("on segment {}", s.name),
+                None => "on every segment".to_string(),
+            },
+        ),
+        (Some(senders), None) => (
+            senders
+                .iter()
+                .map(|n| on_segment(rule().from(*n)))
+                .collect(),
+            name(&spec.sender).unwrap_or_default(),
+            format!(
+                "on frames {} sends{seg_words}",
+                name(&spec.sender).unwrap_or_default()
+            ),
+        ),
+        (None, Some(receivers)) => (
+            receivers
+                .iter()
+                .map(|n| on_segment(rule().to(*n)))
+                .collect(),
+            name(&spec.receiver).unwrap_or_default(),
+            format!(
+                "on frames {} receives{seg_words}",
+                name(&spec.receiver).unwrap_or_default()
+            ),
+        ),
+        (Some(senders), Some(receivers)) => {
+            let mut rules = Vec::new();
+            for s in &senders {
+                for r in &receivers {
+                    rules.push(on_segment(rule().from(*s).to(*r)));
+                }
+            }
+            let (s, r) = (
+                name(&spec.sender).unwrap_or_default(),
+                name(&spec.receiver).unwrap_or_default(),
+            );
+            (
+                rules,
+                format!("{s}|{r}"),
+                format!("on frames from {s} to {r}{seg_words}"),
+            )
+        }
+    };
+    Ok((rules, scope, words))
+}
+
+/// The nodes a fault's host name means: that host or router, or every machine of a
+/// `[[client]]` with `count`.
+fn host_nodes(
+    loaded: &Loaded,
+    nodes: &[PlacedNode],
+    name: &Spanned<String>,
+) -> Result<Vec<NodeId>, ScenarioError> {
+    let exact: Vec<NodeId> = nodes
+        .iter()
+        .filter(|n| &n.name == name.get_ref())
+        .map(|n| n.node)
+        .collect();
+    let found = if exact.is_empty() {
+        nodes
+            .iter()
+            .filter(|n| &n.group == name.get_ref())
+            .map(|n| n.node)
+            .collect()
+    } else {
+        exact
+    };
+    if found.is_empty() {
+        return Err(loaded.error_at(
+            name.span(),
+            format!("no host {:?} (a client, server or router)", name.get_ref()),
+        ));
+    }
+    Ok(found)
+}
+
+/// The adapters `"host/adapter"` names (one per machine of a storm): id, node, segment.
+fn adapter_ids(
+    loaded: &Loaded,
+    nodes: &[PlacedNode],
+    name: &Spanned<String>,
+) -> Result<Vec<(Option<AdapterId>, NodeId, SegmentId)>, ScenarioError> {
+    let Some((host, adapter)) = name.get_ref().split_once('/') else {
+        return Err(loaded.error_at(
+            name.span(),
+            format!(
+                "an adapter is \"host/adapter\" (\"pc1/eth0\"), not {:?}",
+                name.get_ref()
+            ),
+        ));
+    };
+    let host_span = Spanned::new(name.span(), host.to_string());
+    let hosts = host_nodes(loaded, nodes, &host_span)?;
+    let found: Vec<_> = nodes
+        .iter()
+        .filter(|n| hosts.contains(&n.node))
+        .filter_map(|n| {
+            n.adapters
+                .iter()
+                .find(|(a, _, _)| a == adapter)
+                .map(|(_, id, seg)| (*id, n.node, *seg))
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(loaded.error_at(name.span(), format!("{host} has no adapter {adapter:?}")));
+    }
+    Ok(found)
+}
+
+/// A percentage of a fault ("30%").
+fn percent(
+    loaded: &Loaded,
+    value: Option<&Spanned<String>>,
+    span: &std::ops::Range<usize>,
+) -> Result<Probability, ScenarioError> {
+    let value = value.ok_or_else(|| loaded.error_at(span.clone(), "a percentage is missing"))?;
+    parse_percent(value.get_ref())
+        .map(Probability::per_million)
+        .ok_or_else(|| {
+            loaded.error_at(
+                value.span(),
+                format!("{:?} is not a percentage like \"30%\"", value.get_ref()),
+            )
+        })
+}
+
+fn parse_duration(loaded: &Loaded, value: &Spanned<String>) -> Result<Duration, ScenarioError> {
+    humantime::parse_duration(value.get_ref()).map_err(|e| {
+        loaded.error_at(
+            value.span(),
+            format!("{:?} is not a duration: {e}", value.get_ref()),
+        )
+    })
+}
+
+/// Where a fault's whole-table errors point: its first key that has a place.
+fn fault_anchor(spec: &FaultSpec) -> std::ops::Range<usize> {
+    [
+        spec.segment.as_ref().map(Spanned::span),
+        spec.host.as_ref().map(Spanned::span),
+        spec.sender.as_ref().map(Spanned::span),
+        spec.receiver.as_ref().map(Spanned::span),
+        spec.adapter.as_ref().map(Spanned::span),
+        spec.loss.as_ref().map(Spanned::span),
+        spec.latency.as_ref().map(Spanned::span),
+        spec.duplicate.as_ref().map(Spanned::span),
+        spec.corrupt.as_ref().map(Spanned::span),
+        spec.partition.as_ref().map(Spanned::span),
+        spec.link.as_ref().map(Spanned::span),
+        spec.dhcp_server.as_ref().map(Spanned::span),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|span| span.start)
+    .unwrap_or(0..0)
 }
 
 /// A machine's TPM and volume after the history its scenario gives it (BitLocker enabled,
@@ -950,10 +1550,16 @@ fn build_client(
     name: String,
     history: MachineHistory,
     segments: &[NamedSegment],
-    names: &mut Names,
+    (names, nodes): (&mut Names, &mut Vec<PlacedNode>),
 ) -> Result<ClientMachine, ScenarioError> {
     let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
     let host = sim.add_host(&name);
+    let mut placed = PlacedNode {
+        name: name.clone(),
+        group: spec.name.get_ref().clone(),
+        node: NodeId::Host(host),
+        adapters: Vec::new(),
+    };
     if spec.adapters.is_empty() {
         return Err(at(
             spec.name.span(),
@@ -979,7 +1585,9 @@ fn build_client(
         if let Some(info) = sim.adapter(id) {
             names.by_mac.insert(info.mac.0, name.clone());
         }
+        placed.adapters.push((adapter_name, Some(id), seg.id));
     }
+    nodes.push(placed);
 
     let MachineHistory {
         tpm,
@@ -1095,7 +1703,7 @@ fn place_server<'a>(
     loaded: &Loaded,
     sim: &mut Simulation,
     segments: &'a [NamedSegment],
-    names: &mut Names,
+    (names, nodes): (&mut Names, &mut Vec<PlacedNode>),
     (name, segment, address): (&Spanned<String>, &Spanned<String>, &Spanned<String>),
 ) -> Result<(&'a NamedSegment, HostId, Ipv4Net, [u8; 6]), ScenarioError> {
     let seg = find_segment(loaded, segments, segment)?;
@@ -1106,6 +1714,12 @@ fn place_server<'a>(
         .map_err(|err| loaded.error_at(address.span(), err.to_string()))?;
     let mac = sim.adapter(adapter).map_or([0; 6], |a| a.mac.0);
     names.by_mac.insert(mac, name.get_ref().clone());
+    nodes.push(PlacedNode {
+        name: name.get_ref().clone(),
+        group: name.get_ref().clone(),
+        node: NodeId::Host(host),
+        adapters: vec![("eth0".into(), Some(adapter), seg.id)],
+    });
     Ok((seg, host, net, mac))
 }
 
@@ -1256,6 +1870,159 @@ mod tests {
             .expect("no time");
         assert_eq!(err.line, 10, "{err}");
         assert!(err.message.contains("give `decrypt_time` too"), "{err}");
+    }
+
+    const NETWORK: &str = "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
+        [[dhcp_server]]\nname = \"dhcp\"\nsegment = \"corp\"\naddress = \"10.0.4.2/24\"\n\
+        [[wds]]\nname = \"wds\"\nsegment = \"corp\"\naddress = \"10.0.4.10/24\"\n\
+        [[client]]\nname = \"pc1\"\n[[client.adapter]]\nsegment = \"corp\"\n";
+
+    /// The error of a scenario with `fault` as its last table, and the line it is on (the
+    /// table starts at line 18).
+    fn fault_error(fault: &str) -> ScenarioError {
+        build_text(&format!("{NETWORK}[[fault]]\n{fault}"))
+            .err()
+            .expect("a bad fault")
+    }
+
+    #[test]
+    fn every_fault_kind_builds_and_is_described() {
+        let faults = [
+            (
+                "segment = \"corp\"\nloss = \"30%\"\nfrom = \"1s\"\nto = \"2s\"\n",
+                "30% packet loss on segment corp",
+            ),
+            (
+                "sender = \"wds\"\nlatency = \"2500ms\"\njitter = \"10ms\"\n",
+                "latency 2.500000s + up to 0.010000s jitter on frames wds sends",
+            ),
+            (
+                "receiver = \"pc1\"\nduplicate = \"100%\"\n",
+                "duplication 100% on frames pc1 receives",
+            ),
+            (
+                "host = \"wds\"\ncorrupt = \"5%\"\n",
+                "corruption 5% on frames to and from wds",
+            ),
+            (
+                "adapter = \"pc1/eth0\"\nloss = \"1%\"\n",
+                "1% packet loss on frames to and from pc1/eth0",
+            ),
+            (
+                "partition = [\"wds\", \"pc1\"]\none_way = true\n",
+                "one-way partition: nothing from wds reaches pc1",
+            ),
+            (
+                "partition = [\"pc1\", \"wds\"]\n",
+                "partition between pc1 and wds",
+            ),
+            (
+                "adapter = \"pc1/eth0\"\nlink = \"down\"\nto = \"40s\"\n",
+                "the link of pc1/eth0 is down",
+            ),
+            (
+                "dhcp_server = \"dhcp\"\ndelay = \"5s\"\n",
+                "DHCP server dhcp answers 5.000000s late",
+            ),
+            (
+                "dhcp_server = \"dhcp\"\nsilent = true\n",
+                "DHCP server dhcp answers nothing",
+            ),
+        ];
+        for (fault, description) in faults {
+            let world = build_text(&format!("{NETWORK}[[fault]]\n{fault}"))
+                .unwrap_or_else(|err| panic!("{fault}: {err}"));
+            assert_eq!(world.faults.len(), 1, "{fault}");
+            assert_eq!(world.faults[0].description, description, "{fault}");
+            assert!(
+                world
+                    .setup
+                    .iter()
+                    .any(|l| l.starts_with(&format!("fault: {description}, from "))),
+                "{:?}",
+                world.setup
+            );
+        }
+    }
+
+    #[test]
+    fn bad_faults_are_refused_at_their_line_and_column() {
+        let cases = [
+            ("loss = \"30\"\n", (19, 8), "not a percentage"),
+            ("segment = \"corp\"\n", (19, 11), "needs one effect"),
+            (
+                "loss = \"3%\"\ncorrupt = \"1%\"\n",
+                (20, 11),
+                "give `corrupt` its own",
+            ),
+            (
+                "host = \"nobody\"\nloss = \"3%\"\n",
+                (19, 8),
+                "no host \"nobody\"",
+            ),
+            (
+                "adapter = \"pc1\"\nloss = \"3%\"\n",
+                (19, 11),
+                "\"host/adapter\"",
+            ),
+            (
+                "adapter = \"pc1/eth7\"\nlink = \"down\"\n",
+                (19, 11),
+                "no adapter \"eth7\"",
+            ),
+            (
+                "adapter = \"pc1/eth0\"\nlink = \"flapping\"\n",
+                (20, 8),
+                "link is \"down\"",
+            ),
+            (
+                "jitter = \"1ms\"\nloss = \"1%\"\n",
+                (19, 10),
+                "`jitter` goes with `latency`",
+            ),
+            ("latency = \"soon\"\n", (19, 11), "not a duration"),
+            (
+                "loss = \"1%\"\ndelay = \"1s\"\n",
+                (20, 9),
+                "a network delay is `latency`",
+            ),
+            (
+                "dhcp_server = \"wds\"\nsilent = true\n",
+                (19, 15),
+                "no DHCP server \"wds\"",
+            ),
+            ("dhcp_server = \"dhcp\"\n", (19, 15), "`silent = true`"),
+            (
+                "partition = [\"pc1\"]\n",
+                (19, 13),
+                "two hosts or two segments",
+            ),
+            (
+                "partition = [\"pc1\", \"corp\"]\n",
+                (19, 13),
+                "not one of each",
+            ),
+            (
+                "partition = [\"pc1\", \"wds\"]\nhost = \"wds\"\n",
+                (20, 8),
+                "no other scope",
+            ),
+            (
+                "loss = \"1%\"\nfrom = \"5s\"\nto = \"1s\"\n",
+                (19, 8),
+                "ends (1.000000s) before it begins",
+            ),
+        ];
+        for (fault, (line, column), words) in cases {
+            let err = fault_error(fault);
+            assert_eq!((err.line, err.column), (line, column), "{fault}: {err}");
+            assert!(err.message.contains(words), "{fault}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("cpu.toml:{line}:{column}: ")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
