@@ -285,3 +285,17 @@ fn standard_input_is_read_for_dash() {
     let out = ok(&nulab_stdin(&["policy", "check", "-"], ini.as_bytes()));
     assert!(out.contains("valid"), "{out}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let bash = ok(&nulab(&["completions", "bash"]));
+    assert!(bash.contains("complete") && bash.contains("nulab"), "{bash}");
+    assert!(bash.contains("--tpm-pin") && bash.contains("recovery-password"), "{bash}");
+    let zsh = ok(&nulab(&["completions", "zsh"]));
+    assert!(zsh.starts_with("#compdef nulab"), "{zsh}");
+    let man = ok(&nulab(&["man"]));
+    assert!(man.contains(".TH nulab"), "{man}");
+    assert!(man.contains("recovery\\-password"), "{man}");
+    let out = nulab(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
