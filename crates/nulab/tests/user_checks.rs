@@ -289,8 +289,14 @@ fn standard_input_is_read_for_dash() {
 #[test]
 fn completions_and_the_man_page_come_from_the_command_definitions() {
     let bash = ok(&nulab(&["completions", "bash"]));
-    assert!(bash.contains("complete") && bash.contains("nulab"), "{bash}");
-    assert!(bash.contains("--tpm-pin") && bash.contains("recovery-password"), "{bash}");
+    assert!(
+        bash.contains("complete") && bash.contains("nulab"),
+        "{bash}"
+    );
+    assert!(
+        bash.contains("--tpm-pin") && bash.contains("recovery-password"),
+        "{bash}"
+    );
     let zsh = ok(&nulab(&["completions", "zsh"]));
     assert!(zsh.starts_with("#compdef nulab"), "{zsh}");
     let man = ok(&nulab(&["man"]));
