@@ -652,10 +652,7 @@ fn clients(
     let mut clients = Vec::new();
     for (group_index, spec) in s.clients.iter().enumerate() {
         let seeds: Vec<u64> = (0..spec.count)
-            .map(|instance| {
-                seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                    .wrapping_add(((group_index as u64) << 32) | u64::from(instance))
-            })
+            .map(|instance| machine_seed(seed, group_index, instance))
             .collect();
         let histories = machine_histories(loaded, spec, &seeds, certificates)?;
         for (instance, history) in (1..).zip(histories) {
@@ -710,6 +707,55 @@ fn clients(
         w.setup.push(setup_line);
     }
     Ok(clients)
+}
+
+/// The seed of machine `instance` of the `group_index`-th `[[client]]` in a run with `seed`.
+fn machine_seed(seed: u64, group_index: usize, instance: u32) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(((group_index as u64) << 32) | u64::from(instance))
+}
+
+/// A client machine as the world prepares it before its boot (BitLocker enabled, Group Policy
+/// applied, PCRs measured), for a shell that boots it elsewhere: `kernel-lab` writes the
+/// volume image and the TPM state and runs `nulab client` on them. The same machine the
+/// simulator boots for the same scenario and seed.
+pub struct PreparedMachine {
+    pub name: String,
+    /// The index of its `[[client]]` in the scenario.
+    pub group_index: usize,
+    pub tpm: SimulatedTpm,
+    pub volume: Volume,
+}
+
+/// Every client machine of `loaded` with `seed`, as [`build`] prepares them.
+pub fn prepared_machines(
+    loaded: &Loaded,
+    seed: u64,
+    certificates: &[NamedCertificate],
+) -> Result<Vec<PreparedMachine>, ScenarioError> {
+    let mut machines = Vec::new();
+    for (group_index, spec) in loaded.scenario.clients.iter().enumerate() {
+        for instance in 0..spec.count {
+            let history = machine_history(
+                loaded,
+                spec,
+                machine_seed(seed, group_index, instance),
+                certificates,
+            )?;
+            let name = if spec.count == 1 {
+                spec.name.get_ref().clone()
+            } else {
+                format!("{}-{:04}", spec.name.get_ref(), instance + 1)
+            };
+            machines.push(PreparedMachine {
+                name,
+                group_index,
+                tpm: history.tpm,
+                volume: history.volume,
+            });
+        }
+    }
+    Ok(machines)
 }
 
 /// `[[event]]`s the simulation applies to a WDS or DHCP server (the recovery lab applies the
