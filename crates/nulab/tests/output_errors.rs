@@ -58,9 +58,30 @@ fn commands(dir: &Path) -> Vec<Vec<String>> {
     assert!(ok.status.success(), "{ok:?}");
     std::fs::write(
         d("policy.ini"),
-        "[CertificateThumbprint]\n[Subnets]\nLab=10.0.0.0/8\n",
+        "[SUBNETS]\nLAB=10.0.4.0/24\n[4ad038da813176acbd5caaae0fe3494b0d008159]\nLAB\n",
     )
     .unwrap();
+    let made = Command::new(env!("CARGO_BIN_EXE_nulab"))
+        .args([
+            "volume",
+            "create",
+            &d("u.img"),
+            "--seed",
+            "3",
+            "--iterations",
+            "1",
+        ])
+        .args(["--recovery-password", "--json"])
+        .output()
+        .unwrap();
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let password = made["recovery_password"].as_str().unwrap().to_owned();
+    let sealed = Command::new(env!("CARGO_BIN_EXE_nulab"))
+        .args(["reply", "seal", "--session-key", &"11".repeat(32)])
+        .args(["--client-key", &"22".repeat(32)])
+        .output()
+        .unwrap();
+    let blob = String::from_utf8(sealed.stdout).unwrap().trim().to_owned();
     let cer = d("certs/BitLocker-NetworkUnlock.cer");
     let pcap = workspace("fixtures/windows-captures/windows10-nkpu-request-v4.pcap");
     let key = "11".repeat(32);
@@ -98,6 +119,26 @@ fn commands(dir: &Path) -> Vec<Vec<String>> {
         ],
         &["volume", "protectors", &d("v.img")],
         &["volume", "protectors", "--json", &d("v.img")],
+        &[
+            "volume",
+            "unlock",
+            &d("u.img"),
+            "--with",
+            "recovery-password",
+            "--password",
+            &password,
+        ],
+        &["reply", "open", "--session-key", &key, &blob],
+        &["reply", "open", "--json", "--session-key", &key, &blob],
+        &[
+            "policy",
+            "check",
+            &d("policy.ini"),
+            "--thumbprint",
+            "4ad038da813176acbd5caaae0fe3494b0d008159",
+            "--ip",
+            "10.0.4.110",
+        ],
         &["completions", "bash"],
         &["man"],
     ];
