@@ -939,12 +939,16 @@ mod cross_device {
             .enrol_operator("CONTOSO\\admin1", HelpdeskRole::Administrator)
             .await
             .expect("operator");
+        let auditor = svc
+            .enrol_operator("CONTOSO\\auditor1", HelpdeskRole::Auditor)
+            .await
+            .expect("operator");
         let mut conn = connection(&lab).await;
         conn.escrow(&device, &[record("PC-A", K1, 1, PW)])
             .await
             .expect("escrow");
         // An operator token cannot escrow.
-        for t in [&helpdesk, &admin] {
+        for t in [&helpdesk, &admin, &auditor] {
             let err = conn
                 .escrow(&DeviceToken(t.0.clone()), &[record("PC-A", K2, 1, b"x")])
                 .await
