@@ -19,7 +19,7 @@ use recovery_service::pki::RootCa;
 use recovery_service::protected_volume::ProtectedVolume;
 use recovery_service::record::{DeviceId, MaterialKind, VolumeId};
 use recovery_service::seal::AtRestKey;
-use recovery_service::server::{ServiceConfig, load_pem, load_pem_certificates, start};
+use recovery_service::server::{Limits, ServiceConfig, load_pem, load_pem_certificates, start};
 use recovery_service::store::{DeviceToken, HelpdeskRole, OperatorToken, Store};
 use recovery_service::wire::RecoverBody;
 use volume::{ProtectorKind, RecoveryPassword, UnlockWith, Volume};
@@ -55,6 +55,8 @@ pub enum RecoveryCommand {
         /// Plain-HTTP address (answers 403.4 to the recovery service's paths)
         #[arg(long)]
         http: Option<SocketAddr>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Enrol a device and print its token (the agent's credential)
     Enrol {
@@ -147,6 +149,43 @@ pub enum RecoveryCommand {
     },
 }
 
+/// What one client, and all of them together, may hold of the service (`server::Limits`).
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Longest TLS handshake
+    #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
+    handshake_timeout: Duration,
+    /// Longest time from a request's first byte to its last header
+    #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
+    header_timeout: Duration,
+    /// Longest time to receive a request's body
+    #[arg(long, default_value = "10s", value_parser = crate::args::duration)]
+    body_timeout: Duration,
+    /// How long a keep-alive connection may stay idle
+    #[arg(long, default_value = "30s", value_parser = crate::args::duration)]
+    idle_timeout: Duration,
+    /// Open connections in total (more are answered 503)
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Open connections from one client address (more are answered 429)
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_address: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            handshake_timeout: self.handshake_timeout,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            ..Limits::default()
+        }
+    }
+}
+
 /// How the helpdesk reaches the service.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -195,6 +234,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             names,
             listen,
             http,
+            limits,
         } => serve(
             db,
             key_file,
@@ -202,8 +242,8 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             cert.zip(key),
             ca_out,
             names,
-            listen,
-            http,
+            (listen, http),
+            limits.limits(),
         ),
         RecoveryCommand::Enrol { device, db, json } => {
             let device = DeviceId::new(device)?;
@@ -522,8 +562,8 @@ fn serve(
     cert: Option<(PathBuf, PathBuf)>,
     ca_out: Option<PathBuf>,
     names: Vec<String>,
-    listen: SocketAddr,
-    http: Option<SocketAddr>,
+    (listen, http): (SocketAddr, Option<SocketAddr>),
+    limits: Limits,
 ) -> Result<ExitCode> {
     let key_file = if no_encrypt {
         None
@@ -557,7 +597,7 @@ fn serve(
             cert_key: key,
             https: listen,
             http,
-            limits: Default::default(),
+            limits,
         })
         .await?;
         let mut out = std::io::stdout().lock();
