@@ -58,6 +58,9 @@ pub enum ScenarioCommand {
     /// Run scenarios over a range of seeds (Monte-Carlo over their faults); stops at the first
     /// failing seed unless `--keep-going`
     Sweep(SweepArgs),
+    /// Run one scenario over a grid of one parameter with many seeds per point, and write the
+    /// reliability or capacity curve as curve.csv, curve.json, curve.svg and curve.png
+    Curve(CurveArgs),
 }
 
 /// Which scenarios, and how to run them.
@@ -96,6 +99,10 @@ pub struct RunArgs {
     /// Also write a JUnit XML report here (one testcase per scenario)
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Where to run: `sim` (the simulator) or `netns` (the running Linux kernel: namespaces,
+    /// bridges and real processes; needs root)
+    #[arg(long, value_enum, default_value = "sim")]
+    backend: crate::netns::Backend,
 }
 
 #[derive(Debug, Args)]
@@ -111,12 +118,36 @@ pub struct SweepArgs {
     keep_going: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CurveArgs {
+    /// A scenario file or catalogue name
+    scenario: String,
+    /// What to vary and over which grid, `KEY=A..B:STEPS` (both ends included): `loss` (%, of
+    /// the first [[fault]] with loss), `latency` (ms, of the first [[fault]] with latency),
+    /// `cores` or `decrypt_time` (ms) of the WDS servers, `clients` (the first [[client]]'s count)
+    #[arg(long)]
+    vary: scenario::curve::Vary,
+    /// Seeds per point (1..=N)
+    #[arg(long, default_value_t = 20)]
+    seeds: u64,
+    /// Runs at once (default: the number of cores)
+    #[arg(long)]
+    jobs: Option<NonZeroUsize>,
+    /// Where to write the four files
+    #[arg(long, default_value = "nulab-curve")]
+    out: PathBuf,
+    /// One JSON object on standard output (the curve and the files written); errors are JSON too
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(cmd: ScenarioCommand) -> Result<ExitCode> {
     match cmd {
         ScenarioCommand::Run(args) => run_scenarios(&args),
         ScenarioCommand::List { dir, json } => list(dir.as_deref(), json),
         ScenarioCommand::Bless { files, json } => bless(files, json),
         ScenarioCommand::Sweep(args) => sweep(&args),
+        ScenarioCommand::Curve(args) => curve(&args),
     }
 }
 
@@ -309,6 +340,9 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
             .collect(),
         None => loaded,
     };
+    if args.backend == crate::netns::Backend::Netns {
+        return crate::netns::run(&chosen, &args.out, args.seed, sel.json);
+    }
     let threads = if args.step { 1 } else { jobs(sel) };
     let show_transcripts = !sel.quiet && !sel.json;
     let progress = Progress::new(chosen.len(), "scenarios", sel.quiet || sel.json);
@@ -869,4 +903,101 @@ fn parse_range(text: &str) -> Result<std::ops::Range<u64>, String> {
         return Err(format!("the range {text:?} is empty"));
     }
     Ok(start..end)
+}
+
+/// `curve`: the grid run on every core, a table of the points, and the four files.
+fn curve(args: &CurveArgs) -> Result<ExitCode> {
+    if args.seeds == 0 {
+        return refuse(args.json, "--seeds must be at least 1");
+    }
+    let loaded = match scenario::resolve(&args.scenario) {
+        Ok(loaded) => loaded,
+        Err(err) => return refuse(args.json, &err.to_string()),
+    };
+    let threads = args
+        .jobs
+        .map(NonZeroUsize::get)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs (ETA {eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let progress = |done: usize, total: usize| {
+        if let Some(bar) = &bar {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    };
+    let result = scenario::curve::run_curve(&loaded, &args.vary, args.seeds, threads, &progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let curve = match result {
+        Ok(curve) => curve,
+        Err(err) => return refuse(args.json, &err.to_string()),
+    };
+    let files = match scenario::curve::write(&curve, &args.out) {
+        Ok(files) => files,
+        Err(err) => return refuse(args.json, &format!("cannot write the curve: {err}")),
+    };
+    let errors: Vec<&String> = curve.points.iter().flat_map(|p| &p.errors).collect();
+    if args.json {
+        #[derive(Serialize)]
+        struct CurveReport<'a> {
+            curve: &'a scenario::curve::Curve,
+            files: Vec<String>,
+        }
+        output::json_line(&CurveReport {
+            curve: &curve,
+            files: files.iter().map(|f| f.display().to_string()).collect(),
+        })?;
+    } else {
+        outln!(
+            "{} over {} ({} seed(s) per point)",
+            curve.scenario,
+            args.vary,
+            curve.seeds
+        )?;
+        outln!(
+            "{:>12}  {:>8}  {:>17}  {:>9}  {:>9}  {:>9}  {:>10}",
+            curve.parameter.key(),
+            "unlocked",
+            "95% interval",
+            "predicted",
+            "p50 ms",
+            "p99 ms",
+            "all in 2s"
+        )?;
+        for p in &curve.points {
+            let t = p.unlock_time.as_ref();
+            outln!(
+                "{:>12}  {:>7.1}%  {:>7.1}% - {:>5.1}%  {:>9}  {:>9}  {:>9}  {:>4}/{:<5}",
+                p.x,
+                p.success_rate * 100.0,
+                p.success_low * 100.0,
+                p.success_high * 100.0,
+                p.analytic
+                    .map_or("-".to_string(), |a| format!("{:.1}%", a * 100.0)),
+                t.map_or("-".to_string(), |t| format!("{:.1}", t.p50_ms)),
+                t.map_or("-".to_string(), |t| format!("{:.1}", t.p99_ms)),
+                p.runs_all_within_2s,
+                p.runs
+            )?;
+        }
+        for file in &files {
+            outln!("wrote {}", file.display())?;
+        }
+    }
+    for err in &errors {
+        errln!("nulab: a run failed: {err}");
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(REFUSED)
+    })
 }

@@ -8,6 +8,7 @@
 //! - [`catalogue`]: `scenarios/*.toml`, inside the binary.
 //! - [`world`]: building the simulated world from a scenario and a seed.
 //! - [`run`]: running it, applying server events at their times, checking expectations.
+//! - [`curve`]: reliability and capacity curves over one parameter, with the analytic model.
 //! - [`suite`]: shards, the `--json` and JUnit summaries of many runs, a sweep's statistics.
 //! - [`wire`]: the captured frames, decoded and named.
 //! - [`capture`]: each segment's capture, spilled to a temporary file as the run goes.
@@ -23,6 +24,7 @@
 pub mod capture;
 pub mod catalogue;
 pub mod check;
+pub mod curve;
 pub mod golden;
 pub mod model;
 pub mod recovery;
