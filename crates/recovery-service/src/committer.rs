@@ -3,9 +3,11 @@
 //! escrows. A request's reply is sent only after `COMMIT` returned (never before: that is the
 //! crate's invariant), and a failed commit fails every request of its group.
 //!
-//! Helpdesk reads and enrolments go through the same thread, each in its own transaction,
-//! because SQLite allows one writer at a time anyway and the audit must not share a fate with
-//! anyone else's escrow.
+//! Writes other than escrows (a disclosure's audit record and rotation mark, audited refusals,
+//! enrolments) go through the same thread, each in its own transaction, because SQLite allows
+//! one writer at a time anyway and the audit must not share a fate with anyone else's escrow.
+//! Reads do not: the service authenticates, looks keys up and reads the audit log on a
+//! [`crate::store::StoreReader`], so a look-up never holds a group commit back.
 
 use std::sync::mpsc;
 
@@ -78,6 +80,8 @@ impl GroupCommitter {
         rx.await.map_err(|_| CommitError::Stopped)?
     }
 
+    /// A whole disclosure (look-up, audit, material) on the store thread, for tools and tests;
+    /// the service looks up on its reader and only finishes here.
     pub async fn disclose(
         &self,
         req: HelpdeskRequest,
@@ -94,6 +98,7 @@ impl GroupCommitter {
         rx.await.map_err(|_| CommitError::Stopped)?
     }
 
+    /// The audit log read on the store thread (the service reads it on its reader).
     pub async fn audit_log(&self) -> Result<Vec<AuditEntry>, CommitError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Audit(tx))?;

@@ -20,11 +20,13 @@
 //!
 //! - [`record`]: identities (device, volume, key ID, kind), versions, validation.
 //! - [`seal`]: encryption at rest under a key file kept outside the database.
-//! - [`store`]: the database, migrations, upsert (newer wins), disclosure with audit, rotation.
-//! - [`committer`]: the store on its own thread with group commit.
+//! - [`store`]: the database, migrations, upsert (newer wins), disclosure with audit, rotation;
+//!   its read connections ([`store::StoreReader`]) for authentication and helpdesk look-ups (a
+//!   range on the key-ID index) beside the writer.
+//! - [`committer`]: the store's writer on its own thread with group commit.
 //! - [`wire`]: the HTTP API's paths and JSON bodies.
 //! - [`server`]: the HTTPS application, the plain-HTTP refusal, TLS, start-up; why device
-//!   tokens rather than mutual TLS.
+//!   tokens rather than mutual TLS; the limits that bound what any client can hold.
 //! - [`agent`]: the client's decisions (sans-IO) and [`agent::shell`], its tokio shell
 //!   (escrow, the rotate-and-re-escrow cycle, the helpdesk's client calls).
 //! - [`protected_volume`]: what an unlocked BitLocker volume escrows, and its rotation.
@@ -33,8 +35,10 @@
 //!   issue's scenarios for the scenario runner.
 //!
 //! The crate never acknowledges an escrow before it is durable, never discloses a key without
-//! a durable audit record, and refuses plain HTTP for escrow (both sides: the service refuses
-//! it, the agent never sends material over it).
+//! a durable audit record, refuses plain HTTP for escrow (both sides: the service refuses it,
+//! the agent never sends material over it), and never lets one device's escrow stand between
+//! the helpdesk and another device's key (a key ID held by several devices is disclosed by
+//! device).
 
 pub mod agent;
 pub mod committer;
