@@ -49,6 +49,10 @@ pub struct ClientArgs {
     /// Seed the boot's random choices (transaction ids, jitter) to replay a boot
     #[arg(long)]
     seed: Option<u64>,
+    /// Also write the outcome as JSON, in the form of a scenario's result.json client entry
+    /// (state, unlocked_by, at_seconds, failures), for `nulab scenario run --backend netns`
+    #[arg(long, value_name = "FILE")]
+    outcome_json: Option<PathBuf>,
 }
 
 fn parse_order(text: &str) -> Result<Vec<Transport>, String> {
@@ -138,6 +142,10 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&state_path, shared.borrow().to_json())
             .with_context(|| format!("cannot write {}", state_path.display()))?;
     }
+    if let Some(path) = &args.outcome_json {
+        std::fs::write(path, outcome_json(&outcome))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     for failure in &outcome.failures {
         println!(
             "failed: {:?} at {:.3}s: {}",
@@ -170,6 +178,46 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The outcome as a scenario's `result.json` names a client's (without its name).
+fn outcome_json(outcome: &boot_client::boot::BootOutcome) -> String {
+    let (state, protector, at) = match &outcome.result {
+        BootResult::Unlocked { protector, at } => (
+            "unlocked",
+            Some(protector.cli_name()),
+            Some(at.as_secs_f64()),
+        ),
+        BootResult::Waiting { prompt, since } => (
+            match prompt {
+                boot_client::boot::Prompt::Pin => "waiting-for-pin",
+                boot_client::boot::Prompt::RecoveryPassword => "waiting-for-recovery-password",
+            },
+            None,
+            Some(since.as_secs_f64()),
+        ),
+        BootResult::Stuck { at } => ("stuck", None, Some(at.as_secs_f64())),
+    };
+    let failures: Vec<serde_json::Value> = outcome
+        .failures
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "protector": f.protector.cli_name(),
+                "reason": f.reason,
+                "at_seconds": f.at.as_secs_f64(),
+            })
+        })
+        .collect();
+    let mut text = serde_json::to_string_pretty(&serde_json::json!({
+        "state": state,
+        "unlocked_by": protector,
+        "at_seconds": at,
+        "failures": failures,
+    }))
+    .unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// The protector's manage-bde-like name, as `nulab volume` prints it (kebab case).

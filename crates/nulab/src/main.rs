@@ -8,6 +8,7 @@ mod args;
 mod cert;
 mod client;
 mod demo;
+mod netns;
 mod output;
 mod packet;
 mod packet_input;

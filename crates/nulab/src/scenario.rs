@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Also write a JUnit XML report here (one testcase per scenario)
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Where to run: `sim` (the simulator) or `netns` (the running Linux kernel: namespaces,
+    /// bridges and real processes; needs root)
+    #[arg(long, value_enum, default_value = "sim")]
+    backend: crate::netns::Backend,
 }
 
 #[derive(Debug, Args)]
@@ -336,6 +340,9 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
             .collect(),
         None => loaded,
     };
+    if args.backend == crate::netns::Backend::Netns {
+        return crate::netns::run(&chosen, &args.out, args.seed, sel.json);
+    }
     let threads = if args.step { 1 } else { jobs(sel) };
     let show_transcripts = !sel.quiet && !sel.json;
     let progress = Progress::new(chosen.len(), "scenarios", sel.quiet || sel.json);

@@ -19,8 +19,13 @@ struct Args {
     interfaces: Vec<(String, Ipv4Net)>,
     /// A pool `FIRST-LAST`; its subnet is that of the interface whose subnet holds FIRST.
     /// Repeat for several pools.
-    #[arg(long = "range", value_parser = parse_range, required = true)]
+    #[arg(long = "range", value_parser = parse_range, required_unless_present = "pools")]
     ranges: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// A pool on any subnet, for clients behind a relay (giaddr):
+    /// `SUBNET,FIRST,LAST[,ROUTER]`, e.g. `10.0.9.0/24,10.0.9.100,10.0.9.199,10.0.9.1`.
+    /// Repeat for several pools.
+    #[arg(long = "pool", value_parser = parse_pool)]
+    pools: Vec<Pool>,
     /// Option 3 for every pool.
     #[arg(long)]
     router: Option<Ipv4Addr>,
@@ -54,6 +59,28 @@ fn parse_range(text: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
     Ok((first, last))
 }
 
+fn parse_pool(text: &str) -> Result<Pool, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let (subnet, first, last, router) = match parts.as_slice() {
+        [subnet, first, last] => (subnet, first, last, None),
+        [subnet, first, last, router] => (subnet, first, last, Some(router)),
+        _ => return Err(format!("`{text}`: expected SUBNET,FIRST,LAST[,ROUTER]")),
+    };
+    let subnet: Ipv4Net = subnet.parse().map_err(|err| format!("`{subnet}`: {err}"))?;
+    let first: Ipv4Addr = first.parse().map_err(|err| format!("`{first}`: {err}"))?;
+    let last: Ipv4Addr = last.parse().map_err(|err| format!("`{last}`: {err}"))?;
+    if first > last || !subnet.contains(&first) || !subnet.contains(&last) {
+        return Err(format!(
+            "`{text}`: FIRST..LAST must lie in SUBNET, in order"
+        ));
+    }
+    let mut pool = Pool::new(subnet.trunc(), first, last);
+    if let Some(router) = router {
+        pool.router = Some(router.parse().map_err(|err| format!("`{router}`: {err}"))?);
+    }
+    Ok(pool)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut pools = Vec::new();
@@ -66,6 +93,13 @@ fn main() -> ExitCode {
             .dns(args.dns.clone())
             .lease_time(Duration::from_secs(args.lease_secs));
         pool.router = args.router;
+        pools.push(pool);
+    }
+    for pool in &args.pools {
+        let mut pool = pool
+            .clone()
+            .lease_time(Duration::from_secs(args.lease_secs));
+        pool.dns = args.dns.clone();
         pools.push(pool);
     }
     let names: Vec<String> = args.interfaces.iter().map(|(n, _)| n.clone()).collect();

@@ -1,0 +1,1042 @@
+//! One real-kernel run: the namespaces and veths, the processes on them, the timeline of faults
+//! and server events, and the outcome gathered into `result.json`. [`Teardown`] owns every
+//! namespace and process the run created and removes them on drop, so every way out of [`run`]
+//! (success, an error, an interrupt) leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use scenario::Loaded;
+use scenario::model::FaultSpec;
+use serde_json::json;
+
+use crate::{KernelRun, LabError, Options};
+
+/// The `.pfx` password of the certificates a run writes for its WDS servers.
+const PFX_PASSWORD: &str = "nulab-lab";
+
+/// Namespaces and processes of a run, removed on drop (processes first, by PID).
+struct Teardown {
+    namespaces: Vec<String>,
+    processes: Vec<(String, Child)>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            terminate(child);
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// SIGTERM, a bounded wait, then SIGKILL; always reaped.
+fn terminate(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// Runs `program args`, which must succeed.
+fn sh(program: &str, args: &[&str]) -> Result<(), LabError> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(io(format!("cannot start {program}")))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A bridge port: its switch namespace and name.
+struct Port {
+    switch: String,
+    name: String,
+}
+
+struct Segment {
+    name: String,
+    ns: String,
+    ports: Vec<Port>,
+}
+
+struct Wds {
+    name: String,
+    ns: String,
+    args: Vec<String>,
+    running: Option<usize>,
+    /// Counters of the processes that already ended (stop, crash), summed.
+    counters: BTreeMap<String, u64>,
+    generation: usize,
+}
+
+struct Client {
+    name: String,
+    ns: String,
+    args: Vec<String>,
+    boot_at: Duration,
+    outcome: PathBuf,
+    log: PathBuf,
+    process: Option<usize>,
+}
+
+/// A netem fault on a segment, anchored at the lease when it begins inside the DHCP exchange.
+struct Fault {
+    segment: usize,
+    netem: Vec<String>,
+    from: Duration,
+    to: Duration,
+    anchored_at_lease: bool,
+    applied: bool,
+    removed: bool,
+}
+
+/// A short run id from the PID and the clock (names must fit 15-character interface names).
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:05x}", (std::process::id() ^ nanos) & 0xf_ffff)
+}
+
+struct Builder {
+    id: String,
+    teardown: Teardown,
+    work: PathBuf,
+}
+
+impl Builder {
+    fn namespace(&mut self, role: &str) -> Result<String, LabError> {
+        let ns = format!("nl{}-{role}", self.id);
+        sh("ip", &["netns", "add", &ns])?;
+        self.teardown.namespaces.push(ns.clone());
+        sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        for key in [
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ] {
+            sh("ip", &["netns", "exec", &ns, "sysctl", "-qw", key])?;
+        }
+        Ok(ns)
+    }
+
+    /// A veth `interface` in `ns` whose peer is a port of `segment`'s bridge.
+    fn plug(
+        &mut self,
+        ns: &str,
+        interface: &str,
+        segment: &mut Segment,
+        link_up: bool,
+    ) -> Result<(), LabError> {
+        let port = format!(
+            "p{}",
+            self.teardown.namespaces.len() * 8 + segment.ports.len()
+        );
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                interface,
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &segment.ns,
+            ],
+        )?;
+        sh(
+            "ip",
+            &["-n", &segment.ns, "link", "set", &port, "master", "br0"],
+        )?;
+        if link_up {
+            sh("ip", &["-n", &segment.ns, "link", "set", &port, "up"])?;
+        }
+        sh("ip", &["-n", ns, "link", "set", interface, "up"])?;
+        segment.ports.push(Port {
+            switch: segment.ns.clone(),
+            name: port,
+        });
+        Ok(())
+    }
+
+    /// Starts `program args` inside `ns`, its stdout to `stdout` and stderr to `stderr`.
+    fn spawn(
+        &mut self,
+        label: &str,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        stdout: &Path,
+        stderr: &Path,
+    ) -> Result<usize, LabError> {
+        let out = File::create(stdout).map_err(io(format!("{}", stdout.display())))?;
+        let err = File::options()
+            .create(true)
+            .append(true)
+            .open(stderr)
+            .map_err(io(format!("{}", stderr.display())))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io(format!("cannot start {}", program.display())))?;
+        self.teardown.processes.push((label.to_owned(), child));
+        Ok(self.teardown.processes.len() - 1)
+    }
+}
+
+/// Waits (bounded) until `path` contains `needle`.
+fn wait_for(
+    path: &Path,
+    needle: &str,
+    limit: Duration,
+    stop: &AtomicBool,
+) -> Result<bool, LabError> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if stop.load(Ordering::Relaxed) {
+            return Err(LabError::Interrupted);
+        }
+        if std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle)) {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(false)
+}
+
+fn netem_of(fault: &FaultSpec) -> Vec<String> {
+    let mut netem = vec!["netem".to_owned()];
+    if let Some(latency) = &fault.latency {
+        netem.extend(["delay".into(), latency.get_ref().clone()]);
+        if let Some(jitter) = &fault.jitter {
+            netem.push(jitter.get_ref().clone());
+        }
+    }
+    for (kind, value) in [
+        ("loss", &fault.loss),
+        ("duplicate", &fault.duplicate),
+        ("corrupt", &fault.corrupt),
+    ] {
+        if let Some(value) = value {
+            netem.extend([kind.to_owned(), value.get_ref().clone()]);
+        }
+    }
+    netem
+}
+
+/// Builds and runs `loaded` on the running kernel. `narrate` receives one line per phase.
+pub fn run(
+    loaded: &Loaded,
+    options: &Options,
+    mut narrate: impl FnMut(&str),
+) -> Result<KernelRun, LabError> {
+    let why = crate::refusals(loaded);
+    if !why.is_empty() {
+        return Err(LabError::Refused(why));
+    }
+    if !crate::is_root() {
+        return Err(LabError::NotRoot);
+    }
+    let missing = crate::missing_tools(loaded);
+    if !missing.is_empty() {
+        return Err(LabError::MissingTools(missing));
+    }
+    for program in [&options.nulab, &options.dhcp_server] {
+        if !program.is_file() {
+            return Err(LabError::Start(format!(
+                "{} not found (build it: cargo build -p nulab -p realnet --bins)",
+                program.display()
+            )));
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(io("cannot listen for SIGINT/SIGTERM"))?;
+    }
+    let s = &loaded.scenario;
+    let seed = options.seed.unwrap_or(s.seed);
+    let out = options.out.clone();
+    std::fs::create_dir_all(&out).map_err(io(format!("{}", out.display())))?;
+    let work = out.join("kernel-lab");
+    std::fs::create_dir_all(&work).map_err(io(format!("{}", work.display())))?;
+
+    // The machines and certificates, exactly as the simulator's world makes them.
+    let world =
+        scenario::world::build(loaded, seed).map_err(|e| LabError::Scenario(e.to_string()))?;
+    let machines = scenario::world::prepared_machines(loaded, seed, &world.certificates)
+        .map_err(|e| LabError::Scenario(e.to_string()))?;
+    let certificates = world.certificates;
+
+    let mut b = Builder {
+        id: run_id(),
+        teardown: Teardown {
+            namespaces: Vec::new(),
+            processes: Vec::new(),
+        },
+        work: work.clone(),
+    };
+    narrate(&format!(
+        "real kernel: run id {}, namespaces nl{}-*",
+        b.id, b.id
+    ));
+
+    // Segments: a bridge each, in a namespace of its own.
+    let mut segments = Vec::new();
+    for (i, spec) in s.segments.iter().enumerate() {
+        let ns = b.namespace(&format!("s{i}"))?;
+        sh("ip", &["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
+        sh("ip", &["-n", &ns, "link", "set", "br0", "up"])?;
+        segments.push(Segment {
+            name: spec.name.get_ref().clone(),
+            ns,
+            ports: Vec::new(),
+        });
+        narrate(&format!(
+            "segment {}: bridge br0 in its own namespace",
+            spec.name.get_ref()
+        ));
+    }
+
+    // Routers: forwarding, and dnsmasq relaying per interface.
+    let mut gateways: BTreeMap<String, String> = BTreeMap::new();
+    let mut relay_args = Vec::new();
+    for (r, router) in s.routers.iter().enumerate() {
+        let ns = b.namespace(&format!("r{r}"))?;
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ],
+        )?;
+        for (i, interface) in router.interfaces.iter().enumerate() {
+            let name = format!("eth{i}");
+            let seg = segment_index(&segments, interface.segment.get_ref())?;
+            b.plug(&ns, &name, &mut segments[seg], true)?;
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    interface.address.get_ref(),
+                    "dev",
+                    &name,
+                ],
+            )?;
+            let address = interface
+                .address
+                .get_ref()
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            gateways.insert(interface.segment.get_ref().clone(), address.clone());
+            for helper in &interface.relay_to {
+                relay_args.push((ns.clone(), address.clone(), helper.get_ref().clone()));
+            }
+        }
+        narrate(&format!(
+            "router {}: IPv4 forwarding, relays {}",
+            router.name.get_ref(),
+            router
+                .interfaces
+                .iter()
+                .filter(|i| !i.relay_to.is_empty())
+                .map(|i| format!(
+                    "{} -> {}",
+                    i.segment.get_ref(),
+                    i.relay_to
+                        .iter()
+                        .map(|h| h.get_ref().as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    let mut by_router: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (ns, local, helper) in relay_args {
+        by_router.entry(ns).or_default().push((local, helper));
+    }
+    for (n, (ns, relays)) in by_router.iter().enumerate() {
+        let log = work.join(format!("relay{n}.log"));
+        let mut args: Vec<String> = [
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--no-daemon",
+            "--pid-file=",
+            "--user=root",
+            "--group=root",
+            "--log-dhcp",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.push(format!("--log-facility={}", log.display()));
+        for (local, helper) in relays {
+            args.push(format!("--dhcp-relay={local},{helper}"));
+        }
+        b.spawn(
+            "relay",
+            ns,
+            Path::new("dnsmasq"),
+            &args,
+            &work.join(format!("relay{n}.out")),
+            &work.join(format!("relay{n}.err")),
+        )?;
+        if !wait_for(&log, "DHCP relay", Duration::from_secs(10), &stop)? {
+            return Err(LabError::Start(format!(
+                "dnsmasq (relay) did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )));
+        }
+    }
+
+    // A server host: a namespace, eth0 on its segment with its address, a default route.
+    let server_host = |b: &mut Builder,
+                       segments: &mut Vec<Segment>,
+                       role: String,
+                       segment: &str,
+                       address: &str|
+     -> Result<String, LabError> {
+        let ns = b.namespace(&role)?;
+        let seg = segments
+            .iter()
+            .position(|x| x.name == segment)
+            .ok_or_else(|| LabError::Scenario(format!("no segment {segment}")))?;
+        b.plug(&ns, "eth0", &mut segments[seg], true)?;
+        sh("ip", &["-n", &ns, "addr", "add", address, "dev", "eth0"])?;
+        if let Some(gateway) = gateways.get(segment) {
+            sh(
+                "ip",
+                &["-n", &ns, "route", "add", "default", "via", gateway],
+            )?;
+        }
+        Ok(ns)
+    };
+
+    // DHCP servers: nulab-dhcp-server with the world's pools.
+    let run_secs = (s.duration.as_secs() + 30).to_string();
+    for (d, spec) in s.dhcp_servers.iter().enumerate() {
+        let ns = server_host(
+            &mut b,
+            &mut segments,
+            format!("d{d}"),
+            spec.segment.get_ref(),
+            spec.address.get_ref(),
+        )?;
+        let mut args = vec![
+            "--interface".to_owned(),
+            format!("eth0={}", spec.address.get_ref()),
+            "--run-secs".into(),
+            run_secs.clone(),
+        ];
+        if spec.pools.is_empty() {
+            for seg in &s.segments {
+                let Ok(subnet) = seg.subnet.get_ref().parse::<Ipv4Net>() else {
+                    continue;
+                };
+                if subnet.prefix_len() > 24 {
+                    continue;
+                }
+                let base = u32::from(subnet.network());
+                let mut pool = format!(
+                    "{subnet},{},{}",
+                    std::net::Ipv4Addr::from(base + 100),
+                    std::net::Ipv4Addr::from(base + 199)
+                );
+                if let Some(gateway) = gateways.get(seg.name.get_ref()) {
+                    pool.push_str(&format!(",{gateway}"));
+                }
+                args.extend(["--pool".into(), pool]);
+            }
+        } else {
+            for pool in &spec.pools {
+                let mut text = format!(
+                    "{},{},{}",
+                    pool.subnet.get_ref(),
+                    pool.first.get_ref(),
+                    pool.last.get_ref()
+                );
+                if let Some(router) = &pool.router {
+                    text.push_str(&format!(",{}", router.get_ref()));
+                }
+                args.extend(["--pool".into(), text]);
+            }
+        }
+        let stdout = out.join(format!("dhcp-{}.log", spec.name.get_ref()));
+        b.spawn(
+            "dhcp",
+            &ns,
+            &options.dhcp_server,
+            &args,
+            &stdout,
+            &work.join(format!("dhcp{d}.err")),
+        )?;
+        if !wait_for(&stdout, "listening", Duration::from_secs(10), &stop)? {
+            return Err(LabError::Start(format!(
+                "nulab-dhcp-server {} did not start: {}",
+                spec.name.get_ref(),
+                std::fs::read_to_string(work.join(format!("dhcp{d}.err"))).unwrap_or_default()
+            )));
+        }
+        narrate(&format!(
+            "DHCP server {} (nulab-dhcp-server) at {}",
+            spec.name.get_ref(),
+            spec.address.get_ref()
+        ));
+    }
+
+    // WDS servers: nulab server with the scenario's certificates and INI.
+    let mut wds = Vec::new();
+    for (w, spec) in s.wds.iter().enumerate() {
+        let ns = server_host(
+            &mut b,
+            &mut segments,
+            format!("w{w}"),
+            spec.segment.get_ref(),
+            spec.address.get_ref(),
+        )?;
+        let dir = work.join(format!("wds-{}", spec.name.get_ref()));
+        std::fs::create_dir_all(&dir).map_err(io(format!("{}", dir.display())))?;
+        let held: Vec<&scenario::world::NamedCertificate> = match &spec.certificates {
+            None => certificates.iter().collect(),
+            Some(names) => certificates
+                .iter()
+                .filter(|c| names.iter().any(|n| n.get_ref() == &c.name))
+                .collect(),
+        };
+        let mut args = vec!["server".to_owned(), "--interface".into(), "eth0".into()];
+        for cert in held {
+            let path = dir.join(format!("{}.pfx", cert.name));
+            certificates::files::save_pfx(&path, &cert.bundle, PFX_PASSWORD)
+                .map_err(|e| LabError::Start(format!("{}: {e}", path.display())))?;
+            args.extend(["--cert".into(), path.display().to_string()]);
+        }
+        args.extend(["--password".into(), PFX_PASSWORD.into()]);
+        let policy = match (&spec.policy, &spec.policy_file) {
+            (Some(text), _) => Some(text.clone().into_bytes()),
+            (None, Some(file)) => Some(loaded.read_relative(file).map_err(LabError::Scenario)?),
+            (None, None) => None,
+        };
+        if let Some(policy) = policy {
+            let path = dir.join("bde-network-unlock.ini");
+            std::fs::write(&path, policy).map_err(io(format!("{}", path.display())))?;
+            args.extend(["--policy".into(), path.display().to_string()]);
+        }
+        let log = out.join(format!("wds-{}.log", spec.name.get_ref()));
+        let _ = std::fs::remove_file(&log);
+        args.extend(["--log".into(), log.display().to_string()]);
+        args.extend(["--workers".into(), "1".into()]);
+        wds.push(Wds {
+            name: spec.name.get_ref().clone(),
+            ns,
+            args,
+            running: None,
+            counters: BTreeMap::new(),
+            generation: 0,
+        });
+        if spec.running {
+            start_wds(&mut b, &mut wds[w], &options.nulab, &stop)?;
+        }
+        narrate(&format!(
+            "WDS server {} (nulab server) at {}{}",
+            spec.name.get_ref(),
+            spec.address.get_ref(),
+            if spec.running {
+                ""
+            } else {
+                ": service stopped"
+            }
+        ));
+    }
+
+    // Clients: the prepared machine written to disk, nulab client on its adapters.
+    let mut clients = Vec::new();
+    for (c, machine) in machines.into_iter().enumerate() {
+        let spec = &s.clients[machine.group_index];
+        let ns = b.namespace(&format!("c{c}"))?;
+        let mut args = vec!["client".to_owned()];
+        for (i, adapter) in spec.adapters.iter().enumerate() {
+            let name = adapter.name.clone().unwrap_or_else(|| format!("eth{i}"));
+            let seg = segment_index(&segments, adapter.segment.get_ref())?;
+            b.plug(&ns, &name, &mut segments[seg], adapter.link)?;
+            if let Some(address) = &adapter.address {
+                sh(
+                    "ip",
+                    &["-n", &ns, "addr", "add", address.get_ref(), "dev", &name],
+                )?;
+            }
+            args.extend(["--interface".into(), name]);
+        }
+        let image = work.join(format!("{}.img", machine.name));
+        machine
+            .volume
+            .save(&image)
+            .map_err(|e| LabError::Start(format!("{}: {e}", image.display())))?;
+        let state = work.join(format!("{}.img.tpm.json", machine.name));
+        std::fs::write(&state, machine.tpm.to_json())
+            .map_err(io(format!("{}", state.display())))?;
+        args.extend(["--volume".into(), image.display().to_string()]);
+        if !spec.order.is_empty() {
+            let order: Vec<&str> = spec.order.iter().map(|o| o.get_ref().as_str()).collect();
+            args.extend(["--order".into(), order.join(",")]);
+        }
+        if let Some((input, pin)) = spec
+            .console
+            .first()
+            .and_then(|input| input.pin.as_ref().map(|pin| (input, pin)))
+        {
+            args.extend([
+                "--pin".into(),
+                pin.clone(),
+                "--pin-after".into(),
+                format!("{}", input.after.as_secs_f64()),
+            ]);
+        }
+        let outcome = work.join(format!("{}.outcome.json", machine.name));
+        args.extend([
+            "--limit-secs".into(),
+            s.duration.as_secs().max(1).to_string(),
+            "--seed".into(),
+            seed.to_string(),
+            "--outcome-json".into(),
+            outcome.display().to_string(),
+        ]);
+        clients.push(Client {
+            log: out.join(format!("bitlocker-{}.log", machine.name)),
+            name: machine.name,
+            ns,
+            args,
+            boot_at: spec.boot_at.unwrap_or_default(),
+            outcome,
+            process: None,
+        });
+    }
+
+    // A real pcap per segment.
+    for seg in &segments {
+        let pcap = out.join(format!("{}.pcap", seg.name));
+        let err = work.join(format!("tcpdump-{}.err", seg.name));
+        let args: Vec<String> = [
+            "-i",
+            "br0",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([pcap.display().to_string()])
+        .collect();
+        let _ = std::fs::remove_file(&err);
+        b.spawn(
+            "tcpdump",
+            &seg.ns,
+            Path::new("tcpdump"),
+            &args,
+            &work.join("tcpdump.out"),
+            &err,
+        )?;
+        if !wait_for(&err, "listening on", Duration::from_secs(10), &stop)? {
+            return Err(LabError::Start(format!(
+                "tcpdump on {} did not start: {}",
+                seg.name,
+                std::fs::read_to_string(&err).unwrap_or_default()
+            )));
+        }
+    }
+
+    // Faults: netem on the segment's bridge ports.
+    let mut faults = Vec::new();
+    for spec in &s.faults {
+        let Some(segment) = &spec.segment else {
+            continue;
+        };
+        faults.push(Fault {
+            segment: segment_index(&segments, segment.get_ref())?,
+            netem: netem_of(spec),
+            from: spec.from.unwrap_or_default(),
+            to: spec.to.unwrap_or(s.duration),
+            // The simulator's DHCP exchange lasts well under a millisecond; a real one takes a
+            // few. A fault that begins inside it is anchored at the first lease instead.
+            anchored_at_lease: spec
+                .from
+                .is_some_and(|f| f > Duration::ZERO && f < Duration::from_millis(100)),
+            applied: false,
+            removed: false,
+        });
+    }
+    for (i, seg) in s.segments.iter().enumerate() {
+        if let Some(latency) = seg.latency {
+            faults.push(Fault {
+                segment: i,
+                netem: vec![
+                    "netem".into(),
+                    "delay".into(),
+                    format!("{}us", latency.as_micros()),
+                ],
+                from: Duration::ZERO,
+                to: s.duration,
+                anchored_at_lease: false,
+                applied: false,
+                removed: false,
+            });
+        }
+    }
+
+    // The timeline.
+    narrate("boot: the clients power on");
+    let mut events: Vec<(Duration, String, String)> = s
+        .events
+        .iter()
+        .map(|e| (e.at, e.host.get_ref().clone(), e.action.get_ref().clone()))
+        .collect();
+    events.sort_by_key(|e| e.0);
+    let start = Instant::now();
+    let mut lease_at: Option<Duration> = None;
+    let limit = s.duration + Duration::from_secs(5);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(LabError::Interrupted);
+        }
+        let now = start.elapsed();
+        if lease_at.is_none()
+            && clients
+                .iter()
+                .any(|c| std::fs::read_to_string(&c.log).is_ok_and(|t| t.contains("configured on")))
+        {
+            lease_at = Some(now);
+        }
+        for fault in &mut faults {
+            let begin = if fault.anchored_at_lease {
+                lease_at
+            } else {
+                Some(fault.from)
+            };
+            if !fault.applied && begin.is_some_and(|t| now >= t) {
+                for port in &segments[fault.segment].ports {
+                    let mut args = vec![
+                        "-n",
+                        &port.switch,
+                        "qdisc",
+                        "replace",
+                        "dev",
+                        &port.name,
+                        "root",
+                    ];
+                    args.extend(fault.netem.iter().map(String::as_str));
+                    sh("tc", &args)?;
+                }
+                fault.applied = true;
+                narrate(&format!(
+                    "{:.3}s fault begins on {}: {}",
+                    now.as_secs_f64(),
+                    segments[fault.segment].name,
+                    fault.netem.join(" ")
+                ));
+            }
+            if fault.applied && !fault.removed && now >= fault.to {
+                for port in &segments[fault.segment].ports {
+                    let _ = sh(
+                        "tc",
+                        &[
+                            "-n",
+                            &port.switch,
+                            "qdisc",
+                            "del",
+                            "dev",
+                            &port.name,
+                            "root",
+                        ],
+                    );
+                }
+                fault.removed = true;
+                narrate(&format!(
+                    "{:.3}s fault ends on {}",
+                    now.as_secs_f64(),
+                    segments[fault.segment].name
+                ));
+            }
+        }
+        while events.first().is_some_and(|e| now >= e.0) {
+            let (at, host, action) = events.remove(0);
+            if let Some(server) = wds.iter_mut().find(|w| w.name == host) {
+                match action.as_str() {
+                    "stop-wds" | "crash" => stop_wds(&mut b, server),
+                    _ => start_wds(&mut b, server, &options.nulab, &stop)?,
+                }
+                narrate(&format!("{:.3}s {host}: {action}", at.as_secs_f64()));
+            }
+        }
+        for client in &mut clients {
+            if client.process.is_none() && now >= client.boot_at {
+                let args = client.args.clone();
+                let err = b.work.join(format!("{}.err", client.name));
+                client.process = Some(b.spawn(
+                    &client.name,
+                    &client.ns,
+                    &options.nulab,
+                    &args,
+                    &client.log,
+                    &err,
+                )?);
+            }
+        }
+        let all_done = clients.iter().all(|c| {
+            c.process.is_some_and(|p| {
+                b.teardown.processes[p]
+                    .1
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+        });
+        if (all_done && events.is_empty()) || now > limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    narrate("end: the servers stop and report");
+    for server in &mut wds {
+        stop_wds(&mut b, server);
+    }
+    // Stop the captures (SIGTERM flushes the pcap).
+    for (label, child) in &mut b.teardown.processes {
+        if label == "tcpdump" {
+            terminate(child);
+        }
+    }
+
+    // The outcome.
+    let mut passed = true;
+    let mut client_values = Vec::new();
+    let mut checks = Vec::new();
+    for client in &clients {
+        let mut value: serde_json::Value = std::fs::read_to_string(&client.outcome)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| json!({"state": "booting", "unlocked_by": null, "at_seconds": null, "failures": []}));
+        if let Some(map) = value.as_object_mut() {
+            map.insert("name".into(), json!(client.name));
+        }
+        for expect in s
+            .expectations
+            .iter()
+            .filter(|e| e.client.get_ref() == &client.name)
+        {
+            if let Some(by) = &expect.unlocked_by {
+                let met = value["unlocked_by"].as_str() == Some(by.get_ref().as_str());
+                passed &= met;
+                checks.push(json!({"expectation": format!("{} is unlocked by {}", client.name, by.get_ref()), "met": met}));
+            }
+            if let Some(failures) = &expect.failures {
+                let got: Vec<String> = value["failures"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .map(|f| {
+                                format!(
+                                    "{}: {}",
+                                    f["protector"].as_str().unwrap_or_default(),
+                                    f["reason"].as_str().unwrap_or_default()
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let met = got.len() == failures.len()
+                    && got
+                        .iter()
+                        .zip(failures)
+                        .all(|(g, want)| failure_matches(g, want));
+                passed &= met;
+                checks.push(json!({"expectation": format!("{}'s earlier protectors failed as: {}", client.name, if failures.is_empty() { "(none)".to_string() } else { failures.join("; ") }), "met": met}));
+            }
+        }
+        narrate(&format!(
+            "{}: {} {}",
+            client.name,
+            value["state"].as_str().unwrap_or("booting"),
+            value["unlocked_by"].as_str().unwrap_or("")
+        ));
+        client_values.push(value);
+    }
+    let mut server_values = Vec::new();
+    for server in &wds {
+        for expect in s
+            .server_expectations
+            .iter()
+            .filter(|e| e.wds.get_ref() == &server.name)
+        {
+            for (label, want) in &expect.counters {
+                let got = server.counters.get(label.get_ref()).copied().unwrap_or(0);
+                let met = got == *want;
+                passed &= met;
+                checks.push(json!({"expectation": format!("{} counted {} = {want}", server.name, label.get_ref()), "met": met}));
+            }
+        }
+        server_values.push(json!({"name": server.name, "counters": server.counters}));
+    }
+    let value = json!({
+        "scenario": loaded.name,
+        "title": s.title,
+        "seed": seed,
+        "backend": "netns",
+        "passed": passed,
+        "checks": checks,
+        "clients": client_values,
+        "servers": server_values,
+        "segments": segments.iter().map(|seg| json!({"name": seg.name, "pcap": format!("{}.pcap", seg.name)})).collect::<Vec<_>>(),
+    });
+    let mut result_json = serde_json::to_string_pretty(&value).unwrap_or_default();
+    result_json.push('\n');
+    let path = out.join("result.json");
+    std::fs::write(&path, &result_json).map_err(io(format!("{}", path.display())))?;
+    drop(b);
+    Ok(KernelRun {
+        result_json,
+        passed,
+    })
+}
+
+fn segment_index(segments: &[Segment], name: &str) -> Result<usize, LabError> {
+    segments
+        .iter()
+        .position(|seg| seg.name == name)
+        .ok_or_else(|| LabError::Scenario(format!("no segment {name}")))
+}
+
+/// Whether a failure `protector: reason` meets an expected `protector: reason`, where the
+/// reason may name its adapter first (`adapter 1 (eth0): ...`), as the simulator's check does.
+fn failure_matches(got: &str, want: &str) -> bool {
+    if got == want {
+        return true;
+    }
+    let (Some((gp, gr)), Some((wp, wr))) = (got.split_once(": "), want.split_once(": ")) else {
+        return false;
+    };
+    gp == wp && (gr == wr || gr.ends_with(&format!("): {wr}")))
+}
+
+fn start_wds(
+    b: &mut Builder,
+    server: &mut Wds,
+    nulab: &Path,
+    stop: &AtomicBool,
+) -> Result<(), LabError> {
+    if server.running.is_some() {
+        return Ok(());
+    }
+    server.generation += 1;
+    let stdout = b
+        .work
+        .join(format!("wds-{}.{}.out", server.name, server.generation));
+    let stderr = b
+        .work
+        .join(format!("wds-{}.{}.err", server.name, server.generation));
+    let args = server.args.clone();
+    let index = b.spawn("wds", &server.ns.clone(), nulab, &args, &stdout, &stderr)?;
+    if !wait_for(&stderr, "listening", Duration::from_secs(20), stop)? {
+        return Err(LabError::Start(format!(
+            "nulab server {} did not start: {}",
+            server.name,
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )));
+    }
+    server.running = Some(index);
+    Ok(())
+}
+
+/// Stops a running WDS server (SIGTERM) and adds its final counters to the server's.
+fn stop_wds(b: &mut Builder, server: &mut Wds) {
+    let Some(index) = server.running.take() else {
+        return;
+    };
+    terminate(&mut b.teardown.processes[index].1);
+    let stdout = b
+        .work
+        .join(format!("wds-{}.{}.out", server.name, server.generation));
+    let text = std::fs::read_to_string(stdout).unwrap_or_default();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(label), Some(count), None) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if label == "received" {
+            continue;
+        }
+        if let Ok(count) = count.parse::<u64>() {
+            *server.counters.entry(label.to_owned()).or_default() += count;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_match_with_or_without_the_adapter() {
+        assert!(failure_matches(
+            "network-unlock: adapter 1 (eth0): DHCPv4: no reply to 2 request(s)",
+            "network-unlock: DHCPv4: no reply to 2 request(s)"
+        ));
+        assert!(!failure_matches(
+            "network-unlock: adapter 1 (eth0): DHCPv4: no reply to 1 request(s)",
+            "network-unlock: DHCPv4: no reply to 2 request(s)"
+        ));
+        assert!(!failure_matches("tpm: x", "network-unlock: x"));
+    }
+}

@@ -1,0 +1,170 @@
+//! What a scenario needs from the machine before a real-kernel run creates anything: the parts
+//! of the file that only the simulator has (refused, with why), and the tools, each with the
+//! Debian package that provides it.
+
+use scenario::Loaded;
+use scenario::model::FirmwareSpec;
+
+/// Clients a real-kernel run boots at most: each is a namespace and a process.
+pub const MAX_CLIENTS: u32 = 16;
+
+/// Why `loaded` cannot run on real kernels; empty when it can.
+pub fn refusals(loaded: &Loaded) -> Vec<String> {
+    let s = &loaded.scenario;
+    let mut why = Vec::new();
+    let clients: u32 = s.clients.iter().map(|c| c.count).sum();
+    if clients > MAX_CLIENTS {
+        why.push(format!(
+            "{clients} clients: a real-kernel run boots at most {MAX_CLIENTS} (one namespace \
+             and one process each); the simulator runs storms"
+        ));
+    }
+    if s.recovery.is_some()
+        || !s.management_points.is_empty()
+        || !s.helpdesk.is_empty()
+        || !s.escrow_expectations.is_empty()
+        || s.expect_database.is_some()
+    {
+        why.push("the recovery-escrow lab runs in the simulator only".into());
+    }
+    for c in &s.clients {
+        let name = c.name.get_ref();
+        if c.firmware != FirmwareSpec::Uefi {
+            why.push(format!(
+                "client {name}: firmware `{}` is simulated only (nulab client boots as UEFI)",
+                c.firmware
+            ));
+        }
+        if c.console.len() > 1 || c.console.iter().any(|i| i.recovery_password.is_some()) {
+            why.push(format!(
+                "client {name}: nulab client types one PIN; several console inputs or a \
+                 recovery password are simulated only"
+            ));
+        }
+        if c.adapters.iter().any(|a| !a.uefi_driver) {
+            why.push(format!(
+                "client {name}: an adapter without a UEFI driver is simulated only"
+            ));
+        }
+    }
+    for w in &s.wds {
+        let name = w.name.get_ref();
+        if w.decrypt_time.is_some() || w.cores.is_some() {
+            why.push(format!(
+                "wds {name}: a modelled processor (decrypt_time, cores) is simulated only; a \
+                 real run uses the machine's cores"
+            ));
+        }
+        if !w.registered {
+            why.push(format!(
+                "wds {name}: an unregistered provider is simulated only (nulab server always \
+                 runs the provider)"
+            ));
+        }
+    }
+    for e in &s.events {
+        let action = e.action.get_ref().as_str();
+        let is_wds = s.wds.iter().any(|w| w.name.get_ref() == e.host.get_ref());
+        if !(is_wds && matches!(action, "stop-wds" | "start-wds" | "crash" | "restart")) {
+            why.push(format!(
+                "event `{action}` on {}: only stop-wds, start-wds, crash and restart of a WDS \
+                 server are real-kernel events",
+                e.host.get_ref()
+            ));
+        }
+    }
+    for f in &s.faults {
+        let supported = f.segment.is_some()
+            && f.host.is_none()
+            && f.sender.is_none()
+            && f.receiver.is_none()
+            && f.adapter.is_none()
+            && f.partition.is_none()
+            && f.link.is_none()
+            && f.dhcp_server.is_none();
+        if !supported {
+            why.push(
+                "faults other than loss, latency, jitter, duplication and corruption on a \
+                 whole segment are simulated only so far"
+                    .into(),
+            );
+        }
+    }
+    why.dedup();
+    why
+}
+
+/// (command, Debian package) of every tool the run of `loaded` needs that is not on PATH.
+pub fn missing_tools(loaded: &Loaded) -> Vec<String> {
+    let s = &loaded.scenario;
+    let mut needed = vec![("ip", "iproute2"), ("tcpdump", "tcpdump")];
+    if !s.faults.is_empty() || s.segments.iter().any(|seg| seg.latency.is_some()) {
+        needed.push(("tc", "iproute2"));
+    }
+    if s.routers
+        .iter()
+        .any(|r| r.interfaces.iter().any(|i| !i.relay_to.is_empty()))
+    {
+        needed.push(("dnsmasq", "dnsmasq-base"));
+    }
+    needed
+        .into_iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(tool, package)| format!("{tool} (Debian package {package})"))
+        .collect()
+}
+
+pub(crate) fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Loaded {
+        scenario::model::parse(std::path::Path::new("t.toml"), text.to_owned())
+            .expect("a valid scenario")
+    }
+
+    const BASE: &str = r#"
+title = "t"
+teaches = "t"
+expect_nothing = true
+[[certificate]]
+name = "c"
+seed = 1
+[[segment]]
+name = "corp"
+subnet = "10.0.0.0/16"
+[[dhcp_server]]
+name = "dhcp"
+segment = "corp"
+address = "10.0.4.2/24"
+[[wds]]
+name = "wds"
+segment = "corp"
+address = "10.0.4.10/24"
+"#;
+
+    #[test]
+    fn a_small_lan_is_accepted() {
+        let loaded = parse(&format!(
+            "{BASE}[[client]]\nname = \"pc1\"\n[[client.adapter]]\nsegment = \"corp\"\n"
+        ));
+        assert_eq!(refusals(&loaded), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_storm_and_simulated_only_parts_are_refused_with_why() {
+        let loaded = parse(&format!(
+            "{BASE}[[dhcp_server.pool]]\nsubnet = \"10.0.0.0/16\"\nfirst = \"10.0.16.1\"\n\
+             last = \"10.0.255.254\"\n[[client]]\nname = \"pc\"\ncount = 10000\n\
+             firmware = \"bios\"\n[[client.adapter]]\nsegment = \"corp\"\n"
+        ));
+        let why = refusals(&loaded);
+        assert!(why.iter().any(|w| w.contains("10000 clients")), "{why:?}");
+        assert!(why.iter().any(|w| w.contains("firmware")), "{why:?}");
+    }
+}

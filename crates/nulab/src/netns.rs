@@ -1,0 +1,78 @@
+//! `nulab scenario run --backend netns`: the scenarios on the running Linux kernel through
+//! `kernel_lab` (namespaces, bridges, veths, nulab's own server and client processes, dnsmasq
+//! as relay, tcpdump), one after the other. Each scenario's outputs land in `--out/NAME` as in
+//! the simulator: `result.json`, a pcap per segment, the WDS and BitLocker logs.
+//!
+//! Exit status as for the simulator: 0 every scenario passed, 1 an expectation was not met, 2 a
+//! scenario could not run (refused before anything was created, with why; not root; a tool
+//! missing, named with its Debian package).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use scenario::Loaded;
+
+use crate::output::{errln, outln};
+
+/// Where `nulab scenario run` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The deterministic simulator
+    Sim,
+    /// The running Linux kernel: network namespaces and real processes (needs root)
+    Netns,
+}
+
+/// Runs `chosen` on real kernels, writing into `out/NAME`.
+pub fn run(chosen: &[Loaded], out: &Path, seed: Option<u64>, json: bool) -> Result<ExitCode> {
+    let nulab = std::env::current_exe().context("cannot find the nulab executable")?;
+    let dhcp_server = nulab
+        .parent()
+        .map(|dir| dir.join("nulab-dhcp-server"))
+        .unwrap_or_else(|| PathBuf::from("nulab-dhcp-server"));
+    let mut worst = 0u8;
+    let mut summaries = Vec::new();
+    for loaded in chosen {
+        let options = kernel_lab::Options {
+            nulab: nulab.clone(),
+            dhcp_server: dhcp_server.clone(),
+            out: out.join(&loaded.name),
+            seed,
+        };
+        if !json {
+            outln!("== {} (real kernel)", loaded.name)?;
+        }
+        let result = kernel_lab::run(loaded, &options, |line| {
+            if !json {
+                let _ = outln!("  {line}");
+            }
+        });
+        let status = match result {
+            Ok(run) if run.passed => "passed",
+            Ok(_) => {
+                worst = worst.max(1);
+                "failed"
+            }
+            Err(err) => {
+                worst = 2;
+                errln!("nulab scenario run --backend netns: {}: {err}", loaded.name);
+                if matches!(err, kernel_lab::LabError::Interrupted) {
+                    break;
+                }
+                "error"
+            }
+        };
+        if !json {
+            outln!("{}: {status}", loaded.name)?;
+        }
+        summaries.push(serde_json::json!({"scenario": loaded.name, "status": status}));
+    }
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({"backend": "netns", "scenarios": summaries})
+        )?;
+    }
+    Ok(ExitCode::from(worst))
+}
