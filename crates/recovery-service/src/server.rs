@@ -91,6 +91,21 @@ pub struct Limits {
     pub max_body: usize,
 }
 
+impl Limits {
+    /// For the simulator, whose clients live on a virtual clock: the real time between two of
+    /// their requests says nothing, so no header, body or idle time-out may close a connection
+    /// (a day each, never reached); the handshake time-out is the default one.
+    pub fn simulation() -> Self {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        Self {
+            header_timeout: DAY,
+            body_timeout: DAY,
+            idle_timeout: DAY,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -242,20 +242,21 @@ impl Dialer for SimDialer {
                 };
                 self.clock.advance(3 * self.rtt_ms);
                 let (client, server) = tokio::io::duplex(PIPE_BUFFER);
-                tokio::spawn(crate::server::serve_tls_connection(
-                    server,
-                    acceptor,
-                    self.https_app.clone(),
-                ));
+                let app = self.https_app.clone();
+                tokio::spawn(async move {
+                    let limits = crate::server::Limits::simulation();
+                    crate::server::serve_tls_connection_with(server, acceptor, app, &limits).await;
+                });
                 Ok(client)
             }
             (Some(MpFace::Http), 80) => {
                 self.clock.advance(2 * self.rtt_ms);
                 let (client, server) = tokio::io::duplex(PIPE_BUFFER);
-                tokio::spawn(crate::server::serve_http_connection(
-                    server,
-                    plain_http_router(),
-                ));
+                tokio::spawn(async move {
+                    let limits = crate::server::Limits::simulation();
+                    let app = plain_http_router();
+                    crate::server::serve_http_connection_with(server, app, &limits).await;
+                });
                 Ok(client)
             }
             _ => {
@@ -361,7 +362,8 @@ impl RecoveryLab {
         let store = Store::open(&db_path, sealer, Box::new(store_rng))?;
         let clock_for_service = clock.clone();
         let service =
-            RecoveryService::from_store(store, Arc::new(move || clock_for_service.now()))?;
+            RecoveryService::from_store(store, Arc::new(move || clock_for_service.now()))?
+                .with_limits(crate::server::Limits::simulation());
         let mut pki_rng = stream(cfg.seed, "recovery-service/pki");
         let org_ca = RootCa::generate("Contoso Root CA", &mut pki_rng)?;
         let public_ca = RootCa::generate("Public Trust Root CA", &mut pki_rng)?;
