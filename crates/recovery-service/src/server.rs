@@ -303,8 +303,7 @@ pub fn https_router(service: RecoveryService) -> Router {
         .route(ESCROW_PATH, post(escrow))
         .route(HELPDESK_RECOVER_PATH, post(recover))
         .route(HELPDESK_AUDIT_PATH, get(audit))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(service)
+        .with_state(service) // each handler reads its body itself, after authentication
 }
 
 async fn probe() -> &'static str {
