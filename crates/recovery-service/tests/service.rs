@@ -1015,7 +1015,7 @@ mod bounded {
 
     fn short() -> Limits {
         Limits {
-            handshake_timeout: Duration::from_millis(400),
+            handshake_timeout: Duration::from_secs(5), // a loaded CI machine still completes it
             header_timeout: Duration::from_millis(400),
             body_timeout: Duration::from_millis(400),
             idle_timeout: Duration::from_millis(400),
@@ -1087,6 +1087,25 @@ mod bounded {
             .await
             .expect("closed after the answer and the idle time-out");
         assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_tls_handshake_is_closed_after_the_handshake_timeout() {
+        let lab = lab_with(Limits {
+            handshake_timeout: Duration::from_millis(300),
+            ..short()
+        })
+        .await;
+        // TCP connected, and then not one byte of a ClientHello.
+        let mut tcp = tokio::net::TcpStream::connect(lab.running.https)
+            .await
+            .expect("connect");
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "a connection without a handshake stayed open: {read:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
