@@ -41,11 +41,6 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
                  recovery password are simulated only"
             ));
         }
-        if c.adapters.iter().any(|a| !a.uefi_driver) {
-            why.push(format!(
-                "client {name}: an adapter without a UEFI driver is simulated only"
-            ));
-        }
     }
     for w in &s.wds {
         let name = w.name.get_ref();
@@ -98,7 +93,14 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
 pub fn missing_tools(loaded: &Loaded) -> Vec<String> {
     let s = &loaded.scenario;
     let mut needed = vec![("ip", "iproute2"), ("tcpdump", "tcpdump")];
-    if !s.faults.is_empty() || s.segments.iter().any(|seg| seg.latency.is_some()) {
+    if s.faults.iter().any(|f| f.loss.is_some()) {
+        needed.push(("nft", "nftables"));
+    }
+    if s.faults
+        .iter()
+        .any(|f| f.latency.is_some() || f.duplicate.is_some() || f.corrupt.is_some())
+        || s.segments.iter().any(|seg| seg.latency.is_some())
+    {
         needed.push(("tc", "iproute2"));
     }
     if s.routers

@@ -34,6 +34,13 @@ pub struct ClientArgs {
     /// A network adapter, in the firmware's boot order (repeatable)
     #[arg(long = "interface", required = true)]
     interfaces: Vec<String>,
+    /// An adapter whose DHCP the firmware has disabled (a management port with a static
+    /// address): Network Unlock fails on it (repeatable)
+    #[arg(long = "no-dhcp", value_name = "INTERFACE")]
+    no_dhcp: Vec<String>,
+    /// An adapter the firmware has no UEFI network driver for (repeatable)
+    #[arg(long = "no-uefi-driver", value_name = "INTERFACE")]
+    no_uefi_driver: Vec<String>,
     /// The PIN someone types at the TPM+PIN prompt (default: nobody is at the console)
     #[arg(long)]
     pin: Option<String>,
@@ -101,6 +108,14 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         order: parse_order(&args.order).map_err(anyhow::Error::msg)?,
         ..BootConfig::default()
     };
+    for adapter in &mut config.adapters {
+        if args.no_dhcp.contains(&adapter.name) {
+            adapter.facts.dhcp_enabled = false;
+        }
+        if args.no_uefi_driver.contains(&adapter.name) {
+            adapter.facts.uefi_driver = false;
+        }
+    }
     if let Some(pin) = &args.pin {
         config.console.push(ConsoleInput {
             after: Duration::try_from_secs_f64(args.pin_after)

@@ -87,6 +87,14 @@ pub async fn run_boot(
     let mut driver_config = DriverConfig::new(interfaces.clone());
     driver_config.seed = Some(rng_seed);
     driver_config.addresses = AddressMode::Configure;
+    for adapter in &config.adapters {
+        if !adapter.facts.dhcp_enabled {
+            driver_config.dhcp_disabled.push(adapter.name.clone());
+        }
+        if !adapter.facts.uefi_driver {
+            driver_config.no_uefi_driver.push(adapter.name.clone());
+        }
+    }
     let mut driver = Driver::new(driver_config)?;
     let machine = Rc::new(RefCell::new(Machine {
         volume: Some(volume),

@@ -84,6 +84,11 @@ pub struct DriverConfig {
     /// `(service port, real port)`: the service binds and sends from the first, the sockets
     /// use the second.
     pub port_map: Vec<(u16, u16)>,
+    /// Interfaces whose DHCP the firmware has disabled (the adapter's `dhcp_enabled` fact;
+    /// the kernel cannot tell).
+    pub dhcp_disabled: Vec<String>,
+    /// Interfaces the firmware has no UEFI network driver for.
+    pub no_uefi_driver: Vec<String>,
 }
 
 impl DriverConfig {
@@ -96,6 +101,8 @@ impl DriverConfig {
             ipv6: true,
             ipv6_groups: Vec::new(),
             port_map: Vec::new(),
+            dhcp_disabled: Vec::new(),
+            no_uefi_driver: Vec::new(),
         }
     }
 }
@@ -184,8 +191,8 @@ impl Driver {
                 ipv4: interface_ipv4(name),
                 ipv6_link_local: link_local.unwrap_or(Ipv6Addr::UNSPECIFIED),
                 link_up: facts.link_up,
-                dhcp_enabled: facts.dhcp_enabled,
-                uefi_driver: facts.uefi_driver,
+                dhcp_enabled: facts.dhcp_enabled && !config.dhcp_disabled.contains(name),
+                uefi_driver: facts.uefi_driver && !config.no_uefi_driver.contains(name),
             });
             ifindex.push(crate::wds::interface_index(name)?);
             has_v6.push(link_local.is_some());
