@@ -537,3 +537,138 @@ fn a_scenario_that_cannot_run_is_an_error_in_the_summary() {
     );
     assert_eq!(json["scenarios"][0]["status"], "passed", "{json}");
 }
+
+#[test]
+fn a_bad_fault_is_refused_at_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let happy =
+        std::fs::read_to_string(testkit::workspace_root().join("scenarios/happy-path-ipv4.toml"))
+            .unwrap();
+    let file = dir.path().join("bad-fault.toml");
+    let lines = happy.lines().count();
+    std::fs::write(
+        &file,
+        format!("{happy}\n[[fault]]\nsender = \"wds\"\nlatency = \"2500ms\"\ncorrupt = \"5%\"\n"),
+    )
+    .unwrap();
+    let output = nulab()
+        .args(["scenario", "run"])
+        .arg(&file)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    // Checked when the world is built, like every reference: the run's ERROR line says where.
+    let said = text(&output.stdout) + &text(&output.stderr);
+    // The second effect's key, on the fault's fourth line.
+    let at = format!("bad-fault.toml:{}:11: ", lines + 5);
+    assert!(said.contains(&at), "{at} in {said}");
+    assert!(said.contains("give `corrupt` its own [[fault]]"), "{said}");
+}
+
+#[test]
+fn curve_writes_its_three_files_and_prints_the_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = nulab()
+        .args([
+            "scenario",
+            "curve",
+            "reliability-under-loss",
+            "--vary",
+            "loss=0..60:3",
+            "--seeds",
+            "6",
+            "--jobs",
+            "2",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let json = json_of(&output);
+    let points = json["curve"]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3);
+    assert_eq!(points[0]["x"], 0.0);
+    assert_eq!(
+        points[0]["success_rate"], 1.0,
+        "no loss, every boot unlocks"
+    );
+    assert_eq!(points[0]["boots"], 6);
+    assert!(points[2]["analytic"].as_f64().unwrap() < 0.1, "{json}");
+    for name in ["curve.csv", "curve.json", "curve.svg", "curve.png"] {
+        let bytes = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(bytes.len() > 100, "{name}");
+    }
+    let png = std::fs::read(dir.path().join("curve.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    // The same command twice gives the same CSV (the seeds are the scenario's and the next).
+    let again = tempfile::tempdir().unwrap();
+    let output = nulab()
+        .args([
+            "scenario",
+            "curve",
+            "reliability-under-loss",
+            "--vary",
+            "loss=0..60:3",
+            "--seeds",
+            "6",
+            "--out",
+        ])
+        .arg(again.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout).contains("reliability-under-loss over loss=0..60:3"));
+    assert_eq!(
+        std::fs::read(dir.path().join("curve.csv")).unwrap(),
+        std::fs::read(again.path().join("curve.csv")).unwrap()
+    );
+}
+
+#[test]
+fn curve_refuses_a_bad_grid_and_a_parameter_the_scenario_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = nulab()
+        .args([
+            "scenario",
+            "curve",
+            "happy-path-ipv4",
+            "--vary",
+            "speed=1..2:2",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("unknown parameter"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = nulab()
+        .args([
+            "scenario",
+            "curve",
+            "happy-path-ipv4",
+            "--vary",
+            "loss=0..50:2",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let json = json_of(&output);
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("no [[fault]] with `loss`"),
+        "{json}"
+    );
+}

@@ -65,7 +65,7 @@ impl Parameter {
         }
     }
 
-    fn integral(self) -> bool {
+    pub fn integral(self) -> bool {
         matches!(self, Parameter::Cores | Parameter::Clients)
     }
 }

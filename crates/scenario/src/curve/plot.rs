@@ -85,6 +85,12 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
     };
     let pad = (x1 - x0) * 0.02;
     let x_range = (x0 - pad)..(x1 + pad);
+    // Whole-number parameters get one tick per point (no "1.5 cores").
+    let x_ticks = if curve.parameter.integral() && curve.points.len() <= 20 {
+        curve.points.len().max(2)
+    } else {
+        10
+    };
 
     // Above: rates.
     let mut chart = ChartBuilder::on(&upper)
@@ -103,6 +109,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
     chart
         .configure_mesh()
         .x_desc(curve.label)
+        .x_labels(x_ticks)
         .x_label_formatter(&|x| number(*x))
         .y_desc("share of boots")
         .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
@@ -137,6 +144,31 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
                 .map(|p| Circle::new((p.x, p.success_rate), 4, SUCCESS.filled())),
         )
         .map_err(e)?;
+    // The capacity question: runs in which every client unlocked inside the first timer.
+    let many_clients = curve.points.iter().any(|p| p.boots > p.runs);
+    if many_clients {
+        let within = RGBColor(0, 150, 80);
+        chart
+            .draw_series(LineSeries::new(
+                curve
+                    .points
+                    .iter()
+                    .map(|p| (p.x, p.runs_all_within_2s as f64 / p.runs.max(1) as f64)),
+                within.stroke_width(2),
+            ))
+            .map_err(e)?
+            .label("runs with every client unlocked within 2 s")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], within.stroke_width(2)));
+        chart
+            .draw_series(curve.points.iter().map(|p| {
+                TriangleMarker::new(
+                    (p.x, p.runs_all_within_2s as f64 / p.runs.max(1) as f64),
+                    6,
+                    within.filled(),
+                )
+            }))
+            .map_err(e)?;
+    }
     let analytic: Vec<(f64, f64)> = analytic_line(curve);
     if !analytic.is_empty() {
         chart
@@ -172,15 +204,15 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
             .label(format!("fallback: {outcome}"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
     }
-    // The legend where the success line is not: it starts high on a reliability curve and
-    // low on a capacity curve.
-    let starts_high = curve.points.first().is_some_and(|p| p.success_rate >= 0.5);
+    // The legend in the middle of the side where the lines are at their extremes: a
+    // reliability curve ends low (its left is free), a capacity curve ends high (its right).
+    let ends_high = curve.points.last().is_some_and(|p| p.success_rate >= 0.5);
     chart
         .configure_series_labels()
-        .position(if starts_high {
-            SeriesLabelPosition::MiddleLeft
+        .position(if ends_high {
+            SeriesLabelPosition::MiddleRight
         } else {
-            SeriesLabelPosition::UpperLeft
+            SeriesLabelPosition::MiddleLeft
         })
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
@@ -213,6 +245,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
     chart
         .configure_mesh()
         .x_desc(curve.label)
+        .x_labels(x_ticks)
         .x_label_formatter(&|x| number(*x))
         .y_desc("seconds")
         .y_label_formatter(&|y| number(*y))
@@ -251,9 +284,19 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
             )
             .map_err(e)?;
     }
+    // Above the lower end of the slowest times.
+    let p99 = |p: Option<&super::Point>| {
+        p.and_then(|p| p.unlock_time.as_ref())
+            .map_or(0.0, |t| t.p99_ms)
+    };
+    let falling = p99(curve.points.first()) > p99(curve.points.last());
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(if falling {
+            SeriesLabelPosition::UpperRight
+        } else {
+            SeriesLabelPosition::UpperLeft
+        })
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
         .label_font((FAMILY, 13).into_font())
