@@ -115,7 +115,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
         .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
         .label_style((FAMILY, 13).into_font())
         .axis_desc_style((FAMILY, 14).into_font())
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(TRANSPARENT)
         .draw()
         .map_err(e)?;
     let mut band: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.x, p.success_high)).collect();
@@ -251,7 +251,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curve: &Curve) -> Res
         .y_label_formatter(&|y| number(*y))
         .label_style((FAMILY, 13).into_font())
         .axis_desc_style((FAMILY, 14).into_font())
-        .light_line_style(RGBColor(235, 235, 235))
+        .light_line_style(TRANSPARENT)
         .draw()
         .map_err(e)?;
     let timer = RGBColor(120, 120, 120);
