@@ -17,6 +17,7 @@ mod attack;
 mod bench;
 mod escrow;
 mod fuzz;
+mod parity;
 mod storm;
 mod system;
 
@@ -31,6 +32,8 @@ commands:
   test           fmt --check, clippy -D warnings, every test (installs missing system tools)
   demo           run two teaching scenarios (happy path, relay misconfiguration) into target/demo
   scenario ...   run|list|bless|sweep scenarios (see `cargo xtask scenario --help`)
+  scenario parity [FILE...]
+                 simulator and real kernel (--backend netns, root) compared in a table
   bench          criterion benchmarks beside `openssl speed rsa2048`; writes BENCHMARKS.md
   escrow         only the recovery-escrow throughput over TLS, 10k and 1M records (part of `bench`)
   attack         only the recovery service under attack (part of `bench`)
@@ -60,6 +63,9 @@ fn run(args: &[String]) -> Result<()> {
     match command.as_str() {
         "test" => test(rest),
         "demo" => demo(rest),
+        "scenario" if rest.first().is_some_and(|a| a == "parity") => {
+            parity::run(&workspace_root(), &rest[1..])
+        }
         "scenario" => nulab("scenario", rest),
         "bench" => {
             bench::run(rest)?;

@@ -19,6 +19,7 @@
 //! [`missing_tools`] names the tools a run needs with the Debian packages that provide them.
 
 mod lab;
+pub mod parity;
 mod plan;
 
 use std::path::PathBuf;

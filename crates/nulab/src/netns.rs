@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use scenario::Loaded;
 
-use crate::output::{errln, outln};
+use crate::output::{errln, out, outln};
 
 /// Where `nulab scenario run` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,10 +22,22 @@ pub enum Backend {
     Sim,
     /// The running Linux kernel: network namespaces and real processes (needs root)
     Netns,
+    /// Both, compared: the protector that unlocks each client, failure reasons, server
+    /// counters and times within a tolerance, printed as a table (`cargo xtask scenario
+    /// parity`); exit 1 when they differ
+    Parity,
 }
 
-/// Runs `chosen` on real kernels, writing into `out/NAME`.
-pub fn run(chosen: &[Loaded], out: &Path, seed: Option<u64>, json: bool) -> Result<ExitCode> {
+/// Runs `chosen` on real kernels (and in the simulator, for parity), writing into `out/NAME`.
+pub fn run(
+    backend: Backend,
+    chosen: &[Loaded],
+    out: &Path,
+    seed: Option<u64>,
+    json: bool,
+) -> Result<ExitCode> {
+    let parity = backend == Backend::Parity;
+    let mut rows = Vec::new();
     let nulab = std::env::current_exe().context("cannot find the nulab executable")?;
     let dhcp_server = nulab
         .parent()
@@ -48,7 +60,25 @@ pub fn run(chosen: &[Loaded], out: &Path, seed: Option<u64>, json: bool) -> Resu
                 let _ = outln!("  {line}");
             }
         });
+        if parity && let Ok(run) = &result {
+            let simulated = scenario::run(loaded, seed)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", loaded.name))?;
+            let sim_json = scenario::views::json(&simulated);
+            std::fs::write(
+                out.join(&loaded.name).join("simulator-result.json"),
+                &sim_json,
+            )
+            .context("cannot write simulator-result.json")?;
+            let sim: serde_json::Value = serde_json::from_str(&sim_json)?;
+            let real: serde_json::Value = serde_json::from_str(&run.result_json)?;
+            let compared = kernel_lab::parity::compare(&loaded.name, &sim, &real);
+            if compared.iter().any(|r| !r.matches) {
+                worst = worst.max(1);
+            }
+            rows.extend(compared);
+        }
         let status = match result {
+            Ok(_) if parity => "compared",
             Ok(run) if run.passed => "passed",
             Ok(_) => {
                 worst = worst.max(1);
@@ -69,9 +99,25 @@ pub fn run(chosen: &[Loaded], out: &Path, seed: Option<u64>, json: bool) -> Resu
         summaries.push(serde_json::json!({"scenario": loaded.name, "status": status}));
     }
     if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"scenario": r.scenario, "compared": r.what,
+                    "simulator": r.simulator, "real": r.real, "matches": r.matches})
+            })
+            .collect();
         outln!(
             "{}",
-            serde_json::json!({"backend": "netns", "scenarios": summaries})
+            serde_json::json!({"backend": if parity { "parity" } else { "netns" },
+                "scenarios": summaries, "parity": rows})
+        )?;
+    } else if parity {
+        out!("{}", kernel_lab::parity::table(&rows))?;
+        outln!(
+            "parity: {} of {} compared quantities match (times within ±{}s)",
+            rows.iter().filter(|r| r.matches).count(),
+            rows.len(),
+            kernel_lab::parity::TOLERANCE.as_secs_f64()
         )?;
     }
     Ok(ExitCode::from(worst))

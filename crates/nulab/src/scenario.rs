@@ -340,8 +340,8 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
             .collect(),
         None => loaded,
     };
-    if args.backend == crate::netns::Backend::Netns {
-        return crate::netns::run(&chosen, &args.out, args.seed, sel.json);
+    if args.backend != crate::netns::Backend::Sim {
+        return crate::netns::run(args.backend, &chosen, &args.out, args.seed, sel.json);
     }
     let threads = if args.step { 1 } else { jobs(sel) };
     let show_transcripts = !sel.quiet && !sel.json;

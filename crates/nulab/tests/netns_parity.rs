@@ -1,0 +1,116 @@
+//! Parity between the simulator and the real kernel (`nulab scenario run --backend parity`,
+//! crate `kernel-lab`): the catalogue scenarios below run in both, and the protector that
+//! unlocks each client, the failure reasons, the WDS counters and the times (within
+//! `kernel_lab::parity::TOLERANCE`) must match. Needs root, tcpdump, dnsmasq and nft (skipped
+//! locally without them, failed under CI=true) and `nulab-dhcp-server` built beside `nulab`
+//! (`cargo test --workspace` builds it). The cases run in three `nulab` processes at once, each
+//! scenario in namespaces named by its own run id, so CI pays about a third of the time.
+
+// Test code may unwrap: a panic is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The same list as `cargo xtask scenario parity` (xtask/src/parity.rs).
+const CASES: &[&str] = &[
+    "happy-path-ipv4",
+    "happy-path-ipv6",
+    "dhcp-and-wds-across-a-relay",
+    "relay-forwards-to-dhcp-only",
+    "multi-adapter-both-wired",
+    "multi-adapter-first-on-network-without-wds",
+    "multi-adapter-first-unplugged",
+    "multi-adapter-management-port-first",
+    "subnet-listed-allowed",
+    "subnet-unlisted-refused",
+    "subnet-no-section",
+    "subnet-disabled",
+    "subnet-corrupted-file",
+    "subnet-thumbprint-with-spaces",
+    "subnet-ipv6-link-local",
+    "wds-service-stopped",
+    "loss-recovered-by-retransmission",
+    "loss-too-high-fallback",
+];
+
+const PROCESSES: usize = 3;
+
+#[test]
+fn catalogue_scenarios_match_between_the_simulator_and_the_real_kernel() {
+    if !testkit::require_root() {
+        return;
+    }
+    for tool in ["tcpdump", "dnsmasq", "nft", "ip"] {
+        if !testkit::require_tool(tool) {
+            return;
+        }
+    }
+    let nulab = PathBuf::from(env!("CARGO_BIN_EXE_nulab"));
+    let dhcp_server = nulab.with_file_name("nulab-dhcp-server");
+    if !dhcp_server.is_file() {
+        assert!(
+            !testkit::in_ci(),
+            "{} is missing: build realnet's binaries (cargo build -p realnet --bins)",
+            dhcp_server.display()
+        );
+        eprintln!("skipping: {} is not built", dhcp_server.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|part| {
+            let cases: Vec<&str> = CASES
+                .iter()
+                .skip(part)
+                .step_by(PROCESSES)
+                .copied()
+                .collect();
+            let child = Command::new(&nulab)
+                .args(["scenario", "run"])
+                .args(&cases)
+                .args(["--backend", "parity", "--json", "--out"])
+                .arg(dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (cases, child)
+        })
+        .collect();
+    let mut compared = Vec::new();
+    for (cases, child) in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let summary: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|err| panic!("{cases:?}: {err}: {stdout}\n{stderr}"));
+        for scenario in summary["scenarios"].as_array().unwrap() {
+            assert_eq!(
+                scenario["status"], "compared",
+                "{scenario}: could not run on the real kernel: {stderr}"
+            );
+        }
+        let differing: Vec<&serde_json::Value> = summary["parity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| row["matches"] != true)
+            .collect();
+        assert!(differing.is_empty(), "parity differs: {differing:#?}");
+        assert!(out.status.success(), "{cases:?}: {stderr}");
+        compared.extend(
+            summary["parity"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| row["scenario"].as_str().unwrap().to_owned()),
+        );
+    }
+    for case in CASES {
+        assert!(
+            compared.iter().any(|c| c == case),
+            "{case} was not compared"
+        );
+    }
+}
