@@ -31,6 +31,10 @@ const TOOLS: &[(Check, &str)] = &[
     (Check::Command("ip"), "iproute2"),
     (Check::Command("dnsmasq"), "dnsmasq-base"),
     (Check::Command("udhcpc"), "udhcpc"),
+    // The real-kernel backend (kernel-lab, the netns_parity test): a pcap per segment, and
+    // loss as an nftables bridge rule.
+    (Check::Command("tcpdump"), "tcpdump"),
+    (Check::Command("nft"), "nftables"),
     // The scenario CLI test validates its JUnit report against fixtures/junit/junit.xsd.
     (Check::Command("xmllint"), "libxml2-utils"),
 ];
