@@ -151,6 +151,21 @@ pub struct DhcpServerSpec {
     /// Pools; by default one per segment of the scenario (`.100` to `.199`, router `.1`).
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolSpec>,
+    /// Which DHCP server runs on real kernels (`--backend netns`): nulab's own (default) or
+    /// dnsmasq. The simulator always runs nulab's server core.
+    #[serde(default)]
+    pub software: DhcpSoftware,
+}
+
+/// The DHCP server program of a real-kernel run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DhcpSoftware {
+    /// `nulab-dhcp-server`: the simulator's server core on real interfaces.
+    #[default]
+    Nulab,
+    /// dnsmasq (Debian package dnsmasq-base).
+    Dnsmasq,
 }
 
 #[derive(Debug, Clone, Deserialize)]
