@@ -31,6 +31,8 @@ pub const CASES: &[&str] = &[
     "wds-service-stopped",
     "loss-recovered-by-retransmission",
     "loss-too-high-fallback",
+    // dnsmasq as the DHCP server (`software = "dnsmasq"`), beside the catalogue.
+    "crates/kernel-lab/scenarios/happy-path-dnsmasq.toml",
 ];
 
 pub fn run(root: &Path, files: &[String]) -> Result<()> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use scenario::Loaded;
-use scenario::model::FaultSpec;
+use scenario::model::{DhcpSoftware, FaultSpec};
 use serde_json::json;
 
 use crate::{KernelRun, LabError, Options};
@@ -474,12 +474,8 @@ pub fn run(
             spec.segment.get_ref(),
             spec.address.get_ref(),
         )?;
-        let mut args = vec![
-            "--interface".to_owned(),
-            format!("eth0={}", spec.address.get_ref()),
-            "--run-secs".into(),
-            run_secs.clone(),
-        ];
+        // (subnet, first, last, router) per pool: the world's default pools or the file's.
+        let mut pools: Vec<(String, String, String, Option<String>)> = Vec::new();
         if spec.pools.is_empty() {
             for seg in &s.segments {
                 let Ok(subnet) = seg.subnet.get_ref().parse::<Ipv4Net>() else {
@@ -489,48 +485,105 @@ pub fn run(
                     continue;
                 }
                 let base = u32::from(subnet.network());
-                let mut pool = format!(
-                    "{subnet},{},{}",
-                    std::net::Ipv4Addr::from(base + 100),
-                    std::net::Ipv4Addr::from(base + 199)
-                );
-                if let Some(gateway) = gateways.get(seg.name.get_ref()) {
-                    pool.push_str(&format!(",{gateway}"));
-                }
-                args.extend(["--pool".into(), pool]);
+                pools.push((
+                    subnet.to_string(),
+                    std::net::Ipv4Addr::from(base + 100).to_string(),
+                    std::net::Ipv4Addr::from(base + 199).to_string(),
+                    gateways.get(seg.name.get_ref()).cloned(),
+                ));
             }
         } else {
             for pool in &spec.pools {
-                let mut text = format!(
-                    "{},{},{}",
-                    pool.subnet.get_ref(),
-                    pool.first.get_ref(),
-                    pool.last.get_ref()
-                );
-                if let Some(router) = &pool.router {
-                    text.push_str(&format!(",{}", router.get_ref()));
-                }
-                args.extend(["--pool".into(), text]);
+                pools.push((
+                    pool.subnet.get_ref().clone(),
+                    pool.first.get_ref().clone(),
+                    pool.last.get_ref().clone(),
+                    pool.router.as_ref().map(|r| r.get_ref().clone()),
+                ));
             }
         }
         let stdout = out.join(format!("dhcp-{}.log", spec.name.get_ref()));
-        b.spawn(
-            "dhcp",
-            &ns,
-            &options.dhcp_server,
-            &args,
-            &stdout,
-            &work.join(format!("dhcp{d}.err")),
-        )?;
-        if !wait_for(&stdout, "listening", Duration::from_secs(10), &stop)? {
+        let stderr = work.join(format!("dhcp{d}.err"));
+        let (program, args, ready, what) = match spec.software {
+            DhcpSoftware::Nulab => {
+                let mut args = vec![
+                    "--interface".to_owned(),
+                    format!("eth0={}", spec.address.get_ref()),
+                    "--run-secs".into(),
+                    run_secs.clone(),
+                ];
+                for (subnet, first, last, router) in &pools {
+                    let mut text = format!("{subnet},{first},{last}");
+                    if let Some(router) = router {
+                        text.push_str(&format!(",{router}"));
+                    }
+                    args.extend(["--pool".into(), text]);
+                }
+                (
+                    options.dhcp_server.clone(),
+                    args,
+                    (stdout.clone(), "listening"),
+                    "nulab-dhcp-server",
+                )
+            }
+            DhcpSoftware::Dnsmasq => {
+                let mut args: Vec<String> = [
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--no-ping",
+                    "--no-daemon",
+                    "--bind-interfaces",
+                    "--interface=eth0",
+                    "--except-interface=lo",
+                    "--pid-file=",
+                    "--user=root",
+                    "--group=root",
+                    "--log-dhcp",
+                ]
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect();
+                for (p, (subnet, first, last, router)) in pools.iter().enumerate() {
+                    let mask = subnet
+                        .parse::<Ipv4Net>()
+                        .map(|n| n.netmask().to_string())
+                        .unwrap_or_else(|_| "255.255.255.0".into());
+                    args.push(format!("--dhcp-range=set:pool{p},{first},{last},{mask},1h"));
+                    if let Some(router) = router {
+                        args.push(format!("--dhcp-option=tag:pool{p},3,{router}"));
+                    }
+                }
+                args.push(format!(
+                    "--dhcp-leasefile={}",
+                    work.join(format!("dnsmasq{d}.leases")).display()
+                ));
+                args.push(format!("--log-facility={}", stdout.display()));
+                (
+                    PathBuf::from("dnsmasq"),
+                    args,
+                    (stdout.clone(), "sockets bound exclusively"),
+                    "dnsmasq",
+                )
+            }
+        };
+        let _ = std::fs::remove_file(&stdout);
+        let console = work.join(format!("dhcp{d}.out"));
+        let started_out = if spec.software == DhcpSoftware::Nulab {
+            &stdout
+        } else {
+            &console
+        };
+        b.spawn("dhcp", &ns, &program, &args, started_out, &stderr)?;
+        if !wait_for(&ready.0, ready.1, Duration::from_secs(10), &stop)? {
             return Err(LabError::Start(format!(
-                "nulab-dhcp-server {} did not start: {}",
+                "{what} {} did not start: {}{}",
                 spec.name.get_ref(),
-                std::fs::read_to_string(work.join(format!("dhcp{d}.err"))).unwrap_or_default()
+                std::fs::read_to_string(&stderr).unwrap_or_default(),
+                std::fs::read_to_string(&stdout).unwrap_or_default()
             )));
         }
         narrate(&format!(
-            "DHCP server {} (nulab-dhcp-server) at {}",
+            "DHCP server {} ({what}) at {}",
             spec.name.get_ref(),
             spec.address.get_ref()
         ));

@@ -106,6 +106,9 @@ pub fn missing_tools(loaded: &Loaded) -> Vec<String> {
     if s.routers
         .iter()
         .any(|r| r.interfaces.iter().any(|i| !i.relay_to.is_empty()))
+        || s.dhcp_servers
+            .iter()
+            .any(|d| d.software == scenario::model::DhcpSoftware::Dnsmasq)
     {
         needed.push(("dnsmasq", "dnsmasq-base"));
     }
