@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 /// The same list as `cargo xtask scenario parity` (xtask/src/parity.rs).
 const CASES: &[&str] = &[
@@ -122,4 +123,91 @@ fn catalogue_scenarios_match_between_the_simulator_and_the_real_kernel() {
             "{case} was not compared"
         );
     }
+}
+
+/// The namespaces whose names start with `prefix`.
+fn namespaces(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// PIDs of processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_mid_run_leaves_no_namespace_and_no_process() {
+    if !testkit::require_root() {
+        return;
+    }
+    for tool in ["tcpdump", "nft", "ip"] {
+        if !testkit::require_tool(tool) {
+            return;
+        }
+    }
+    let nulab = PathBuf::from(env!("CARGO_BIN_EXE_nulab"));
+    if !nulab.with_file_name("nulab-dhcp-server").is_file() {
+        assert!(!testkit::in_ci(), "nulab-dhcp-server is not built");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    // The PIN fallback takes 9 s: the run is surely in the middle when interrupted.
+    let mut run = testkit::netns::Running::spawn(
+        Command::new(&nulab)
+            .args([
+                "scenario",
+                "run",
+                "loss-too-high-fallback",
+                "--backend",
+                "netns",
+                "--out",
+            ])
+            .arg(dir.path())
+            .stdout(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(
+        testkit::netns::wait_for_file(&log, "boot: the clients power on", Duration::from_secs(30)),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let id = text
+        .split("run id ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_owned();
+    let prefix = format!("nl{id}-");
+    assert!(
+        !namespaces(&prefix).is_empty(),
+        "the run made its namespaces"
+    );
+    let out_dir = dir.path().display().to_string();
+    assert!(
+        processes_mentioning(&out_dir).len() > 1,
+        "the run started its processes"
+    );
+    run.signal("INT");
+    let status = run.wait(Duration::from_secs(30)).status;
+    assert!(!status.success(), "an interrupted run fails");
+    assert_eq!(namespaces(&prefix), Vec::<String>::new());
+    assert_eq!(processes_mentioning(&out_dir), Vec::<String>::new());
 }
