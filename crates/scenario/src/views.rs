@@ -4,6 +4,7 @@
 //! self-contained HTML report with an SVG diagram, the decoded packets and each client's key
 //! chain, the logs in the style of the real products, and the JSON result for machines.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ use crate::run::{RunResult, describe_outcome};
 use crate::text::esc;
 use crate::wire::{Packet, PacketKind};
 use crate::world::seconds;
+
+mod diagram;
+mod summary;
+
+use diagram::{Diagram, MarkKind};
 
 /// One line of the timeline, with what orders it among lines of the same instant.
 struct Line {
@@ -201,29 +207,20 @@ fn timeline(result: &RunResult) -> Vec<Line> {
             });
         }
     }
-    for (i, (at, server, view)) in result.server_views.iter().enumerate() {
-        for (j, text) in view.iter().enumerate() {
-            lines.push(Line {
-                at: *at,
-                order: (1, i * 10 + j),
-                who: server.clone(),
-                text: text.clone(),
-            });
-        }
-    }
+    // Phases 4 to 6 come from the provider's own log (it writes them as it recognises,
+    // decrypts and replies), as do its drops and service events.
     for (si, server) in result.servers.iter().enumerate() {
         for (li, line) in server.log.iter().enumerate() {
-            if line.level == Level::Debug || line.message.contains("key returned") {
-                // Drops are narrated from the debug lines below; replies by the phase view.
-                if line.level != Level::Debug {
-                    continue;
-                }
-            }
+            let text = if line.message.starts_with("[phase") {
+                line.message.clone()
+            } else {
+                format!("[WDS] {}", line.message)
+            };
             lines.push(Line {
                 at: line.at,
-                order: (1, 1_000_000 + si * 100_000 + li),
+                order: (1, si * 1_000_000 + li),
                 who: server.name.clone(),
-                text: format!("[WDS] {}", line.message),
+                text,
             });
         }
     }
@@ -341,84 +338,160 @@ fn narrate(client: &crate::run::ClientResult, event: &BootEvent) -> Option<Strin
     })
 }
 
-/// The Mermaid sequence diagram: one arrow per captured frame (the first segment a frame is
-/// seen on, so a relayed frame is one arrow per hop).
-pub fn mermaid(result: &RunResult) -> String {
-    let mut out = String::from("sequenceDiagram\n    autonumber\n");
-    let participants = participants(result);
-    for p in &participants {
-        let _ = writeln!(out, "    participant {} as {}", ident(p), p);
+/// Runs with more clients than this draw a few sampled clients and a summary.
+const DRAWN_CLIENTS: usize = 12;
+
+/// The clients the diagrams draw: all of a small run; of a large one, the first and the last
+/// to unlock, the median, and the first two that did not unlock.
+fn drawn_clients(result: &RunResult) -> BTreeSet<String> {
+    if result.clients.len() <= DRAWN_CLIENTS {
+        return result.clients.iter().map(|c| c.name.clone()).collect();
     }
-    for packet in diagram_packets(result) {
-        let _ = writeln!(
-            out,
-            "    {}->>{}: {} [{}]",
-            ident(&packet.from),
-            ident(&packet.to),
-            packet.summary().replace(';', ","),
-            packet.segment
-        );
-    }
+    let mut unlocked: Vec<(Duration, &str)> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
     for client in &result.clients {
+        match client.outcome.as_ref().map(|o| &o.result) {
+            Some(BootResult::Unlocked { at, .. }) => unlocked.push((*at, &client.name)),
+            _ => others.push(&client.name),
+        }
+    }
+    unlocked.sort();
+    let mut drawn = BTreeSet::new();
+    if let (Some(first), Some(last)) = (unlocked.first(), unlocked.last()) {
+        drawn.insert(first.1.to_string());
+        drawn.insert(unlocked[unlocked.len() / 2].1.to_string());
+        drawn.insert(last.1.to_string());
+    }
+    for name in others.into_iter().take(2) {
+        drawn.insert(name.to_string());
+    }
+    drawn
+}
+
+/// The Mermaid sequence diagram: one participant per host adapter (boxed per host), a
+/// broadcast or multicast as an arrow to each host on its segment, phases as notes, drops
+/// (✗) and time-outs (⏱) marked. A large run draws its sampled clients only, so the file
+/// stays far under Mermaid's text limit (50,000 characters by default).
+pub fn mermaid(result: &RunResult) -> String {
+    let drawn = drawn_clients(result);
+    let diagram = Diagram::build(result, &drawn);
+    let mut out = String::from("sequenceDiagram\n");
+    if drawn.len() < result.clients.len() {
         let _ = writeln!(
             out,
-            "    Note over {}: {}",
-            ident(&client.name),
-            describe_outcome(client.outcome.as_ref())
+            "    %% {} of {} clients drawn (sampled); report.html has the summary of all",
+            drawn.len(),
+            result.clients.len()
         );
+    }
+    let id = |lane: usize| format!("L{lane}");
+    for (host, lanes) in diagram.hosts() {
+        if lanes.len() > 1 {
+            let _ = writeln!(out, "    box {}", mermaid_text(&host));
+        }
+        for &lane in &lanes {
+            let _ = writeln!(
+                out,
+                "    participant {} as {}",
+                id(lane),
+                mermaid_text(&diagram.lanes[lane].label())
+            );
+        }
+        if lanes.len() > 1 {
+            out.push_str("    end\n");
+        }
+    }
+    for mark in &diagram.marks {
+        let at = seconds(mark.at);
+        let text = mermaid_text(&mark.text);
+        match &mark.kind {
+            MarkKind::Frame { to, group, .. } => {
+                let via = group
+                    .as_ref()
+                    .map(|g| format!(" to {g}"))
+                    .unwrap_or_default();
+                if to.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "    Note over {}: {at} {text}{via}, no other host on the segment",
+                        id(mark.lane)
+                    );
+                }
+                for &target in to {
+                    let _ = writeln!(
+                        out,
+                        "    {}->>{}: {at} {text}{via}",
+                        id(mark.lane),
+                        id(target)
+                    );
+                }
+            }
+            MarkKind::Note => {
+                let _ = writeln!(out, "    Note over {}: {at} {text}", id(mark.lane));
+            }
+            MarkKind::Drop => {
+                let _ = writeln!(out, "    Note over {}: ✗ {at} {text}", id(mark.lane));
+            }
+            MarkKind::Timeout => {
+                let _ = writeln!(out, "    Note over {}: ⏱ {at} {text}", id(mark.lane));
+            }
+        }
+    }
+    for client in result.clients.iter().filter(|c| drawn.contains(&c.name)) {
+        if let Some(lane) = diagram.lanes.iter().position(|l| l.host == client.name) {
+            let _ = writeln!(
+                out,
+                "    Note over {}: {}",
+                id(lane),
+                mermaid_text(&describe_outcome(client.outcome.as_ref()))
+            );
+        }
     }
     out
 }
 
-/// The frames drawn in diagrams: all of them, but at most 200 (a storm is summarised).
-fn diagram_packets(result: &RunResult) -> Vec<&Packet> {
-    let mut packets: Vec<&Packet> = result.packets().collect();
-    packets.sort_by_key(|p| p.at);
-    packets.truncate(200);
-    packets
+/// Text Mermaid takes in a label: no statement separator, no entity escapes.
+fn mermaid_text(text: &str) -> String {
+    text.replace(';', ",")
+        .replace('#', "no. ")
+        .replace('\n', " ")
 }
 
-fn participants(result: &RunResult) -> Vec<String> {
-    let mut seen = Vec::new();
-    for packet in diagram_packets(result) {
-        for name in [&packet.from, &packet.to] {
-            if !seen.contains(name) {
-                seen.push(name.clone());
-            }
-        }
-    }
-    for client in &result.clients {
-        if !seen.contains(&client.name) && seen.len() < 40 {
-            seen.push(client.name.clone());
-        }
-    }
-    seen
-}
-
-fn ident(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
-/// The HTML report: self-contained (no script, no external file), an SVG sequence diagram,
-/// the decoded packets and each client's key chain.
+/// The HTML report: self-contained (no external file; one inline script that only records
+/// script errors for the browser test), a PASSED/FAILED banner, links to every file of the
+/// run, an SVG sequence diagram (sampled clients and a summary for large runs), the key
+/// chains, the decoded packets and the transcript.
 pub fn html(result: &RunResult) -> String {
     let mut out = String::new();
     let title = format!("{}: {}", result.name, result.title);
+    let passed = result.passed();
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
-         body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%;text-align:left}}\
-         .ok{{color:#070}}.failed{{color:#b00;font-weight:bold}}code,pre{{font-size:90%}}\
-         </style></head><body>\n<h1>{}</h1>\n<p>Seed {} &middot; {} simulated</p>\n<p>{}</p>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title>\n\
+         <script>window.onerror=function(m){{document.documentElement.setAttribute('data-script-errors',(document.documentElement.getAttribute('data-script-errors')||'')+m+';');}};</script>\n<style>\
+         body{{font-family:sans-serif;font-size:17px;line-height:1.4;margin:1em auto;max-width:1200px;padding:0 1em;overflow-wrap:anywhere}}\
+         table{{border-collapse:collapse;max-width:100%;display:block;overflow-x:auto}}\
+         td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%;text-align:left;vertical-align:top}}\
+         .ok{{color:#070}}.failed{{color:#b00;font-weight:bold}}code,pre{{font-size:88%}}pre{{white-space:pre-wrap}}\
+         .banner{{padding:.5em 1em;font-size:130%;font-weight:bold;color:#fff}}.banner.passed{{background:#2a7a2a}}.banner.failed{{background:#b00}}\
+         svg{{max-width:100%;height:auto}}\
+         </style></head><body>\n<div class=\"banner {}\" id=\"banner\">{}</div>\n<h1>{}</h1>\n<p>Seed {} &middot; {} simulated</p>\n<p>{}</p>\n",
         esc(&title),
+        if passed { "passed" } else { "failed" },
+        if passed { "PASSED" } else { "FAILED" },
         esc(&title),
         result.seed,
         seconds(result.duration),
         esc(&result.teaches)
     );
+    out.push_str("<h2 id=\"files\">Files</h2>\n<p>");
+    let links = file_names(result)
+        .iter()
+        .map(|name| format!("<a href=\"{0}\">{0}</a>", esc(name)))
+        .collect::<Vec<_>>()
+        .join(" &middot; ");
+    out.push_str(&links);
+    out.push_str("</p>\n");
     if !result.faults.is_empty() {
         out.push_str("<h2>Faults</h2>\n<ul>\n");
         for fault in &result.faults {
@@ -432,7 +505,7 @@ pub fn html(result: &RunResult) -> String {
         }
         out.push_str("</ul>\n");
     }
-    out.push_str("<h2>Expectations</h2>\n<ul>\n");
+    out.push_str("<h2 id=\"expectations\">Expectations</h2>\n<ul>\n");
     for check in &result.checks {
         let _ = writeln!(
             out,
@@ -442,10 +515,19 @@ pub fn html(result: &RunResult) -> String {
             esc(&check.to_string())
         );
     }
-    out.push_str("</ul>\n<h2>Sequence</h2>\n");
-    out.push_str(&svg(result));
-    out.push_str("\n<h2>Key chains</h2>\n<table><tr><th>client</th><th>certificate</th><th>key protector (first bytes)</th><th>network key CK</th><th>outcome</th></tr>\n");
-    for client in &result.clients.iter().take(50).collect::<Vec<_>>() {
+    out.push_str("</ul>\n<h2 id=\"outcome\">Outcome</h2>\n<ul>\n");
+    for line in outcome_summary(result) {
+        let _ = writeln!(out, "<li>{}</li>", esc(&line));
+    }
+    out.push_str("</ul>\n");
+    let drawn = drawn_clients(result);
+    if drawn.len() < result.clients.len() {
+        out.push_str(&summary::html(result, &drawn));
+    }
+    out.push_str("<h2 id=\"sequence\">Sequence</h2>\n");
+    out.push_str(&svg(result, &drawn));
+    out.push_str("\n<h2 id=\"key-chains\">Key chains</h2>\n<table><tr><th>client</th><th>certificate</th><th>key protector (first bytes)</th><th>network key CK</th><th>outcome</th></tr>\n");
+    for client in result.clients.iter().filter(|c| drawn.contains(&c.name)) {
         let thumbprint = client.events.iter().find_map(|e| match e {
             BootEvent::NetworkUnlockReady { thumbprint, .. } => Some(thumbprint.to_string()),
             _ => None,
@@ -470,8 +552,18 @@ pub fn html(result: &RunResult) -> String {
             esc(&describe_outcome(client.outcome.as_ref()))
         );
     }
-    out.push_str("</table>\n<h2>Packets</h2>\n<table><tr><th>time</th><th>segment</th><th>from</th><th>to</th><th>what</th><th>bytes</th></tr>\n");
-    for packet in diagram_packets(result) {
+    out.push_str("</table>\n<h2 id=\"packets\">Packets</h2>\n");
+    let packets = diagram_packets(result, &drawn);
+    let total = result.packets().count();
+    if packets.len() < total {
+        let _ = writeln!(
+            out,
+            "<p>{} of {total} frames: those of the drawn clients and the servers, at most {PACKET_ROWS}; every frame is in the pcap files.</p>",
+            packets.len()
+        );
+    }
+    out.push_str("<table><tr><th>time</th><th>segment</th><th>from</th><th>to</th><th>what</th><th>bytes</th></tr>\n");
+    for packet in packets {
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{} ({})</td><td>{}</td><td>{}</td></tr>",
@@ -487,61 +579,142 @@ pub fn html(result: &RunResult) -> String {
     }
     out.push_str("</table>\n");
     out.push_str(&recovery_views::html(result.recovery.as_ref()));
-    out.push_str("<h2>Transcript</h2>\n<pre>");
+    out.push_str("<h2 id=\"transcript\">Transcript</h2>\n<pre>");
     out.push_str(&esc(&transcript(result)));
     out.push_str("</pre>\n</body></html>\n");
     out
 }
 
-fn svg(result: &RunResult) -> String {
-    let participants = participants(result);
-    let packets = diagram_packets(result);
-    let column = 150;
-    let row = 22;
-    let width = 60 + column * participants.len().max(1);
-    let height = 60 + row * (packets.len() + 1);
-    let x = |name: &str| {
-        40 + column / 2 + column * participants.iter().position(|p| p == name).unwrap_or(0)
-    };
-    let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-size=\"11\" font-family=\"sans-serif\">\n<defs><marker id=\"arrow\" markerWidth=\"8\" markerHeight=\"8\" refX=\"8\" refY=\"4\" orient=\"auto\"><path d=\"M0,0 L8,4 L0,8 z\"/></marker></defs>\n"
-    );
-    for p in &participants {
-        let px = x(p);
-        let _ = writeln!(
-            out,
-            "<text x=\"{px}\" y=\"20\" text-anchor=\"middle\" font-weight=\"bold\">{}</text><line x1=\"{px}\" y1=\"28\" x2=\"{px}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"4\"/>",
-            esc(p),
-            height - 10
-        );
+/// At most this many rows in the report's packet table.
+const PACKET_ROWS: usize = 300;
+
+/// The frames of the report's packet table: those of the drawn clients and the servers.
+fn diagram_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<&'a Packet> {
+    let mut packets = diagram::kept_packets(result, drawn);
+    packets.truncate(PACKET_ROWS);
+    packets
+}
+
+/// The names of the files a run writes beside the report (as the crate's output list names
+/// them).
+fn file_names(result: &RunResult) -> Vec<String> {
+    let mut names: Vec<String> = ["transcript.txt", "result.json", "sequence.mmd"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (segment, _, _) in &result.segments {
+        names.push(format!("{segment}.pcap"));
     }
-    for (i, packet) in packets.iter().enumerate() {
-        let y = 50 + row * i;
-        let (x1, x2) = (x(&packet.from), x(&packet.to));
-        let colour = if packet.is_unlock_request() || packet.is_unlock_reply() {
-            "#b05000"
-        } else {
-            "#333"
-        };
+    for server in &result.servers {
+        names.push(format!("wds-{}.log", server.name));
+    }
+    if result.clients.len() <= 50 {
+        for client in &result.clients {
+            names.push(format!("bitlocker-{}.log", client.name));
+        }
+    }
+    names.extend(
+        recovery_views::outputs(result.recovery.as_ref())
+            .into_iter()
+            .map(|(name, _)| name),
+    );
+    names
+}
+
+fn svg(result: &RunResult, drawn: &BTreeSet<String>) -> String {
+    let diagram = Diagram::build(result, drawn);
+    let column = 140;
+    let row = 20;
+    let top = 62;
+    let width = 20 + column * diagram.lanes.len().max(1);
+    let height = top + 20 + row * (diagram.marks.len() + 1);
+    let x = |lane: usize| 10 + column / 2 + column * lane;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" font-size=\"11\" font-family=\"sans-serif\" role=\"img\" aria-label=\"sequence diagram\">\n<defs><marker id=\"arrow\" markerWidth=\"8\" markerHeight=\"8\" refX=\"8\" refY=\"4\" orient=\"auto\"><path d=\"M0,0 L8,4 L0,8 z\"/></marker></defs>\n"
+    );
+    for (host, lanes) in diagram.hosts() {
+        let (first, last) = (lanes[0], lanes[lanes.len() - 1]);
+        let x0 = x(first) - column / 2 + 4;
+        let w = column * (last - first + 1) - 8;
         let _ = writeln!(
             out,
-            "<line x1=\"{x1}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"{colour}\" marker-end=\"url(#arrow)\"/><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{colour}\">{} {}</text>",
-            (x1 + x2) / 2,
-            y - 3,
-            seconds(packet.at),
-            esc(&short_summary(packet))
+            "<rect x=\"{x0}\" y=\"4\" width=\"{w}\" height=\"22\" rx=\"4\" fill=\"#e8eef8\" stroke=\"#6a7fa8\"/><text x=\"{}\" y=\"19\" text-anchor=\"middle\" font-weight=\"bold\" font-size=\"13\">{}</text>",
+            x0 + w / 2,
+            esc(&host)
         );
+        for &lane in &lanes {
+            let px = x(lane);
+            let _ = writeln!(
+                out,
+                "<text x=\"{px}\" y=\"42\" text-anchor=\"middle\" fill=\"#555\">{}</text><line x1=\"{px}\" y1=\"48\" x2=\"{px}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"4\"/>",
+                esc(&diagram.lanes[lane].segment),
+                height - 10
+            );
+        }
+    }
+    for (i, mark) in diagram.marks.iter().enumerate() {
+        let y = top + row * i;
+        let px = x(mark.lane);
+        let at = seconds(mark.at);
+        match &mark.kind {
+            MarkKind::Frame { to, group, unlock } => {
+                let colour = if *unlock { "#b05000" } else { "#333" };
+                let far = to
+                    .iter()
+                    .copied()
+                    .max_by_key(|&t| x(t).abs_diff(px))
+                    .unwrap_or(mark.lane);
+                let label_x = (px + x(far)) / 2;
+                for &target in to {
+                    let _ = writeln!(
+                        out,
+                        "<line x1=\"{px}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{colour}\" marker-end=\"url(#arrow)\"/>",
+                        x(target)
+                    );
+                }
+                if group.is_some() {
+                    let _ = writeln!(
+                        out,
+                        "<circle cx=\"{px}\" cy=\"{y}\" r=\"3\" fill=\"{colour}\"/>"
+                    );
+                }
+                let via = group
+                    .as_ref()
+                    .map(|g| format!(" → {g}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"{colour}\">{at} {}{}</text>",
+                    y - 3,
+                    esc(&mark.text),
+                    esc(&via)
+                );
+            }
+            MarkKind::Note | MarkKind::Drop | MarkKind::Timeout => {
+                let (fill, stroke, sign) = match mark.kind {
+                    MarkKind::Drop => ("#fde2e2", "#b00", "✗ "),
+                    MarkKind::Timeout => ("#fff1c7", "#a07000", "⏱ "),
+                    _ => ("#f4f4f4", "#aaa", ""),
+                };
+                let text = format!("{at} {sign}{}", mark.text);
+                let w = (text.chars().count() * 6 + 10).min(column * 3);
+                let x0 = px
+                    .saturating_sub(w / 2)
+                    .max(2)
+                    .min(width.saturating_sub(w + 2));
+                let _ = writeln!(
+                    out,
+                    "<rect x=\"{x0}\" y=\"{}\" width=\"{w}\" height=\"16\" fill=\"{fill}\" stroke=\"{stroke}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+                    y - 12,
+                    x0 + 5,
+                    y,
+                    esc(&text)
+                );
+            }
+        }
     }
     out.push_str("</svg>");
     out
-}
-
-fn short_summary(packet: &Packet) -> String {
-    match &packet.kind {
-        PacketKind::UnlockRequest { family, .. } => format!("NKPU request ({family})"),
-        PacketKind::UnlockReply { family, .. } => format!("NKPU reply ({family})"),
-        _ => packet.summary(),
-    }
 }
 
 /// The WDS debug log of one server, in the spirit of
@@ -725,10 +898,5 @@ mod tests {
     fn wrapping_keeps_words_and_paragraphs() {
         let lines = wrap("one two three four\n\nfive", 9);
         assert_eq!(lines, ["one two", "three", "four", "", "five"]);
-    }
-
-    #[test]
-    fn mermaid_identifiers_are_plain() {
-        assert_eq!(ident("pc-0001.corp"), "pc_0001_corp");
     }
 }

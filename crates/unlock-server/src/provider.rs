@@ -350,7 +350,19 @@ impl Provider {
     /// drop, already counted and logged, or a job for the private-key operation.
     pub fn classify(&mut self, now: Duration, datagram: Received<'_>) -> Classified {
         match self.check(datagram) {
-            Ok(job) => Classified::Decrypt(job),
+            Ok(job) => {
+                self.log(
+                    now,
+                    Level::Debug,
+                    format!(
+                        "[phase 4] Network Unlock request from {} (xid {}) recognised: certificate {} is in the store and the subnet policy allows the client",
+                        job.client,
+                        job.xid(),
+                        job.thumbprint
+                    ),
+                );
+                Classified::Decrypt(job)
+            }
             Err(reason) => {
                 self.record_drop(now, datagram.source, &reason);
                 Classified::Dropped(reason)
@@ -363,11 +375,21 @@ impl Provider {
         match done.result {
             Ok(transmit) => {
                 self.count("replied".into());
+                if let Some((ck, sk)) = &done.keys {
+                    self.log(
+                        now,
+                        Level::Debug,
+                        format!(
+                            "[phase 5] key protector from {} decrypted with the private key of certificate {}: network key CK {ck}, session key SK {sk}",
+                            done.client, done.thumbprint
+                        ),
+                    );
+                }
                 self.log(
                     now,
                     Level::Info,
                     format!(
-                        "Network Unlock request from {} with certificate {}: key returned to {}",
+                        "[phase 6] Network Unlock request from {} with certificate {}: CK sealed under SK (AES-256-CCM, zero nonce, tag first), key returned to {}",
                         done.client, done.thumbprint, transmit.destination
                     ),
                 );
@@ -512,8 +534,17 @@ impl DecryptJob {
         self.source
     }
 
+    /// The request's transaction id in hex, for the log.
+    fn xid(&self) -> String {
+        match &self.request {
+            JobRequest::V4(r) => format!("{:08x}", r.xid),
+            JobRequest::V6(r, _) => format!("{:02x}{:02x}{:02x}", r.xid[0], r.xid[1], r.xid[2]),
+        }
+    }
+
     /// Steps 5 and 6: decrypt the key protector, seal the reply, encode it.
     pub fn run(self) -> Decrypted {
+        let mut keys = None;
         let key_protector = match &self.request {
             JobRequest::V4(r) => &r.key_protector,
             JobRequest::V6(r, _) => &r.key_protector,
@@ -528,6 +559,7 @@ impl DecryptJob {
                 _ => DropReason::Undecryptable,
             })
             .map(|(ck, sk)| {
+                keys = Some((ck.short(), sk.short()));
                 let sealed = KeyProtectorReply::seal(&sk, &ck);
                 match &self.request {
                     JobRequest::V4(request) => Transmit {
@@ -544,6 +576,7 @@ impl DecryptJob {
             source: self.source,
             thumbprint: self.thumbprint,
             client: self.client,
+            keys,
             result,
         }
     }
@@ -555,6 +588,8 @@ pub struct Decrypted {
     source: SocketAddr,
     thumbprint: Thumbprint,
     client: IpAddr,
+    /// Short forms of CK and SK as this job decrypted them, for the phase 5 log line.
+    keys: Option<(String, String)>,
     result: Result<Transmit, DropReason>,
 }
 

@@ -441,3 +441,68 @@ fn an_unreadable_policy_file_silences_the_provider_like_an_invalid_one() {
         Outcome::Replied { .. }
     ));
 }
+
+/// The provider logs phases 4, 5 and 6 itself (recognised, decrypted, replied), over DHCPv4 and
+/// DHCPv6, with the keys it decrypted: the transcript reads them from this log.
+#[test]
+fn phases_4_to_6_are_logged_by_the_provider_over_v4_and_v6() {
+    let (mut p, public) = provider();
+    let c4 = client(&public, 11);
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let bytes = v4_request(&c4, THUMB_A, addr).encode();
+    let at = Duration::from_millis(1500);
+    assert!(matches!(
+        p.handle(
+            at,
+            Received {
+                source: from(addr),
+                payload: &bytes
+            }
+        ),
+        Outcome::Replied { .. }
+    ));
+    let c6 = client(&public, 12);
+    let req = v6::Request {
+        xid: [0xab, 0xcd, 0xef],
+        client_id: vec![0, 4, 7],
+        elapsed: 0,
+        thumbprint: THUMB_A,
+        key_protector: c6.kp.clone(),
+    };
+    let bytes = req.encode();
+    assert!(matches!(
+        p.handle(
+            at,
+            Received {
+                source: "[fe80::1]:546".parse().unwrap(),
+                payload: &bytes
+            }
+        ),
+        Outcome::Replied { .. }
+    ));
+    let log = p.take_log();
+    let phases: Vec<&str> = log.iter().map(|l| &l.message[..9]).collect();
+    assert_eq!(
+        phases,
+        [
+            "[phase 4]",
+            "[phase 5]",
+            "[phase 6]",
+            "[phase 4]",
+            "[phase 5]",
+            "[phase 6]"
+        ]
+    );
+    assert!(log.iter().all(|l| l.at == at));
+    assert!(log[0].message.contains("10.0.4.110") && log[0].message.contains("xid 00000009"));
+    assert!(log[1].message.contains(&format!("CK {}", c4.ck.short())));
+    assert!(log[1].message.contains(&format!("SK {}", c4.sk.short())));
+    assert!(
+        log[2]
+            .message
+            .contains("key returned to 255.255.255.255:68")
+    );
+    assert!(log[3].message.contains("fe80::1") && log[3].message.contains("xid abcdef"));
+    assert!(log[4].message.contains(&format!("CK {}", c6.ck.short())));
+    assert!(log[5].message.contains("key returned to [fe80::1]:546"));
+}
