@@ -157,6 +157,17 @@ pub struct DhcpServerSpec {
     pub software: DhcpSoftware,
 }
 
+/// The client TPM of a real-kernel run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTpm {
+    /// nulab's simulated TPM, its state in a file.
+    #[default]
+    Simulated,
+    /// swtpm (Debian package swtpm), through the `real-tpm` feature.
+    Swtpm,
+}
+
 /// The DHCP server program of a real-kernel run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -260,6 +271,10 @@ pub struct ClientSpec {
     /// Which roots the agent trusts for a management point's certificate.
     #[serde(default)]
     pub trust: TrustSpec,
+    /// The TPM a real-kernel run (`--backend netns`) boots the client on: the simulated one
+    /// (default) or swtpm, a real TPM 2.0. The simulator always uses its simulated TPM.
+    #[serde(default)]
+    pub tpm: ClientTpm,
 }
 
 fn one() -> u32 {

@@ -1461,15 +1461,61 @@ fn machine_history(
     machine_seed: u64,
     certificates: &[NamedCertificate],
 ) -> Result<MachineHistory, ScenarioError> {
-    let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
     let mut rng = ChaCha20Rng::seed_from_u64(machine_seed);
     let mut tpm = SimulatedTpm::manufacture(&mut rng, DictionaryAttackPolicy::default());
+    let history = history_on(loaded, spec, &mut rng, &mut tpm, certificates)?;
+    Ok(MachineHistory {
+        tpm,
+        volume: history.volume,
+        keys: history.keys,
+        recovery_password: history.recovery_password,
+        setup: history.setup,
+    })
+}
+
+/// A machine's history without its TPM: what [`history_on`] makes on whichever TPM it is given.
+struct History {
+    volume: Volume,
+    keys: Option<volume::VolumeKeys>,
+    recovery_password: Option<volume::RecoveryPassword>,
+    setup: Vec<String>,
+}
+
+/// The volume of the `group_index`-th `[[client]]`'s first machine in a run with `seed`, with
+/// its history (BitLocker enabled, Group Policy applied, PCR 7 measured) made on `tpm`: a real
+/// TPM (swtpm) for a real-kernel run whose client boots on it. The same steps, in the same
+/// order and from the same seed, as the simulated machine's.
+pub fn prepare_volume_on(
+    loaded: &Loaded,
+    group_index: usize,
+    seed: u64,
+    certificates: &[NamedCertificate],
+    tpm: &mut dyn Tpm,
+) -> Result<Volume, ScenarioError> {
+    let Some(spec) = loaded.scenario.clients.get(group_index) else {
+        return Err(loaded.error_at(0..0, format!("no [[client]] number {group_index}")));
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(machine_seed(seed, group_index, 0));
+    // The simulated TPM the simulator's machine is manufactured with draws from the same RNG
+    // first; drawing it here too keeps every later draw (volume keys, protectors) the same.
+    let _unused = SimulatedTpm::manufacture(&mut rng, DictionaryAttackPolicy::default());
+    Ok(history_on(loaded, spec, &mut rng, tpm, certificates)?.volume)
+}
+
+fn history_on(
+    loaded: &Loaded,
+    spec: &ClientSpec,
+    rng: &mut ChaCha20Rng,
+    tpm: &mut dyn Tpm,
+    certificates: &[NamedCertificate],
+) -> Result<History, ScenarioError> {
+    let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
     let pcr = PcrIndex::new(SEALING_PCR).expect("PCR 7 exists");
     let pcrs = PcrSelection::of(&[SEALING_PCR]).expect("PCR 7 exists");
     tpm.pcr_extend(pcr, &measurement("Secure Boot policy: PK, KEK, db, dbx"))
         .map_err(|err| at(spec.name.span(), err.to_string()))?;
     // One data sector: enough to prove the keys decrypt, small enough for a storm of 10,000.
-    let (mut volume, keys) = Volume::create(4096, "OSDisk", &mut rng)
+    let (mut volume, keys) = Volume::create(4096, "OSDisk", rng)
         .map_err(|err| at(spec.name.span(), err.to_string()))?;
     let mut setup = Vec::new();
     let mut recovery_password = None;
@@ -1478,12 +1524,12 @@ fn machine_history(
         match protector.get_ref().parse::<ProtectorKind>() {
             Ok(ProtectorKind::TpmAndPin) => {
                 volume
-                    .add_tpm_and_pin_protector(&keys, &mut tpm, pcrs, &spec.pin, &mut rng)
+                    .add_tpm_and_pin_protector(&keys, tpm, pcrs, &spec.pin, rng)
                     .map_err(volume_err)?;
             }
             Ok(ProtectorKind::Tpm) => {
                 volume
-                    .add_tpm_protector(&keys, &mut tpm, pcrs, &mut rng)
+                    .add_tpm_protector(&keys, tpm, pcrs, rng)
                     .map_err(volume_err)?;
             }
             Ok(ProtectorKind::RecoveryPassword) => {
@@ -1492,7 +1538,7 @@ fn machine_history(
                         &keys,
                         None,
                         SCENARIO_STRETCH_ITERATIONS,
-                        &mut rng,
+                        rng,
                     )
                     .map_err(volume_err)?;
                 recovery_password = Some(password);
@@ -1536,12 +1582,12 @@ fn machine_history(
     let reboot = |policy: &GroupPolicy,
                   store: &NetworkUnlockCertificateStore,
                   volume: &mut Volume,
-                  tpm: &mut SimulatedTpm,
+                  tpm: &mut dyn Tpm,
                   rng: &mut ChaCha20Rng|
      -> Result<RebootOutcome, ScenarioError> {
         apply_at_reboot(policy, store, volume, &keys, tpm, pcrs, rng).map_err(volume_err)
     };
-    let outcome = reboot(&enabled, &store, &mut volume, &mut tpm, &mut rng)?;
+    let outcome = reboot(&enabled, &store, &mut volume, tpm, rng)?;
     setup.push(format!(
         "reboot with \"Allow network unlock at startup\" enabled{}: {}",
         first.map_or(" and an empty FVE_NKP store".to_string(), |c| format!(
@@ -1554,7 +1600,7 @@ fn machine_history(
         let cert = certificate(loaded, certificates, new)?;
         if spec.new_certificate_applied {
             store.install(client_certificate(loaded, spec, cert)?);
-            let outcome = reboot(&enabled, &store, &mut volume, &mut tpm, &mut rng)?;
+            let outcome = reboot(&enabled, &store, &mut volume, tpm, rng)?;
             setup.push(format!(
                 "Group Policy delivers certificate {}; reboot: {}",
                 cert.name,
@@ -1569,7 +1615,7 @@ fn machine_history(
     }
     if !spec.allow_network_unlock {
         let disabled = GroupPolicy::default();
-        let outcome = reboot(&disabled, &store, &mut volume, &mut tpm, &mut rng)?;
+        let outcome = reboot(&disabled, &store, &mut volume, tpm, rng)?;
         setup.push(format!(
             "\"Allow network unlock at startup\" set to disabled; reboot: {}",
             describe_reboot(&outcome)
@@ -1580,8 +1626,7 @@ fn machine_history(
             .map_err(|err| at(spec.name.span(), err.to_string()))?;
         setup.push("a firmware update changes PCR 7 after the protectors were sealed".into());
     }
-    Ok(MachineHistory {
-        tpm,
+    Ok(History {
         volume,
         keys: (!spec.management_points.is_empty()).then_some(keys),
         recovery_password,
