@@ -234,6 +234,11 @@ pub enum BootEvent {
     NetworkUnlockReady {
         at: Duration,
         thumbprint: Thumbprint,
+        /// Fingerprints ([`volume::fingerprint`]) of what the TPM released: the intermediate
+        /// key, the pre-computed key protector and the session key SK.
+        intermediate_key: String,
+        key_protector: String,
+        session_key: String,
     },
     /// Network Unlock is not tried, and why.
     NetworkUnlockSkipped { at: Duration, reason: String },
@@ -262,7 +267,14 @@ pub enum BootEvent {
         reason: String,
     },
     /// Phase 7: the network key came back and is combined with the TPM's intermediate key.
-    KeysCombined { at: Duration, network_key: String },
+    KeysCombined {
+        at: Duration,
+        network_key: String,
+        /// Fingerprints of CK and of the key it combines into with the intermediate key
+        /// (nulab's model of the combination).
+        network_key_fingerprint: String,
+        combined_key: String,
+    },
     /// A protector failed or was skipped.
     ProtectorFailed(ProtectorFailure),
     /// A prompt appeared.
@@ -277,6 +289,9 @@ pub enum BootEvent {
     Unlocked {
         at: Duration,
         protector: ProtectorKind,
+        /// Fingerprints of the volume master key and the disk key (FVEK) it unwrapped.
+        volume_master_key: String,
+        disk_key: String,
     },
 }
 
@@ -514,6 +529,9 @@ impl Boot {
                 self.events.push_back(BootEvent::NetworkUnlockReady {
                     at: now,
                     thumbprint: secrets.thumbprint,
+                    intermediate_key: secrets.intermediate_key_fingerprint(),
+                    key_protector: volume::fingerprint(secrets.key_protector.as_bytes()),
+                    session_key: volume::fingerprint(secrets.session_key.as_bytes()),
                 });
                 self.network_secrets = Some(secrets);
                 self.start_dhcp(now, 0);
@@ -653,6 +671,12 @@ impl Boot {
         self.events.push_back(BootEvent::KeysCombined {
             at: now,
             network_key: client_key.short(),
+            network_key_fingerprint: volume::fingerprint(client_key.as_bytes()),
+            combined_key: self
+                .network_secrets
+                .as_ref()
+                .map(|secrets| secrets.combined_key_fingerprint(client_key))
+                .unwrap_or_default(),
         });
         let result = match &self.network_secrets {
             Some(secrets) => self.volume.unlock_with_network_key(secrets, client_key),
@@ -830,10 +854,15 @@ impl Boot {
     }
 
     fn unlocked(&mut self, now: Duration, protector: ProtectorKind, keys: VolumeKeys) {
+        let (volume_master_key, disk_key) = keys.fingerprints();
         self.keys = Some(keys);
         self.stage = Stage::Done;
-        self.events
-            .push_back(BootEvent::Unlocked { at: now, protector });
+        self.events.push_back(BootEvent::Unlocked {
+            at: now,
+            protector,
+            volume_master_key,
+            disk_key,
+        });
         self.outcome = Some(BootOutcome {
             result: BootResult::Unlocked { protector, at: now },
             failures: self.failures.clone(),

@@ -19,10 +19,11 @@ use crate::model::TranscriptDetail;
 use crate::recovery_views;
 use crate::run::{RunResult, describe_outcome};
 use crate::text::esc;
-use crate::wire::{Packet, PacketKind};
+use crate::wire::Packet;
 use crate::world::seconds;
 
 mod diagram;
+mod key_chain;
 mod summary;
 
 use diagram::{Diagram, MarkKind};
@@ -263,8 +264,14 @@ fn narrate(client: &crate::run::ClientResult, event: &BootEvent) -> Option<Strin
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        BootEvent::NetworkUnlockReady { thumbprint, .. } => format!(
-            "[phase 1] the TPM releases the Network Unlock secrets (PCR 7 as sealed): the pre-computed key protector for certificate {}… and the session key",
+        BootEvent::NetworkUnlockReady {
+            thumbprint,
+            intermediate_key,
+            key_protector,
+            session_key,
+            ..
+        } => format!(
+            "[phase 1] the TPM releases the Network Unlock secrets (PCR 7 as sealed): the intermediate key {intermediate_key}, the pre-computed key protector {key_protector} for certificate {}… and the session key SK {session_key}",
             &thumbprint.to_string()[..8]
         ),
         BootEvent::NetworkUnlockSkipped { reason, .. } => {
@@ -313,8 +320,12 @@ fn narrate(client: &crate::run::ClientResult, event: &BootEvent) -> Option<Strin
                 "[phase 3] no unlock on this adapter ({reason}); any further adapter is tried next"
             )
         }
-        BootEvent::KeysCombined { network_key, .. } => format!(
-            "[phase 7] network key CK {network_key} combined with the TPM's local intermediate key (SHA-256 of the two: nulab's model)"
+        BootEvent::KeysCombined {
+            network_key,
+            combined_key,
+            ..
+        } => format!(
+            "[phase 7] network key CK {network_key} combined with the TPM's local intermediate key (SHA-256 of the two: nulab's model): {combined_key}"
         ),
         BootEvent::ProtectorFailed(failure) => format!(
             "[fallback] {} does not unlock: {}",
@@ -325,9 +336,16 @@ fn narrate(client: &crate::run::ClientResult, event: &BootEvent) -> Option<Strin
         BootEvent::Typed { prompt, what, .. } => {
             format!("[fallback] the user types {what} at {prompt}")
         }
-        BootEvent::Unlocked { protector, .. } => {
+        BootEvent::Unlocked {
+            protector,
+            volume_master_key,
+            disk_key,
+            ..
+        } => {
             if *protector == ProtectorKind::NetworkUnlock {
-                "[phase 8] the combined key unwraps the volume master key; the data decrypts".into()
+                format!(
+                    "[phase 8] the combined key unwraps the volume master key ({volume_master_key}), which unwraps the disk key ({disk_key}); the data decrypts"
+                )
             } else {
                 format!(
                     "[unlocked] {} unwraps the volume master key; the data decrypts",
@@ -526,33 +544,11 @@ pub fn html(result: &RunResult) -> String {
     }
     out.push_str("<h2 id=\"sequence\">Sequence</h2>\n");
     out.push_str(&svg(result, &drawn));
-    out.push_str("\n<h2 id=\"key-chains\">Key chains</h2>\n<table><tr><th>client</th><th>certificate</th><th>key protector (first bytes)</th><th>network key CK</th><th>outcome</th></tr>\n");
-    for client in result.clients.iter().filter(|c| drawn.contains(&c.name)) {
-        let thumbprint = client.events.iter().find_map(|e| match e {
-            BootEvent::NetworkUnlockReady { thumbprint, .. } => Some(thumbprint.to_string()),
-            _ => None,
-        });
-        let kp = result.packets().find_map(|p| match &p.kind {
-            PacketKind::UnlockRequest { key_protector, .. } if p.from == client.name => {
-                Some(hex::encode(&key_protector.as_bytes()[..8]))
-            }
-            _ => None,
-        });
-        let ck = client.events.iter().find_map(|e| match e {
-            BootEvent::KeysCombined { network_key, .. } => Some(network_key.clone()),
-            _ => None,
-        });
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&client.name),
-            esc(thumbprint.as_deref().unwrap_or("-")),
-            esc(&kp.map(|k| format!("{k}…")).unwrap_or_else(|| "-".into())),
-            esc(ck.as_deref().unwrap_or("-")),
-            esc(&describe_outcome(client.outcome.as_ref()))
-        );
-    }
-    out.push_str("</table>\n<h2 id=\"packets\">Packets</h2>\n");
+    out.push_str(&key_chain::html(
+        result,
+        result.clients.iter().filter(|c| drawn.contains(&c.name)),
+    ));
+    out.push_str("<h2 id=\"packets\">Packets</h2>\n");
     let packets = diagram_packets(result, &drawn);
     let total = result.packets().count();
     if packets.len() < total {

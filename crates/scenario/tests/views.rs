@@ -121,3 +121,43 @@ fn a_storm_gets_a_summary_and_a_small_diagram() {
     assert!(html.contains("requests in hand over time"));
     assert!(html.contains("1000 client(s) unlocked by Network"));
 }
+
+#[test]
+fn the_key_chain_shows_every_key_with_its_provenance_and_both_sides_agree_on_ck() {
+    let out = outputs("happy-path-ipv4");
+    let html = &out["report.html"];
+    let chain =
+        &html[html.find("id=\"key-chains\"").unwrap()..html.find("id=\"packets\"").unwrap()];
+    for key in [
+        "intermediate key",
+        "key protector",
+        "session key SK",
+        "CK and SK at the WDS",
+        "reply",
+        "network key CK",
+        "combined key",
+        "volume master key",
+        "disk key (FVEK)",
+    ] {
+        assert!(
+            chain.contains(&format!("<td>{key}</td>")),
+            "no {key}\n{chain}"
+        );
+    }
+    assert!(chain.contains("nulab&#39;s model") || chain.contains("nulab's model"));
+    // CK as the client opened it (in brackets) is CK as the WDS decrypted it.
+    let client_ck = chain.split("sha256:").find_map(|s| {
+        let open = s.find('(')?;
+        let close = s.find(')')?;
+        (close > open && s[open + 1..close].contains('…')).then(|| s[open + 1..close].to_string())
+    });
+    let client_ck = client_ck.unwrap();
+    assert!(
+        chain.contains(&format!("CK {client_ck}, session key SK")),
+        "{chain}"
+    );
+    let transcript = &out["transcript.txt"];
+    assert!(
+        transcript.contains("[phase 8] the combined key unwraps the volume master key (sha256:")
+    );
+}

@@ -95,6 +95,19 @@ pub struct NetworkUnlockSecrets {
     tpm_key: Zeroizing<[u8; 32]>,
 }
 
+impl NetworkUnlockSecrets {
+    /// The fingerprint ([`crate::fingerprint`]) of the intermediate key the TPM released.
+    pub fn intermediate_key_fingerprint(&self) -> String {
+        crate::keys::fingerprint(&self.tpm_key[..])
+    }
+
+    /// The fingerprint of the key that opens the Network Unlock protector once `network_key`
+    /// is back: SHA-256 of the intermediate key and CK (nulab's model of the combination).
+    pub fn combined_key_fingerprint(&self, network_key: &ClientKey) -> String {
+        crate::keys::fingerprint(&network_unlock_key(&self.tpm_key, network_key)[..])
+    }
+}
+
 impl std::fmt::Debug for NetworkUnlockSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -26,6 +26,21 @@ pub struct VolumeKeys {
     pub(crate) fvek: Zeroizing<[u8; 64]>,
 }
 
+/// A short fingerprint of a key for teaching views: `sha256:` and the first 4 bytes of its
+/// SHA-256 in hex. It names a key without showing any of its bytes.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    format!("sha256:{}", hex::encode(&digest[..4]))
+}
+
+impl VolumeKeys {
+    /// Fingerprints of the volume master key and the disk key (FVEK), for teaching views.
+    pub fn fingerprints(&self) -> (String, String) {
+        (fingerprint(&self.vmk[..]), fingerprint(&self.fvek[..]))
+    }
+}
+
 impl std::fmt::Debug for VolumeKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("VolumeKeys(..)")

@@ -32,7 +32,7 @@ pub mod view;
 pub use image::{
     DATA_SECTOR_SIZE, NetworkUnlockSecrets, UnlockError, UnlockWith, Volume, VolumeError, VolumeId,
 };
-pub use keys::{VolumeKeys, WrappedKey};
+pub use keys::{VolumeKeys, WrappedKey, fingerprint};
 pub use protector::{Protector, ProtectorDetail, ProtectorId, ProtectorKind};
 pub use recovery_password::{
     BITLOCKER_STRETCH_ITERATIONS, RecoveryPassword, RecoveryPasswordError,
