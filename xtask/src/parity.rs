@@ -3,7 +3,8 @@
 //! root), compared on the protector that unlocks each client, the failure reasons, the server
 //! counters and the times within a tolerance, printed as a table; exit non-zero when they
 //! differ. With no file, the catalogue scenarios that CI keeps at parity ([`CASES`]). Outputs
-//! (both `result.json`s, the real pcaps and logs) land in `target/parity/NAME`.
+//! (both `result.json`s, the real pcaps and logs) land in `target/parity/NAME`. nulab is built
+//! with the `real-tpm` feature (libtss2-dev), for the clients whose TPM is swtpm.
 
 use std::path::Path;
 use std::process::Command;
@@ -33,6 +34,9 @@ pub const CASES: &[&str] = &[
     "loss-too-high-fallback",
     // dnsmasq as the DHCP server (`software = "dnsmasq"`), beside the catalogue.
     "crates/kernel-lab/scenarios/happy-path-dnsmasq.toml",
+    // The client's TPM is swtpm: nulab is built with the `real-tpm` feature for these.
+    "crates/kernel-lab/scenarios/happy-path-swtpm.toml",
+    "crates/kernel-lab/scenarios/wds-stopped-swtpm-pin.toml",
 ];
 
 pub fn run(root: &Path, files: &[String]) -> Result<()> {
@@ -45,6 +49,8 @@ pub fn run(root: &Path, files: &[String]) -> Result<()> {
         "--package",
         "realnet",
         "--bins",
+        "--features",
+        "nulab/real-tpm",
     ])?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use scenario::Loaded;
-use scenario::model::{DhcpSoftware, FaultSpec};
+use scenario::model::{ClientTpm, DhcpSoftware, FaultSpec};
 use serde_json::json;
 
 use crate::{KernelRun, LabError, Options};
@@ -678,13 +678,24 @@ pub fn run(
             args.extend(["--interface".into(), name]);
         }
         let image = work.join(format!("{}.img", machine.name));
-        machine
-            .volume
+        let volume = if spec.tpm == ClientTpm::Swtpm {
+            start_swtpm(&mut b, &ns, &machine.name)?;
+            args.extend(["--tpm".into(), SWTPM_TCTI.into()]);
+            let volume = volume_on_swtpm(loaded, machine.group_index, seed, &certificates, &ns)?;
+            narrate(&format!(
+                "client {}: its TPM is swtpm ({SWTPM_TCTI} in its namespace)",
+                machine.name
+            ));
+            volume
+        } else {
+            let state = work.join(format!("{}.img.tpm.json", machine.name));
+            std::fs::write(&state, machine.tpm.to_json())
+                .map_err(io(format!("{}", state.display())))?;
+            machine.volume
+        };
+        volume
             .save(&image)
             .map_err(|e| LabError::Start(format!("{}: {e}", image.display())))?;
-        let state = work.join(format!("{}.img.tpm.json", machine.name));
-        std::fs::write(&state, machine.tpm.to_json())
-            .map_err(io(format!("{}", state.display())))?;
         args.extend(["--volume".into(), image.display().to_string()]);
         if !spec.order.is_empty() {
             let order: Vec<&str> = spec.order.iter().map(|o| o.get_ref().as_str()).collect();
@@ -1160,6 +1171,90 @@ fn start_wds(
     }
     server.running = Some(index);
     Ok(())
+}
+
+/// Where a client's swtpm listens, inside the client's own namespace (its loopback).
+const SWTPM_TCTI: &str = "swtpm:host=127.0.0.1,port=2321";
+
+/// Starts swtpm for client `name` inside its namespace `ns`, on that namespace's loopback
+/// (ports 2321 and 2322), its state in the run's folder.
+fn start_swtpm(b: &mut Builder, ns: &str, name: &str) -> Result<(), LabError> {
+    let state = b.work.join(format!("{name}-swtpm"));
+    std::fs::create_dir_all(&state).map_err(io(format!("{}", state.display())))?;
+    let args: Vec<String> = vec![
+        "socket".into(),
+        "--tpm2".into(),
+        "--server".into(),
+        "type=tcp,port=2321,bindaddr=127.0.0.1".into(),
+        "--ctrl".into(),
+        "type=tcp,port=2322,bindaddr=127.0.0.1".into(),
+        "--tpmstate".into(),
+        format!("dir={}", state.display()),
+        "--flags".into(),
+        "not-need-init,startup-clear".into(),
+    ];
+    let out = b.work.join(format!("{name}.swtpm.out"));
+    let err = b.work.join(format!("{name}.swtpm.err"));
+    b.spawn("swtpm", ns, Path::new("swtpm"), &args, &out, &err)?;
+    Ok(())
+}
+
+/// The client's volume, its history made on the swtpm in namespace `ns`: a thread of this
+/// process joins that network namespace (`setns` affects only the calling thread) and reaches
+/// swtpm on the namespace's loopback, then closes its connection before the client opens its
+/// own (swtpm serves one at a time).
+#[cfg(feature = "real-tpm")]
+fn volume_on_swtpm(
+    loaded: &Loaded,
+    group_index: usize,
+    seed: u64,
+    certificates: &[scenario::world::NamedCertificate],
+    ns: &str,
+) -> Result<volume::Volume, LabError> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file = File::open(&path).map_err(io(format!("cannot open {path}")))?;
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| LabError::Start(format!("cannot join {ns}: {e}")))?;
+                let start = Instant::now();
+                let mut tpm = loop {
+                    match tpm::RealTpm::connect(SWTPM_TCTI, None) {
+                        Ok(tpm) => break tpm,
+                        Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(e) => {
+                            return Err(LabError::Start(format!("swtpm in {ns}: {e}")));
+                        }
+                    }
+                };
+                scenario::world::prepare_volume_on(
+                    loaded,
+                    group_index,
+                    seed,
+                    certificates,
+                    &mut tpm,
+                )
+                .map_err(|e| LabError::Scenario(e.to_string()))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(LabError::Start("the sealing thread panicked".into())))
+    })
+}
+
+#[cfg(not(feature = "real-tpm"))]
+fn volume_on_swtpm(
+    _loaded: &Loaded,
+    _group_index: usize,
+    _seed: u64,
+    _certificates: &[scenario::world::NamedCertificate],
+    _ns: &str,
+) -> Result<volume::Volume, LabError> {
+    Err(LabError::Refused(vec![
+        crate::plan::SWTPM_NEEDS_FEATURE.into(),
+    ]))
 }
 
 /// Stops a running WDS server (SIGTERM) and adds its final counters to the server's.

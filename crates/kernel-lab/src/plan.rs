@@ -8,6 +8,10 @@ use scenario::model::FirmwareSpec;
 /// Clients a real-kernel run boots at most: each is a namespace and a process.
 pub const MAX_CLIENTS: u32 = 16;
 
+/// Why a `tpm = "swtpm"` client cannot run in this build.
+pub const SWTPM_NEEDS_FEATURE: &str = "a client with tpm = \"swtpm\" needs nulab built with \
+    the `real-tpm` feature (cargo build -p nulab --features real-tpm; libtss2-dev)";
+
 /// Why `loaded` cannot run on real kernels; empty when it can.
 pub fn refusals(loaded: &Loaded) -> Vec<String> {
     let s = &loaded.scenario;
@@ -34,6 +38,17 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
                 "client {name}: firmware `{}` is simulated only (nulab client boots as UEFI)",
                 c.firmware
             ));
+        }
+        if c.tpm == scenario::model::ClientTpm::Swtpm {
+            if !cfg!(feature = "real-tpm") {
+                why.push(format!("client {name}: {SWTPM_NEEDS_FEATURE}"));
+            }
+            if c.count > 1 {
+                why.push(format!(
+                    "client {name}: one swtpm per machine; a group of {} is simulated only",
+                    c.count
+                ));
+            }
         }
         if c.console.len() > 1 || c.console.iter().any(|i| i.recovery_password.is_some()) {
             why.push(format!(
@@ -111,6 +126,12 @@ pub fn missing_tools(loaded: &Loaded) -> Vec<String> {
             .any(|d| d.software == scenario::model::DhcpSoftware::Dnsmasq)
     {
         needed.push(("dnsmasq", "dnsmasq-base"));
+    }
+    if s.clients
+        .iter()
+        .any(|c| c.tpm == scenario::model::ClientTpm::Swtpm)
+    {
+        needed.push(("swtpm", "swtpm"));
     }
     needed
         .into_iter()

@@ -1,7 +1,8 @@
 //! Parity between the simulator and the real kernel (`nulab scenario run --backend parity`,
 //! crate `kernel-lab`): the catalogue scenarios below run in both, and the protector that
 //! unlocks each client, the failure reasons, the WDS counters and the times (within
-//! `kernel_lab::parity::TOLERANCE`) must match. Needs root, tcpdump, dnsmasq and nft (skipped
+//! `kernel_lab::parity::TOLERANCE`) must match. Needs root, tcpdump, dnsmasq, nft and, with the
+//! `real-tpm` feature (two cases boot on swtpm), swtpm (skipped
 //! locally without them, failed under CI=true) and `nulab-dhcp-server` built beside `nulab`
 //! (`cargo test --workspace` builds it). The cases run in three `nulab` processes at once, each
 //! scenario in namespaces named by its own run id, so CI pays about a third of the time.
@@ -38,6 +39,18 @@ const CASES: &[&str] = &[
         env!("CARGO_MANIFEST_DIR"),
         "/../kernel-lab/scenarios/happy-path-dnsmasq.toml"
     ),
+    // The client's TPM is swtpm (`tpm = "swtpm"`, the `real-tpm` feature): Network Unlock
+    // and the PIN fallback unseal on a real TPM 2.0.
+    #[cfg(feature = "real-tpm")]
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kernel-lab/scenarios/happy-path-swtpm.toml"
+    ),
+    #[cfg(feature = "real-tpm")]
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kernel-lab/scenarios/wds-stopped-swtpm-pin.toml"
+    ),
 ];
 
 const PROCESSES: usize = 3;
@@ -51,6 +64,9 @@ fn catalogue_scenarios_match_between_the_simulator_and_the_real_kernel() {
         if !testkit::require_tool(tool) {
             return;
         }
+    }
+    if cfg!(feature = "real-tpm") && !testkit::require_tool("swtpm") {
+        return;
     }
     let nulab = PathBuf::from(env!("CARGO_BIN_EXE_nulab"));
     let dhcp_server = nulab.with_file_name("nulab-dhcp-server");
