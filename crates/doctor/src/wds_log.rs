@@ -1,0 +1,85 @@
+//! Reading the WDS debug log for one client: the provider logs each silent drop with the
+//! datagram's source and the reason (`dropped a datagram from 10.0.4.100:68: subnet policy:
+//! …`, as nulab's `wds-*.log` and the provider's log lines write it); the reason's words are
+//! mapped back to a cause.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::{Cause, TextFile};
+
+/// The cause a drop reason stands for (the provider's `DropReason` texts).
+fn cause_of(reason: &str) -> Cause {
+    if reason.contains("no certificate with thumbprint") {
+        Cause::UnknownCertificate
+    } else if reason.contains("is DISABLED") {
+        Cause::CertificateDisabled
+    } else if reason.starts_with("subnet policy") {
+        Cause::SubnetDenied
+    } else if reason.contains("bde-network-unlock.ini is invalid") {
+        Cause::PolicyInvalid
+    } else if reason.starts_with("malformed request") {
+        Cause::Malformed
+    } else {
+        Cause::NoReply
+    }
+}
+
+/// The log's drop lines about a client at `client` (or relayed through `giaddr`), as
+/// `file:line: text` with the cause each stands for; "not a Network Unlock message" lines (the
+/// ordinary DHCP traffic) are left out.
+pub fn drops_for(log: &TextFile, client: Option<IpAddr>, giaddr: Ipv4Addr) -> Vec<(String, Cause)> {
+    let mut sources = Vec::new();
+    if let Some(client) = client {
+        sources.push(format!("from {client}:"));
+        sources.push(format!("from [{client}]:"));
+    }
+    if !giaddr.is_unspecified() {
+        sources.push(format!("from {giaddr}:"));
+    }
+    let mut found = Vec::new();
+    for (index, line) in log.text.lines().enumerate() {
+        let Some((_, rest)) = line.split_once("dropped a datagram ") else {
+            continue;
+        };
+        if !sources.iter().any(|s| rest.starts_with(s.as_str())) {
+            continue;
+        }
+        // `from ADDR:PORT: reason`.
+        let reason = rest.split(": ").nth(1).map(str::trim).unwrap_or_default();
+        if reason.starts_with("not a Network Unlock") {
+            continue;
+        }
+        found.push((
+            format!("{}:{}: {}", log.file, index + 1, line.trim()),
+            cause_of(reason),
+        ));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_a_drop_line_of_the_client_to_its_cause() {
+        let log = TextFile {
+            file: "wds.log".into(),
+            text: "0.1s x Verbose: dropped a datagram from 0.0.0.0:68: not a Network Unlock message\n\
+                   0.2s x Verbose: dropped a datagram from 10.0.4.100:68: subnet policy: the address is in none\n\
+                   0.3s x Verbose: dropped a datagram from 10.0.4.7:68: the WDS service is stopped\n"
+                .into(),
+        };
+        let client = Some(IpAddr::from([10, 0, 4, 100]));
+        let drops = drops_for(&log, client, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(drops.len(), 1);
+        assert!(drops[0].0.starts_with("wds.log:2: "));
+        assert_eq!(drops[0].1, Cause::SubnetDenied);
+        let other = drops_for(
+            &log,
+            Some(IpAddr::from([10, 0, 4, 7])),
+            Ipv4Addr::UNSPECIFIED,
+        );
+        assert_eq!(other[0].1, Cause::NoReply);
+    }
+}
