@@ -180,39 +180,170 @@ pub fn html(recovery: Option<&RecoveryResult>) -> String {
     let Some(r) = recovery else {
         return String::new();
     };
-    let mut out = String::from(
-        "<h2>Recovery escrow</h2>\n<table><tr><th>client</th><th>cycle</th><th>result</th></tr>\n",
-    );
+    let mut out = String::from("<h2 id=\"recovery\">Recovery escrow</h2>\n");
     for agent in &r.agents {
+        let _ = writeln!(
+            out,
+            "<h3>{}: escrow timeline</h3>\n<table><tr><th>time</th><th>why</th><th>management point</th><th>protocol</th><th>result</th></tr>",
+            esc(&agent.client)
+        );
+        // Every contact of every cycle: the failures in order, then where it escrowed.
+        let mut attempts: Vec<(i64, String, bool)> = Vec::new();
         for cycle in &agent.cycles {
+            let s = &cycle.summary;
+            for (url, why) in &s.failures {
+                attempts.push((cycle.at_ms, url.clone(), false));
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"failed\">&#10007; {}</td></tr>",
+                    esc(&lab_time(cycle.at_ms)),
+                    esc(cycle.why),
+                    esc(url),
+                    protocol(url),
+                    esc(why)
+                );
+            }
+            if let (true, Some(url)) = (s.escrowed, &s.url) {
+                attempts.push((cycle.at_ms, url.clone(), true));
+            }
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td>{} ({})</td><td>{}</td></tr>",
-                esc(&agent.client),
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{} {}</td></tr>",
                 esc(&lab_time(cycle.at_ms)),
                 esc(cycle.why),
-                esc(&cycle_result(&cycle.summary))
+                esc(s.url.as_deref().unwrap_or("-")),
+                s.url.as_deref().map_or("-", protocol),
+                if s.escrowed { "ok" } else { "failed" },
+                if s.escrowed { "&#10003;" } else { "&#10007;" },
+                esc(&cycle_result(s))
+            );
+        }
+        out.push_str("</table>\n");
+        out.push_str(&attempts_svg(&agent.client, &attempts));
+        if !agent.handler_log.is_empty() {
+            let _ = writeln!(
+                out,
+                "<details><summary>BitLockerManagementHandler.log ({} lines)</summary><pre>{}</pre></details>",
+                agent.handler_log.len(),
+                esc(&agent.handler_log.join("\n"))
             );
         }
     }
-    out.push_str("</table>\n<h3>Database</h3>\n<table><tr><th>record</th><th>escrowed</th><th>stored bytes</th></tr>\n");
+    let _ = writeln!(
+        out,
+        "<h3>Database: {} record(s)</h3>\n<p>{}</p>\n<table><tr><th>device</th><th>volume</th><th>kind</th><th>key ID</th><th>version</th><th>escrowed</th><th>retired</th><th>stored</th></tr>",
+        r.database.rows.len(),
+        esc(&r.database.label)
+    );
     for row in &r.database.rows {
         let _ = writeln!(
             out,
-            "<tr><td>{}/{} {} {}</td><td>{}</td><td><code>{}</code></td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             esc(&row.device),
             esc(&row.volume),
             esc(&row.kind),
             esc(&row_key(row)),
+            row.version,
             esc(&lab_time(row.escrowed_at)),
+            esc(&row.retired_at.map(lab_time).unwrap_or_else(|| "-".into())),
             esc(&material(row, false))
         );
     }
-    out.push_str("</table>\n<h3>Audit</h3>\n<ul>\n");
+    let _ = writeln!(
+        out,
+        "</table>\n<h3>Audit log: {} entr{}</h3>\n<table><tr><th>no.</th><th>time</th><th>operator</th><th>role</th><th>asked for</th><th>reason</th><th>outcome</th></tr>",
+        r.audit.len(),
+        if r.audit.len() == 1 { "y" } else { "ies" }
+    );
     for entry in &r.audit {
-        let _ = writeln!(out, "<li>{}</li>", esc(&audit_line(entry, false)));
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} &quot;{}&quot;{}</td><td>{}</td><td>{}</td></tr>",
+            entry.seq,
+            esc(&lab_time(entry.at)),
+            esc(&entry.operator),
+            esc(&entry.role),
+            esc(&entry.kind),
+            esc(&entry.query),
+            entry
+                .device
+                .as_ref()
+                .map(|d| format!(" → {}", esc(d)))
+                .unwrap_or_default(),
+            esc(&entry.reason),
+            esc(&entry.outcome)
+        );
     }
-    out.push_str("</ul>\n");
+    out.push_str("</table>\n");
+    out
+}
+
+/// `HTTPS` or `HTTP`, from a URL.
+fn protocol(url: &str) -> &'static str {
+    if url.starts_with("https:") {
+        "HTTPS"
+    } else if url.starts_with("http:") {
+        "HTTP"
+    } else {
+        "?"
+    }
+}
+
+/// An agent's contacts drawn: the client's lifeline and one per management point, an arrow
+/// per contact, red with ✗ when it failed (a failover is the next arrow to another point).
+fn attempts_svg(client: &str, attempts: &[(i64, String, bool)]) -> String {
+    let mut points: Vec<&str> = Vec::new();
+    for (_, url, _) in attempts {
+        if !points.contains(&url.as_str()) {
+            points.push(url);
+        }
+    }
+    if attempts.is_empty() {
+        return String::new();
+    }
+    let column = 300;
+    let row = 24;
+    let width = 40 + column * (points.len() + 1).min(4);
+    let height = 50 + row * attempts.len();
+    let x = |i: usize| 20 + column / 2 + column * i;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" font-size=\"12\" font-family=\"sans-serif\" role=\"img\" aria-label=\"escrow attempts\">\n<defs><marker id=\"esc-arrow\" markerWidth=\"8\" markerHeight=\"8\" refX=\"8\" refY=\"4\" orient=\"auto\"><path d=\"M0,0 L8,4 L0,8 z\"/></marker></defs>\n"
+    );
+    let lane = |out: &mut String, i: usize, name: &str| {
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"16\" text-anchor=\"middle\" font-weight=\"bold\">{}</text><line x1=\"{}\" y1=\"24\" x2=\"{}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"4\"/>",
+            x(i),
+            esc(name),
+            x(i),
+            x(i),
+            height - 4
+        );
+    };
+    lane(&mut out, 0, client);
+    for (i, point) in points.iter().enumerate() {
+        let host = point
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or(point);
+        lane(&mut out, i + 1, &format!("{} ({})", host, protocol(point)));
+    }
+    for (n, (at, url, ok)) in attempts.iter().enumerate() {
+        let y = 44 + row * n;
+        let to = x(1 + points.iter().position(|p| p == url).unwrap_or(0));
+        let colour = if *ok { "#070" } else { "#b00" };
+        let _ = writeln!(
+            out,
+            "<line x1=\"{}\" y1=\"{y}\" x2=\"{to}\" y2=\"{y}\" stroke=\"{colour}\" marker-end=\"url(#esc-arrow)\"/><text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{colour}\">{} {}</text>",
+            x(0),
+            (x(0) + to) / 2,
+            y - 4,
+            esc(&lab_time(*at)),
+            if *ok { "✓ escrowed" } else { "✗ failed" }
+        );
+    }
+    out.push_str("</svg>\n");
     out
 }
 

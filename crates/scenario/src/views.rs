@@ -543,6 +543,9 @@ pub fn html(result: &RunResult) -> String {
         out.push_str(&summary::html(result, &drawn));
     }
     out.push_str("<h2 id=\"sequence\">Sequence</h2>\n");
+    if result.packets().next().is_none() {
+        out.push_str("<p>No frame crossed a simulated segment in this run: the boot unlocked without the network, and the recovery escrow (HTTPS between the lab's hosts, not in the pcaps) is drawn under Recovery escrow below.</p>\n");
+    }
     out.push_str(&svg(result, &drawn));
     out.push_str(&key_chain::html(
         result,
@@ -557,6 +560,9 @@ pub fn html(result: &RunResult) -> String {
             "<p>{} of {total} frames: those of the drawn clients and the servers, at most {PACKET_ROWS}; every frame is in the pcap files.</p>",
             packets.len()
         );
+    }
+    if total == 0 {
+        out.push_str("<p>No frames.</p>\n");
     }
     out.push_str("<table><tr><th>time</th><th>segment</th><th>from</th><th>to</th><th>what</th><th>bytes</th></tr>\n");
     for packet in packets {

@@ -161,3 +161,21 @@ fn the_key_chain_shows_every_key_with_its_provenance_and_both_sides_agree_on_ck(
         transcript.contains("[phase 8] the combined key unwraps the volume master key (sha256:")
     );
 }
+
+#[test]
+fn a_recovery_report_draws_the_failover_and_tables_the_database_and_audit() {
+    let out = outputs("recovery-https-mp-down-fails-over-to-http");
+    let html = &out["report.html"];
+    assert!(html.contains("pc1: escrow timeline"));
+    assert!(html.contains("aria-label=\"escrow attempts\""));
+    assert!(html.contains("mp1.contoso.com (HTTPS)") && html.contains("mp2.contoso.com (HTTP)"));
+    assert!(html.contains("<h3>Database: 0 record(s)</h3>"));
+    let out = outputs("recovery-helpdesk-after-pcr-change-rotates-password");
+    let html = &out["report.html"];
+    let rows = html.matches("<tr><td>pc1</td><td>C</td>").count();
+    assert!(
+        html.contains(&format!("<h3>Database: {rows} record(s)</h3>")),
+        "{rows}"
+    );
+    assert!(html.contains("<h3>Audit log: 2 entries</h3>"));
+}
