@@ -37,6 +37,8 @@ const TOOLS: &[(Check, &str)] = &[
     (Check::Command("nft"), "nftables"),
     // The scenario CLI test validates its JUnit report against fixtures/junit/junit.xsd.
     (Check::Command("xmllint"), "libxml2-utils"),
+    // The scenario report test loads each report in headless Chromium.
+    (Check::Command("chromium"), "chromium"),
 ];
 
 pub fn ensure_tools() -> Result<()> {
