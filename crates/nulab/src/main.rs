@@ -8,6 +8,7 @@ mod args;
 mod cert;
 mod client;
 mod demo;
+mod doctor;
 mod netns;
 mod output;
 mod packet;
@@ -63,6 +64,8 @@ enum Command {
     /// Run, list, bless or sweep scenarios in the deterministic simulator
     #[command(subcommand)]
     Scenario(scenario::ScenarioCommand),
+    /// Say why each client did or did not unlock, from captures and the WDS server's files
+    Doctor(doctor::DoctorArgs),
     /// Run the Network Unlock provider (WDS) on real interfaces: UDP 67 and 547
     Server(server::ServerArgs),
     /// Boot once against a real network: DHCP, Network Unlock, fallback to the PIN
@@ -128,6 +131,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Volume(cmd) => volume::run_volume(cmd),
         Command::RecoveryPassword(cmd) => volume::run_recovery_password(cmd),
         Command::Scenario(cmd) => scenario::run(cmd),
+        Command::Doctor(args) => doctor::run(args),
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
         Command::Recovery(cmd) => recovery::run(cmd),
