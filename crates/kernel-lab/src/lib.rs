@@ -18,6 +18,7 @@
 //! [`refusals`] says, before anything is created, why a scenario cannot run on real kernels;
 //! [`missing_tools`] names the tools a run needs with the Debian packages that provide them.
 
+pub mod compose;
 mod lab;
 pub mod parity;
 mod plan;

@@ -8,6 +8,7 @@ mod args;
 mod cert;
 mod client;
 mod demo;
+mod lab;
 mod doctor;
 mod netns;
 mod output;
@@ -70,6 +71,9 @@ enum Command {
     Server(server::ServerArgs),
     /// Boot once against a real network: DHCP, Network Unlock, fallback to the PIN
     Client(client::ClientArgs),
+    /// The docker lab: a Docker Compose project generated from a scenario file
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// Recovery-key escrow: the HTTPS recovery service, the client agent, the helpdesk
     #[command(subcommand)]
     Recovery(recovery::RecoveryCommand),
@@ -128,6 +132,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Reply(cmd) => reply::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Lab(cmd) => lab::run(cmd),
         Command::Volume(cmd) => volume::run_volume(cmd),
         Command::RecoveryPassword(cmd) => volume::run_recovery_password(cmd),
         Command::Scenario(cmd) => scenario::run(cmd),

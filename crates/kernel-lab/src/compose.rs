@@ -1,0 +1,363 @@
+//! The docker lab (`nulab lab compose FILE --out DIR`): a Docker Compose project generated from
+//! a scenario file, so that the lab is described once. One image (`Dockerfile`, `FROM` the
+//! `BASE` build argument, `debian:bookworm-slim` by default) holds nulab's programs, dnsmasq,
+//! iproute2 and tcpdump; each segment is a bridge network (`nl-SEGMENT` on the host, Docker's
+//! own addresses kept to `.224/28` and its gateway at `.254`, below and above the DHCP pool);
+//! each DHCP server, WDS server, router and client is a service running a script from `lab/`
+//! that prints its phase and runs the program: `nulab-dhcp-server`, `nulab server` with the
+//! scenario's `.pfx` and INI, dnsmasq relaying per router interface, `nulab client` booting the
+//! machine the simulator's world prepares. A capture sidecar (host network) writes a pcap per
+//! segment to `captures/`; logs (WDS, BitLocker) land in `logs/`. The file works with compose
+//! v1 (`docker-compose -p NAME up`, no top-level `name:`) and v2.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use scenario::Loaded;
+
+use crate::LabError;
+
+/// What `compose` needs besides the scenario.
+#[derive(Debug, Clone)]
+pub struct ComposeOptions {
+    /// The project folder (created).
+    pub out: PathBuf,
+    /// The `nulab` and `nulab-dhcp-server` executables copied into the image.
+    pub nulab: PathBuf,
+    pub dhcp_server: PathBuf,
+    pub seed: Option<u64>,
+}
+
+const PFX_PASSWORD: &str = "nulab-lab";
+
+/// Why `loaded` cannot become a docker lab (besides [`crate::refusals`]).
+pub fn compose_refusals(loaded: &Loaded) -> Vec<String> {
+    let s = &loaded.scenario;
+    let mut why = crate::refusals(loaded);
+    if !s.faults.is_empty() || !s.events.is_empty() {
+        why.push("the docker lab applies no faults and no events (use --backend netns)".into());
+    }
+    for c in &s.clients {
+        if c.adapters.len() != 1 {
+            why.push(format!(
+                "client {}: a container client has one adapter",
+                c.name.get_ref()
+            ));
+        }
+        if c.tpm == scenario::model::ClientTpm::Swtpm {
+            why.push(format!(
+                "client {}: swtpm clients run with --backend netns only",
+                c.name.get_ref()
+            ));
+        }
+    }
+    for d in &s.dhcp_servers {
+        if d.software != scenario::model::DhcpSoftware::Nulab {
+            why.push(format!(
+                "dhcp_server {}: the docker lab runs nulab-dhcp-server",
+                d.name.get_ref()
+            ));
+        }
+    }
+    why.dedup();
+    why
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+fn write(path: &Path, text: impl AsRef<[u8]>) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(io(format!("{}", path.display())))
+}
+
+fn script(path: &Path, body: &str) -> Result<(), LabError> {
+    write(path, format!("#!/bin/sh\n{body}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(io(format!("{}", path.display())))
+}
+
+/// The segment's Docker network: Docker's own addresses in `.224/28`, its gateway `.254`.
+fn docker_ranges(subnet: &Ipv4Net) -> (String, String) {
+    let base = u32::from(subnet.network());
+    (
+        format!("{}/28", std::net::Ipv4Addr::from(base + 224)),
+        std::net::Ipv4Addr::from(base + 254).to_string(),
+    )
+}
+
+fn bridge_name(segment: &str) -> String {
+    format!("nl-{segment}").chars().take(15).collect()
+}
+
+fn address_of(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}
+
+/// Writes the compose project for `loaded` into `options.out`; returns the files written.
+pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>, LabError> {
+    let why = compose_refusals(loaded);
+    if !why.is_empty() {
+        return Err(LabError::Refused(why));
+    }
+    let s = &loaded.scenario;
+    let seed = options.seed.unwrap_or(s.seed);
+    let out = &options.out;
+    let lab = out.join("lab");
+    let bin = out.join("bin");
+    for dir in [out, &lab, &bin, &out.join("logs"), &out.join("captures")] {
+        std::fs::create_dir_all(dir).map_err(io(format!("{}", dir.display())))?;
+    }
+    let mut written = Vec::new();
+    for (from, name) in [
+        (&options.nulab, "nulab"),
+        (&options.dhcp_server, "nulab-dhcp-server"),
+    ] {
+        let to = bin.join(name);
+        std::fs::copy(from, &to).map_err(io(format!("cannot copy {}", from.display())))?;
+        written.push(to);
+    }
+    let world =
+        scenario::world::build(loaded, seed).map_err(|e| LabError::Scenario(e.to_string()))?;
+    let machines = scenario::world::prepared_machines(loaded, seed, &world.certificates)
+        .map_err(|e| LabError::Scenario(e.to_string()))?;
+
+    let mut gateways = std::collections::BTreeMap::new();
+    for router in &s.routers {
+        for interface in &router.interfaces {
+            gateways.insert(
+                interface.segment.get_ref().clone(),
+                address_of(interface.address.get_ref()).to_owned(),
+            );
+        }
+    }
+    // Routes a server needs to the subnets behind routers (its replies go to giaddr).
+    let routes_from = |segment: &str| -> String {
+        let mut text = String::new();
+        if let Some(gateway) = gateways.get(segment) {
+            for seg in &s.segments {
+                if seg.name.get_ref() != segment {
+                    let _ = writeln!(
+                        text,
+                        "ip route add {} via {gateway} 2>/dev/null || true",
+                        seg.subnet.get_ref()
+                    );
+                }
+            }
+        }
+        text
+    };
+
+    let mut yaml = String::from(
+        "# Generated by `nulab lab compose` from the scenario file: edit that, not this.\nversion: \"2.4\"\n\nx-nulab: &nulab\n  build:\n    context: .\n    args:\n      BASE: ${NULAB_BASE_IMAGE:-debian:bookworm-slim}\n  image: nulab-lab:latest\n  cap_add: [NET_ADMIN, NET_RAW]\n  volumes:\n    - ./lab:/lab:ro\n    - ./logs:/out\n\nnetworks:\n",
+    );
+    for seg in &s.segments {
+        let subnet: Ipv4Net =
+            seg.subnet.get_ref().parse().map_err(|_| {
+                LabError::Scenario(format!("segment subnet {}", seg.subnet.get_ref()))
+            })?;
+        let (range, gateway) = docker_ranges(&subnet);
+        let _ = write!(
+            yaml,
+            "  {name}:\n    driver: bridge\n    driver_opts:\n      com.docker.network.bridge.name: {bridge}\n    ipam:\n      config:\n        - subnet: {subnet}\n          ip_range: {range}\n          gateway: {gateway}\n",
+            name = seg.name.get_ref(),
+            bridge = bridge_name(seg.name.get_ref()),
+        );
+    }
+    yaml.push_str("\nservices:\n");
+
+    for (d, spec) in s.dhcp_servers.iter().enumerate() {
+        let name = spec.name.get_ref();
+        let mut pools = String::new();
+        for seg in &s.segments {
+            let Ok(subnet) = seg.subnet.get_ref().parse::<Ipv4Net>() else {
+                continue;
+            };
+            let base = u32::from(subnet.network());
+            let _ = write!(
+                pools,
+                " --pool {subnet},{},{}",
+                std::net::Ipv4Addr::from(base + 100),
+                std::net::Ipv4Addr::from(base + 199)
+            );
+            if let Some(gateway) = gateways.get(seg.name.get_ref()) {
+                let _ = write!(pools, ",{gateway}");
+            }
+        }
+        script(
+            &lab.join(format!("dhcp{d}.sh")),
+            &format!(
+                "{routes}echo \"phase: DHCP server {name} (nulab-dhcp-server) at {address}\"\nexec nulab-dhcp-server --interface eth0={address}{pools} --run-secs 3600\n",
+                routes = routes_from(spec.segment.get_ref()),
+                address = spec.address.get_ref(),
+            ),
+        )?;
+        let _ = write!(
+            yaml,
+            "  {name}:\n    <<: *nulab\n    command: [\"/lab/dhcp{d}.sh\"]\n    networks:\n      {segment}:\n        ipv4_address: {address}\n",
+            segment = spec.segment.get_ref(),
+            address = address_of(spec.address.get_ref()),
+        );
+    }
+    for (w, spec) in s.wds.iter().enumerate() {
+        let name = spec.name.get_ref();
+        let dir = lab.join(format!("wds{w}"));
+        std::fs::create_dir_all(&dir).map_err(io(format!("{}", dir.display())))?;
+        let mut args = String::new();
+        for cert in &world.certificates {
+            if let Some(names) = &spec.certificates
+                && !names.iter().any(|n| n.get_ref() == &cert.name)
+            {
+                continue;
+            }
+            let path = dir.join(format!("{}.pfx", cert.name));
+            certificates::files::save_pfx(&path, &cert.bundle, PFX_PASSWORD)
+                .map_err(|e| LabError::Start(format!("{}: {e}", path.display())))?;
+            let _ = write!(args, " --cert /lab/wds{w}/{}.pfx", cert.name);
+        }
+        let policy = match (&spec.policy, &spec.policy_file) {
+            (Some(text), _) => Some(text.clone().into_bytes()),
+            (None, Some(file)) => Some(loaded.read_relative(file).map_err(LabError::Scenario)?),
+            (None, None) => None,
+        };
+        if let Some(policy) = policy {
+            write(&dir.join("bde-network-unlock.ini"), policy)?;
+            let _ = write!(args, " --policy /lab/wds{w}/bde-network-unlock.ini");
+        }
+        let run = if spec.running {
+            format!(
+                "exec nulab server --interface eth0{args} --password {PFX_PASSWORD} --no-ipv6 --log /out/wds-{name}.log\n"
+            )
+        } else {
+            "echo \"phase: the WDS service is stopped\"\nexec sleep 3600\n".to_owned()
+        };
+        script(
+            &lab.join(format!("wds{w}.sh")),
+            &format!(
+                "{routes}echo \"phase: WDS server {name} (nulab server) at {address}\"\n{run}",
+                routes = routes_from(spec.segment.get_ref()),
+                address = spec.address.get_ref(),
+            ),
+        )?;
+        let _ = write!(
+            yaml,
+            "  {name}:\n    <<: *nulab\n    command: [\"/lab/wds{w}.sh\"]\n    networks:\n      {segment}:\n        ipv4_address: {address}\n",
+            segment = spec.segment.get_ref(),
+            address = address_of(spec.address.get_ref()),
+        );
+    }
+    for (r, router) in s.routers.iter().enumerate() {
+        let name = router.name.get_ref();
+        let mut relays = String::new();
+        for interface in &router.interfaces {
+            for helper in &interface.relay_to {
+                let _ = write!(
+                    relays,
+                    " --dhcp-relay={},{}",
+                    address_of(interface.address.get_ref()),
+                    helper.get_ref()
+                );
+            }
+        }
+        script(
+            &lab.join(format!("router{r}.sh")),
+            &format!(
+                "echo \"phase: router {name}: IPv4 forwarding, DHCP relay{relays}\"\nexec dnsmasq --conf-file=/dev/null --port=0 --no-daemon --pid-file= --user=root --group=root --log-dhcp --log-facility=-{relays}\n"
+            ),
+        )?;
+        let _ = write!(
+            yaml,
+            "  {name}:\n    <<: *nulab\n    command: [\"/lab/router{r}.sh\"]\n    sysctls:\n      net.ipv4.ip_forward: \"1\"\n    networks:\n"
+        );
+        for interface in &router.interfaces {
+            let _ = writeln!(
+                yaml,
+                "      {}:\n        ipv4_address: {}",
+                interface.segment.get_ref(),
+                address_of(interface.address.get_ref())
+            );
+        }
+    }
+    let servers: Vec<&str> = s
+        .dhcp_servers
+        .iter()
+        .map(|d| d.name.get_ref().as_str())
+        .chain(s.wds.iter().map(|w| w.name.get_ref().as_str()))
+        .chain(s.routers.iter().map(|r| r.name.get_ref().as_str()))
+        .collect();
+    for machine in machines {
+        let spec = &s.clients[machine.group_index];
+        let name = &machine.name;
+        let image = lab.join(format!("{name}.img"));
+        machine
+            .volume
+            .save(&image)
+            .map_err(|e| LabError::Start(format!("{}: {e}", image.display())))?;
+        write(
+            &lab.join(format!("{name}.img.tpm.json")),
+            machine.tpm.to_json(),
+        )?;
+        let mut args = String::new();
+        if let Some((input, pin)) = spec
+            .console
+            .first()
+            .and_then(|input| input.pin.as_ref().map(|pin| (input, pin)))
+        {
+            let _ = write!(
+                args,
+                " --pin {pin} --pin-after {}",
+                input.after.as_secs_f64()
+            );
+        }
+        if !spec.order.is_empty() {
+            let order: Vec<&str> = spec.order.iter().map(|o| o.get_ref().as_str()).collect();
+            let _ = write!(args, " --order {}", order.join(","));
+        }
+        script(
+            &lab.join(format!("{name}.sh")),
+            &format!(
+                "sleep 3\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} --limit-secs {limit} --seed {seed} | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n",
+                limit = s.duration.as_secs().max(1),
+            ),
+        )?;
+        let _ = write!(
+            yaml,
+            "  {name}:\n    <<: *nulab\n    command: [\"/lab/{name}.sh\"]\n    depends_on: [{}]\n    networks: [{}]\n",
+            servers.join(", "),
+            spec.adapters
+                .first()
+                .map(|a| a.segment.get_ref().as_str())
+                .unwrap_or_default()
+        );
+    }
+    let mut capture = String::from("sleep 1\n");
+    for seg in &s.segments {
+        let _ = writeln!(
+            capture,
+            "tcpdump -i {} -n -U --immediate-mode -w /captures/{}.pcap &",
+            bridge_name(seg.name.get_ref()),
+            seg.name.get_ref()
+        );
+    }
+    capture.push_str("echo \"phase: capturing every segment into captures/\"\nwait\n");
+    script(&lab.join("capture.sh"), &capture)?;
+    yaml.push_str("  capture:\n    <<: *nulab\n    command: [\"/lab/capture.sh\"]\n    network_mode: host\n    volumes:\n      - ./lab:/lab:ro\n      - ./captures:/captures\n");
+    let compose_file = out.join("docker-compose.yml");
+    write(&compose_file, yaml)?;
+    written.push(compose_file);
+    let dockerfile = out.join("Dockerfile");
+    write(
+        &dockerfile,
+        "# Generated by `nulab lab compose`. BASE: debian:bookworm-slim by default; CI builds\n\
+         # from a debootstrapped image (docker/ci.sh) since it reaches no image registry.\n\
+         ARG BASE=debian:bookworm-slim\n\
+         FROM ${BASE}\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends iproute2 dnsmasq-base \\\n    tcpdump ca-certificates libtss2-esys-3.0.2-0 libtss2-tctildr0 && rm -rf /var/lib/apt/lists/*\n\
+         COPY bin/ /usr/local/bin/\n",
+    )?;
+    written.push(dockerfile);
+    Ok(written)
+}
