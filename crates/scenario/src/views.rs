@@ -486,7 +486,7 @@ pub fn html(result: &RunResult) -> String {
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title>\n\
-         <script>window.onerror=function(m){{document.documentElement.setAttribute('data-script-errors',(document.documentElement.getAttribute('data-script-errors')||'')+m+';');}};</script>\n<style>\
+         <script>{}</script>\n<style>\
          body{{font-family:sans-serif;font-size:17px;line-height:1.4;margin:1em auto;max-width:1200px;padding:0 1em;overflow-wrap:anywhere}}\
          table{{border-collapse:collapse;max-width:100%;display:block;overflow-x:auto}}\
          td,th{{border:1px solid #ccc;padding:2px 6px;font-size:90%;text-align:left;vertical-align:top}}\
@@ -495,6 +495,7 @@ pub fn html(result: &RunResult) -> String {
          svg{{max-width:100%;height:auto}}\
          </style></head><body>\n<div class=\"banner {}\" id=\"banner\">{}</div>\n<h1>{}</h1>\n<p>Seed {} &middot; {} simulated</p>\n<p>{}</p>\n",
         esc(&title),
+        SELF_CHECK,
         if passed { "passed" } else { "failed" },
         if passed { "PASSED" } else { "FAILED" },
         esc(&title),
@@ -586,6 +587,11 @@ pub fn html(result: &RunResult) -> String {
     out.push_str("</pre>\n</body></html>\n");
     out
 }
+
+/// The report's only script: it changes nothing the reader sees. It records script errors
+/// and, once loaded, the elements wider than the window, as attributes of `<html>`
+/// (`data-script-errors`, `data-overflow`, `data-checked`), which the browser test reads.
+const SELF_CHECK: &str = "(function(){var h=document.documentElement;window.onerror=function(m){h.setAttribute('data-script-errors',(h.getAttribute('data-script-errors')||'')+m+';');};window.addEventListener('load',function(){var w=window.innerWidth,bad=[];document.querySelectorAll('body *').forEach(function(e){var r=e.getBoundingClientRect();if(r.right>w+1||r.left<-1){bad.push(e.tagName+(e.id?'#'+e.id:'')+':'+Math.round(r.width));}});h.setAttribute('data-overflow',bad.slice(0,8).join(' '));h.setAttribute('data-checked','1');});})();";
 
 /// At most this many rows in the report's packet table.
 const PACKET_ROWS: usize = 300;
