@@ -358,3 +358,99 @@ fn the_real_windows_captures_are_unanswered_requests() {
             .any(|e| e.contains("abababab") && e.contains("other.cer"))
     );
 }
+
+/// The key log settles what a server-side capture cannot: the session key the client chose
+/// (recovered here with the server's private key, as a lab would log it) verifies the reply's
+/// tag; a wrong key makes it `reply-rejected`.
+#[test]
+fn the_key_log_verifies_a_reply_or_shows_it_rejected() {
+    let loaded = scenario::load_catalogue("happy-path-ipv4").expect("catalogue");
+    let result = scenario::run(&loaded, None).expect("runs");
+    let mut inputs = inputs_of(&loaded, &result);
+    let bundle = scenario::world::generated_certificate(1);
+    let key = nkpu::ProviderKey::from_pkcs8_der(
+        &bundle
+            .private_key
+            .as_ref()
+            .expect("a private key")
+            .to_pkcs8_der(),
+    )
+    .expect("RSA-2048");
+    let clients = doctor::traffic::follow(&inputs.captures);
+    let (thumbprint, protector) = clients
+        .values()
+        .flatten()
+        .find_map(|e| match &e.seen {
+            doctor::traffic::Seen::Request {
+                thumbprint,
+                key_protector,
+                ..
+            } => Some((*thumbprint, key_protector.as_ref().clone())),
+            _ => None,
+        })
+        .expect("a request in the capture");
+    let (_, session_key) = key.decrypt(&protector).expect("decrypts");
+    let line = doctor::KeyLog::line_for(&thumbprint, protector.as_bytes(), &session_key);
+    inputs.keylog = Some(doctor::KeyLog::parse("keys.log", &line).expect("valid"));
+    let report = doctor::diagnose(&inputs);
+    let client = &report.clients[0];
+    assert_eq!(client.cause, Cause::Unlocked);
+    assert!(client.also_possible.is_empty());
+    assert!(
+        client
+            .evidence
+            .iter()
+            .any(|e| e.contains("tag verifies under the session key of keys.log:1")),
+        "{:?}",
+        client.evidence
+    );
+
+    let wrong = nkpu::SessionKey::from_bytes([0x5a; 32]);
+    let line = doctor::KeyLog::line_for(&thumbprint, protector.as_bytes(), &wrong);
+    inputs.keylog = Some(doctor::KeyLog::parse("keys.log", &line).expect("valid"));
+    let report = doctor::diagnose(&inputs);
+    assert_eq!(report.clients[0].cause, Cause::ReplyRejected);
+    assert!(!report.all_unlocked());
+}
+
+/// Captures from both sides of a relay: the client's segment and the server's.
+fn all_segments(loaded: &scenario::Loaded, result: &RunResult) -> Inputs {
+    let mut inputs = inputs_of(loaded, result);
+    inputs.captures = result
+        .segments
+        .iter()
+        .map(|(name, _, capture)| Capture {
+            name: format!("{name}.pcap"),
+            frames: pcap_frames(&capture.copy_to(Vec::new()).expect("copied")),
+        })
+        .collect();
+    inputs
+}
+
+#[test]
+fn captures_on_both_sides_of_a_relay_show_where_the_request_stops() {
+    let loaded = scenario::load_catalogue("relay-forwards-to-dhcp-only").expect("catalogue");
+    let result = scenario::run(&loaded, None).expect("runs");
+    let inputs = all_segments(&loaded, &result);
+    assert!(inputs.captures.len() >= 2);
+    let report = doctor::diagnose(&inputs);
+    assert_eq!(report.clients.len(), 1, "{report:#?}");
+    let client = &report.clients[0];
+    assert_eq!(client.cause, Cause::RequestNotReachingWds, "{client:#?}");
+    assert!(
+        client.evidence.iter().any(|e| e.contains("helper list")),
+        "{client:#?}"
+    );
+
+    let loaded = scenario::load_catalogue("dhcp-and-wds-across-a-relay").expect("catalogue");
+    let result = scenario::run(&loaded, None).expect("runs");
+    let report = doctor::diagnose(&all_segments(&loaded, &result));
+    assert!(report.all_unlocked(), "{report:#?}");
+    assert!(
+        report.clients[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("relayed by")),
+        "{report:#?}"
+    );
+}
