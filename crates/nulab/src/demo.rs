@@ -1,6 +1,10 @@
-//! `nulab demo`: the README's main job until the scenario runner exists. It decodes the real
-//! Windows 10 capture shipped with nulab, then runs one whole Network Unlock exchange (phases 3
-//! to 6 of the seed) through the real codec and the real crypto, printing every step.
+//! `nulab demo`: it decodes the real Windows 10 capture shipped with nulab, runs one whole
+//! Network Unlock exchange (phases 2 to 6 of the seed) through the real codec and the real
+//! crypto, printing every step, then boots a machine in the simulator (the catalogue's
+//! `happy-path-ipv4` with the demo's seed) and narrates phases 1 to 9 with the values each
+//! component logged: the TPM's release, the DHCP lease, the request, the provider's own phase
+//! 4 to 6 lines with CK and SK, the reply verifying, the combined key, the volume master key
+//! and disk key, and Windows reading the decrypted sector 0.
 //!
 //! `--json` prints one object instead of the narration (schema [`DemoReport`]): the capture's
 //! packets and the computed request and reply as `nulab packet decode --json` shows them, the
@@ -105,6 +109,12 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
     for line in &exchange.narration {
         outln!("{line}")?;
     }
+    outln!(
+        "\n═══ 3. A whole boot in the simulator: phases 1 to 9, as each component logged them ═══\n"
+    )?;
+    for line in boot_phases(args.seed)? {
+        outln!("{line}")?;
+    }
     if let Some(path) = &args.pcap {
         outln!(
             "Wrote the request and reply to {} (open it in Wireshark).",
@@ -150,6 +160,27 @@ fn write_pcap(path: &std::path::Path, request: Vec<u8>, reply: Vec<u8>) -> Resul
     let bytes = wire::pcap_bytes(&frames).context("framing the pcap")?;
     crate::args::create_parent(path)?;
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The phase lines of the transcript of `happy-path-ipv4` run with `seed`: the boot client's
+/// events and the provider's own log, nothing recomputed.
+fn boot_phases(seed: u64) -> Result<Vec<String>> {
+    let loaded = scenario::load_catalogue("happy-path-ipv4").context("the demo's scenario")?;
+    let result = scenario::run(&loaded, Some(seed)).context("running the demo's boot")?;
+    let lines: Vec<String> = scenario::views::transcript(&result)
+        .lines()
+        .filter(|line| line.contains("[phase "))
+        .map(str::to_string)
+        .collect();
+    for phase in 1..=9 {
+        if !lines
+            .iter()
+            .any(|l| l.contains(&format!("[phase {phase}]")))
+        {
+            bail!("the demo's boot logged no phase {phase}");
+        }
+    }
+    Ok(lines)
 }
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x00, 0x01];
@@ -265,9 +296,8 @@ fn exchange(seed: u64) -> Result<Exchange> {
         say!("{}", packet_view::view(i + 1, "computed", bytes)?.to_text());
     }
     say!(
-        "Phases 7 and 8 (CK combined with the TPM-held key, SHA-256 in nulab's model, to unwrap\n\
-         the volume master key) belong to the boot client: the volume crate's tests run them, and\n\
-         `nulab volume unlock` shows the other protectors on a real image."
+        "Phases 1, 7, 8 and 9 (the TPM's release; CK combined with the TPM-held key, SHA-256 in\n\
+         nulab's model, to unwrap the volume master key) belong to the boot client: part 3 runs them."
     );
     Ok(Exchange {
         narration,
@@ -281,4 +311,28 @@ fn exchange(seed: u64) -> Result<Exchange> {
         request: request_bytes,
         reply: reply_bytes,
     })
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_boot_narrates_phases_1_to_9_and_ck_is_the_same_on_both_sides() {
+        let lines = boot_phases(1).expect("the demo's boot");
+        let ck_of = |phase: &str| {
+            let line = lines
+                .iter()
+                .find(|l| l.contains(phase))
+                .expect("phase line");
+            let at = line.find("CK ").expect("a CK") + 3;
+            line[at..]
+                .split([',', ' '])
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(ck_of("[phase 5]"), ck_of("[phase 7]"));
+        assert!(ck_of("[phase 5]").contains('…'));
+    }
 }
