@@ -15,6 +15,7 @@
 
 mod attack;
 mod bench;
+mod docker_lab;
 mod escrow;
 mod fuzz;
 mod parity;
@@ -40,6 +41,7 @@ commands:
   storm          only the 10,000-client boot storm beside openssl (part of `bench`)
   fuzz [TARGET] [--time S] [--record]
                  the fuzz targets (default all, 60 s each); --record adds to FUZZING.md
+  docker-lab     the docker lab from docker/lab.toml, built, up, each client's outcome checked
   install-deps   only install the system tools the tests use
 ";
 
@@ -77,6 +79,7 @@ fn run(args: &[String]) -> Result<()> {
         "attack" => attack::run(&workspace_root()),
         "storm" => storm::run(&workspace_root()),
         "fuzz" => fuzz::run(&workspace_root(), rest),
+        "docker-lab" => docker_lab::run(&workspace_root()),
         "install-deps" => system::ensure_tools(),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -106,6 +109,9 @@ fn test(extra: &[String]) -> Result<()> {
     test_args.extend(extra.iter().map(String::as_str));
     cargo(&test_args)?;
     scenario_suite()?;
+    if docker_lab::in_test_gate() {
+        docker_lab::run(&workspace_root())?;
+    }
     // Bounded fuzzing: any crash fails CI (NULAB_FUZZ_SECONDS=0 skips it on a slow machine).
     let seconds = match std::env::var("NULAB_FUZZ_SECONDS") {
         Ok(value) => value

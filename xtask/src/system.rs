@@ -35,6 +35,10 @@ const TOOLS: &[(Check, &str)] = &[
     // loss as an nftables bridge rule.
     (Check::Command("tcpdump"), "tcpdump"),
     (Check::Command("nft"), "nftables"),
+    // The docker lab (docker/ci.sh): the daemon, compose v1, and the base image's debootstrap.
+    (Check::Command("dockerd"), "docker.io"),
+    (Check::Command("docker-compose"), "docker-compose"),
+    (Check::Command("debootstrap"), "debootstrap"),
     // The scenario CLI test validates its JUnit report against fixtures/junit/junit.xsd.
     (Check::Command("xmllint"), "libxml2-utils"),
     // The scenario report test loads each report in headless Chromium.

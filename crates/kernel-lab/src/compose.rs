@@ -337,7 +337,7 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
     for seg in &s.segments {
         let _ = writeln!(
             capture,
-            "tcpdump -i {} -n -U --immediate-mode -w /captures/{}.pcap &",
+            "tcpdump -i {} -n -U --immediate-mode -Z root -w /captures/{}.pcap &",
             bridge_name(seg.name.get_ref()),
             seg.name.get_ref()
         );
