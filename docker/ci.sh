@@ -76,6 +76,12 @@ check() {
 }
 check pc-corp network-unlock
 check pc-branch tpm-and-pin
+if compose logs --no-color recovery | grep -q 'https=0.0.0.0:443' \
+    && compose logs --no-color recovery | grep -q 'http=0.0.0.0:80'; then
+    echo "docker/ci.sh: recovery service: HTTPS and HTTP management points listening: ok"
+else
+    echo "docker/ci.sh: the recovery service is not listening on both faces" >&2; status=1
+fi
 for pcap in captures/corp.pcap captures/branch.pcap; do
     [ -s "$pcap" ] || { echo "docker/ci.sh: $pcap is empty" >&2; status=1; }
 done

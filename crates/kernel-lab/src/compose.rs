@@ -6,7 +6,8 @@
 //! each DHCP server, WDS server, router and client is a service running a script from `lab/`
 //! that prints its phase and runs the program: `nulab-dhcp-server`, `nulab server` with the
 //! scenario's `.pfx` and INI, dnsmasq relaying per router interface, `nulab client` booting the
-//! machine the simulator's world prepares. A capture sidecar (host network) writes a pcap per
+//! machine the simulator's world prepares; the recovery service (`nulab recovery serve`) with
+//! an HTTPS and an HTTP management point, each client enrolled. A capture sidecar (host network) writes a pcap per
 //! segment to `captures/`; logs (WDS, BitLocker) land in `logs/`. The file works with compose
 //! v1 (`docker-compose -p NAME up`, no top-level `name:`) and v2.
 
@@ -331,6 +332,56 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
                 .first()
                 .map(|a| a.segment.get_ref().as_str())
                 .unwrap_or_default()
+        );
+    }
+    // The recovery service, HTTPS and HTTP management points, on the first WDS server's
+    // segment at the first free host number from 20; each client enrolled.
+    if let Some(wds) = s.wds.first() {
+        let segment = wds.segment.get_ref();
+        let subnet: Ipv4Net = s
+            .segments
+            .iter()
+            .find(|seg| seg.name.get_ref() == segment)
+            .and_then(|seg| seg.subnet.get_ref().parse().ok())
+            .ok_or_else(|| LabError::Scenario(format!("no segment {segment}")))?;
+        let taken: Vec<String> = s
+            .dhcp_servers
+            .iter()
+            .map(|d| address_of(d.address.get_ref()).to_owned())
+            .chain(
+                s.wds
+                    .iter()
+                    .map(|w| address_of(w.address.get_ref()).to_owned()),
+            )
+            .chain(
+                s.routers
+                    .iter()
+                    .flat_map(|r| &r.interfaces)
+                    .map(|i| address_of(i.address.get_ref()).to_owned()),
+            )
+            .collect();
+        let base = u32::from(subnet.network());
+        let address = (20..100)
+            .map(|n| std::net::Ipv4Addr::from(base + n).to_string())
+            .find(|a| !taken.contains(a))
+            .unwrap_or_default();
+        let mut enrol = String::new();
+        for c in &s.clients {
+            let _ = writeln!(
+                enrol,
+                "nulab recovery enrol {name} --db /var/lib/nulab/recovery.db --json > /out/enrol-{name}.json",
+                name = c.name.get_ref()
+            );
+        }
+        script(
+            &lab.join("recovery.sh"),
+            &format!(
+                "mkdir -p /var/lib/nulab\n{enrol}echo \"phase: recovery service at {address}: HTTPS management point https://{address}/, HTTP management point http://{address}/\"\nexec nulab recovery serve --db /var/lib/nulab/recovery.db --no-encrypt --name recovery --name {address} --listen 0.0.0.0:443 --http 0.0.0.0:80 --ca-out /out/recovery-ca.pem\n"
+            ),
+        )?;
+        let _ = write!(
+            yaml,
+            "  recovery:\n    <<: *nulab\n    command: [\"/lab/recovery.sh\"]\n    networks:\n      {segment}:\n        ipv4_address: {address}\n"
         );
     }
     let mut capture = String::from("sleep 1\n");
