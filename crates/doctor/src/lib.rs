@@ -514,40 +514,45 @@ impl Server<'_> {
         requests: &[RequestSeen<'_>],
         replies: &[(FrameRef, u32, &nkpu::KeyProtectorReply)],
     ) -> Finding {
+        // With the key log: does any reply's tag verify? (It says the reply is good, not that
+        // it arrived: that, only the client's behaviour after it shows.)
+        let mut verified: Option<String> = None;
         if let Some(keylog) = &self.inputs.keylog {
             let keys: Vec<(&RequestSeen<'_>, &KeyLogEntry)> = requests
                 .iter()
                 .filter_map(|r| keylog.find(r.thumbprint, r.key_protector).map(|k| (r, k)))
                 .collect();
             if !keys.is_empty() {
-                for (at, xid, reply) in replies {
-                    for (request, key) in &keys {
-                        if request.xid == *xid && reply.open(&key.session_key).is_ok() {
-                            let mut f = Finding::new(Cause::Unlocked);
-                            f.evidence.push(format!(
+                verified = replies.iter().find_map(|(at, xid, reply)| {
+                    keys.iter()
+                        .find(|(request, key)| {
+                            request.xid == *xid && reply.open(&key.session_key).is_ok()
+                        })
+                        .map(|(_, key)| {
+                            format!(
                                 "{}: the reply's tag verifies under the session key of {}:{}",
                                 self.at(*at),
                                 keylog.file,
                                 key.line
-                            ));
-                            return f;
-                        }
+                            )
+                        })
+                });
+                if verified.is_none() {
+                    let mut f = Finding::new(Cause::ReplyRejected);
+                    for (at, _, _) in replies {
+                        f.evidence.push(format!(
+                            "{}: the reply's tag does not verify under the session key of {}:{}: \
+                             the client ignores it (a server with another key, or a damaged reply)",
+                            self.at(*at),
+                            keylog.file,
+                            keys[0].1.line
+                        ));
                     }
+                    return f;
                 }
-                let mut f = Finding::new(Cause::ReplyRejected);
-                for (at, _, _) in replies {
-                    f.evidence.push(format!(
-                        "{}: the reply's tag does not verify under the session key of {}:{}: \
-                         the client ignores it (a server with another key, or a damaged reply)",
-                        self.at(*at),
-                        keylog.file,
-                        keys[0].1.line
-                    ));
-                }
-                return f;
             }
         }
-        // Without a key: the client's behaviour after the last reply tells.
+        // The client's behaviour after the last reply tells whether it arrived.
         let Some((last_reply, _, _)) = replies.iter().max_by_key(|(at, _, _)| *at) else {
             return Finding::new(Cause::NoReply);
         };
@@ -563,13 +568,16 @@ impl Server<'_> {
                 self.at(retransmission.at),
                 self.at(*last_reply)
             ));
-            if self.inputs.keylog.is_none() {
+            if let Some(line) = verified {
+                f.evidence.push(line);
+            } else {
                 f.also_possible.insert(Cause::ReplyRejected);
                 f.settle("--keylog (whether the reply's tag verifies)");
             }
             return f;
         }
         let mut f = Finding::new(Cause::Unlocked);
+        f.evidence.extend(verified);
         let answered = requests
             .iter()
             .filter(|r| r.at.capture == last_reply.capture && r.at < *last_reply)
@@ -582,7 +590,7 @@ impl Server<'_> {
                 self.at(*last_reply)
             ));
             f.also_possible.insert(Cause::ReplyLost);
-            f.settle("--keylog, or a capture on the client's segment");
+            f.settle("a capture on the client's segment, or its BitLocker event log");
         } else {
             f.evidence.push(format!(
                 "{}: the client sent nothing more after this reply: it accepted it",

@@ -313,7 +313,60 @@ fn run_and_check(loaded: &scenario::Loaded, seed: Option<u64>, tally: &mut Tally
         );
         tally.exact_with_log += with_log.exact;
     }
+    // With a key log (each request's session key, recovered with the server's keys): a reply
+    // that verifies is still judged by what the client did after it.
+    inputs.keylog = Some(key_log_of(loaded, &inputs));
+    problems.extend(
+        check(
+            loaded,
+            &result,
+            &doctor::diagnose(&inputs),
+            &mut Tally::default(),
+        )
+        .into_iter()
+        .map(|p| format!("with the key log: {p}")),
+    );
     problems
+}
+
+/// The key log a lab would write: every captured request's session key, decrypted with the
+/// scenario's certificates' private keys.
+fn key_log_of(loaded: &scenario::Loaded, inputs: &Inputs) -> doctor::KeyLog {
+    let keys: Vec<nkpu::ProviderKey> = loaded
+        .scenario
+        .certificates
+        .iter()
+        .filter_map(|c| {
+            let bundle = match (&c.seed, &c.pfx) {
+                (Some(seed), _) => scenario::world::generated_certificate(*seed),
+                (None, Some(pfx)) => certificates::import::read(
+                    &loaded.read_relative(pfx).expect("pfx"),
+                    c.password.as_deref(),
+                )
+                .expect("the scenario's pfx"),
+                (None, None) => return None,
+            };
+            nkpu::ProviderKey::from_pkcs8_der(&bundle.private_key?.to_pkcs8_der()).ok()
+        })
+        .collect();
+    let mut lines = String::new();
+    for event in doctor::traffic::follow(&inputs.captures).values().flatten() {
+        if let doctor::traffic::Seen::Request {
+            thumbprint,
+            key_protector,
+            ..
+        } = &event.seen
+            && let Some((_, session_key)) = keys.iter().find_map(|k| k.decrypt(key_protector).ok())
+        {
+            lines.push_str(&doctor::KeyLog::line_for(
+                thumbprint,
+                key_protector.as_bytes(),
+                &session_key,
+            ));
+            lines.push('\n');
+        }
+    }
+    doctor::KeyLog::parse("nkpu-keys.log", &lines).expect("a valid key log")
 }
 
 #[test]
