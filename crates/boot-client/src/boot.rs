@@ -239,6 +239,10 @@ pub enum BootEvent {
         intermediate_key: String,
         key_protector: String,
         session_key: String,
+        /// The exchange's line for a Network Unlock key log (`NKPU_SESSION`, thumbprint, the
+        /// key protector's first 16 bytes, SK in hex; the format of `nulab doctor`'s key log),
+        /// as `SSLKEYLOGFILE` lets Wireshark read TLS. A lab's client writes it; Windows does not.
+        key_log: String,
     },
     /// Network Unlock is not tried, and why.
     NetworkUnlockSkipped { at: Duration, reason: String },
@@ -532,6 +536,15 @@ impl Boot {
                     intermediate_key: secrets.intermediate_key_fingerprint(),
                     key_protector: volume::fingerprint(secrets.key_protector.as_bytes()),
                     session_key: volume::fingerprint(secrets.session_key.as_bytes()),
+                    key_log: format!(
+                        "NKPU_SESSION {} {} {}",
+                        secrets.thumbprint,
+                        secrets.key_protector.as_bytes()[..16]
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>(),
+                        secrets.session_key.to_hex()
+                    ),
                 });
                 self.network_secrets = Some(secrets);
                 self.start_dhcp(now, 0);

@@ -73,6 +73,13 @@ fn output_list(result: &RunResult) -> Vec<(String, Output<'_>)> {
             Output::WdsLog(&server.name),
         ));
     }
+    let key_log = views::key_log(result);
+    if !key_log.is_empty() {
+        files.push((
+            views::KEY_LOG.to_string(),
+            Output::Rendered(key_log.into_bytes()),
+        ));
+    }
     if result.clients.len() <= 50 {
         for client in &result.clients {
             files.push((

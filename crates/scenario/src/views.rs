@@ -616,6 +616,9 @@ fn file_names(result: &RunResult) -> Vec<String> {
     for server in &result.servers {
         names.push(format!("wds-{}.log", server.name));
     }
+    if !key_log(result).is_empty() {
+        names.push(KEY_LOG.to_string());
+    }
     if result.clients.len() <= 50 {
         for client in &result.clients {
             names.push(format!("bitlocker-{}.log", client.name));
@@ -780,6 +783,36 @@ pub fn bitlocker_log(client: &crate::run::ClientResult) -> String {
         if let Some((level, text)) = line {
             let _ = writeln!(out, "{} {level}: {text}", seconds(event.at()));
         }
+    }
+    out
+}
+
+/// The key log's file name among a run's outputs.
+pub const KEY_LOG: &str = "nkpu-keys.log";
+
+/// The run's key log for Wireshark (`wireshark/nkpu.lua`) and `nulab doctor`: each client's
+/// `NKPU_SESSION` line as its boot client wrote it, in client order, or nothing when no
+/// client released Network Unlock secrets.
+pub fn key_log(result: &RunResult) -> String {
+    let mut lines: Vec<&str> = Vec::new();
+    for client in &result.clients {
+        for event in &client.events {
+            if let BootEvent::NetworkUnlockReady { key_log, .. } = event
+                && !lines.contains(&key_log.as_str())
+            {
+                lines.push(key_log);
+            }
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "# Network Unlock key log: NKPU_SESSION <thumbprint> <key protector's first 16 bytes> <session key SK>\n",
+    );
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
     }
     out
 }

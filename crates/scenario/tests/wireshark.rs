@@ -126,5 +126,25 @@ fn the_dissector_reads_a_scenario_pcap_request_and_reply() {
         );
         assert_eq!(rows[1][4].len(), 32, "16-byte tag");
         assert_eq!(rows[1][5].len(), 88, "44-byte ciphertext");
+
+        // With the run's key log: the session key on the request and on its reply, the SK the
+        // provider logged in its phase 5 line.
+        let key_log = dir.join("nkpu-keys.log");
+        let keyed = tshark(
+            &dir.join("corp.pcap"),
+            &["-o", &format!("nkpu.keylog:{}", key_log.display())],
+            &["nkpu.kind", "nkpu.session_key", "nkpu.keylog.line"],
+        );
+        assert_eq!(keyed.len(), 2, "{name}: {keyed:?}");
+        let sk = &keyed[0][1];
+        assert_eq!(sk.len(), 64, "{name}: {keyed:?}");
+        assert_eq!(&keyed[1][1], sk, "{name}: the reply's session key");
+        assert_eq!(keyed[0][2], "2");
+        let short = format!("SK {}…{}", &sk[..8], &sk[56..]);
+        let wds_log = std::fs::read_to_string(dir.join("wds-wds.log")).unwrap();
+        assert!(
+            wds_log.contains(&short),
+            "{name}: {short} not in\n{wds_log}"
+        );
     }
 }

@@ -32,6 +32,7 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
                 intermediate_key,
                 key_protector,
                 session_key,
+                ..
             } => {
                 push(
                     "certificate",
