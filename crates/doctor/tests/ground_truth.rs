@@ -565,3 +565,89 @@ fn captures_on_both_sides_of_a_relay_show_where_the_request_stops() {
         "{report:#?}"
     );
 }
+
+/// The happy path's capture, cut down: its DORA, and frame 5 (the unlock request) when asked.
+fn happy_path_frames(keep_request: bool) -> Vec<Vec<u8>> {
+    let loaded = scenario::load_catalogue("happy-path-ipv4").expect("catalogue");
+    let result = scenario::run(&loaded, None).expect("runs");
+    let inputs = inputs_of(&loaded, &result);
+    let frames = &inputs.captures[0].frames;
+    assert_eq!(frames.len(), 6, "DORA, request, reply");
+    frames[..if keep_request { 5 } else { 4 }].to_vec()
+}
+
+#[test]
+fn a_lease_without_a_request_is_settled_by_the_protector_list() {
+    let capture = Capture {
+        name: "corp.pcap".into(),
+        frames: happy_path_frames(false),
+    };
+    let report = doctor::diagnose(&Inputs {
+        captures: vec![capture.clone()],
+        ..Inputs::default()
+    });
+    let client = &report.clients[0];
+    assert_eq!(client.cause, Cause::NoUnlockRequest);
+    assert_eq!(client.address.as_deref(), Some("10.0.4.100"));
+    assert!(
+        client
+            .evidence
+            .iter()
+            .any(|e| e == "corp.pcap:4: DHCPACK 10.0.4.100")
+    );
+    assert_eq!(client.also_possible, vec![Cause::RequestNotReachingWds]);
+    assert!(
+        client
+            .settle_with
+            .iter()
+            .any(|s| s.starts_with("--protectors"))
+    );
+
+    // manage-bde's list without the Network (Certificate Based) protector settles it.
+    let protectors = TextFile {
+        file: "protectors.txt".into(),
+        text: "Volume C: []\nAll Key Protectors\n\n    TPM And PIN:\n      ID: {1234}\n".into(),
+    };
+    let report = doctor::diagnose(&Inputs {
+        captures: vec![capture],
+        protectors: Some(protectors),
+        ..Inputs::default()
+    });
+    let client = &report.clients[0];
+    assert_eq!(client.cause, Cause::NoUnlockRequest);
+    assert!(client.also_possible.is_empty(), "{client:#?}");
+    assert!(
+        client
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("protectors.txt: no Network (Certificate Based) protector"))
+    );
+}
+
+#[test]
+fn a_request_that_breaks_the_wire_format_is_malformed_with_its_rule() {
+    let mut frames = happy_path_frames(true);
+    let request = &mut frames[4];
+    // Option 43's first sub-option (the thumbprint) declares 19 bytes instead of 20.
+    let at = request
+        .windows(4)
+        .position(|w| w == [43, 152, 1, 20])
+        .expect("option 43 with the thumbprint sub-option");
+    request[at + 3] = 19;
+    let report = doctor::diagnose(&Inputs {
+        captures: vec![Capture {
+            name: "corp.pcap".into(),
+            frames,
+        }],
+        ..Inputs::default()
+    });
+    let client = &report.clients[0];
+    assert_eq!(client.cause, Cause::Malformed, "{client:#?}");
+    assert!(
+        client
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("corp.pcap:5: malformed Network Unlock request (rule ")),
+        "{client:#?}"
+    );
+}
