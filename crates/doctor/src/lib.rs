@@ -212,12 +212,23 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 struct Server<'a> {
     inputs: &'a Inputs,
     lint: Option<Lint>,
+    /// Whether any capture holds a reply to anybody (it then shows the server answering).
+    any_reply: bool,
 }
 
 /// Diagnoses every client seen in the captures.
 pub fn diagnose(inputs: &Inputs) -> Report {
     let lint = inputs.policy.as_ref().map(|p| policy::lint(&p.text));
-    let server = Server { inputs, lint };
+    let clients = traffic::follow(&inputs.captures);
+    let any_reply = clients
+        .values()
+        .flatten()
+        .any(|e| matches!(e.seen, Seen::Reply { .. }));
+    let server = Server {
+        inputs,
+        lint,
+        any_reply,
+    };
     let mut notes = Vec::new();
     for capture in &inputs.captures {
         notes.push(format!(
@@ -250,7 +261,7 @@ pub fn diagnose(inputs: &Inputs) -> Report {
         }
         None => notes.push("no --cert: thumbprints are not checked against the server".into()),
     }
-    let clients = traffic::follow(&inputs.captures)
+    let clients = clients
         .into_iter()
         .map(|(mac, events)| server.diagnose_client(&mac, &events))
         .collect();
@@ -769,7 +780,7 @@ impl Server<'_> {
                 ));
             }
         }
-        if requests.iter().all(|r| r.giaddr.is_unspecified()) && !self.saw_any_reply() {
+        if requests.iter().all(|r| r.giaddr.is_unspecified()) && !self.any_reply {
             // No reply from the server to anybody: this capture may not be the server's.
             f.also_possible.insert(Cause::RequestNotReachingWds);
             f.settle("a capture on the WDS server (does the request arrive there?)");
@@ -801,13 +812,6 @@ impl Server<'_> {
             f.settle("--wds-log (the WDS debug log says which)");
         }
         f
-    }
-
-    fn saw_any_reply(&self) -> bool {
-        traffic::follow(&self.inputs.captures)
-            .values()
-            .flatten()
-            .any(|e| matches!(e.seen, Seen::Reply { .. }))
     }
 
     /// A lease, no request.
