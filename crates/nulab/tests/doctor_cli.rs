@@ -144,6 +144,36 @@ fn certificates_settle_the_thumbprint_and_bad_inputs_exit_2() {
             .contains("other.pfx")
     );
 
+    // The client's own certificate and protector list add their evidence.
+    let cer = certs.join("other.cer");
+    let protectors = dir.path().join("protectors.txt");
+    std::fs::write(
+        &protectors,
+        "All Key Protectors\n\n    Network (Certificate Based):\n      ID: {1}\n",
+    )
+    .expect("written");
+    let out = nulab(&[
+        "doctor",
+        "--pcap",
+        pcap.to_str().expect("utf-8"),
+        "--client-cert",
+        cer.to_str().expect("utf-8"),
+        "--protectors",
+        protectors.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let evidence = json(&out)["clients"][0]["evidence"].to_string();
+    assert!(
+        evidence.contains("the client's FVE_NKP certificate is")
+            && evidence.contains("but its requests name f0f0685c46b9486d6de55b7a46f3a384ccd361a3"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("the Network (Certificate Based) protector is present"),
+        "{evidence}"
+    );
+
     // A wrong password: a clear error, status 2, JSON with --json.
     let out = nulab(&[
         "doctor",
