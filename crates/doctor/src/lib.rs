@@ -389,7 +389,9 @@ impl Server<'_> {
                     }
                     let attempt = requests
                         .iter()
-                        .filter(|r: &&RequestSeen<'_>| r.at.capture == event.at.capture)
+                        .filter(|r: &&RequestSeen<'_>| {
+                            r.at.capture == event.at.capture && r.xid == *xid
+                        })
                         .count()
                         + 1;
                     let mut line = format!(
@@ -564,7 +566,7 @@ impl Server<'_> {
             }
         }
         // The client's behaviour after the last reply tells whether it arrived.
-        let Some((last_reply, _, _)) = replies.iter().max_by_key(|(at, _, _)| *at) else {
+        let Some((last_reply, last_xid, _)) = replies.iter().max_by_key(|(at, _, _)| *at) else {
             return Finding::new(Cause::NoReply);
         };
         let after: Vec<&RequestSeen<'_>> = requests
@@ -591,7 +593,9 @@ impl Server<'_> {
         f.evidence.extend(verified);
         let answered = requests
             .iter()
-            .filter(|r| r.at.capture == last_reply.capture && r.at < *last_reply)
+            .filter(|r| {
+                r.at.capture == last_reply.capture && r.xid == *last_xid && r.at < *last_reply
+            })
             .count();
         // Even on the client's own segment, a capture point is not the client's port.
         if answered >= ATTEMPTS_PER_TRANSPORT {
