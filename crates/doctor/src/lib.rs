@@ -806,6 +806,20 @@ impl Server<'_> {
                 "the WDS debug log names the reason: it settles which of the server-side causes"
                     .into(),
             );
+            f.also_possible.clear();
+            f.settle_with.clear();
+        } else if let Some(log) = &self.inputs.wds_log {
+            // The provider logs every drop: no line for this client means it never processed
+            // the requests (the service stopped, or they never arrived), not a refusal.
+            f.evidence.push(format!(
+                "{}: no line about this client's requests: the provider did not process them",
+                log.file
+            ));
+            f.evidence.extend(wds_log::service_states(log));
+            f.also_possible
+                .retain(|c| *c == Cause::RequestNotReachingWds);
+            f.settle_with
+                .retain(|s| s.starts_with("a capture on the WDS server"));
         } else {
             f.evidence.push(
                 "the server did not answer: the WDS service stopped, the Network Unlock provider \

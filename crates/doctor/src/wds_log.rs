@@ -57,6 +57,25 @@ pub fn drops_for(log: &TextFile, client: Option<IpAddr>, giaddr: Ipv4Addr) -> Ve
     found
 }
 
+/// The log's lines about the service's state (stopped, started, the provider unregistered, the
+/// certificate store removed, the policy file), as `file:line: text`.
+pub fn service_states(log: &TextFile) -> Vec<String> {
+    const STATES: [&str; 6] = [
+        "WDS service stopped",
+        "WDS service started",
+        "provider unregistered",
+        "provider registered",
+        "certificate store was removed",
+        "subnet policy file",
+    ];
+    log.text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| STATES.iter().any(|state| line.contains(state)))
+        .map(|(index, line)| format!("{}:{}: {}", log.file, index + 1, line.trim()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

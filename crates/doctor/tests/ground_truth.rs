@@ -651,3 +651,40 @@ fn a_request_that_breaks_the_wire_format_is_malformed_with_its_rule() {
         "{client:#?}"
     );
 }
+
+#[test]
+fn the_wds_debug_log_settles_a_stopped_service() {
+    let loaded = scenario::load_catalogue("wds-service-stopped").expect("catalogue");
+    let result = scenario::run(&loaded, None).expect("runs");
+    let mut inputs = inputs_of(&loaded, &result);
+    inputs.policy = None;
+    inputs.certificates = None;
+    let report = doctor::diagnose(&inputs);
+    assert_eq!(report.clients[0].cause, Cause::NoReply);
+    assert!(
+        report.clients[0]
+            .also_possible
+            .contains(&Cause::SubnetDenied)
+    );
+    inputs.wds_log = Some(TextFile {
+        file: "wds-wds.log".into(),
+        text: scenario::views::wds_log(&result, "wds"),
+    });
+    let report = doctor::diagnose(&inputs);
+    let client = &report.clients[0];
+    assert_eq!(client.cause, Cause::NoReply);
+    assert!(
+        client
+            .also_possible
+            .iter()
+            .all(|c| *c == Cause::RequestNotReachingWds),
+        "{client:#?}"
+    );
+    assert!(
+        client
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("wds-wds.log:") && e.ends_with("WDS service stopped")),
+        "{client:#?}"
+    );
+}
