@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use scenario::Loaded;
@@ -307,11 +308,8 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             .first()
             .and_then(|input| input.pin.as_ref().map(|pin| (input, pin)))
         {
-            let _ = write!(
-                args,
-                " --pin {pin} --pin-after {}",
-                input.after.as_secs_f64()
-            );
+            let (pin_after, _) = crate::client_time_args(&options.nulab, input.after, s.duration);
+            let _ = write!(args, " --pin {pin} {}", pin_after.join(" "));
         }
         if !spec.order.is_empty() {
             let order: Vec<&str> = spec.order.iter().map(|o| o.get_ref().as_str()).collect();
@@ -320,8 +318,10 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
         script(
             &lab.join(format!("{name}.sh")),
             &format!(
-                "sleep 3\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} --limit-secs {limit} --seed {seed} | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n",
-                limit = s.duration.as_secs().max(1),
+                "sleep 3\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} {limit} --seed {seed} | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n",
+                limit = crate::client_time_args(&options.nulab, Duration::ZERO, s.duration)
+                    .1
+                    .join(" "),
             ),
         )?;
         let _ = write!(

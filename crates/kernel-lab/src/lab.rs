@@ -630,6 +630,15 @@ pub fn run(
         let _ = std::fs::remove_file(&log);
         args.extend(["--log".into(), log.display().to_string()]);
         args.extend(["--workers".into(), "1".into()]);
+        // Its counters as one JSON summary line where nulab server has `--json`.
+        let server_help = Command::new(&options.nulab)
+            .args(["server", "--help"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
+        if server_help.contains("--json") {
+            args.push("--json".into());
+        }
         wds.push(Wds {
             name: spec.name.get_ref().clone(),
             ns,
@@ -706,17 +715,12 @@ pub fn run(
             .first()
             .and_then(|input| input.pin.as_ref().map(|pin| (input, pin)))
         {
-            args.extend([
-                "--pin".into(),
-                pin.clone(),
-                "--pin-after".into(),
-                format!("{}", input.after.as_secs_f64()),
-            ]);
+            args.extend(["--pin".into(), pin.clone()]);
+            args.extend(crate::client_time_args(&options.nulab, input.after, s.duration).0);
         }
         let outcome = work.join(format!("{}.outcome.json", machine.name));
+        args.extend(crate::client_time_args(&options.nulab, Duration::ZERO, s.duration).1);
         args.extend([
-            "--limit-secs".into(),
-            s.duration.as_secs().max(1).to_string(),
             "--seed".into(),
             seed.to_string(),
             "--outcome-json".into(),
@@ -1011,6 +1015,21 @@ pub fn run(
         if let Some(map) = value.as_object_mut() {
             map.insert("name".into(), json!(client.name));
         }
+        // nulab client counts from its own start; the scenario's times count from the run's,
+        // and a client powers on at `boot_at`.
+        let offset = client.boot_at.as_secs_f64();
+        if offset > 0.0 {
+            if let Some(at) = value["at_seconds"].as_f64() {
+                value["at_seconds"] = json!(at + offset);
+            }
+            if let Some(failures) = value["failures"].as_array_mut() {
+                for failure in failures {
+                    if let Some(at) = failure["at_seconds"].as_f64() {
+                        failure["at_seconds"] = json!(at + offset);
+                    }
+                }
+            }
+        }
         for expect in s
             .expectations
             .iter()
@@ -1162,7 +1181,28 @@ fn start_wds(
         .join(format!("wds-{}.{}.err", server.name, server.generation));
     let args = server.args.clone();
     let index = b.spawn("wds", &server.ns.clone(), nulab, &args, &stdout, &stderr)?;
-    if !wait_for(&stderr, "listening", Duration::from_secs(20), stop)? {
+    // The log file (`--log`) says it, whatever nulab server prints on its own outputs; each
+    // start appends one more "listening on" line.
+    let log = args
+        .iter()
+        .position(|a| a == "--log")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| stderr.clone());
+    let start = Instant::now();
+    let mut started = false;
+    while start.elapsed() < Duration::from_secs(20) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(LabError::Interrupted);
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("decrypt workers").count() >= server.generation {
+            started = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !started {
         return Err(LabError::Start(format!(
             "nulab server {} did not start: {}",
             server.name,
@@ -1268,6 +1308,18 @@ fn stop_wds(b: &mut Builder, server: &mut Wds) {
         .join(format!("wds-{}.{}.out", server.name, server.generation));
     let text = std::fs::read_to_string(stdout).unwrap_or_default();
     for line in text.lines() {
+        // `--json`: {"type":"summary","counters":{LABEL:N},...}
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+            if value["type"] == "summary"
+                && let Some(counters) = value["counters"].as_object()
+            {
+                for (label, count) in counters {
+                    *server.counters.entry(label.clone()).or_default() +=
+                        count.as_u64().unwrap_or(0);
+                }
+            }
+            continue;
+        }
         let mut parts = line.split_whitespace();
         let (Some(label), Some(count), None) = (parts.next(), parts.next(), parts.next()) else {
             continue;
