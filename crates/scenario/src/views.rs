@@ -419,7 +419,15 @@ pub fn mermaid(result: &RunResult) -> String {
             out.push_str("    end\n");
         }
     }
-    for mark in &diagram.marks {
+    for (i, mark) in diagram.marks.iter().enumerate() {
+        if out.len() > MERMAID_BUDGET {
+            let _ = writeln!(
+                out,
+                "    Note over L0: {} more marks left out to stay under Mermaid's text limit: report.html and transcript.txt have them all",
+                diagram.marks.len() - i
+            );
+            break;
+        }
         let at = seconds(mark.at);
         let text = mermaid_text(&mark.text);
         match &mark.kind {
@@ -467,6 +475,9 @@ pub fn mermaid(result: &RunResult) -> String {
     }
     out
 }
+
+/// Mermaid refuses text past 50,000 characters by default; the diagram stops well before.
+const MERMAID_BUDGET: usize = 45_000;
 
 /// Text Mermaid takes in a label: no statement separator, no entity escapes.
 fn mermaid_text(text: &str) -> String {
@@ -693,12 +704,21 @@ fn svg(result: &RunResult, drawn: &BTreeSet<String>) -> String {
                     .as_ref()
                     .map(|g| format!(" → {g}"))
                     .unwrap_or_default();
+                // Kept inside the drawing: a label too wide for its place is anchored at an edge.
+                let label = format!("{at} {}{via}", mark.text);
+                let half = label.chars().count() * 3 + 4;
+                let (label_x, anchor) = if label_x + half > width {
+                    (width - 4, "end")
+                } else if label_x < half {
+                    (4, "start")
+                } else {
+                    (label_x, "middle")
+                };
                 let _ = writeln!(
                     out,
-                    "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"middle\" fill=\"{colour}\">{at} {}{}</text>",
+                    "<text x=\"{label_x}\" y=\"{}\" text-anchor=\"{anchor}\" fill=\"{colour}\">{}</text>",
                     y - 3,
-                    esc(&mark.text),
-                    esc(&via)
+                    esc(&label)
                 );
             }
             MarkKind::Note | MarkKind::Drop | MarkKind::Timeout => {

@@ -1,4 +1,4 @@
-//! The HTML reports in a real headless browser (Debian's Chromium): each loads without a
+//! The HTML reports of every catalogue scenario in a real headless browser (Debian's Chromium): each loads without a
 //! script error, has its PASSED/FAILED banner and every section, and no element is wider than
 //! a 1280-pixel window. The report's own small script records errors and overflowing elements
 //! as attributes of `<html>`, read here from `--dump-dom`. Screenshots of a few reports are
@@ -9,17 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const SCENARIOS: &[&str] = &[
-    "happy-path-ipv4",
-    "happy-path-ipv6",
-    "dhcp-and-wds-across-a-relay",
-    "multi-adapter-first-on-network-without-wds",
-    "fault-one-way-partition",
-    "boot-storm-after-patch-reboot",
-    "recovery-https-mp-down-fails-over-to-http",
-    "recovery-helpdesk-after-pcr-change-rotates-password",
-];
 
 const SCREENSHOTS: &[&str] = &[
     "happy-path-ipv4",
@@ -66,7 +55,7 @@ fn reports_load_without_errors_show_their_sections_and_fit_1280_pixels() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    for name in SCENARIOS {
+    for name in scenario::catalogue::names() {
         let loaded = scenario::load_catalogue(name).unwrap();
         let result = scenario::run(&loaded, None).unwrap();
         let dir = work.path().join(name);
@@ -121,7 +110,7 @@ fn reports_load_without_errors_show_their_sections_and_fit_1280_pixels() {
         if name.starts_with("recovery-") {
             assert!(dom.contains("<h2 id=\"recovery\">"), "{name}: no recovery");
         }
-        if SCREENSHOTS.contains(name) {
+        if SCREENSHOTS.contains(&name) {
             std::fs::create_dir_all(screenshot_dir()).unwrap();
             let png = screenshot_dir().join(format!("{name}.png"));
             let profile = tempfile::tempdir().unwrap();

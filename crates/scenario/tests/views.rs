@@ -179,3 +179,24 @@ fn a_recovery_report_draws_the_failover_and_tables_the_database_and_audit() {
     );
     assert!(html.contains("<h3>Audit log: 2 entries</h3>"));
 }
+
+/// Every catalogue scenario's Mermaid file stays under Mermaid's default text limit (50,000
+/// characters), so each one opens.
+#[test]
+fn every_mermaid_golden_is_under_mermaids_text_limit() {
+    let scenarios = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&scenarios).unwrap() {
+        let path = entry.unwrap().path().join("sequence.mmd");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            assert!(
+                text.chars().count() < 50_000,
+                "{}: {} characters",
+                path.display(),
+                text.chars().count()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} Mermaid goldens found");
+}

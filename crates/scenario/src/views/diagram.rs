@@ -72,6 +72,7 @@ impl Diagram {
     /// them for a small run) and of every other host.
     pub fn build(result: &RunResult, drawn: &BTreeSet<String>) -> Diagram {
         let clients: BTreeSet<&str> = result.clients.iter().map(|c| c.name.as_str()).collect();
+        let sampled = drawn.len() < clients.len();
         let packets = kept_packets(result, drawn);
         // Addresses the drawn clients sent from, to tell which server lines are theirs.
         let mut drawn_addresses: BTreeSet<IpAddr> = BTreeSet::new();
@@ -128,6 +129,19 @@ impl Diagram {
                     .unwrap_or(0)
             };
             for event in &client.events {
+                // A sampled run's clients share segments with hundreds of others, whose
+                // broadcast replies each client ignores: noise, not their story.
+                if sampled
+                    && matches!(
+                        event,
+                        BootEvent::Exchange {
+                            event: ExchangeEvent::Ignored { .. },
+                            ..
+                        }
+                    )
+                {
+                    continue;
+                }
                 if let Some((kind, text, adapter)) = client_mark(event) {
                     diagram.marks.push(Mark {
                         at: event.at(),
