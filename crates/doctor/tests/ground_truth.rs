@@ -204,6 +204,8 @@ struct Tally {
     failed: usize,
     /// Exact causes when the WDS debug log is given too.
     exact_with_log: usize,
+    /// Clients whose reply verified under the run's key log.
+    verified: usize,
 }
 
 /// Checks `report` against `result`; returns the problems found.
@@ -313,60 +315,22 @@ fn run_and_check(loaded: &scenario::Loaded, seed: Option<u64>, tally: &mut Tally
         );
         tally.exact_with_log += with_log.exact;
     }
-    // With a key log (each request's session key, recovered with the server's keys): a reply
-    // that verifies is still judged by what the client did after it.
-    inputs.keylog = Some(key_log_of(loaded, &inputs));
+    // With the key log the run wrote (each client's NKPU_SESSION line): a reply that
+    // verifies is still judged by what the client did after it.
+    let key_log = scenario::views::key_log(&result);
+    inputs.keylog = Some(doctor::KeyLog::parse("nkpu-keys.log", &key_log).expect("valid key log"));
+    let report = doctor::diagnose(&inputs);
+    tally.verified += report
+        .clients
+        .iter()
+        .filter(|c| c.evidence.iter().any(|e| e.contains("tag verifies")))
+        .count();
     problems.extend(
-        check(
-            loaded,
-            &result,
-            &doctor::diagnose(&inputs),
-            &mut Tally::default(),
-        )
-        .into_iter()
-        .map(|p| format!("with the key log: {p}")),
+        check(loaded, &result, &report, &mut Tally::default())
+            .into_iter()
+            .map(|p| format!("with the key log: {p}")),
     );
     problems
-}
-
-/// The key log a lab would write: every captured request's session key, decrypted with the
-/// scenario's certificates' private keys.
-fn key_log_of(loaded: &scenario::Loaded, inputs: &Inputs) -> doctor::KeyLog {
-    let keys: Vec<nkpu::ProviderKey> = loaded
-        .scenario
-        .certificates
-        .iter()
-        .filter_map(|c| {
-            let bundle = match (&c.seed, &c.pfx) {
-                (Some(seed), _) => scenario::world::generated_certificate(*seed),
-                (None, Some(pfx)) => certificates::import::read(
-                    &loaded.read_relative(pfx).expect("pfx"),
-                    c.password.as_deref(),
-                )
-                .expect("the scenario's pfx"),
-                (None, None) => return None,
-            };
-            nkpu::ProviderKey::from_pkcs8_der(&bundle.private_key?.to_pkcs8_der()).ok()
-        })
-        .collect();
-    let mut lines = String::new();
-    for event in doctor::traffic::follow(&inputs.captures).values().flatten() {
-        if let doctor::traffic::Seen::Request {
-            thumbprint,
-            key_protector,
-            ..
-        } = &event.seen
-            && let Some((_, session_key)) = keys.iter().find_map(|k| k.decrypt(key_protector).ok())
-        {
-            lines.push_str(&doctor::KeyLog::line_for(
-                thumbprint,
-                key_protector.as_bytes(),
-                &session_key,
-            ));
-            lines.push('\n');
-        }
-    }
-    doctor::KeyLog::parse("nkpu-keys.log", &lines).expect("a valid key log")
 }
 
 #[test]
@@ -381,10 +345,16 @@ fn every_catalogue_scenario_agrees_with_the_simulator() {
     }
     eprintln!(
         "{} clients: {} exact ({} with the WDS log), {} among the causes doctor leaves open, {} \
-         in no WDS-side capture",
-        tally.clients, tally.exact, tally.exact_with_log, tally.open, tally.absent
+         in no WDS-side capture; {} replies verified under the run's key log",
+        tally.clients, tally.exact, tally.exact_with_log, tally.open, tally.absent, tally.verified
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The run's key log matched the captured requests and verified their replies.
+    assert!(
+        tally.verified * 2 >= tally.clients,
+        "{} verified",
+        tally.verified
+    );
     // Most diagnoses must be exact, not merely left open.
     assert!(
         tally.exact * 10 >= tally.clients * 8,
