@@ -3,7 +3,8 @@
 # reachable, so the base image is debootstrapped and imported (kept as nulab-base:bookworm for
 # the next run); dockerd is started if none answers; the lab is generated from docker/lab.toml
 # (`nulab lab compose`), built FROM that base, brought up, and each client's outcome is read
-# from its BitLocker log: pc-corp unlocks by Network Unlock, pc-branch (a subnet the INI
+# from what its `nulab client --outcome-json` wrote: pc-corp unlocks by Network Unlock,
+# pc-branch (a subnet the INI
 # refuses) falls back to the PIN, as docker/lab.toml's [[expect]] say. Everything is torn down
 # on every exit. Needs root, docker.io, docker-compose (v1) or the docker compose plugin, and
 # debootstrap (Debian packages docker.io, docker-compose, debootstrap).
@@ -53,7 +54,11 @@ cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
 trap cleanup EXIT INT TERM
 NULAB_BASE_IMAGE=nulab-base:bookworm compose up -d --build
 
-outcome() { grep -h '^unlocked-by:\|^waiting:\|^stuck:' "logs/bitlocker-$1.log" 2>/dev/null || true; }
+# Each client's outcome as `nulab client --outcome-json` wrote it: "unlocked_by": "PROTECTOR".
+outcome() {
+    [ -f "logs/outcome-$1.json" ] || return 0
+    tr -d ' \n' <"logs/outcome-$1.json" 2>/dev/null | grep -o '"state":"[a-z-]*"\|"unlocked_by":"[a-z-]*"' | tr '\n' ' ' || true
+}
 for client in pc-corp pc-branch; do
     i=0
     until [ -n "$(outcome "$client")" ]; do
@@ -70,7 +75,7 @@ status=0
 check() {
     got=$(outcome "$1")
     case "$got" in
-        "unlocked-by: $2 "*) echo "docker/ci.sh: $1: $got (expected $2): ok" ;;
+        *"\"unlocked_by\":\"$2\""*) echo "docker/ci.sh: $1: $got (expected $2): ok" ;;
         *) echo "docker/ci.sh: $1: $got (expected $2): FAILED" >&2; status=1 ;;
     esac
 }

@@ -318,7 +318,7 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
         script(
             &lab.join(format!("{name}.sh")),
             &format!(
-                "sleep 3\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} {limit} --seed {seed} | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n",
+                "sleep 3\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} {limit} --seed {seed} --outcome-json /out/outcome-{name}.json | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n",
                 limit = crate::client_time_args(&options.nulab, Duration::ZERO, s.duration)
                     .1
                     .join(" "),
