@@ -4,9 +4,8 @@
 # the next run); dockerd is started if none answers; the lab is generated from docker/lab.toml
 # (`nulab lab compose`), built FROM that base, brought up, and each client's outcome is read
 # from what its `nulab client --outcome-json` wrote: pc-corp unlocks by Network Unlock,
-# pc-branch (a subnet the INI
-# refuses) falls back to the PIN, as docker/lab.toml's [[expect]] say. Everything is torn down
-# on every exit. Needs root, docker.io, docker-compose (v1) or the docker compose plugin, and
+# pc-branch (a subnet the INI refuses) falls back to the PIN, as docker/lab.toml's [[expect]]
+# say. Everything is torn down on every exit. Needs root, docker.io, docker-compose (v1) or the docker compose plugin, and
 # debootstrap (Debian packages docker.io, docker-compose, debootstrap).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
