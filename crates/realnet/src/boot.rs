@@ -32,6 +32,8 @@ use volume::Volume;
 pub use crate::driver::ShellNote;
 use crate::driver::{AddressMode, Driver, DriverConfig};
 use crate::{ShellError, adapter_facts};
+/// What a boot's DHCP client did ([`BootEvent::Dhcp`]'s event), for callers describing events.
+pub use dhcp::ClientEvent;
 
 /// The adapters as the firmware would report them, in boot order: MAC and link state from
 /// sysfs, the IPv6 link-local address from `/proc/net/if_inet6`.

@@ -11,7 +11,7 @@ use dhcp::service::{ClientRecord, DhcpClientService, DhcpServerService};
 use dhcp::{ClientConfig, Lease, Server, ServerConfig, ServerEvent};
 
 use crate::ShellError;
-use crate::driver::{AddressMode, Driver, DriverConfig};
+use crate::driver::{AddressMode, Driver, DriverConfig, ShellNote};
 
 /// A 32-byte seed from a `u64` (little-endian in the first 8 bytes), or `None` for the OS's.
 pub(crate) fn seed_bytes(seed: Option<u64>) -> Option<[u8; 32]> {
@@ -70,7 +70,14 @@ pub(crate) fn no_socket(driver: &mut Driver, interfaces: &str) -> ShellError {
     let why = driver
         .take_notes()
         .into_iter()
-        .map(|note| format!("{note:?}"))
+        .map(|note| match note {
+            ShellNote::SocketFailed { why, .. } | ShellNote::AddressNotConfigured { why, .. } => {
+                why
+            }
+            ShellNote::AddressConfigured { interface, address } => {
+                format!("{address} configured on {interface}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ");
     if why.is_empty() {

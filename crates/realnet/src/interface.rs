@@ -37,7 +37,13 @@ impl InterfaceSocket {
             .map_err(fail("SO_REUSEADDR"))?;
         socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
         let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-        socket.bind(&local.into()).map_err(fail("bind"))?;
+        socket
+            .bind(&local.into())
+            .map_err(|source| ShellError::Bind {
+                interface: interface.to_owned(),
+                address: local,
+                source,
+            })?;
         let socket = UdpSocket::from_std(socket.into()).map_err(fail("register with tokio"))?;
         Ok(InterfaceSocket {
             name: interface.to_owned(),
@@ -71,7 +77,13 @@ impl InterfaceSocket {
             .map_err(fail("SO_REUSEADDR"))?;
         socket.set_nonblocking(true).map_err(fail("O_NONBLOCK"))?;
         let local = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-        socket.bind(&local.into()).map_err(fail("bind"))?;
+        socket
+            .bind(&local.into())
+            .map_err(|source| ShellError::Bind {
+                interface: interface.to_owned(),
+                address: local,
+                source,
+            })?;
         if let Some((group, ifindex)) = group {
             socket
                 .join_multicast_v6(&group, ifindex)

@@ -53,4 +53,26 @@ pub enum ShellError {
     Certificates(String),
     #[error("no socket could be opened on {0}")]
     NoSocket(String),
+    /// A socket could not be bound to its address; "Address already in use" names it.
+    #[error(
+        "interface {interface}: cannot bind UDP {address}: {}",
+        bind_reason(source)
+    )]
+    Bind {
+        interface: String,
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a bind failed, with what to do when another program holds the address.
+fn bind_reason(source: &std::io::Error) -> String {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "{source} (another DHCP server or WDS provider holds it on this host: stop it first)"
+        )
+    } else {
+        source.to_string()
+    }
 }

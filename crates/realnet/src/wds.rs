@@ -182,6 +182,24 @@ impl WdsReport {
     pub fn counter(&self, label: &str) -> u64 {
         self.counters.get(label).copied().unwrap_or(0)
     }
+
+    /// The counter summary, one `label count` line each (`received N`, then every counter,
+    /// then `peak-queue P of C (W workers)`): what `nulab server` prints at the end and
+    /// appends to its log. Scripts read the `label count` lines (`nulab scenario run
+    /// --backend netns` does).
+    pub fn summary_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("received {}", self.received)];
+        lines.extend(
+            self.counters
+                .iter()
+                .map(|(label, count)| format!("{label} {count}")),
+        );
+        lines.push(format!(
+            "peak-queue {} of {} ({} workers)",
+            self.peak_queue, self.queue_capacity, self.workers
+        ));
+        lines
+    }
 }
 
 /// Sends [`Control::Reload`] on SIGHUP and [`Control::Stop`] on SIGINT or SIGTERM to `tx`,
@@ -262,17 +280,25 @@ pub async fn run_wds(
     let mut service = UnlockService::with_processor(Rc::clone(&provider), Box::new(processor));
     driver.start(&mut service).await;
     let note_shell = |provider: &RefCell<Provider>, driver: &mut Driver| {
+        let mut failed = Vec::new();
         for note in driver.take_notes() {
             let at = driver.elapsed();
             if let ShellNote::SocketFailed { why, .. } = note {
-                provider.borrow_mut().note_error(at, why);
+                provider.borrow_mut().note_error(at, why.clone());
+                failed.push(why);
             }
         }
+        failed
     };
-    note_shell(&provider, &mut driver);
+    let failed = note_shell(&provider, &mut driver);
     flush(&provider);
     if driver.open_sockets() == 0 {
-        return Err(ShellError::NoSocket(config.interfaces.join(",")));
+        // The reason (an address already in use names the address) is the error's own.
+        let mut what = config.interfaces.join(",");
+        if !failed.is_empty() {
+            what = format!("{what}: {}", failed.join("; "));
+        }
+        return Err(ShellError::NoSocket(what));
     }
     provider.borrow_mut().note_info(
         driver.elapsed(),

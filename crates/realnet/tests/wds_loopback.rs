@@ -246,3 +246,74 @@ fn a_reload_with_an_invalid_policy_silences_the_provider_and_a_valid_one_revives
     );
     assert!(log.iter().any(|l| l.contains("SIGHUP")), "{log:#?}");
 }
+
+#[test]
+fn an_address_already_in_use_is_named() {
+    if !testkit::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (pfx, _) = lab(dir.path(), 0, Ipv4Addr::new(127, 0, 0, 14));
+    // Another program holds UDP 0.0.0.0:PORT on every interface (no SO_REUSEADDR), and the
+    // port the provider's second service port (547) maps to, so that no socket opens.
+    let holder = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let other = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let mut config = WdsConfig::new(
+        vec!["lo".into()],
+        CertificateSource {
+            files: vec![pfx],
+            dirs: vec![],
+            password: Some("pw".into()),
+        },
+    );
+    config.ipv6 = false;
+    config.ports = Ports {
+        v4: port,
+        v6: other_port,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, control) = tokio::sync::mpsc::channel(1);
+    // Were the port taken anyway, the run stops rather than hangs (and the test fails).
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        let _ = tx.blocking_send(Control::Stop);
+    });
+    let mut lines = Vec::new();
+    let err = runtime
+        .block_on(run_wds(config, control, |line| {
+            lines.push(realnet::wds::format_log_line(line));
+        }))
+        .map(|report| format!("{report:?} {lines:?}"))
+        .expect_err("the port is taken")
+        .to_string();
+    assert!(
+        err.contains(&format!("0.0.0.0:{port}")) && err.contains("in use"),
+        "{err}"
+    );
+    drop((holder, other));
+}
+
+#[test]
+fn the_summary_has_a_line_per_counter() {
+    let report = WdsReport {
+        counters: [("drop.junk".to_owned(), 2), ("replied".to_owned(), 5)].into(),
+        received: 7,
+        workers: 1,
+        queue_capacity: 16,
+        peak_queue: 1,
+    };
+    assert_eq!(
+        report.summary_lines(),
+        [
+            "received 7",
+            "drop.junk 2",
+            "replied 5",
+            "peak-queue 1 of 16 (1 workers)"
+        ]
+    );
+}
