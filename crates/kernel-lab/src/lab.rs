@@ -898,7 +898,16 @@ pub fn run(
                         "root",
                     ];
                     args.extend(fault.netem.iter().map(String::as_str));
-                    sh("tc", &args)?;
+                    sh("tc", &args).map_err(|err| match err {
+                        LabError::Command { stderr, .. } if stderr.contains("unknown") => {
+                            LabError::Start(format!(
+                                "this kernel has no netem (CONFIG_NET_SCH_NETEM), which latency, \
+                                 jitter, duplication and corruption need on real kernels ({})",
+                                fault.netem.join(" ")
+                            ))
+                        }
+                        other => other,
+                    })?;
                 }
                 fault.applied = true;
                 narrate(&format!(
