@@ -2,6 +2,15 @@
 //! (which drives the sans-IO boot core). This module parses arguments, opens the image and the
 //! TPM, prints the boot's events as they happen and its outcome, and saves the simulated TPM's
 //! state (its failure counter survives the boot, as a real TPM's would).
+//!
+//! By default each event is a BitLocker-style log line for people
+//! (`   1.234s Information: [phase 2] adapter 1 (eth0) is bound to 192.168.78.120/24 …`) and the
+//! outcome a sentence. With `--json`, standard output carries JSON lines instead, one object
+//! each, stable: `{"type":"event","at_seconds":F,"level":"information"|"warning",
+//! "adapter":S|null,"message":S}` per boot event, `{"type":"shell","interface":S,"message":S}`
+//! for what the shell did to the OS (an address configured), then
+//! `{"type":"outcome","state":S,"unlocked_by":S|null,"at_seconds":F|null,"failures":[…],
+//! "volume_label":S|null}` (the `--outcome-json` object plus the label).
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -11,12 +20,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use boot_client::boot::{BootConfig, BootEvent, BootResult, ConsoleInput, Keystrokes};
-use boot_client::exchange::Transport;
+use boot_client::exchange::{ExchangeEvent, Transport};
 use clap::Args;
 use rand_core::RngCore;
-use realnet::boot::{SharedTpm, ShellNote};
+use realnet::boot::{ClientEvent, SharedTpm, ShellNote};
 use tpm::{SimulatedTpm, Tpm};
 use volume::Volume;
+
+use crate::output::{self, outln};
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -44,15 +55,15 @@ pub struct ClientArgs {
     /// The PIN someone types at the TPM+PIN prompt (default: nobody is at the console)
     #[arg(long)]
     pin: Option<String>,
-    /// Seconds after the prompt appears before the PIN is typed
-    #[arg(long, default_value_t = 0.0)]
-    pin_after: f64,
+    /// How long after the prompt appears the PIN is typed (`5s`, `500ms`)
+    #[arg(long, default_value = "0s", value_parser = crate::args::duration)]
+    pin_after: Duration,
     /// Transport order of the unlock request: `v4`, `v6`, `v6,v4` or `v4,v6`
     #[arg(long, default_value = "v4")]
     order: String,
-    /// Give up after this many seconds whatever the boot's own timers say
-    #[arg(long, default_value_t = 120)]
-    limit_secs: u64,
+    /// Give up after this long whatever the boot's own timers say (`120s`, `2m`)
+    #[arg(long, default_value = "2m", value_parser = crate::args::duration)]
+    limit: Duration,
     /// Seed the boot's random choices (transaction ids, jitter) to replay a boot
     #[arg(long)]
     seed: Option<u64>,
@@ -60,6 +71,9 @@ pub struct ClientArgs {
     /// (state, unlocked_by, at_seconds, failures), for `nulab scenario run --backend netns`
     #[arg(long, value_name = "FILE")]
     outcome_json: Option<PathBuf>,
+    /// JSON lines on standard output: the events, what the shell did, the outcome
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_order(text: &str) -> Result<Vec<Transport>, String> {
@@ -118,8 +132,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(pin) = &args.pin {
         config.console.push(ConsoleInput {
-            after: Duration::try_from_secs_f64(args.pin_after)
-                .context("--pin-after takes a number of seconds")?,
+            after: args.pin_after,
             keys: Keystrokes::Pin(pin.clone()),
         });
     }
@@ -132,23 +145,64 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let names = args.interfaces.clone();
+    let json = args.json;
+    // The first failed write to standard output is returned once the boot ends (the boot
+    // itself, and the TPM state it leaves, must not be cut short by a closed pipe).
+    let mut output_failed: Option<output::OutputError> = None;
+    let mut report = |result: Result<(), output::OutputError>| {
+        if let (Err(err), None) = (result, &output_failed) {
+            output_failed = Some(err);
+        }
+    };
+    let report = std::cell::RefCell::new(&mut report);
     let end = runtime.block_on(realnet::boot::run_boot(
         config,
         volume,
         tpm,
         seed,
-        Duration::from_secs(args.limit_secs),
-        |event| println!("{:>8.3}s {}", event.at().as_secs_f64(), describe(event)),
-        |note| match note {
-            ShellNote::AddressConfigured { interface, address } => {
-                println!("         shell: {address} configured on {interface}");
-            }
-            ShellNote::AddressNotConfigured { interface, why } => {
-                println!("         shell: could not configure the lease on {interface}: {why}");
-            }
-            ShellNote::SocketFailed { interface, why } => {
-                println!("         shell: no socket on {interface}: {why}");
-            }
+        args.limit,
+        |event| {
+            let Some((level, adapter, message)) = describe(event, &names) else {
+                return;
+            };
+            let at = event.at().as_secs_f64();
+            (report.borrow_mut())(if json {
+                let value = serde_json::json!({
+                    "type": "event",
+                    "at_seconds": at,
+                    "level": level.to_lowercase(),
+                    "adapter": adapter,
+                    "message": message,
+                });
+                outln!("{value}")
+            } else {
+                outln!("{at:>8.3}s {level}: {message}")
+            });
+        },
+        |note| {
+            let (interface, message) = match note {
+                ShellNote::AddressConfigured { interface, address } => {
+                    (interface, format!("{address} configured on {interface}"))
+                }
+                ShellNote::AddressNotConfigured { interface, why } => (
+                    interface,
+                    format!("could not configure the lease on {interface}: {why}"),
+                ),
+                ShellNote::SocketFailed { interface, why } => {
+                    (interface, format!("no socket on {interface}: {why}"))
+                }
+            };
+            (report.borrow_mut())(if json {
+                let value = serde_json::json!({
+                    "type": "shell",
+                    "interface": interface,
+                    "message": message,
+                });
+                outln!("{value}")
+            } else {
+                outln!("          shell: {message}")
+            });
         },
     ))?;
     let outcome = end.outcome;
@@ -161,42 +215,69 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, outcome_json(&outcome))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    for failure in &outcome.failures {
-        println!(
-            "failed: {:?} at {:.3}s: {}",
-            failure.protector,
-            failure.at.as_secs_f64(),
-            failure.reason
-        );
+    // The TPM's state is saved first: a closed pipe must not lose its failure counter.
+    if let Some(err) = output_failed {
+        return Err(err.into());
     }
-    match &outcome.result {
-        BootResult::Unlocked { protector, at } => {
-            println!(
-                "unlocked-by: {} at {:.3}s",
-                protector_name(*protector),
-                at.as_secs_f64()
-            );
-            if let Some(label) = &end.label {
-                println!("volume-label: {label}");
+    let unlocked = matches!(outcome.result, BootResult::Unlocked { .. });
+    if json {
+        let mut value = outcome_value(&outcome);
+        value["type"] = "outcome".into();
+        value["volume_label"] = end.label.clone().into();
+        output::json_line(&value)?;
+    } else {
+        for failure in &outcome.failures {
+            outln!(
+                "The {} protector did not unlock the volume ({:.3} s): {}",
+                failure.protector.manage_bde_name(),
+                failure.at.as_secs_f64(),
+                failure.reason
+            )?;
+        }
+        match &outcome.result {
+            BootResult::Unlocked { protector, at } => {
+                outln!(
+                    "BitLocker unlocked the operating system volume with the {} protector \
+                     ({}) at {:.3} s.",
+                    protector.manage_bde_name(),
+                    protector.cli_name(),
+                    at.as_secs_f64()
+                )?;
+                if let Some(label) = &end.label {
+                    outln!("The data decrypts: the volume label reads {label}.")?;
+                }
             }
-            Ok(ExitCode::SUCCESS)
-        }
-        BootResult::Waiting { prompt, since } => {
-            println!(
-                "waiting: at {prompt} since {:.3}s (nobody typed)",
-                since.as_secs_f64()
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        BootResult::Stuck { at } => {
-            println!("stuck: no protector left at {:.3}s", at.as_secs_f64());
-            Ok(ExitCode::FAILURE)
+            BootResult::Waiting { prompt, since } => {
+                outln!(
+                    "The volume is still locked: {prompt} has been waiting since {:.3} s \
+                     and nobody typed.",
+                    since.as_secs_f64()
+                )?;
+            }
+            BootResult::Stuck { at } => {
+                outln!(
+                    "The volume is still locked: no protector was left to try at {:.3} s.",
+                    at.as_secs_f64()
+                )?;
+            }
         }
     }
+    Ok(if unlocked {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-/// The outcome as a scenario's `result.json` names a client's (without its name).
+/// The outcome as a scenario's `result.json` names a client's (without its name), pretty.
 fn outcome_json(outcome: &boot_client::boot::BootOutcome) -> String {
+    let mut text = serde_json::to_string_pretty(&outcome_value(outcome)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The outcome as a JSON object: `state`, `unlocked_by`, `at_seconds`, `failures`.
+fn outcome_value(outcome: &boot_client::boot::BootOutcome) -> serde_json::Value {
     let (state, protector, at) = match &outcome.result {
         BootResult::Unlocked { protector, at } => (
             "unlocked",
@@ -224,33 +305,150 @@ fn outcome_json(outcome: &boot_client::boot::BootOutcome) -> String {
             })
         })
         .collect();
-    let mut text = serde_json::to_string_pretty(&serde_json::json!({
+    serde_json::json!({
         "state": state,
         "unlocked_by": protector,
         "at_seconds": at,
         "failures": failures,
-    }))
-    .unwrap_or_default();
-    text.push('\n');
-    text
+    })
 }
 
-/// The protector's manage-bde-like name, as `nulab volume` prints it (kebab case).
-fn protector_name(kind: volume::ProtectorKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{kind:?}"))
-}
-
-fn describe(event: &BootEvent) -> String {
-    match event {
-        BootEvent::Dhcp { adapter, event, .. } => format!("adapter {adapter}: DHCP {event:?}"),
-        BootEvent::Exchange { adapter, event, .. } => {
-            format!("adapter {adapter}: unlock exchange {event:?}")
+/// A boot event as a BitLocker-style log line: its level (`Information`, `Warning`), the
+/// adapter it is about, and a sentence with the seed's phase. `None`: nothing worth a line.
+fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option<String>, String)> {
+    let adapter_name = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
+    let adapter = |i: usize| format!("adapter {} ({})", i + 1, adapter_name(i));
+    let info = "Information";
+    let warn = "Warning";
+    let line = match event {
+        BootEvent::ProtectorsFound { protectors, .. } => (
+            info,
+            None,
+            format!(
+                "[phase 1] the boot manager finds the protectors: {}",
+                protectors
+                    .iter()
+                    .map(|p| p.manage_bde_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        BootEvent::NetworkUnlockReady { thumbprint, .. } => (
+            info,
+            None,
+            format!(
+                "[phase 1] the TPM releases the Network Unlock secrets for certificate {thumbprint}"
+            ),
+        ),
+        BootEvent::NetworkUnlockSkipped { reason, .. } => (
+            warn,
+            None,
+            format!("[phase 1] Network Unlock was not attempted: {reason}"),
+        ),
+        BootEvent::Dhcp {
+            adapter: i, event, ..
+        } => {
+            let text = match event {
+                ClientEvent::Sent { kind, attempt } => {
+                    format!("[phase 2] {} sends {kind} (attempt {attempt})", adapter(*i))
+                }
+                ClientEvent::Offered { server, address } => format!(
+                    "[phase 2] {} takes the offer of {address} from {server}",
+                    adapter(*i)
+                ),
+                ClientEvent::Bound(lease) => format!(
+                    "[phase 2] {} is bound to {} (DHCP server {})",
+                    adapter(*i),
+                    lease.network(),
+                    lease.server_id
+                ),
+                ClientEvent::Failed(failure) => {
+                    return Some((
+                        warn,
+                        Some(adapter_name(*i)),
+                        format!("[phase 2] {}: DHCP fails: {failure}", adapter(*i)),
+                    ));
+                }
+                _ => return None,
+            };
+            (info, Some(adapter_name(*i)), text)
         }
-        other => format!("{other:?}"),
-    }
+        BootEvent::EnumerationStopped {
+            adapter: i, reason, ..
+        } => (warn, Some(adapter_name(*i)), format!("[phase 2] {reason}")),
+        BootEvent::Exchange {
+            adapter: i, event, ..
+        } => {
+            let (level, text) = match event {
+                ExchangeEvent::Sent {
+                    transport, attempt, ..
+                } => (
+                    info,
+                    format!(
+                        "[phase 3] {} sends the Network Unlock request over {transport} \
+                         (attempt {attempt})",
+                        adapter(*i)
+                    ),
+                ),
+                ExchangeEvent::Ignored { why, .. } => (
+                    info,
+                    format!("[phase 6] {} ignores a reply: {why}", adapter(*i)),
+                ),
+                ExchangeEvent::TransportFailed {
+                    transport, failure, ..
+                } => (
+                    warn,
+                    format!("[phase 3] {}: {transport} gives up: {failure}", adapter(*i)),
+                ),
+                ExchangeEvent::Unlocked { transport, .. } => (
+                    info,
+                    format!(
+                        "[phase 6] {}: the reply over {transport} verifies under the session \
+                         key: the network key is back",
+                        adapter(*i)
+                    ),
+                ),
+            };
+            (level, Some(adapter_name(*i)), text)
+        }
+        BootEvent::NoUnlockOnAdapter {
+            adapter: i, reason, ..
+        } => (
+            warn,
+            Some(adapter_name(*i)),
+            format!(
+                "[phase 3] no unlock on {} ({reason}); any further adapter is tried next",
+                adapter(*i)
+            ),
+        ),
+        BootEvent::KeysCombined { .. } => (
+            info,
+            None,
+            "[phase 7] the network key is combined with the TPM's intermediate key".to_owned(),
+        ),
+        BootEvent::ProtectorFailed(failure) => (
+            warn,
+            None,
+            format!(
+                "The {} protector could not unlock the operating system volume: {}",
+                failure.protector.manage_bde_name(),
+                failure.reason
+            ),
+        ),
+        BootEvent::PromptShown { prompt, .. } => (info, None, format!("BitLocker shows {prompt}.")),
+        BootEvent::Typed { prompt, what, .. } => {
+            (info, None, format!("someone types {what} at {prompt}"))
+        }
+        BootEvent::Unlocked { protector, .. } => (
+            info,
+            None,
+            format!(
+                "BitLocker unlocked the operating system volume with the {} protector.",
+                protector.manage_bde_name()
+            ),
+        ),
+    };
+    Some(line)
 }
 
 #[cfg(feature = "real-tpm")]

@@ -2,8 +2,12 @@
 //! management point, the client agent escrowing a volume image made by `nulab volume create`,
 //! and the helpdesk reading a key back (audited). Every piece of logic is the
 //! `recovery-service` crate's; this module parses arguments and files, calls it and prints.
+//!
+//! `recovery serve` prints `https=ADDR` (and `http=ADDR`) once it listens; with `--json`, one
+//! line instead, stable: `{"type":"listening","https":ADDR,"http":ADDR|null,"ca":PATH|null,
+//! "new_key_file":PATH|null}`. A helpdesk refusal with `--json` is the error object every
+//! command prints (`error`, `exit_code`) with the refusal's `candidates` and `holders`.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +27,8 @@ use recovery_service::server::{Limits, ServiceConfig, load_pem, load_pem_certifi
 use recovery_service::store::{DeviceToken, HelpdeskRole, OperatorToken, Store};
 use recovery_service::wire::RecoverBody;
 use volume::{ProtectorKind, RecoveryPassword, UnlockWith, Volume};
+
+use crate::output::{self, errln, outln};
 
 #[derive(Debug, Subcommand)]
 pub enum RecoveryCommand {
@@ -57,6 +63,9 @@ pub enum RecoveryCommand {
         http: Option<SocketAddr>,
         #[command(flatten)]
         limits: LimitArgs,
+        /// One JSON line when listening (addresses, the CA written, a new at-rest key)
+        #[arg(long)]
+        json: bool,
     },
     /// Enrol a device and print its token (the agent's credential)
     Enrol {
@@ -111,9 +120,9 @@ pub enum RecoveryCommand {
         /// Attempts per management point
         #[arg(long, default_value_t = 3)]
         attempts: u32,
-        /// First backoff in milliseconds (doubles each retry)
-        #[arg(long, default_value_t = 2000)]
-        backoff_ms: i64,
+        /// First backoff (`2s`, `500ms`; doubles each retry, up to 8 times it)
+        #[arg(long, default_value = "2s", value_parser = crate::args::duration)]
+        backoff: Duration,
         #[arg(long)]
         json: bool,
     },
@@ -235,6 +244,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             listen,
             http,
             limits,
+            json,
         } => serve(
             db,
             key_file,
@@ -244,6 +254,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             names,
             (listen, http),
             limits.limits(),
+            json,
         ),
         RecoveryCommand::Enrol { device, db, json } => {
             let device = DeviceId::new(device)?;
@@ -254,7 +265,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                 &token.0,
                 json,
                 serde_json::json!({ "device": device.as_str() }),
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         RecoveryCommand::Operator {
@@ -270,7 +281,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                 &token.0,
                 json,
                 serde_json::json!({ "operator": name, "role": role }),
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         RecoveryCommand::Escrow {
@@ -284,9 +295,10 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             token,
             log,
             attempts,
-            backoff_ms,
+            backoff,
             json,
         } => {
+            let backoff_ms = i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
             let mps = mps
                 .iter()
                 .map(|u| ManagementPoint::parse(u).with_context(|| format!("--mp {u}")))
@@ -320,20 +332,17 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                 RunOutcome::Failed(f) => (false, None, Some(f.to_string())),
             };
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "escrowed": escrowed,
-                        "url": url,
-                        "error": error,
-                        "rotations": report.rotations.iter().map(|r| serde_json::json!({"old": r.old, "new": r.new})).collect::<Vec<_>>(),
-                        "re_escrowed": report.re_escrow.as_ref().map(|o| matches!(o, RunOutcome::Escrowed { .. })),
-                        "log": report.log.iter().map(|l| l.text.clone()).collect::<Vec<_>>(),
-                    })
-                );
+                output::json_line(&serde_json::json!({
+                    "escrowed": escrowed,
+                    "url": url,
+                    "error": error,
+                    "rotations": report.rotations.iter().map(|r| serde_json::json!({"old": r.old, "new": r.new})).collect::<Vec<_>>(),
+                    "re_escrowed": report.re_escrow.as_ref().map(|o| matches!(o, RunOutcome::Escrowed { .. })),
+                    "log": report.log.iter().map(|l| l.text.clone()).collect::<Vec<_>>(),
+                }))?;
             } else {
                 for l in &report.log {
-                    println!("{:?}: {}", l.severity, l.text);
+                    outln!("{:?}: {}", l.severity, l.text)?;
                 }
             }
             Ok(if report.succeeded() {
@@ -368,16 +377,16 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             match answer {
                 Ok(r) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&r)?);
+                        output::json(&r)?;
                     } else {
-                        println!("{} {} of {}/{}", r.kind, r.key_id, r.device, r.volume);
-                        println!("{}", r.text.as_deref().unwrap_or(&r.material));
-                        println!("audit record #{}", r.audit_seq);
+                        outln!("{} {} of {}/{}", r.kind, r.key_id, r.device, r.volume)?;
+                        outln!("{}", r.text.as_deref().unwrap_or(&r.material))?;
+                        outln!("audit record #{}", r.audit_seq)?;
                         if r.rotation_requested {
-                            println!("the client will rotate it at its next contact");
+                            outln!("the client will rotate it at its next contact")?;
                         }
                         if let Some(at) = r.retired_at {
-                            println!("superseded by a newer recovery password at {}", utc(at));
+                            outln!("superseded by a newer recovery password at {}", utc(at))?;
                         }
                     }
                     Ok(ExitCode::SUCCESS)
@@ -390,7 +399,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             match helpdesk(&server, |mut c| async move { c.audit_log(&token).await })? {
                 Ok(reply) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&reply.entries)?);
+                        output::json(&reply.entries)?;
                     } else {
                         for a in &reply.entries {
                             let chosen = match (&a.chosen_device, &a.chosen_volume) {
@@ -398,7 +407,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                                 (Some(d), None) => format!(" of {d}"),
                                 _ => String::new(),
                             };
-                            println!(
+                            outln!(
                                 "#{} at {}: {} ({}) asked for {} {}{chosen}: {}{} — {:?}",
                                 a.seq,
                                 utc(a.at),
@@ -412,7 +421,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                                     .map(|d| format!(" ({d})"))
                                     .unwrap_or_default(),
                                 a.reason
-                            );
+                            )?;
                         }
                     }
                     Ok(ExitCode::SUCCESS)
@@ -435,12 +444,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn print_token(token: &str, json: bool, mut extra: serde_json::Value) {
+fn print_token(token: &str, json: bool, mut extra: serde_json::Value) -> Result<()> {
     if json {
         extra["token"] = serde_json::Value::String(token.to_owned());
-        println!("{extra}");
+        output::json_line(&extra)
     } else {
-        println!("{token}");
+        Ok(outln!("{token}")?)
     }
 }
 
@@ -454,19 +463,22 @@ fn refusal(e: HelpdeskRefusal, json: bool) -> Result<ExitCode> {
         _ => (Vec::new(), Vec::new()),
     };
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "error": e.to_string(), "candidates": candidates, "holders": holders })
-        );
+        // The error object every command prints with --json, with the refusal's details.
+        output::json_line(&serde_json::json!({
+            "error": e.to_string(),
+            "exit_code": 1,
+            "candidates": candidates,
+            "holders": holders,
+        }))?;
     } else {
-        eprintln!("nulab: {e}");
+        errln!("nulab: error: {e}");
         if holders.is_empty() {
             for c in &candidates {
-                eprintln!("  candidate: {c}");
+                errln!("  candidate: {c}");
             }
         }
         for h in &holders {
-            eprintln!(
+            errln!(
                 "  held by device {} (volume {}), escrowed {}{}: choose it with --device {}",
                 h.device,
                 h.volume,
@@ -564,17 +576,21 @@ fn serve(
     names: Vec<String>,
     (listen, http): (SocketAddr, Option<SocketAddr>),
     limits: Limits,
+    json: bool,
 ) -> Result<ExitCode> {
+    let mut new_key_file = None;
     let key_file = if no_encrypt {
         None
     } else {
         let path = key_file.unwrap_or_else(|| with_suffix(&db, ".key"));
         if !path.exists() {
             AtRestKey::generate(&mut rand_core::OsRng).save_new(&path)?;
-            eprintln!("nulab: new at-rest key written to {}", path.display());
+            errln!("nulab: new at-rest key written to {}", path.display());
+            new_key_file = Some(path.display().to_string());
         }
         Some(path)
     };
+    let mut ca_written = None;
     let (chain, key) = match cert {
         Some((cert, key)) => load_pem(&cert, &key)?,
         None => {
@@ -585,7 +601,8 @@ fn serve(
             let out = ca_out.unwrap_or_else(|| with_suffix(&db, ".ca.pem"));
             std::fs::write(&out, ca.pem())
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            eprintln!("nulab: clients trust {} (--ca)", out.display());
+            errln!("nulab: clients trust {} (--ca)", out.display());
+            ca_written = Some(out.display().to_string());
             (id.chain, id.key)
         }
     };
@@ -600,13 +617,21 @@ fn serve(
             limits,
         })
         .await?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "https={}", running.https)?;
-        if let Some(h) = running.http {
-            writeln!(out, "http={h}")?;
+        if json {
+            output::json_line(&serde_json::json!({
+                "type": "listening",
+                "https": running.https.to_string(),
+                "http": running.http.map(|h| h.to_string()),
+                "ca": ca_written,
+                "new_key_file": new_key_file,
+            }))?;
+        } else {
+            outln!("https={}", running.https)?;
+            if let Some(h) = running.http {
+                outln!("http={h}")?;
+            }
         }
-        out.flush()?;
-        drop(out);
+        output::flush()?;
         std::future::pending::<()>().await;
         Ok(ExitCode::SUCCESS)
     })

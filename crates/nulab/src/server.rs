@@ -1,6 +1,12 @@
 //! `nulab server`: the WDS Network Unlock provider on real interfaces (UDP 67 and 547), over
 //! `realnet::wds`. This module only parses arguments, starts the shell and prints: the log
-//! lines as they come (stderr, and `--log FILE`), the counters per drop reason at the end.
+//! lines as they come (WDS debug-log style on stderr, and `--log FILE`), the counters per drop
+//! reason at the end (on stdout, and appended to `--log`).
+//!
+//! With `--json`, standard output carries JSON lines instead, one object each, stable:
+//! `{"type":"log","at_seconds":F,"level":"debug"|"info"|"error","message":S}` per log line,
+//! then `{"type":"summary","received":N,"counters":{LABEL:N},"peak_queue":N,
+//! "queue_capacity":N,"workers":N}` when the server stops.
 
 use std::fs::File;
 use std::io::Write;
@@ -11,6 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use realnet::wds::{self, CertificateSource, Control, WdsConfig};
+use unlock_server::provider::Level;
+
+use crate::output::{self, errln, outln};
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -35,8 +44,8 @@ pub struct ServerArgs {
     /// Leave out debug lines (one per dropped datagram)
     #[arg(long)]
     quiet: bool,
-    /// Stop after this long (`90`, `90s`, `500ms`, `2m`, `1h`); default: until SIGINT or SIGTERM
-    #[arg(long = "for", value_parser = parse_duration)]
+    /// Stop after this long (`90s`, `500ms`, `2m`, `1h`); default: until SIGINT or SIGTERM
+    #[arg(long = "for", value_parser = crate::args::duration)]
     run_for: Option<Duration>,
     /// Threads for the RSA private-key operation (default: one per core)
     #[arg(long)]
@@ -47,25 +56,9 @@ pub struct ServerArgs {
     /// Do not listen on IPv6 (UDP 547)
     #[arg(long)]
     no_ipv6: bool,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}`: expected a number with s, ms, m or h"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (s, ms, m, h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|err| format!("`{text}`: {err}"))
+    /// JSON lines on standard output: one per log line, then the summary
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -101,11 +94,16 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let quiet = args.quiet;
+    let json = args.json;
     let run_for = args.run_for;
-    let report = runtime.block_on(async move {
+    let started = std::time::Instant::now();
+    // The first failed write to standard output (a closed pipe, a full disk) stops the server.
+    let mut output_failed: Option<output::OutputError> = None;
+    let report = runtime.block_on(async {
         let (tx, control) = tokio::sync::mpsc::channel(8);
         wds::forward_signals(tx.clone())?;
         if let Some(limit) = run_for {
+            let tx = tx.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(limit).await;
                 let _ = tx.send(Control::Stop).await;
@@ -117,36 +115,70 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
                 // A log file that fills up must not stop the server: stderr still has it.
                 let _ = writeln!(file, "{text}");
             }
-            if !(quiet && line.level == unlock_server::provider::Level::Debug) {
-                eprintln!("{text}");
+            if quiet && line.level == Level::Debug {
+                return;
+            }
+            if json {
+                if output_failed.is_none()
+                    && let Err(err) = log_json(line)
+                {
+                    output_failed = Some(err);
+                    let _ = tx.try_send(Control::Stop);
+                }
+            } else {
+                errln!("{text}");
             }
         })
         .await
     })?;
-    println!("received {}", report.received);
-    for (label, count) in &report.counters {
-        println!("{label} {count}");
+    if let Some(err) = output_failed {
+        return Err(err.into());
     }
-    println!(
-        "peak-queue {} of {} ({} workers)",
-        report.peak_queue, report.queue_capacity, report.workers
-    );
+    let summary = report.summary_lines();
+    if let Some(file) = log_file.as_mut() {
+        let at = started.elapsed();
+        for text in &summary {
+            let line = unlock_server::provider::LogLine {
+                at,
+                level: Level::Info,
+                message: format!("counter summary: {text}"),
+            };
+            let _ = writeln!(file, "{}", wds::format_log_line(&line));
+        }
+    }
+    if json {
+        output::json_line(&serde_json::json!({
+            "type": "summary",
+            "received": report.received,
+            "counters": report.counters,
+            "peak_queue": report.peak_queue,
+            "queue_capacity": report.queue_capacity,
+            "workers": report.workers,
+        }))?;
+    } else {
+        outln!(
+            "The WDS provider stopped after {:.1} s. What it counted:",
+            started.elapsed().as_secs_f64()
+        )?;
+        for text in &summary {
+            outln!("{text}")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_a_unit() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("2d").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("").is_err());
-    }
+/// One log line as a JSON line (the `--json` schema in the module's documentation).
+fn log_json(line: &unlock_server::provider::LogLine) -> Result<(), output::OutputError> {
+    let level = match line.level {
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Error => "error",
+    };
+    let value = serde_json::json!({
+        "type": "log",
+        "at_seconds": line.at.as_secs_f64(),
+        "level": level,
+        "message": line.message,
+    });
+    outln!("{value}")
 }

@@ -129,7 +129,7 @@ fn start_server(t: &Lan, lab: &Lab) -> Running {
     running
 }
 
-fn boot_client(t: &Lan, lab: &Lab) -> (bool, String) {
+fn boot_client(t: &Lan, lab: &Lab, extra: &[&str]) -> (bool, String) {
     let client = Running::spawn(
         t.command("pc", NULAB)
             .args([
@@ -139,11 +139,12 @@ fn boot_client(t: &Lan, lab: &Lab) -> (bool, String) {
                 "--pin",
                 PIN,
                 "--pin-after",
-                "1",
+                "1s",
             ])
             .arg("--volume")
             .arg(lab.path("disk.img"))
-            .args(["--limit-secs", "60", "--seed", "3"])
+            .args(["--limit", "60s", "--seed", "3"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
@@ -154,6 +155,13 @@ fn boot_client(t: &Lan, lab: &Lab) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// People read the client's output: sentences and log lines, no Rust `Debug` dump.
+fn assert_no_debug_dump(text: &str) {
+    for dump in ["{ ", "Lease", "Some(", "[192, "] {
+        assert!(!text.contains(dump), "a Debug dump ({dump:?}) in:\n{text}");
+    }
 }
 
 fn have_everything() -> bool {
@@ -203,16 +211,17 @@ fn the_client_unlocks_over_the_network_and_tshark_dissects_the_exchange() {
     // dumpcap says it is capturing a moment before the socket really sees packets.
     std::thread::sleep(Duration::from_secs(1));
 
-    let (unlocked, transcript) = boot_client(&t, &lab);
+    let (unlocked, transcript) = boot_client(&t, &lab, &[]);
     assert!(unlocked, "the client did not unlock:\n{transcript}");
     assert!(
-        transcript.contains("unlocked-by: network-unlock"),
+        transcript.contains("with the Network (Certificate Based) protector (network-unlock)"),
         "Network Unlock unlocked the volume:\n{transcript}"
     );
     assert!(
-        transcript.contains("volume-label: NETLAB"),
+        transcript.contains("the volume label reads NETLAB"),
         "the data decrypts:\n{transcript}"
     );
+    assert_no_debug_dump(&transcript);
     assert!(
         transcript.contains("192.168.78."),
         "the lease came from dnsmasq:\n{transcript}"
@@ -315,6 +324,17 @@ fn the_client_unlocks_over_the_network_and_tshark_dissects_the_exchange() {
         log_text.contains("key returned to"),
         "the WDS log names the reply:\n{log_text}"
     );
+    // The counter summary is in the log too, as WDS-style lines.
+    assert!(
+        log_text
+            .lines()
+            .any(|l| l.contains("Info: counter summary: replied ") && !l.ends_with(" 0")),
+        "the counter summary in the WDS log:\n{log_text}"
+    );
+    assert!(
+        log_text.contains("counter summary: received "),
+        "{log_text}"
+    );
 }
 
 #[test]
@@ -325,15 +345,106 @@ fn with_no_wds_server_the_client_falls_back_to_the_pin() {
     let t = topology("fallback");
     let lab = Lab::new();
     let _dnsmasq = start_dnsmasq(&t, &lab);
-    let (unlocked, transcript) = boot_client(&t, &lab);
+    let (unlocked, transcript) = boot_client(&t, &lab, &[]);
     assert!(unlocked, "the PIN unlocks:\n{transcript}");
     assert!(
-        transcript.contains("unlocked-by: tpm-and-pin"),
+        transcript.contains("with the TPM And PIN protector (tpm-and-pin)"),
         "TPM+PIN unlocked the volume:\n{transcript}"
     );
     assert!(
-        transcript.contains("failed: NetworkUnlock"),
+        transcript.contains("The Network (Certificate Based) protector did not unlock the volume"),
         "the outcome says why Network Unlock failed:\n{transcript}"
     );
-    assert!(transcript.contains("volume-label: NETLAB"), "{transcript}");
+    assert!(
+        transcript.contains("the volume label reads NETLAB"),
+        "{transcript}"
+    );
+    assert_no_debug_dump(&transcript);
+
+    // The machine form: JSON lines, the outcome last.
+    let (unlocked, lines) = boot_client(&t, &lab, &["--json"]);
+    assert!(unlocked, "the PIN unlocks:\n{lines}");
+    let values: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in\n{lines}")))
+        .collect();
+    assert!(
+        values
+            .iter()
+            .any(|v| v["type"] == "event" && v["adapter"] == "pc0"),
+        "{lines}"
+    );
+    let outcome = values.last().expect("an outcome line");
+    assert_eq!(outcome["type"], "outcome", "{lines}");
+    assert_eq!(outcome["state"], "unlocked", "{lines}");
+    assert_eq!(outcome["unlocked_by"], "tpm-and-pin", "{lines}");
+    assert_eq!(outcome["volume_label"], "NETLAB", "{lines}");
+    assert_eq!(
+        outcome["failures"][0]["protector"], "network-unlock",
+        "{lines}"
+    );
+}
+
+#[test]
+fn the_server_speaks_json_lines_and_logs_its_summary() {
+    if !have_everything() {
+        return;
+    }
+    let t = Lan::new("nunet-json", &["wds"]);
+    t.address("wds", "192.168.79.2/24");
+    let lab = Lab::new();
+    let log = lab.path("wds.log");
+    let out = Running::spawn(
+        t.command("wds", NULAB)
+            .args([
+                "server",
+                "--interface",
+                "wds0",
+                "--password",
+                "pw",
+                "--json",
+            ])
+            .arg("--cert-dir")
+            .arg(lab.path("certs"))
+            .arg("--log")
+            .arg(&log)
+            .args(["--for", "1500ms"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .wait(Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in\n{text}")))
+        .collect();
+    assert!(
+        values.iter().any(|v| v["type"] == "log"
+            && v["level"] == "info"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("listening on wds0"))),
+        "{text}"
+    );
+    let summary = values.last().expect("a summary line");
+    assert_eq!(summary["type"], "summary", "{text}");
+    assert_eq!(summary["received"], 0, "{text}");
+    assert!(summary["counters"].is_object(), "{text}");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("Info: counter summary: received 0"),
+        "{log_text}"
+    );
+    // A bare number is refused: durations take a unit.
+    let bare = std::process::Command::new(NULAB)
+        .args(["server", "--interface", "lo", "--for", "90"])
+        .output()
+        .expect("runs");
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("90s"));
 }

@@ -141,6 +141,48 @@ fn commands(dir: &Path) -> Vec<Vec<String>> {
         ],
         &["completions", "bash"],
         &["man"],
+        &["recovery", "enrol", "--db", &d("escrow.sqlite"), "PC1"],
+        &[
+            "recovery",
+            "enrol",
+            "--json",
+            "--db",
+            &d("escrow.sqlite"),
+            "PC2",
+        ],
+        &[
+            "recovery",
+            "operator",
+            "--db",
+            &d("escrow.sqlite"),
+            "helpdesk1",
+        ],
+        &[
+            "recovery",
+            "operator",
+            "--json",
+            "--db",
+            &d("escrow.sqlite"),
+            "helpdesk2",
+        ],
+        // Ends at its first line (where it listens), which cannot be written.
+        &[
+            "recovery",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &d("serve.sqlite"),
+        ],
+        &[
+            "recovery",
+            "serve",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &d("serve-json.sqlite"),
+        ],
     ];
     lists
         .iter()

@@ -145,7 +145,7 @@ fn serve_escrow_get_rotate_and_audit_through_the_binary() {
             .arg(&ca)
             .arg("--log")
             .arg(&log)
-            .arg("--json")
+            .args(["--backoff", "100ms", "--json"])
             .output()
             .expect("escrow")
     };
@@ -390,4 +390,57 @@ fn get_chooses_by_device_when_a_key_id_is_held_by_several() {
             "not UTC ISO 8601: {at:?} in {line:?}"
         );
     }
+}
+
+/// `recovery serve --json` says where it listens in one JSON line; durations take a unit.
+#[test]
+fn serve_says_where_it_listens_in_json_and_durations_take_a_unit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = nulab()
+        .args(["recovery", "serve", "--listen", "127.0.0.1:0", "--json"])
+        .arg("--db")
+        .arg(dir.path().join("escrow.sqlite"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nulab recovery serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let value: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(value["type"], "listening", "{line}");
+    assert!(
+        value["https"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{line}"
+    );
+    assert!(value["http"].is_null(), "{line}");
+    let ca = value["ca"].as_str().expect("the CA written");
+    assert!(std::path::Path::new(ca).exists(), "{line}");
+    assert!(value["new_key_file"].is_string(), "{line}");
+
+    let bare = nulab()
+        .args([
+            "recovery",
+            "escrow",
+            "x.img",
+            "--device",
+            "D",
+            "--mp",
+            "https://h",
+        ])
+        .args(["--token", "t", "--backoff", "500"])
+        .output()
+        .expect("runs");
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bare.stderr).contains("500ms"),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
 }

@@ -322,19 +322,22 @@ pub async fn run_wds(
             match control.recv().await {
                 Some(Control::Reload) => {
                     let now = epoch.elapsed();
-                    let mut provider = provider.borrow_mut();
-                    provider.note_info(
+                    let mut reloading = provider.borrow_mut();
+                    let reloaded = &mut *reloading;
+                    reloaded.note_info(
                         now,
                         "reloading the certificate store and the subnet policy (SIGHUP)".into(),
                     );
                     let store = config.certificates.load();
                     for error in &store.errors {
-                        provider.note_error(now, format!("reload: {error}"));
+                        reloaded.note_error(now, format!("reload: {error}"));
                     }
-                    let now_held = install(&mut provider, now, &held.borrow(), store);
+                    let now_held = install(reloaded, now, &held.borrow(), store);
                     *held.borrow_mut() = now_held;
-                    load_policy(&mut provider, now, config.policy.as_deref());
-                    drop(provider);
+                    load_policy(reloaded, now, config.policy.as_deref());
+                    drop(reloading);
+                    // Logged now, not at the next datagram (there may be none for a while).
+                    flush(&provider);
                 }
                 Some(Control::Stop) | None => return,
             }
