@@ -54,7 +54,16 @@ pub fn run(root: &Path, files: &[String]) -> Result<()> {
     ])?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);
-    let nulab = target.join("debug").join("nulab");
+    // Private copies: another build in the same target folder must not swap the programs
+    // under a run (the real-kernel run starts nulab and nulab-dhcp-server from beside nulab).
+    let bin = target.join("parity").join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    for name in ["nulab", "nulab-dhcp-server"] {
+        let from = target.join("debug").join(name);
+        std::fs::copy(&from, bin.join(name))
+            .with_context(|| format!("cannot copy {}", from.display()))?;
+    }
+    let nulab = bin.join("nulab");
     let mut args: Vec<String> = vec!["scenario".into(), "run".into()];
     if files.is_empty() {
         args.extend(CASES.iter().map(|c| (*c).to_owned()));

@@ -726,8 +726,13 @@ pub fn run(
             "--outcome-json".into(),
             outcome.display().to_string(),
         ]);
+        // A log (or outcome) left by an earlier run in the same folder must not be read as
+        // this run's: the lease watch reads the log before the client starts.
+        let log = out.join(format!("bitlocker-{}.log", machine.name));
+        write_empty(&log)?;
+        let _ = std::fs::remove_file(work.join(format!("{}.outcome.json", machine.name)));
         clients.push(Client {
-            log: out.join(format!("bitlocker-{}.log", machine.name)),
+            log,
             name: machine.name,
             ns,
             args,
@@ -844,6 +849,7 @@ pub fn run(
         if lease_at.is_none()
             && clients
                 .iter()
+                .filter(|c| c.process.is_some())
                 .any(|c| std::fs::read_to_string(&c.log).is_ok_and(|t| t.contains("configured on")))
         {
             lease_at = Some(now);
@@ -1153,6 +1159,10 @@ fn loss_ppm(text: &str) -> u32 {
     (fraction.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
 }
 
+fn write_empty(path: &Path) -> Result<(), LabError> {
+    std::fs::write(path, b"").map_err(io(format!("{}", path.display())))
+}
+
 fn segment_index(segments: &[Segment], name: &str) -> Result<usize, LabError> {
     segments
         .iter()
@@ -1268,6 +1278,12 @@ fn volume_on_swtpm(
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| LabError::Start(format!("cannot join {ns}: {e}")))?;
                 let start = Instant::now();
+                // Wait for its port first: a TCTI that cannot connect logs errors as it fails.
+                while std::net::TcpStream::connect(("127.0.0.1", 2321)).is_err()
+                    && start.elapsed() < Duration::from_secs(10)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 let mut tpm = loop {
                     match tpm::RealTpm::connect(SWTPM_TCTI, None) {
                         Ok(tpm) => break tpm,
