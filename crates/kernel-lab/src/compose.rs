@@ -308,7 +308,7 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             .first()
             .and_then(|input| input.pin.as_ref().map(|pin| (input, pin)))
         {
-            let (pin_after, _) = crate::client_time_args(&options.nulab, input.after, s.duration);
+            let (pin_after, _) = crate::client_time_args(input.after, s.duration);
             let _ = write!(args, " --pin {pin} {}", pin_after.join(" "));
         }
         if !spec.order.is_empty() {
@@ -319,7 +319,7 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             &lab.join(format!("{name}.sh")),
             &format!(
                 "sleep 3\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} {limit} --seed {seed} --outcome-json /out/outcome-{name}.json | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n",
-                limit = crate::client_time_args(&options.nulab, Duration::ZERO, s.duration)
+                limit = crate::client_time_args(Duration::ZERO, s.duration)
                     .1
                     .join(" "),
             ),

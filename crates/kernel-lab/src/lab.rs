@@ -630,15 +630,8 @@ pub fn run(
         let _ = std::fs::remove_file(&log);
         args.extend(["--log".into(), log.display().to_string()]);
         args.extend(["--workers".into(), "1".into()]);
-        // Its counters as one JSON summary line where nulab server has `--json`.
-        let server_help = Command::new(&options.nulab)
-            .args(["server", "--help"])
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-            .unwrap_or_default();
-        if server_help.contains("--json") {
-            args.push("--json".into());
-        }
+        // Its counters as one JSON summary line when it stops.
+        args.push("--json".into());
         wds.push(Wds {
             name: spec.name.get_ref().clone(),
             ns,
@@ -716,10 +709,10 @@ pub fn run(
             .and_then(|input| input.pin.as_ref().map(|pin| (input, pin)))
         {
             args.extend(["--pin".into(), pin.clone()]);
-            args.extend(crate::client_time_args(&options.nulab, input.after, s.duration).0);
+            args.extend(crate::client_time_args(input.after, s.duration).0);
         }
         let outcome = work.join(format!("{}.outcome.json", machine.name));
-        args.extend(crate::client_time_args(&options.nulab, Duration::ZERO, s.duration).1);
+        args.extend(crate::client_time_args(Duration::ZERO, s.duration).1);
         args.extend([
             "--seed".into(),
             seed.to_string(),
@@ -1332,28 +1325,17 @@ fn stop_wds(b: &mut Builder, server: &mut Wds) {
         .work
         .join(format!("wds-{}.{}.out", server.name, server.generation));
     let text = std::fs::read_to_string(stdout).unwrap_or_default();
+    // `--json`: {"type":"summary","counters":{LABEL:N},...} as its last line.
     for line in text.lines() {
-        // `--json`: {"type":"summary","counters":{LABEL:N},...}
-        if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
-            if value["type"] == "summary"
-                && let Some(counters) = value["counters"].as_object()
-            {
-                for (label, count) in counters {
-                    *server.counters.entry(label.clone()).or_default() +=
-                        count.as_u64().unwrap_or(0);
-                }
-            }
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(label), Some(count), None) = (parts.next(), parts.next(), parts.next()) else {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if label == "received" {
-            continue;
-        }
-        if let Ok(count) = count.parse::<u64>() {
-            *server.counters.entry(label.to_owned()).or_default() += count;
+        if value["type"] == "summary"
+            && let Some(counters) = value["counters"].as_object()
+        {
+            for (label, count) in counters {
+                *server.counters.entry(label.clone()).or_default() += count.as_u64().unwrap_or(0);
+            }
         }
     }
 }

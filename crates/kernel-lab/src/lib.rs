@@ -75,28 +75,16 @@ pub enum LabError {
     Interrupted,
 }
 
-/// How this `nulab client` takes its times: `--limit-secs N` and `--pin-after SECONDS` (older),
-/// or `--limit DURATION` and `--pin-after DURATION` (with a unit, as every other command).
+/// `nulab client`'s time flags: `--pin-after DURATION` and `--limit DURATION`, in the one grammar
+/// of durations every nulab command takes.
 pub(crate) fn client_time_args(
-    nulab: &std::path::Path,
     pin_after: std::time::Duration,
     limit: std::time::Duration,
 ) -> (Vec<String>, Vec<String>) {
-    let old = std::process::Command::new(nulab)
-        .args(["client", "--help"])
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("--limit-secs"));
-    if old {
-        (
-            vec!["--pin-after".into(), format!("{}", pin_after.as_secs_f64())],
-            vec!["--limit-secs".into(), limit.as_secs().max(1).to_string()],
-        )
-    } else {
-        (
-            vec!["--pin-after".into(), format!("{}ms", pin_after.as_millis())],
-            vec!["--limit".into(), format!("{}s", limit.as_secs().max(1))],
-        )
-    }
+    (
+        vec!["--pin-after".into(), format!("{}ms", pin_after.as_millis())],
+        vec!["--limit".into(), format!("{}s", limit.as_secs().max(1))],
+    )
 }
 
 /// Whether this process runs as root (effective uid 0).
