@@ -30,8 +30,9 @@ use rand_core::SeedableRng;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 use tpm::{DictionaryAttackPolicy, PcrIndex, PcrSelection, SimulatedTpm, Tpm};
-use unlock_processor::{DecryptPool, ServerCpu, UnlockService};
+use unlock_processor::{DecryptPool, ModelledCpu, ServerCpu};
 use unlock_server::provider::Provider;
+use unlock_server::service::UnlockService;
 use volume::policy::{
     GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
     apply_at_reboot,
@@ -609,8 +610,7 @@ fn wds_servers(
                 w.sim.add_service(host, "WDSServer", move || {
                     Box::new(UnlockService::with_processor(
                         shared.clone(),
-                        cpu,
-                        pool.clone(),
+                        Box::new(ModelledCpu::new(cpu, pool.clone())),
                     ))
                 })
             }
@@ -1515,8 +1515,8 @@ fn history_on(
     tpm.pcr_extend(pcr, &measurement("Secure Boot policy: PK, KEK, db, dbx"))
         .map_err(|err| at(spec.name.span(), err.to_string()))?;
     // One data sector: enough to prove the keys decrypt, small enough for a storm of 10,000.
-    let (mut volume, keys) = Volume::create(4096, "OSDisk", rng)
-        .map_err(|err| at(spec.name.span(), err.to_string()))?;
+    let (mut volume, keys) =
+        Volume::create(4096, "OSDisk", rng).map_err(|err| at(spec.name.span(), err.to_string()))?;
     let mut setup = Vec::new();
     let mut recovery_password = None;
     let volume_err = |err: volume::VolumeError| at(spec.name.span(), err.to_string());
@@ -1534,12 +1534,7 @@ fn history_on(
             }
             Ok(ProtectorKind::RecoveryPassword) => {
                 let (_, password) = volume
-                    .add_recovery_password_protector(
-                        &keys,
-                        None,
-                        SCENARIO_STRETCH_ITERATIONS,
-                        rng,
-                    )
+                    .add_recovery_password_protector(&keys, None, SCENARIO_STRETCH_ITERATIONS, rng)
                     .map_err(volume_err)?;
                 recovery_password = Some(password);
             }

@@ -15,5 +15,5 @@
 mod modelled;
 mod pool;
 
-pub use modelled::{ModelledCpu, ServerCpu, UnlockService};
+pub use modelled::{ModelledCpu, ServerCpu};
 pub use pool::{DecryptPool, PoolGauges, PoolProcessor, Wake};

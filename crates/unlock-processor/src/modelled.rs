@@ -7,13 +7,11 @@
 //! the wall clock reaches the run: the reply's time comes from the model, its bytes from the
 //! job, so a run with the pool is byte-identical to one without.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use unlock_server::provider::{DecryptJob, Decrypted, Provider};
+use unlock_server::provider::{DecryptJob, Decrypted};
 use unlock_server::service::{Due, Processor};
 
 use crate::DecryptPool;
@@ -108,31 +106,5 @@ impl Processor for ModelledCpu {
             // The one place the simulator waits for a worker: the reply is due now.
             InFlight::Running(result) => result.recv().ok(),
         }
-    }
-}
-
-/// Transitional: builds the core's listener with or without a modelled processor, under the
-/// name and signatures the scenario runner used when [`ServerCpu`] and [`DecryptPool`] lived in
-/// `unlock_server::service`. New code calls
-/// `unlock_server::service::UnlockService::with_processor(provider, Box::new(ModelledCpu::new(cpu, pool)))`.
-pub struct UnlockService;
-
-impl UnlockService {
-    /// The core's listener, answering each request the instant it arrives.
-    #[allow(clippy::new_ret_no_self)] // a builder under the old name, see the type's docs
-    pub fn new(provider: Rc<RefCell<Provider>>) -> unlock_server::service::UnlockService {
-        unlock_server::service::UnlockService::new(provider)
-    }
-
-    /// The core's listener on a server with the processor `cpu`, its operations run on `pool`.
-    pub fn with_processor(
-        provider: Rc<RefCell<Provider>>,
-        cpu: ServerCpu,
-        pool: Arc<DecryptPool>,
-    ) -> unlock_server::service::UnlockService {
-        unlock_server::service::UnlockService::with_processor(
-            provider,
-            Box::new(ModelledCpu::new(cpu, pool)),
-        )
     }
 }

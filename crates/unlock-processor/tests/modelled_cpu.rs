@@ -18,8 +18,9 @@ use nkpu::{ClientKey, KeyProtector, ProviderKey, SessionKey, Thumbprint, v4};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use rsa::pkcs8::DecodePrivateKey;
-use unlock_processor::{DecryptPool, ServerCpu, UnlockService};
+use unlock_processor::{DecryptPool, ModelledCpu, ServerCpu};
 use unlock_server::provider::Provider;
+use unlock_server::service::UnlockService;
 
 const THUMB: Thumbprint = Thumbprint::from_bytes([0xaa; 20]);
 const REQUESTS: u8 = 5;
@@ -121,8 +122,7 @@ fn run(cpu: Option<ServerCpu>) -> Run {
     sim.add_service(wds, "WDSServer", move || match cpu {
         Some(cpu) => Box::new(UnlockService::with_processor(
             Rc::clone(&shared),
-            cpu,
-            Arc::clone(&pool),
+            Box::new(ModelledCpu::new(cpu, Arc::clone(&pool))),
         )),
         None => Box::new(UnlockService::new(Rc::clone(&shared))),
     })
