@@ -62,9 +62,6 @@ pub struct RunResult {
     /// Per segment: its name, its decoded packets and its capture file.
     pub segments: Vec<(String, Vec<Packet>, SpilledCapture)>,
     pub checks: Vec<Check>,
-    /// Teaching views of the server side of each answered request, computed by decrypting the
-    /// captured request with the server's key: (time, server, lines).
-    pub server_views: Vec<(Duration, String, Vec<String>)>,
     /// The recovery-escrow lab, when the scenario has a recovery service.
     pub recovery: Option<RecoveryResult>,
     /// The scenario's faults and their windows.
@@ -86,7 +83,6 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
     let seed = seed.unwrap_or(loaded.scenario.seed);
     let World {
         mut sim,
-        certificates,
         segments,
         dhcp_servers,
         wds,
@@ -227,83 +223,6 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         decoded.push((segment.name, packets, segment.capture));
     }
 
-    // Phases 4 to 6 as the server computed them: each reply a WDS sent, with the request it
-    // answers, decrypted again under the same key for the teaching view.
-    let mut server_views = Vec::new();
-    if loaded.scenario.transcript == TranscriptDetail::Full {
-        // Every request by transaction id, in segment then time order: a reply's request is
-        // the first of its xid sent before it.
-        let mut requests: BTreeMap<u32, Vec<&Packet>> = BTreeMap::new();
-        for packet in decoded.iter().flat_map(|(_, packets, _)| packets) {
-            if let wire::PacketKind::UnlockRequest { xid, .. } = &packet.kind {
-                requests.entry(*xid).or_default().push(packet);
-            }
-        }
-        for server in &wds {
-            let replies = decoded
-                .iter()
-                .flat_map(|(_, packets, _)| packets)
-                .filter(|p| {
-                    p.is_unlock_reply() && p.src.ip() == std::net::IpAddr::V4(server.address)
-                });
-            let mut seen = std::collections::BTreeSet::new();
-            for reply in replies {
-                let wire::PacketKind::UnlockReply {
-                    xid, reply: kpr, ..
-                } = &reply.kind
-                else {
-                    continue;
-                };
-                if !seen.insert(*xid) {
-                    continue;
-                }
-                let request = requests
-                    .get(xid)
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| p.at <= reply.at)
-                    .find_map(|p| match &p.kind {
-                        wire::PacketKind::UnlockRequest {
-                            xid: rx,
-                            thumbprint,
-                            key_protector,
-                            ..
-                        } if rx == xid => Some((p, *thumbprint, key_protector.clone())),
-                        _ => None,
-                    });
-                let Some((request_packet, thumbprint, kp)) = request else {
-                    continue;
-                };
-                let Some(cert) = certificates.iter().find(|c| c.thumbprint() == thumbprint) else {
-                    continue;
-                };
-                let mut lines = vec![format!(
-                    "[phase 4] {} recognises the Network Unlock request from {} (xid {xid:08x}): certificate {} is in its store and the subnet policy allows the client",
-                    server.name, request_packet.from, cert.name
-                )];
-                match cert.key.decrypt(&kp) {
-                    Ok((ck, sk)) => {
-                        lines.push(format!(
-                            "[phase 5] {} RSA-decrypts the key protector with the private key of {}: network key CK {}, session key SK {}",
-                            server.name, cert.name, ck.short(), sk.short()
-                        ));
-                        let opens = kpr.open(&sk).map(|opened| opened == ck).unwrap_or(false);
-                        lines.push(format!(
-                            "[phase 6] {} returns CK sealed under SK (AES-256-CCM, zero nonce, tag first: 60 bytes){}",
-                            server.name,
-                            if opens { "" } else { " — but the reply does NOT open under SK" }
-                        ));
-                    }
-                    Err(err) => lines.push(format!(
-                        "[phase 5] {} cannot decrypt the key protector: {err}",
-                        server.name
-                    )),
-                }
-                server_views.push((reply.at, server.name.clone(), lines));
-            }
-        }
-    }
-
     let mut result = RunResult {
         name: loaded.name.clone(),
         title: loaded.scenario.title.clone(),
@@ -317,7 +236,6 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         events: applied,
         segments: decoded,
         checks: Vec::new(),
-        server_views,
         recovery: None,
         faults,
     };
