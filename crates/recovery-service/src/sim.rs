@@ -306,6 +306,28 @@ pub struct EscrowSummary {
     /// What the service acknowledged, in its reply's order: (kind, key ID, outcome such as
     /// `created` or `unchanged`); empty when the escrow failed.
     pub acknowledged: Vec<(String, KeyId, String)>,
+    /// What it acknowledged of the re-escrow after a rotation, in the same form; empty when
+    /// nothing was rotated or the re-escrow failed.
+    pub re_acknowledged: Vec<(String, KeyId, String)>,
+}
+
+/// What an escrow's reply acknowledged, as (kind, key ID, outcome); empty when it failed or
+/// did not run.
+fn acknowledged_by(outcome: Option<&RunOutcome>) -> Vec<(String, KeyId, String)> {
+    match outcome {
+        Some(RunOutcome::Escrowed { reply, .. }) => reply
+            .outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.kind.to_string(),
+                    o.key_id.clone(),
+                    format!("{:?}", o.outcome).to_lowercase(),
+                )
+            })
+            .collect(),
+        Some(RunOutcome::Failed(_)) | None => Vec::new(),
+    }
 }
 
 /// The rows of one database as stored, for the encrypted-versus-unencrypted view.
@@ -654,22 +676,11 @@ impl RecoveryLab {
             RunOutcome::Escrowed { url, .. } => (true, Some(url.clone()), false, Vec::new()),
             RunOutcome::Failed(f) => (false, None, f.failed_over_to_http, f.attempts.clone()),
         };
-        let acknowledged = match &report.outcome {
-            RunOutcome::Escrowed { reply, .. } => reply
-                .outcomes
-                .iter()
-                .map(|o| {
-                    (
-                        o.kind.to_string(),
-                        o.key_id.clone(),
-                        format!("{:?}", o.outcome).to_lowercase(),
-                    )
-                })
-                .collect(),
-            RunOutcome::Failed(_) => Vec::new(),
-        };
+        let acknowledged = acknowledged_by(Some(&report.outcome));
+        let re_acknowledged = acknowledged_by(report.re_escrow.as_ref());
         let summary = EscrowSummary {
             acknowledged,
+            re_acknowledged,
             escrowed,
             url,
             failed_over_to_http,

@@ -569,17 +569,28 @@ fn narrate_helpdesk(answer: &HelpdeskResult, keys: &[&KeyId]) -> String {
 
 /// One cycle's result in a sentence, key IDs shortened.
 pub fn cycle_result(summary: &EscrowSummary) -> String {
+    let listed = |records: &[(String, KeyId, String)]| {
+        records
+            .iter()
+            .map(|(kind, key, outcome)| format!("{kind} {} {outcome}", short(key)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if summary.escrowed {
-        format!(
+        let mut text = format!(
             "escrowed to {}: the service acknowledged {}",
             summary.url.as_deref().unwrap_or("?"),
-            summary
-                .acknowledged
-                .iter()
-                .map(|(kind, key, outcome)| format!("{kind} {} {outcome}", short(key)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+            listed(&summary.acknowledged)
+        );
+        // The re-escrow after a rotation is a second reply with its own records: name them
+        // apart, so each "N record(s) acknowledged" log line matches the records listed.
+        if !summary.re_acknowledged.is_empty() {
+            text.push_str(&format!(
+                "; after the rotation it acknowledged {}",
+                listed(&summary.re_acknowledged)
+            ));
+        }
+        text
     } else {
         let why = if summary.failed_over_to_http {
             "the HTTPS management point did not answer and the agent failed over to an HTTP one, \
