@@ -192,7 +192,7 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
         script(
             &lab.join(format!("dhcp{d}.sh")),
             &format!(
-                "{routes}echo \"phase: DHCP server {name} (nulab-dhcp-server) at {address}\"\nexec nulab-dhcp-server --interface eth0={address}{pools} --run-secs 3600\n",
+                "{routes}echo \"phase: DHCP server {name} (nulab-dhcp-server) at {address}\"\nexec nulab-dhcp-server --interface eth0={address}{pools} --for 1h\n",
                 routes = routes_from(spec.segment.get_ref()),
                 address = spec.address.get_ref(),
             ),

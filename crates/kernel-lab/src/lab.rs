@@ -465,7 +465,7 @@ pub fn run(
     };
 
     // DHCP servers: nulab-dhcp-server with the world's pools.
-    let run_secs = (s.duration.as_secs() + 30).to_string();
+    let run_for = format!("{}s", s.duration.as_secs() + 30);
     for (d, spec) in s.dhcp_servers.iter().enumerate() {
         let ns = server_host(
             &mut b,
@@ -509,8 +509,8 @@ pub fn run(
                 let mut args = vec![
                     "--interface".to_owned(),
                     format!("eth0={}", spec.address.get_ref()),
-                    "--run-secs".into(),
-                    run_secs.clone(),
+                    "--for".into(),
+                    run_for.clone(),
                 ];
                 for (subnet, first, last, router) in &pools {
                     let mut text = format!("{subnet},{first},{last}");

@@ -55,10 +55,10 @@ fn nulab_client_gets_a_lease_from_dnsmasq() {
             .args([
                 "--interface",
                 "cli0",
-                "--initial-timeout-ms",
-                "1000",
-                "--limit-secs",
-                "30",
+                "--initial-timeout",
+                "1s",
+                "--limit",
+                "30s",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -141,10 +141,10 @@ fn udhcpc_gets_a_lease_from_nulabs_server() {
                 SERVER_ADDR,
                 "--dns",
                 "192.168.77.53",
-                "--lease-secs",
-                "900",
-                "--run-secs",
-                "30",
+                "--lease",
+                "900s",
+                "--for",
+                "30s",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -223,10 +223,10 @@ fn nulabs_client_gets_a_lease_from_nulabs_server() {
                 "192.168.77.120-192.168.77.130",
                 "--router",
                 SERVER_ADDR,
-                "--lease-secs",
-                "600",
-                "--run-secs",
-                "30",
+                "--lease",
+                "600s",
+                "--for",
+                "30s",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -242,7 +242,7 @@ fn nulabs_client_gets_a_lease_from_nulabs_server() {
     let client = Running::new(
         topology
             .command("cli", env!("CARGO_BIN_EXE_nulab-dhcp-client"))
-            .args(["--interface", "cli0", "--limit-secs", "20", "--seed", "3"])
+            .args(["--interface", "cli0", "--limit", "20s", "--seed", "3"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

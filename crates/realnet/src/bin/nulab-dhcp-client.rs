@@ -13,12 +13,12 @@ struct Args {
     /// The interface to run DHCP on (the socket is bound to it).
     #[arg(long)]
     interface: String,
-    /// Give up after this many seconds whatever the client's timers say.
-    #[arg(long, default_value_t = 90)]
-    limit_secs: u64,
-    /// The wait after the first DISCOVER, in milliseconds (doubled after each attempt).
-    #[arg(long, default_value_t = 4000)]
-    initial_timeout_ms: u64,
+    /// Give up after this long whatever the client's timers say (`90s`, `2m`).
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    limit: Duration,
+    /// The wait after the first DISCOVER (`4s`, `500ms`), doubled after each attempt.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    initial_timeout: Duration,
     /// DISCOVERs (and REQUESTs) before giving up.
     #[arg(long, default_value_t = 4)]
     attempts: u32,
@@ -30,7 +30,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = dhcp::ClientConfig {
-        initial_timeout: Duration::from_millis(args.initial_timeout_ms),
+        initial_timeout: args.initial_timeout,
         discover_attempts: args.attempts,
         request_attempts: args.attempts,
         ..dhcp::ClientConfig::default()
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let limit = Duration::from_secs(args.limit_secs);
+    let limit = args.limit;
     match runtime.block_on(realnet::run_client(
         &args.interface,
         config,

@@ -32,11 +32,12 @@ struct Args {
     /// Option 6 for every pool (repeatable).
     #[arg(long)]
     dns: Vec<Ipv4Addr>,
-    #[arg(long, default_value_t = 3600)]
-    lease_secs: u64,
-    /// Stop after this many seconds.
-    #[arg(long, default_value_t = 60)]
-    run_secs: u64,
+    /// The lease time offered (`1h`, `900s`).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    lease: Duration,
+    /// Stop after this long (`60s`, `1h`).
+    #[arg(long = "for", default_value = "60s", value_parser = humantime::parse_duration)]
+    run_for: Duration,
 }
 
 fn parse_interface(text: &str) -> Result<(String, Ipv4Net), String> {
@@ -91,14 +92,12 @@ fn main() -> ExitCode {
         };
         let mut pool = Pool::new(net.trunc(), first, last)
             .dns(args.dns.clone())
-            .lease_time(Duration::from_secs(args.lease_secs));
+            .lease_time(args.lease);
         pool.router = args.router;
         pools.push(pool);
     }
     for pool in &args.pools {
-        let mut pool = pool
-            .clone()
-            .lease_time(Duration::from_secs(args.lease_secs));
+        let mut pool = pool.clone().lease_time(args.lease);
         pool.dns = args.dns.clone();
         pools.push(pool);
     }
@@ -116,15 +115,10 @@ fn main() -> ExitCode {
     };
     println!("listening on {}", names.join(","));
     let _ = std::io::stdout().flush();
-    let run = realnet::run_server(
-        &names,
-        config,
-        Duration::from_secs(args.run_secs),
-        |at, event| {
-            println!("{:.3}s {event:?}", at.as_secs_f64());
-            let _ = std::io::stdout().flush();
-        },
-    );
+    let run = realnet::run_server(&names, config, args.run_for, |at, event| {
+        println!("{:.3}s {event:?}", at.as_secs_f64());
+        let _ = std::io::stdout().flush();
+    });
     match runtime.block_on(run) {
         Ok(report) => {
             for lease in report.leases {
