@@ -672,3 +672,46 @@ fn curve_refuses_a_bad_grid_and_a_parameter_the_scenario_lacks() {
         "{json}"
     );
 }
+
+/// Runs `nulab ARGS` with standard error on a pseudo-terminal (util-linux `script`) and
+/// standard output into a file: what the terminal showed, and what went to standard output.
+fn on_a_terminal(dir: &Path, args: &str) -> (String, String) {
+    let stdout = dir.join("stdout.txt");
+    let command = format!(
+        "{} {args} > {}",
+        env!("CARGO_BIN_EXE_nulab"),
+        stdout.display()
+    );
+    let output = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        text(&output.stdout),
+        std::fs::read_to_string(&stdout).unwrap(),
+    )
+}
+
+#[test]
+fn a_long_run_shows_progress_on_a_terminal_and_never_on_stdout() {
+    if !testkit::require_tool("script") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The 1,000-client storm takes longer than the 2 s after which the bar appears.
+    let long = "scenario run boot-storm-after-patch-reboot --jobs 1 --out runs";
+    let (terminal, stdout) = on_a_terminal(dir.path(), long);
+    assert!(
+        terminal.contains("1/1 scenarios") && terminal.contains("ETA"),
+        "no progress bar on the terminal: {terminal}"
+    );
+    assert!(!stdout.contains("ETA"), "the bar reached stdout: {stdout}");
+    assert!(stdout.contains("PASSED"), "{stdout}");
+
+    let (terminal, _) = on_a_terminal(dir.path(), &format!("{long} --quiet"));
+    assert!(
+        !terminal.contains("ETA"),
+        "--quiet still drew a bar: {terminal}"
+    );
+}
