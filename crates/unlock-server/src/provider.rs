@@ -96,6 +96,54 @@ impl DropReason {
     }
 }
 
+/// The prefix of the counters of malformed requests: `drop.malformed.` and the decoder's reason
+/// (`drop.malformed.option-truncated`...).
+pub const MALFORMED_COUNTER_PREFIX: &str = "drop.malformed.";
+
+/// Every counter the provider keeps, but the malformed ones (see
+/// [`MALFORMED_COUNTER_PREFIX`]): `replied`, and `drop.` with the label of each other reason
+/// it drops a request for. Kept beside [`DropReason`] so a new reason is listed where it is
+/// made: the match below stops compiling until it is.
+pub fn counter_names() -> Vec<String> {
+    let thumbprint = nkpu::Thumbprint::of_der(&[]);
+    let reasons = [
+        DropReason::ServiceStopped,
+        DropReason::ProviderUnregistered,
+        DropReason::PolicyInvalid,
+        DropReason::NotNetworkUnlock,
+        DropReason::NotARequest,
+        DropReason::UnknownCertificate(thumbprint),
+        DropReason::CertificateRemoved(thumbprint),
+        DropReason::SubnetDenied(String::new()),
+        DropReason::CertificateDisabled(thumbprint),
+        DropReason::Undecryptable,
+        DropReason::WrongPlaintextLength(0),
+        DropReason::Overloaded,
+    ];
+    for reason in &reasons {
+        match reason {
+            // Each variant but `Malformed` (whose counters carry the decoder's reason) must be
+            // in `reasons` above.
+            DropReason::ServiceStopped
+            | DropReason::ProviderUnregistered
+            | DropReason::PolicyInvalid
+            | DropReason::NotNetworkUnlock
+            | DropReason::NotARequest
+            | DropReason::UnknownCertificate(_)
+            | DropReason::CertificateRemoved(_)
+            | DropReason::SubnetDenied(_)
+            | DropReason::CertificateDisabled(_)
+            | DropReason::Undecryptable
+            | DropReason::WrongPlaintextLength(_)
+            | DropReason::Overloaded
+            | DropReason::Malformed(_) => {}
+        }
+    }
+    std::iter::once("replied".to_string())
+        .chain(reasons.iter().map(|r| format!("drop.{}", r.label())))
+        .collect()
+}
+
 impl std::fmt::Display for DropReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use toml::Spanned;
+use unlock_server::provider::{MALFORMED_COUNTER_PREFIX, counter_names};
 
 use super::{Loaded, Scenario, ScenarioError};
 
@@ -179,47 +180,19 @@ fn pool_ranges(s: &Scenario) -> Vec<(Ipv4Addr, Ipv4Addr, String)> {
     ranges
 }
 
-/// Every counter the Network Unlock provider keeps (`unlock_server::provider`): `replied`, and
-/// `drop.` with the label of each reason it drops a request for (`drop.malformed.` with the
-/// decoder's reason).
-pub fn server_counter_names() -> Vec<String> {
-    use unlock_server::provider::DropReason;
-    let thumbprint = nkpu::Thumbprint::of_der(&[]);
-    let reasons = [
-        DropReason::ServiceStopped,
-        DropReason::ProviderUnregistered,
-        DropReason::PolicyInvalid,
-        DropReason::NotNetworkUnlock,
-        DropReason::NotARequest,
-        DropReason::UnknownCertificate(thumbprint),
-        DropReason::CertificateRemoved(thumbprint),
-        DropReason::SubnetDenied(String::new()),
-        DropReason::CertificateDisabled(thumbprint),
-        DropReason::Undecryptable,
-        DropReason::WrongPlaintextLength(0),
-        DropReason::Overloaded,
-    ];
-    std::iter::once("replied".to_string())
-        .chain(reasons.iter().map(|r| format!("drop.{}", r.label())))
-        .collect()
-}
-
-/// The prefix of the counters of malformed requests (`drop.malformed.option-truncated`...).
-const MALFORMED: &str = "drop.malformed.";
-
 fn counters(loaded: &Loaded) -> Result<(), ScenarioError> {
-    let known = server_counter_names();
+    let known = counter_names();
     for expect in &loaded.scenario.server_expectations {
         for name in expect.counters.keys() {
             let text = name.get_ref();
             let malformed = text
-                .strip_prefix(MALFORMED)
+                .strip_prefix(MALFORMED_COUNTER_PREFIX)
                 .is_some_and(|reason| !reason.is_empty());
             if !known.contains(text) && !malformed {
                 return Err(loaded.error_at(
                     name.span(),
                     format!(
-                        "the server never counts {text:?}; it counts {}, and {MALFORMED}REASON",
+                        "the server never counts {text:?}; it counts {}, and {MALFORMED_COUNTER_PREFIX}REASON",
                         known.join(", ")
                     ),
                 ));
@@ -413,7 +386,7 @@ mod tests {
 
     #[test]
     fn every_counter_name_is_one_the_provider_counts() {
-        let names = server_counter_names();
+        let names = counter_names();
         assert!(names.contains(&"replied".to_string()), "{names:?}");
         assert!(names.contains(&"drop.overloaded".to_string()), "{names:?}");
         assert!(
