@@ -105,6 +105,14 @@ fn the_catalogue_runs_by_name_from_any_folder() {
             .join("nulab-out/happy-path-ipv4/transcript.txt")
             .is_file()
     );
+    // A catalogue scenario whose policy is a file of its own reads it from inside the binary.
+    let output = nulab_in(elsewhere.path())
+        .args(["scenario", "run", "subnet-policy-from-file", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("subnet-policy-from-file: PASSED"), "{stdout}");
     let listed = nulab_in(elsewhere.path())
         .args(["scenario", "list"])
         .output()
