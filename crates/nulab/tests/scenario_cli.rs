@@ -112,7 +112,10 @@ fn the_catalogue_runs_by_name_from_any_folder() {
         .unwrap();
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
-    assert!(stdout.contains("subnet-policy-from-file: PASSED"), "{stdout}");
+    assert!(
+        stdout.contains("subnet-policy-from-file: PASSED"),
+        "{stdout}"
+    );
     let listed = nulab_in(elsewhere.path())
         .args(["scenario", "list"])
         .output()
