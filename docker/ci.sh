@@ -47,7 +47,7 @@ fi
 
 cargo build --quiet --package nulab --package realnet --bins
 rm -rf "$WORK/lab"
-"$ROOT/target/debug/nulab" lab compose "$ROOT/docker/lab.toml" --out "$WORK/lab"
+"${CARGO_TARGET_DIR:-$ROOT/target}/debug/nulab" lab compose "$ROOT/docker/lab.toml" --out "$WORK/lab"
 cd "$WORK/lab"
 cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
 trap cleanup EXIT INT TERM
