@@ -23,6 +23,8 @@
 //! stays near `NULAB_BENCH_ATTACKERS` (default 500) connections while it lasts. One process-wide tokio runtime
 //! with two worker threads runs the devices and the attackers; the server has its own.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use recovery_service::agent::ManagementPoint;
 use recovery_service::agent::shell::{EscrowConnection, TcpDialer, client_tls};
-use recovery_service::record::{DeviceId, EscrowRecord, KeyId, MaterialKind, RecordId, VolumeId};
+use recovery_service::record::DeviceId;
 use recovery_service::seal::{AtRestKey, Sealer};
 use recovery_service::store::{DeviceToken, Store};
 use recovery_service::wire::ESCROW_PATH;
@@ -180,18 +182,8 @@ async fn run(secs: u64, rounds: u64, clients: u32, attackers: u32) {
                     break;
                 }
                 i += 1;
-                let record = EscrowRecord {
-                    id: RecordId {
-                        device: device.clone(),
-                        volume: VolumeId::new("C").expect("volume"),
-                        key_id: KeyId::new(format!("{c:08X}-0000-0000-0000-{i:012X}"))
-                            .expect("key id"),
-                        kind: MaterialKind::RecoveryPassword,
-                    },
-                    version: 1,
-                    material: b"123456-234567-345678-456789-567890-678901-789012-890123".to_vec(),
-                    replaces: None,
-                };
+                let record =
+                    common::recovery_password(&device, &format!("{c:08X}-0000-0000-0000-{i:012X}"));
                 let t0 = Instant::now();
                 conn.escrow(&token, &[record])
                     .await

@@ -17,6 +17,9 @@
 //! write: quiet, 5,000 look-ups of random stored keys after the windows; under load, one every
 //! 2 ms on a thread of its own during each window.
 
+mod common;
+use common::MATERIAL;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +42,6 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Records per transaction while preloading.
 const PRELOAD_GROUP: usize = 25_000;
-const MATERIAL: &[u8] = b"123456-234567-345678-456789-567890-678901-789012-890123";
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -327,18 +329,10 @@ async fn window(
             let mut i: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let record = EscrowRecord {
-                    id: RecordId {
-                        device: device.clone(),
-                        volume: VolumeId::new("C").expect("volume"),
-                        key_id: KeyId::new(format!("{c:06X}{round:02X}-0000-0000-0000-{i:012X}"))
-                            .expect("key id"),
-                        kind: MaterialKind::RecoveryPassword,
-                    },
-                    version: 1,
-                    material: MATERIAL.to_vec(),
-                    replaces: None,
-                };
+                let record = common::recovery_password(
+                    &device,
+                    &format!("{c:06X}{round:02X}-0000-0000-0000-{i:012X}"),
+                );
                 let t0 = Instant::now();
                 conn.escrow(&token, &[record])
                     .await

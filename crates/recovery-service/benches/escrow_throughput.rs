@@ -9,6 +9,8 @@
 //! `NULAB_BENCH_CLIENTS` (default 64) tune the run; `NULAB_BENCH_UNENCRYPTED=1` turns
 //! encryption at rest off for comparison.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use recovery_service::agent::ManagementPoint;
 use recovery_service::agent::shell::{EscrowConnection, TcpDialer, client_tls};
-use recovery_service::record::{DeviceId, EscrowRecord, KeyId, MaterialKind, RecordId, VolumeId};
+use recovery_service::record::DeviceId;
 use recovery_service::seal::AtRestKey;
 use recovery_service::server::{ServiceConfig, start};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -90,18 +92,8 @@ async fn run(secs: u64, clients: u32, encrypted: bool) {
             let mut i: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let record = EscrowRecord {
-                    id: RecordId {
-                        device: device.clone(),
-                        volume: VolumeId::new("C").expect("volume"),
-                        key_id: KeyId::new(format!("{c:08X}-0000-0000-0000-{i:012X}"))
-                            .expect("key id"),
-                        kind: MaterialKind::RecoveryPassword,
-                    },
-                    version: 1,
-                    material: b"123456-234567-345678-456789-567890-678901-789012-890123".to_vec(),
-                    replaces: None,
-                };
+                let record =
+                    common::recovery_password(&device, &format!("{c:08X}-0000-0000-0000-{i:012X}"));
                 let t0 = Instant::now();
                 conn.escrow(&token, &[record])
                     .await
