@@ -2,7 +2,7 @@
 //! kernel (`nulab scenario run --backend parity`: namespaces, bridges, real processes; needs
 //! root), compared on the protector that unlocks each client, the failure reasons, the server
 //! counters and the times within a tolerance, printed as a table; exit non-zero when they
-//! differ. With no file, the catalogue scenarios that CI keeps at parity ([`CASES`]). Outputs
+//! differ. With no file, the scenarios that CI keeps at parity (`crates/kernel-lab/parity-cases.txt`). Outputs
 //! (both `result.json`s, the real pcaps and logs) land in `target/parity/NAME`. nulab is built
 //! with the `real-tpm` feature (libtss2-dev), for the clients whose TPM is swtpm.
 
@@ -11,33 +11,24 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// The catalogue scenarios kept at parity in CI (`crates/nulab/tests/netns_parity.rs` runs
-/// the same list).
-pub const CASES: &[&str] = &[
-    "happy-path-ipv4",
-    "happy-path-ipv6",
-    "dhcp-and-wds-across-a-relay",
-    "relay-forwards-to-dhcp-only",
-    "multi-adapter-both-wired",
-    "multi-adapter-first-on-network-without-wds",
-    "multi-adapter-first-unplugged",
-    "multi-adapter-management-port-first",
-    "subnet-listed-allowed",
-    "subnet-unlisted-refused",
-    "subnet-no-section",
-    "subnet-disabled",
-    "subnet-corrupted-file",
-    "subnet-thumbprint-with-spaces",
-    "subnet-ipv6-link-local",
-    "wds-service-stopped",
-    "loss-recovered-by-retransmission",
-    "loss-too-high-fallback",
-    // dnsmasq as the DHCP server (`software = "dnsmasq"`), beside the catalogue.
-    "crates/kernel-lab/scenarios/happy-path-dnsmasq.toml",
-    // The client's TPM is swtpm: nulab is built with the `real-tpm` feature for these.
-    "crates/kernel-lab/scenarios/happy-path-swtpm.toml",
-    "crates/kernel-lab/scenarios/wds-stopped-swtpm-pin.toml",
-];
+/// The cases kept at parity in CI (`crates/kernel-lab/parity-cases.txt`, which
+/// `crates/nulab/tests/netns_parity.rs` runs too): catalogue names, and files from the
+/// workspace root made absolute. nulab is built with `real-tpm`, so the swtpm cases are in.
+fn cases(root: &Path) -> Result<Vec<String>> {
+    let list = root.join("crates/kernel-lab/parity-cases.txt");
+    let text = std::fs::read_to_string(&list)
+        .with_context(|| format!("cannot read {}", list.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.strip_prefix("real-tpm:").unwrap_or(line).trim())
+        .map(|case| match case.contains('/') {
+            true => root.join(case).display().to_string(),
+            false => case.to_owned(),
+        })
+        .collect())
+}
 
 pub fn run(root: &Path, files: &[String]) -> Result<()> {
     // nulab and nulab-dhcp-server (realnet's), which the real-kernel run starts.
@@ -66,7 +57,7 @@ pub fn run(root: &Path, files: &[String]) -> Result<()> {
     let nulab = bin.join("nulab");
     let mut args: Vec<String> = vec!["scenario".into(), "run".into()];
     if files.is_empty() {
-        args.extend(CASES.iter().map(|c| (*c).to_owned()));
+        args.extend(cases(root)?);
     } else {
         args.extend(files.iter().cloned());
     }
@@ -86,4 +77,25 @@ pub fn run(root: &Path, files: &[String]) -> Result<()> {
         bail!("parity: the simulator and the real kernel differ, or a run failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parity_cases_name_catalogue_scenarios_and_files_that_exist() {
+        let root = crate::workspace_root();
+        let cases = cases(&root).expect("parity-cases.txt");
+        assert!(cases.len() >= 21, "{cases:?}");
+        for case in &cases {
+            if case.contains('/') {
+                assert!(Path::new(case).is_file(), "{case} does not exist");
+            } else {
+                let file = root.join("scenarios").join(format!("{case}.toml"));
+                assert!(file.is_file(), "{case} is not in the catalogue");
+            }
+        }
+        assert!(cases.iter().any(|c| c.ends_with("happy-path-swtpm.toml")));
+    }
 }

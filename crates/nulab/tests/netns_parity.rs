@@ -14,44 +14,24 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// The same list as `cargo xtask scenario parity` (xtask/src/parity.rs).
-const CASES: &[&str] = &[
-    "happy-path-ipv4",
-    "happy-path-ipv6",
-    "dhcp-and-wds-across-a-relay",
-    "relay-forwards-to-dhcp-only",
-    "multi-adapter-both-wired",
-    "multi-adapter-first-on-network-without-wds",
-    "multi-adapter-first-unplugged",
-    "multi-adapter-management-port-first",
-    "subnet-listed-allowed",
-    "subnet-unlisted-refused",
-    "subnet-no-section",
-    "subnet-disabled",
-    "subnet-corrupted-file",
-    "subnet-thumbprint-with-spaces",
-    "subnet-ipv6-link-local",
-    "wds-service-stopped",
-    "loss-recovered-by-retransmission",
-    "loss-too-high-fallback",
-    // dnsmasq as the DHCP server (`software = "dnsmasq"`), beside the catalogue.
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../kernel-lab/scenarios/happy-path-dnsmasq.toml"
-    ),
-    // The client's TPM is swtpm (`tpm = "swtpm"`, the `real-tpm` feature): Network Unlock
-    // and the PIN fallback unseal on a real TPM 2.0.
-    #[cfg(feature = "real-tpm")]
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../kernel-lab/scenarios/happy-path-swtpm.toml"
-    ),
-    #[cfg(feature = "real-tpm")]
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../kernel-lab/scenarios/wds-stopped-swtpm-pin.toml"
-    ),
-];
+/// The cases kept at parity (`crates/kernel-lab/parity-cases.txt`, which `cargo xtask scenario
+/// parity` reads too): catalogue names, and files from the workspace root made absolute; the
+/// swtpm cases only with the `real-tpm` feature.
+fn cases() -> Vec<String> {
+    include_str!("../../kernel-lab/parity-cases.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| match line.strip_prefix("real-tpm:") {
+            Some(case) => cfg!(feature = "real-tpm").then_some(case.trim()),
+            None => Some(line),
+        })
+        .map(|case| match case.contains('/') {
+            true => testkit::workspace_root().join(case).display().to_string(),
+            false => case.to_owned(),
+        })
+        .collect()
+}
 
 const PROCESSES: usize = 3;
 
@@ -82,12 +62,7 @@ fn catalogue_scenarios_match_between_the_simulator_and_the_real_kernel() {
     let dir = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..PROCESSES)
         .map(|part| {
-            let cases: Vec<&str> = CASES
-                .iter()
-                .skip(part)
-                .step_by(PROCESSES)
-                .copied()
-                .collect();
+            let cases: Vec<String> = cases().into_iter().skip(part).step_by(PROCESSES).collect();
             let child = Command::new(&nulab)
                 .args(["scenario", "run"])
                 .args(&cases)
@@ -129,8 +104,8 @@ fn catalogue_scenarios_match_between_the_simulator_and_the_real_kernel() {
                 .map(|row| row["scenario"].as_str().unwrap().to_owned()),
         );
     }
-    for case in CASES {
-        let name = std::path::Path::new(case)
+    for case in cases() {
+        let name = std::path::Path::new(&case)
             .file_stem()
             .and_then(|n| n.to_str())
             .unwrap();
