@@ -20,6 +20,7 @@ mod time;
 pub use mac::{MacAddr, MacParseError};
 pub use stack::{
     AdapterIndex, AdapterInfo, Datagram, HostStack, MAX_UDP_PAYLOAD, Service, StackError,
+    check_send,
 };
 pub use time::HostTime;
 

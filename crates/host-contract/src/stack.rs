@@ -118,6 +118,28 @@ pub enum StackError {
 /// The largest UDP payload (65,535 minus the IPv4 and UDP headers).
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
+/// What every shell refuses in [`HostStack::send`], whatever it sends on: an adapter the host
+/// does not have (of `adapters`), a source and destination of different families, a payload
+/// larger than one UDP datagram.
+pub fn check_send(
+    adapters: usize,
+    adapter: AdapterIndex,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload_len: usize,
+) -> Result<(), StackError> {
+    if adapter >= adapters {
+        return Err(StackError::NoSuchAdapter(adapter));
+    }
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(StackError::FamilyMismatch { src, dst });
+    }
+    if payload_len > MAX_UDP_PAYLOAD {
+        return Err(StackError::TooLarge(payload_len));
+    }
+    Ok(())
+}
+
 /// The host's network stack as a service sees it; see the module documentation for how each
 /// shell implements it.
 pub trait HostStack {
@@ -163,4 +185,28 @@ pub trait Service {
     fn on_datagram(&mut self, stack: &mut dyn HostStack, datagram: Datagram);
     /// A timer set with [`HostStack::set_timer`] fired.
     fn on_timer(&mut self, stack: &mut dyn HostStack, token: u64);
+}
+
+#[cfg(test)]
+mod send_checks {
+    use super::*;
+
+    #[test]
+    fn every_shell_refuses_the_same_sends() {
+        let v4: SocketAddr = "10.0.4.1:68".parse().expect("v4");
+        let v6: SocketAddr = "[fe80::1]:546".parse().expect("v6");
+        assert_eq!(check_send(2, 1, v4, v4, MAX_UDP_PAYLOAD), Ok(()));
+        assert_eq!(
+            check_send(2, 2, v4, v4, 10),
+            Err(StackError::NoSuchAdapter(2))
+        );
+        assert_eq!(
+            check_send(2, 0, v4, v6, 10),
+            Err(StackError::FamilyMismatch { src: v4, dst: v6 })
+        );
+        assert_eq!(
+            check_send(2, 0, v6, v6, MAX_UDP_PAYLOAD + 1),
+            Err(StackError::TooLarge(MAX_UDP_PAYLOAD + 1))
+        );
+    }
 }

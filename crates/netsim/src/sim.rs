@@ -25,9 +25,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, SeedableRng};
 
 use crate::fault::{self, Fate, FaultRule};
-use crate::stack::{
-    AdapterIndex, AdapterInfo, Datagram, HostStack, MAX_UDP_PAYLOAD, Service, StackError,
-};
+use crate::stack::{AdapterIndex, AdapterInfo, Datagram, HostStack, Service, StackError};
 use crate::topology::{
     AdapterConfig, AdapterId, Attachment, Capture, Host, HostId, InterfaceId, NodeId, Router,
     RouterId, RouterInterface, Segment, SegmentConfig, SegmentId, ServiceSlot, TopologyError,
@@ -209,15 +207,7 @@ impl HostStack for SimStack<'_> {
         dst: SocketAddr,
         payload: Bytes,
     ) -> Result<(), StackError> {
-        if adapter >= self.adapters.len() {
-            return Err(StackError::NoSuchAdapter(adapter));
-        }
-        if src.is_ipv4() != dst.is_ipv4() {
-            return Err(StackError::FamilyMismatch { src, dst });
-        }
-        if payload.len() > MAX_UDP_PAYLOAD {
-            return Err(StackError::TooLarge(payload.len()));
-        }
+        host_contract::check_send(self.adapters.len(), adapter, src, dst, payload.len())?;
         self.outbox.push(Action::Send {
             host: self.host,
             adapter,

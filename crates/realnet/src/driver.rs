@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use host_contract::{
-    AdapterIndex, AdapterInfo, Bytes, Datagram, HostStack, HostTime, Ipv4Net, MAX_UDP_PAYLOAD,
-    MacAddr, Service, StackError,
+    AdapterIndex, AdapterInfo, Bytes, Datagram, HostStack, HostTime, Ipv4Net, MacAddr, Service,
+    StackError,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, SeedableRng};
@@ -544,15 +544,7 @@ impl HostStack for Driver {
         dst: SocketAddr,
         payload: Bytes,
     ) -> Result<(), StackError> {
-        if adapter >= self.adapters.len() {
-            return Err(StackError::NoSuchAdapter(adapter));
-        }
-        if src.is_ipv4() != dst.is_ipv4() {
-            return Err(StackError::FamilyMismatch { src, dst });
-        }
-        if payload.len() > MAX_UDP_PAYLOAD {
-            return Err(StackError::TooLarge(payload.len()));
-        }
+        host_contract::check_send(self.adapters.len(), adapter, src, dst, payload.len())?;
         // No socket on that adapter and family: lost, as on a host without that stack.
         let Some(socket) = self.socket_for(adapter, src.port(), dst.is_ipv6()) else {
             return Ok(());
