@@ -8,11 +8,8 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-
-use crate::bench::Fields;
 
 const SECONDS: u32 = 4;
 const ROUNDS: u32 = 5;
@@ -27,32 +24,16 @@ pub fn run(root: &Path) -> Result<()> {
         "attack benchmark: {CLIENTS} devices, {ATTACKERS} attackers, {ROUNDS} rounds of 2 x \
          {SECONDS} s"
     );
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .args([
-            "bench",
-            "--quiet",
-            "--package",
-            "recovery-service",
-            "--bench",
-            "attack",
-        ])
-        .env("NULAB_BENCH_SECS", SECONDS.to_string())
-        .env("NULAB_BENCH_ROUNDS", ROUNDS.to_string())
-        .env("NULAB_BENCH_CLIENTS", CLIENTS.to_string())
-        .env("NULAB_BENCH_ATTACKERS", ATTACKERS.to_string());
-    let stdout = crate::bench::stdout_of(
-        &mut command,
-        "`cargo bench -p recovery-service --bench attack`",
-    )?;
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("fields:"))
-        .context("no `fields:` line in the attack benchmark's output")?;
-    let f = Fields::parse(line);
+    let env = [
+        ("NULAB_BENCH_SECS", SECONDS.to_string()),
+        ("NULAB_BENCH_ROUNDS", ROUNDS.to_string()),
+        ("NULAB_BENCH_CLIENTS", CLIENTS.to_string()),
+        ("NULAB_BENCH_ATTACKERS", ATTACKERS.to_string()),
+    ];
+    let f = crate::bench::recovery_bench_fields("attack", &env, &[])?;
     let v = |key: &str| -> Result<f64> {
         f.value(key)
-            .with_context(|| format!("the attack benchmark printed no `{key}`: {line}"))
+            .with_context(|| format!("the attack benchmark printed no `{key}`"))
     };
     let (ratio, median, peak) = (v("ratio")?, v("median_round_ratio")?, v("peak_rss_mib")?);
     let met = median >= MIN_RATIO && peak < MAX_PEAK_RSS_MIB;

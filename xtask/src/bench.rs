@@ -183,6 +183,43 @@ pub(crate) fn stdout_of(command: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs one of recovery-service's benchmark programs (`cargo bench -p recovery-service --bench
+/// BENCH`) with `env` as its only `NULAB_BENCH_*` settings and returns its `fields:` line,
+/// checked to hold every key of `keys`.
+pub(crate) fn recovery_bench_fields(
+    bench: &str,
+    env: &[(&str, String)],
+    keys: &[String],
+) -> Result<Fields> {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args([
+        "bench",
+        "--quiet",
+        "--package",
+        "recovery-service",
+        "--bench",
+        bench,
+    ]);
+    // Exactly the settings given: none inherited from the caller's environment.
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("NULAB_BENCH_")) {
+        command.env_remove(key);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let what = format!("`cargo bench -p recovery-service --bench {bench}`");
+    let stdout = stdout_of(&mut command, &what)?;
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fields:"))
+        .with_context(|| format!("no `fields:` line in {what}'s output"))?;
+    let fields = Fields::parse(line);
+    if let Some(key) = keys.iter().find(|key| fields.value(key).is_none()) {
+        bail!("{what} printed no `{key}`: {line}");
+    }
+    Ok(fields)
+}
+
 /// How long the overload phase offers requests.
 const OVERLOAD_SECONDS: u32 = 3;
 

@@ -11,9 +11,8 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::bench::Fields;
 
@@ -145,37 +144,16 @@ fn measure(encrypted: bool) -> Result<Fields> {
         "escrow benchmark, {} at rest, {SECONDS} s",
         if encrypted { "encrypted" } else { "plaintext" }
     );
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .args([
-            "bench",
-            "--quiet",
-            "--package",
-            "recovery-service",
-            "--bench",
-            "escrow_throughput",
-        ])
-        .env("NULAB_BENCH_SECS", SECONDS.to_string())
-        .env("NULAB_BENCH_CLIENTS", CLIENTS.to_string())
-        .env_remove("NULAB_BENCH_UNENCRYPTED");
+    // The bench encrypts at rest unless NULAB_BENCH_UNENCRYPTED is set (to anything).
+    let mut env = vec![
+        ("NULAB_BENCH_SECS", SECONDS.to_string()),
+        ("NULAB_BENCH_CLIENTS", CLIENTS.to_string()),
+    ];
     if !encrypted {
-        command.env("NULAB_BENCH_UNENCRYPTED", "1");
+        env.push(("NULAB_BENCH_UNENCRYPTED", "1".to_owned()));
     }
-    let stdout = crate::bench::stdout_of(
-        &mut command,
-        "`cargo bench -p recovery-service --bench escrow_throughput`",
-    )?;
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("fields:"))
-        .context("no `fields:` line in the escrow benchmark's output")?;
-    let fields = Fields::parse(line);
-    for key in ["escrows", "rate", "p50_ms", "p99_ms", "max_ms"] {
-        if fields.value(key).is_none() {
-            bail!("the escrow benchmark printed no `{key}`: {line}");
-        }
-    }
-    Ok(fields)
+    let keys = ["escrows", "rate", "p50_ms", "p99_ms", "max_ms"].map(String::from);
+    crate::bench::recovery_bench_fields("escrow_throughput", &env, &keys)
 }
 
 /// The 10,000- and 1,000,000-record databases, side by side (`escrow_scale`).
@@ -184,46 +162,27 @@ fn measure_scale() -> Result<Fields> {
         "escrow at scale: {SMALL_DB} and {LARGE_DB} records, {SCALE_ROUNDS} rounds of \
          {SCALE_SECONDS} s each"
     );
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .args([
-            "bench",
-            "--quiet",
-            "--package",
-            "recovery-service",
-            "--bench",
-            "escrow_scale",
-        ])
-        .env("NULAB_BENCH_SECS", SCALE_SECONDS.to_string())
-        .env("NULAB_BENCH_ROUNDS", SCALE_ROUNDS.to_string())
-        .env("NULAB_BENCH_CLIENTS", CLIENTS.to_string())
-        .env("NULAB_BENCH_SIZES", format!("{SMALL_DB},{LARGE_DB}"));
-    let stdout = crate::bench::stdout_of(
-        &mut command,
-        "`cargo bench -p recovery-service --bench escrow_scale`",
-    )?;
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("fields:"))
-        .context("no `fields:` line in the escrow-at-scale benchmark's output")?;
-    let fields = Fields::parse(line);
-    for i in 0..2 {
-        for name in [
-            "records",
-            "load_s",
-            "escrows",
-            "rate",
-            "p50_ms",
-            "p99_ms",
-            "lookup_p50_ms",
-            "lookup_p99_ms",
-            "lookup_loaded_p99_ms",
-        ] {
-            let key = format!("s{i}_{name}");
-            if fields.value(&key).is_none() {
-                bail!("the escrow-at-scale benchmark printed no `{key}`: {line}");
-            }
-        }
-    }
-    Ok(fields)
+    let env = [
+        ("NULAB_BENCH_SECS", SCALE_SECONDS.to_string()),
+        ("NULAB_BENCH_ROUNDS", SCALE_ROUNDS.to_string()),
+        ("NULAB_BENCH_CLIENTS", CLIENTS.to_string()),
+        ("NULAB_BENCH_SIZES", format!("{SMALL_DB},{LARGE_DB}")),
+    ];
+    let keys: Vec<String> = (0..2)
+        .flat_map(|i| {
+            [
+                "records",
+                "load_s",
+                "escrows",
+                "rate",
+                "p50_ms",
+                "p99_ms",
+                "lookup_p50_ms",
+                "lookup_p99_ms",
+                "lookup_loaded_p99_ms",
+            ]
+            .map(|name| format!("s{i}_{name}"))
+        })
+        .collect();
+    crate::bench::recovery_bench_fields("escrow_scale", &env, &keys)
 }
