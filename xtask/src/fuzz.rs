@@ -14,10 +14,11 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// Seconds per target in CI: 11 targets, under three minutes in all, plus the fuzz build (a
-/// release build of the lab crates with nightly, several minutes on a fresh machine): CI was
-/// about 9 minutes and must stay well under 30.
-pub const CI_SECONDS: u64 = 15;
+/// Seconds per target in CI, as issue 13 asks (about 30 s each): 11 targets, five and a half
+/// minutes in all, plus the fuzz build (a release build of the lab crates, several minutes on a
+/// fresh machine). A clean-clone CI run took 18 minutes with 15 s a target; it must stay well
+/// under 30.
+pub const CI_SECONDS: u64 = 30;
 /// Seconds per target for `cargo xtask fuzz` without `--time`.
 const DEFAULT_SECONDS: u64 = 60;
 
