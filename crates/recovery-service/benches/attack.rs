@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use recovery_service::agent::ManagementPoint;
 use recovery_service::agent::shell::{EscrowConnection, TcpDialer, client_tls};
 use recovery_service::record::DeviceId;
@@ -99,23 +98,9 @@ impl Window {
 }
 
 async fn run(secs: u64, rounds: u64, clients: u32, attackers: u32) {
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let common::BenchDir { dir, key_file } = common::bench_dir();
     let db = dir.path().join("escrow.sqlite");
-    let key_file = dir.path().join("recovery.key");
-    AtRestKey::from_bytes([1u8; 32])
-        .save_new(&key_file)
-        .expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("k")).expect("ca");
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .signed_by(&key, &*ca)
-        .expect("cert");
+    let common::LocalhostPki { ca_der, cert, key } = common::localhost_pki();
     std::fs::write(dir.path().join("cert.pem"), cert.pem()).expect("cert");
     std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("key");
 
@@ -160,7 +145,7 @@ async fn run(secs: u64, rounds: u64, clients: u32, attackers: u32) {
     let rss_idle_kib = server.status_kib("VmRSS");
 
     let mp = ManagementPoint::parse(&format!("https://localhost:{}", addr.port())).expect("mp");
-    let tls = client_tls(std::slice::from_ref(ca.der())).expect("tls");
+    let tls = client_tls(std::slice::from_ref(&ca_der)).expect("tls");
 
     // round * 10 + 0: settling, + 1: unattacked window, + 3: attacked window; STOP ends.
     const STOP: u64 = u64::MAX;

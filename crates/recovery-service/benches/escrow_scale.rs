@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use recovery_service::agent::ManagementPoint;
 use recovery_service::agent::shell::{EscrowConnection, TcpDialer, client_tls};
 use recovery_service::record::{
@@ -185,24 +184,9 @@ struct Case {
 }
 
 async fn run(secs: u64, rounds: u64, clients: u32, sizes: Vec<u64>) {
-    // On the build's own disk (not tmpfs), so that fsync costs what it costs.
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let key_file = dir.path().join("recovery.key");
-    AtRestKey::from_bytes([1u8; 32])
-        .save_new(&key_file)
-        .expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("k")).expect("ca");
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .signed_by(&key, &*ca)
-        .expect("cert");
-    let tls = client_tls(std::slice::from_ref(ca.der())).expect("tls");
+    let common::BenchDir { dir, key_file } = common::bench_dir();
+    let common::LocalhostPki { ca_der, cert, key } = common::localhost_pki();
+    let tls = client_tls(std::slice::from_ref(&ca_der)).expect("tls");
 
     let mut cases = Vec::new();
     for (i, &records) in sizes.iter().enumerate() {

@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use recovery_service::agent::ManagementPoint;
 use recovery_service::agent::shell::{EscrowConnection, TcpDialer, client_tls};
 use recovery_service::record::DeviceId;
-use recovery_service::seal::AtRestKey;
 use recovery_service::server::{ServiceConfig, start};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -43,24 +41,9 @@ fn main() {
 }
 
 async fn run(secs: u64, clients: u32, encrypted: bool) {
-    // On the build's own disk (not tmpfs), so that fsync costs what it costs.
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let key_file = dir.path().join("recovery.key");
-    AtRestKey::from_bytes([1u8; 32])
-        .save_new(&key_file)
-        .expect("key");
+    let common::BenchDir { dir, key_file } = common::bench_dir();
 
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("k")).expect("ca");
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .signed_by(&key, &*ca)
-        .expect("cert");
+    let common::LocalhostPki { ca_der, cert, key } = common::localhost_pki();
 
     let running = start(ServiceConfig {
         database: dir.path().join("escrow.sqlite"),
@@ -75,7 +58,7 @@ async fn run(secs: u64, clients: u32, encrypted: bool) {
     .expect("start");
     let mp =
         ManagementPoint::parse(&format!("https://localhost:{}", running.https.port())).expect("mp");
-    let tls = client_tls(std::slice::from_ref(ca.der())).expect("tls");
+    let tls = client_tls(std::slice::from_ref(&ca_der)).expect("tls");
 
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
