@@ -653,7 +653,7 @@ impl Store {
         now: i64,
     ) -> Result<i64, StoreError> {
         validate_helpdesk_request(req)?;
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         let seq = audit_in(&tx, req, None, outcome, now)?;
         tx.commit().map_err(StoreError::Audit)?;
         Ok(seq)
@@ -678,7 +678,7 @@ impl Store {
         requests: &[EscrowRequest],
         now: i64,
     ) -> Result<Vec<Result<EscrowReceipt, StoreError>>, StoreError> {
-        let mut tx = self.conn.transaction()?;
+        let mut tx = write_transaction(&mut self.conn)?;
         let mut results = Vec::with_capacity(requests.len());
         for req in requests {
             let mut sp = tx.savepoint()?;
@@ -730,7 +730,7 @@ impl Store {
         now: i64,
     ) -> Result<Disclosure, StoreError> {
         validate_helpdesk_request(req)?;
-        let tx = self.conn.transaction()?;
+        let tx = write_transaction(&mut self.conn)?;
         let audit = |tx: &Transaction<'_>, id: Option<&RecordId>, outcome: &str| {
             audit_in(tx, req, id, outcome, now)
         };
@@ -829,6 +829,17 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Every write transaction of the store starts `BEGIN IMMEDIATE`: it takes SQLite's write
+/// lock at `BEGIN`, where the busy timeout applies. A deferred transaction whose first
+/// statement reads (an escrow's version check) takes the lock only at its first write, and
+/// if another connection holds it at that instant SQLite answers `SQLITE_BUSY` at once,
+/// without the busy handler: the whole group commit failed that way (`escrow_scale`),
+/// because a read connection that finds the WAL-index header being rewritten by a commit
+/// re-reads it under the write lock, for a moment, as SQLite's readers do.
+fn write_transaction(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
 }
 
 fn authenticate_in(conn: &Connection, token: &str) -> Result<Option<DeviceId>, StoreError> {

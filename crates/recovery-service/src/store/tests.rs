@@ -918,3 +918,45 @@ fn a_device_cannot_touch_another_devices_rotation_mark() {
     let d = s.disclose(&helpdesk(K1), 4).expect("again");
     assert_eq!(d.retired_at, None, "A's record is not retired by B");
 }
+
+/// `escrow_scale` saw a group commit refused `database is locked` while read connections came
+/// and went beside the writer: a reader that finds the WAL-index header mid-rewrite re-reads it
+/// holding SQLite's write lock for a moment, and a deferred transaction that meets that lock at
+/// its first write fails at once, the busy timeout unused. Another connection holds the lock
+/// here, for longer and deterministically: every kind of write waits for it and succeeds.
+#[test]
+fn a_write_lock_held_for_a_moment_elsewhere_delays_a_write_and_never_fails_it() {
+    let f = Fixture::new();
+    let mut s = f.open(1);
+    s.escrow(&req("PC1", vec![rec("PC1", K3, 1, b"x")]), 1)
+        .expect("escrow");
+    // Holds the write lock on a connection of its own for 300 ms, then runs `write`.
+    let while_held = |s: &mut Store, write: &dyn Fn(&mut Store) -> Result<(), StoreError>| {
+        let other = f.raw();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+            held_tx.send(()).expect("send");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("ROLLBACK").expect("release");
+        });
+        held_rx.recv().expect("held");
+        let r = write(s);
+        holder.join().expect("holder");
+        r
+    };
+    while_held(&mut s, &|s| {
+        s.escrow(&req("PC1", vec![rec("PC1", K1, 1, b"y")]), 2)
+            .map(|_| ())
+    })
+    .expect("an escrow group waits for the lock instead of failing");
+    while_held(&mut s, &|s| s.disclose(&helpdesk(K3), 3).map(|_| ()))
+        .expect("a disclosure's audit waits for the lock");
+    let mut refused = helpdesk(K3);
+    refused.role = HelpdeskRole::Auditor;
+    while_held(&mut s, &|s| {
+        s.audit_refusal(&refused, "refused-role", 4).map(|_| ())
+    })
+    .expect("an audited refusal waits for the lock");
+    assert_eq!(s.audit_log().expect("audit").len(), 2);
+}
