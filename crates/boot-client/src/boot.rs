@@ -5,10 +5,11 @@
 //! The order, following the seed document and what the boot manager shows:
 //!
 //! 1. **Phase 1.** Read the protectors. A Network Unlock protector is tried first when the
-//!    firmware can run it (UEFI native mode, no CSM, a DHCP-capable network driver); otherwise
-//!    the reason it was skipped is recorded. The TPM releases the Network Unlock secrets (the
-//!    session key and the local intermediate key) only while the PCRs hold their sealing-time
-//!    values.
+//!    firmware can run it (UEFI native mode, version 2.3.1 or later, no CSM, the network stack
+//!    enabled in the BIOS setup, a DHCP-capable network driver: one setting each); otherwise
+//!    the reason it was skipped, for the first setting missing, is recorded. The TPM releases
+//!    the Network Unlock secrets (the session key and the local intermediate key) only while
+//!    the PCRs hold their sealing-time values.
 //! 2. **Phase 2, adapter by adapter, in firmware order.** The UEFI DHCP driver gets an IPv4
 //!    lease ([`dhcp::Client`]). Enumeration *stops* at the first adapter whose DHCP fails for any
 //!    reason (no DHCP, unplugged, no driver, no offer): the seed's rule, which is why a
@@ -53,37 +54,105 @@ use crate::exchange::{
     V4Lease, V6Link,
 };
 
-/// What the firmware can do; the seed's prerequisites for Network Unlock.
+/// What the firmware can do: the seed's prerequisites for Network Unlock, one setting each,
+/// so that each missing one is its own failure reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Firmware {
     /// UEFI native mode (not legacy BIOS).
     pub uefi_native: bool,
+    /// The UEFI specification version the firmware implements; the seed asks for 2.3.1 or later.
+    pub uefi_version: UefiVersion,
     /// A Compatibility Support Module is enabled ("Legacy mode", "Compatibility mode").
     pub csm_enabled: bool,
+    /// The network stack is enabled in the BIOS setup (the seed: "confirm that the network
+    /// stack has been enabled in the BIOS before starting the computer").
+    pub network_stack: bool,
     /// The firmware has a DHCP-capable network driver.
     pub dhcp_driver: bool,
 }
 
+/// A UEFI specification version ("2.3.1").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UefiVersion {
+    pub major: u8,
+    pub minor: u8,
+    pub patch: u8,
+}
+
+impl UefiVersion {
+    /// The earliest version the seed accepts: "firmware version 2.3.1".
+    pub const MINIMUM: UefiVersion = UefiVersion {
+        major: 2,
+        minor: 3,
+        patch: 1,
+    };
+
+    pub const fn new(major: u8, minor: u8, patch: u8) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+}
+
+impl fmt::Display for UefiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl std::str::FromStr for UefiVersion {
+    type Err = String;
+
+    /// "2.3.1", or "2.4" (patch 0).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a UEFI version (such as \"2.3.1\")");
+        let parts: Vec<&str> = text.trim().split('.').collect();
+        if !(2..=3).contains(&parts.len()) {
+            return Err(bad());
+        }
+        let mut numbers = [0u8; 3];
+        for (slot, part) in numbers.iter_mut().zip(&parts) {
+            *slot = part.parse().map_err(|_| bad())?;
+        }
+        Ok(Self::new(numbers[0], numbers[1], numbers[2]))
+    }
+}
+
 impl Default for Firmware {
-    /// UEFI 2.3.1 in native mode with a DHCP driver: what Network Unlock needs.
+    /// UEFI 2.3.1 in native mode, network stack on, with a DHCP driver: what Network Unlock
+    /// needs.
     fn default() -> Self {
         Self {
             uefi_native: true,
+            uefi_version: UefiVersion::MINIMUM,
             csm_enabled: false,
+            network_stack: true,
             dhcp_driver: true,
         }
     }
 }
 
 impl Firmware {
-    /// Why Network Unlock cannot run on this firmware, if it cannot.
-    pub fn network_unlock_blocker(&self) -> Option<&'static str> {
+    /// Why Network Unlock cannot run on this firmware, if it cannot: the first prerequisite
+    /// missing, in the order the firmware would meet them (mode, version, CSM, the network
+    /// stack, the DHCP driver).
+    pub fn network_unlock_blocker(&self) -> Option<String> {
         if !self.uefi_native {
-            Some("the firmware boots in legacy BIOS mode, not UEFI native mode")
+            Some("the firmware boots in legacy BIOS mode, not UEFI native mode".into())
+        } else if self.uefi_version < UefiVersion::MINIMUM {
+            Some(format!(
+                "the UEFI firmware implements version {}, older than the {} Network Unlock needs",
+                self.uefi_version,
+                UefiVersion::MINIMUM
+            ))
         } else if self.csm_enabled {
-            Some("the UEFI firmware has a Compatibility Support Module (CSM) enabled")
+            Some("the UEFI firmware has a Compatibility Support Module (CSM) enabled".into())
+        } else if !self.network_stack {
+            Some("the network stack is disabled in the BIOS setup".into())
         } else if !self.dhcp_driver {
-            Some("the UEFI firmware has no DHCP-capable network driver")
+            Some("the UEFI firmware has no DHCP-capable network driver".into())
         } else {
             None
         }
@@ -514,7 +583,7 @@ impl Boot {
             return self.local_protectors(now);
         }
         let skip = if let Some(blocker) = self.config.firmware.network_unlock_blocker() {
-            Some(blocker.to_string())
+            Some(blocker)
         } else if self.config.adapters.is_empty() {
             Some("the machine has no network adapter".to_string())
         } else {
@@ -1097,26 +1166,66 @@ mod tests {
     #[test]
     fn firmware_prerequisites_name_what_is_missing() {
         assert_eq!(Firmware::default().network_unlock_blocker(), None);
-        let legacy = Firmware {
-            uefi_native: false,
+        let reason = |firmware: Firmware| firmware.network_unlock_blocker().unwrap_or_default();
+        let cases = [
+            (
+                Firmware {
+                    uefi_native: false,
+                    ..Firmware::default()
+                },
+                "legacy BIOS",
+            ),
+            (
+                Firmware {
+                    uefi_version: UefiVersion::new(2, 3, 0),
+                    ..Firmware::default()
+                },
+                "version 2.3.0, older than the 2.3.1",
+            ),
+            (
+                Firmware {
+                    csm_enabled: true,
+                    ..Firmware::default()
+                },
+                "Compatibility Support Module",
+            ),
+            (
+                Firmware {
+                    network_stack: false,
+                    ..Firmware::default()
+                },
+                "network stack is disabled",
+            ),
+            (
+                Firmware {
+                    dhcp_driver: false,
+                    ..Firmware::default()
+                },
+                "no DHCP-capable network driver",
+            ),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (firmware, words) in cases {
+            let why = reason(firmware);
+            assert!(why.contains(words), "{why}");
+            assert!(seen.insert(why), "each setting has its own reason");
+        }
+        let newer = Firmware {
+            uefi_version: UefiVersion::new(2, 7, 0),
             ..Firmware::default()
         };
-        assert!(
-            legacy
-                .network_unlock_blocker()
-                .unwrap_or("")
-                .contains("legacy BIOS")
-        );
-        let no_driver = Firmware {
-            dhcp_driver: false,
-            ..Firmware::default()
-        };
-        assert!(
-            no_driver
-                .network_unlock_blocker()
-                .unwrap_or("")
-                .contains("DHCP")
-        );
+        assert_eq!(newer.network_unlock_blocker(), None);
+    }
+
+    #[test]
+    fn uefi_versions_parse_and_order() {
+        assert_eq!("2.3.1".parse::<UefiVersion>(), Ok(UefiVersion::MINIMUM));
+        assert_eq!("2.4".parse::<UefiVersion>(), Ok(UefiVersion::new(2, 4, 0)));
+        assert!(UefiVersion::new(2, 3, 0) < UefiVersion::MINIMUM);
+        assert!(UefiVersion::new(2, 10, 0) > UefiVersion::MINIMUM);
+        for bad in ["", "2", "2.x", "2.3.1.4", "300.1"] {
+            assert!(bad.parse::<UefiVersion>().is_err(), "{bad}");
+        }
     }
 
     #[test]

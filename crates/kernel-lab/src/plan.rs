@@ -33,7 +33,7 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
     }
     for c in &s.clients {
         let name = c.name.get_ref();
-        if c.firmware != FirmwareSpec::Uefi {
+        if c.firmware != FirmwareSpec::default() {
             why.push(format!(
                 "client {name}: firmware `{}` is simulated only (nulab client boots as UEFI)",
                 c.firmware

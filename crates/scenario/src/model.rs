@@ -315,18 +315,129 @@ pub struct AdapterSpec {
     pub uefi_driver: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FirmwareSpec {
-    /// UEFI 2.3.1 native mode with a DHCP driver.
-    #[default]
-    Uefi,
-    /// UEFI with the Compatibility Support Module enabled.
-    UefiCsm,
-    /// Legacy BIOS.
-    Bios,
-    /// UEFI without a DHCP-capable network driver.
-    UefiNoDhcpDriver,
+/// The client's firmware: the seed's Network Unlock prerequisites, one setting each (issue 19),
+/// so each missing one is its own failure reason. Written as a table
+/// (`firmware = { version = "2.3.0" }`, `{ network_stack = false }`, `{ csm = true }`,
+/// `{ dhcp_driver = false }`, `{ mode = "bios" }`; what is not given is as Network Unlock
+/// needs it) or as one of the shorthands `"uefi"`, `"uefi-csm"`, `"bios"`,
+/// `"uefi-no-dhcp-driver"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareSpec {
+    /// UEFI native mode; `false` is legacy BIOS.
+    pub uefi: bool,
+    /// The UEFI specification version ("2.3.1").
+    pub version: UefiVersion,
+    /// The Compatibility Support Module is enabled.
+    pub csm: bool,
+    /// The network stack is enabled in the BIOS setup.
+    pub network_stack: bool,
+    /// The firmware has a DHCP-capable network driver.
+    pub dhcp_driver: bool,
+}
+
+pub use boot_client::boot::UefiVersion;
+
+impl Default for FirmwareSpec {
+    /// UEFI 2.3.1 native mode, no CSM, network stack on, with a DHCP driver.
+    fn default() -> Self {
+        Self {
+            uefi: true,
+            version: UefiVersion::MINIMUM,
+            csm: false,
+            network_stack: true,
+            dhcp_driver: true,
+        }
+    }
+}
+
+impl FirmwareSpec {
+    /// The settings a shorthand stands for.
+    fn shorthand(name: &str) -> Option<Self> {
+        let uefi = Self::default();
+        Some(match name {
+            "uefi" => uefi,
+            "uefi-csm" => Self { csm: true, ..uefi },
+            "bios" => Self {
+                uefi: false,
+                ..uefi
+            },
+            "uefi-no-dhcp-driver" => Self {
+                dhcp_driver: false,
+                ..uefi
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// The table form of [`FirmwareSpec`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirmwareTable {
+    #[serde(default)]
+    mode: Option<String>,
+    version: Option<String>,
+    #[serde(default)]
+    csm: bool,
+    #[serde(default = "yes")]
+    network_stack: bool,
+    #[serde(default = "yes")]
+    dhcp_driver: bool,
+}
+
+impl<'de> Deserialize<'de> for FirmwareSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FirmwareSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "\"uefi\", \"uefi-csm\", \"bios\", \"uefi-no-dhcp-driver\" or a table \
+                     (mode, version, csm, network_stack, dhcp_driver)",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FirmwareSpec, E> {
+                FirmwareSpec::shorthand(text).ok_or_else(|| {
+                    E::custom(format!(
+                        "unknown firmware {text:?} (uefi, uefi-csm, bios, uefi-no-dhcp-driver, \
+                         or a table of settings)"
+                    ))
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<FirmwareSpec, A::Error> {
+                use serde::de::Error;
+                let table =
+                    FirmwareTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let uefi = match table.mode.as_deref() {
+                    None | Some("uefi") => true,
+                    Some("bios") => false,
+                    Some(other) => {
+                        return Err(A::Error::custom(format!(
+                            "unknown firmware mode {other:?} (uefi, bios)"
+                        )));
+                    }
+                };
+                let version = match &table.version {
+                    None => UefiVersion::MINIMUM,
+                    Some(text) => text.parse().map_err(A::Error::custom)?,
+                };
+                Ok(FirmwareSpec {
+                    uefi,
+                    version,
+                    csm: table.csm,
+                    network_stack: table.network_stack,
+                    dhcp_driver: table.dhcp_driver,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -649,13 +760,37 @@ fn located(path: &Path, text: &str, at: usize, message: String) -> ScenarioError
 }
 
 impl fmt::Display for FirmwareSpec {
+    /// The shorthand's words when the settings are a shorthand's, else each setting that is
+    /// not as Network Unlock needs it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FirmwareSpec::Uefi => "UEFI native",
-            FirmwareSpec::UefiCsm => "UEFI with CSM",
-            FirmwareSpec::Bios => "legacy BIOS",
-            FirmwareSpec::UefiNoDhcpDriver => "UEFI without a DHCP driver",
-        })
+        let named = [
+            ("uefi", "UEFI native"),
+            ("uefi-csm", "UEFI with CSM"),
+            ("bios", "legacy BIOS"),
+            ("uefi-no-dhcp-driver", "UEFI without a DHCP driver"),
+        ];
+        for (shorthand, words) in named {
+            if FirmwareSpec::shorthand(shorthand).as_ref() == Some(self) {
+                return f.write_str(words);
+            }
+        }
+        if !self.uefi {
+            f.write_str("legacy BIOS")?;
+        } else {
+            write!(f, "UEFI {}", self.version)?;
+            f.write_str(if self.csm { " with CSM" } else { " native" })?;
+        }
+        let mut missing = Vec::new();
+        if !self.network_stack {
+            missing.push("network stack disabled in the BIOS setup");
+        }
+        if !self.dhcp_driver {
+            missing.push("no DHCP driver");
+        }
+        if !missing.is_empty() {
+            write!(f, " ({})", missing.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -706,6 +841,40 @@ mod tests {
         assert_eq!(client.protectors.len(), 2);
         assert_eq!(loaded.scenario.duration, Duration::from_secs(120));
         assert_eq!(loaded.name, "t");
+    }
+
+    #[test]
+    fn firmware_is_a_shorthand_or_one_setting_each() {
+        let client = |firmware: &str| {
+            parse_str(&format!(
+                "title = \"t\"\nexpect_nothing = true\n[[client]]\nname = \"pc\"\n\
+                 firmware = {firmware}\n[[client.adapter]]\nsegment = \"corp\"\n"
+            ))
+            .map(|loaded| loaded.scenario.clients[0].firmware.clone())
+        };
+        assert_eq!(client("\"uefi\""), Ok(FirmwareSpec::default()));
+        let csm = client("\"uefi-csm\"").expect("shorthand");
+        assert!(csm.csm && csm.uefi && csm.network_stack && csm.dhcp_driver);
+        assert_eq!(csm.to_string(), "UEFI with CSM");
+        let old = client("{ version = \"2.3.0\" }").expect("table");
+        assert_eq!(old.version, UefiVersion::new(2, 3, 0));
+        assert_eq!(old.to_string(), "UEFI 2.3.0 native");
+        let stack = client("{ network_stack = false }").expect("table");
+        assert!(!stack.network_stack && stack.dhcp_driver);
+        assert_eq!(
+            stack.to_string(),
+            "UEFI 2.3.1 native (network stack disabled in the BIOS setup)"
+        );
+        assert_eq!(client("{ mode = \"bios\" }").map(|f| f.uefi), Ok(false));
+        for bad in [
+            "\"uefi-2\"",
+            "{ mode = \"efi\" }",
+            "{ version = \"two\" }",
+            "{ stack = false }",
+        ] {
+            let err = client(bad).expect_err(bad);
+            assert_eq!(err.line, 5, "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -40,7 +40,7 @@ use volume::policy::{
 use volume::{ProtectorKind, Volume};
 
 use crate::capture::SpilledCapture;
-use crate::model::{ClientSpec, FaultSpec, FirmwareSpec, Loaded, ScenarioError};
+use crate::model::{ClientSpec, FaultSpec, Loaded, ScenarioError};
 use crate::wire::Names;
 
 pub use dhcp::service::sim_time;
@@ -1719,20 +1719,12 @@ fn build_client(
             keys,
         });
     }
-    let firmware = match spec.firmware {
-        FirmwareSpec::Uefi => Firmware::default(),
-        FirmwareSpec::UefiCsm => Firmware {
-            csm_enabled: true,
-            ..Firmware::default()
-        },
-        FirmwareSpec::Bios => Firmware {
-            uefi_native: false,
-            ..Firmware::default()
-        },
-        FirmwareSpec::UefiNoDhcpDriver => Firmware {
-            dhcp_driver: false,
-            ..Firmware::default()
-        },
+    let firmware = Firmware {
+        uefi_native: spec.firmware.uefi,
+        uefi_version: spec.firmware.version,
+        csm_enabled: spec.firmware.csm,
+        network_stack: spec.firmware.network_stack,
+        dhcp_driver: spec.firmware.dhcp_driver,
     };
     let config = BootConfig {
         firmware,
