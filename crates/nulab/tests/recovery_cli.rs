@@ -444,3 +444,109 @@ fn serve_says_where_it_listens_in_json_and_durations_take_a_unit() {
         String::from_utf8_lossy(&bare.stderr)
     );
 }
+
+/// Issue 13's one grammar on the PEM flags: `-` reads standard input. `serve --cert - --key -`
+/// takes the chain and the key from one PEM stream; `audit --ca -` and `get --ca -` take the
+/// root from standard input; PEM text that holds no certificate is refused naming `<stdin>`.
+#[test]
+fn the_pem_flags_read_standard_input_for_a_dash() {
+    use rand_core::SeedableRng as _;
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("escrow.sqlite");
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(13);
+    let ca = recovery_service::pki::RootCa::generate("Contoso Root CA", &mut rng).expect("ca");
+    let id = ca
+        .issue_server(&["localhost".into()], &mut rng)
+        .expect("server certificate");
+
+    let mut child = nulab()
+        .args(["recovery", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--cert", "-", "--key", "-", "--no-encrypt", "--db"])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nulab recovery serve");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{}{}", id.chain_pem, id.key_pem).as_bytes())
+        .expect("write the PEM");
+    drop(stdin);
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    let port = line
+        .trim()
+        .strip_prefix("https=")
+        .and_then(|a| a.rsplit(':').next())
+        .unwrap_or_else(|| panic!("no https= line: {line:?}"))
+        .to_owned();
+    let url = format!("https://localhost:{port}");
+    let operator = json(
+        nulab()
+            .args(["recovery", "operator", "CONTOSO\\auditor1", "--role"])
+            .args(["administrator", "--json", "--db"])
+            .arg(&db)
+            .output()
+            .expect("operator"),
+        "operator",
+    );
+    let token = operator["token"].as_str().expect("token").to_owned();
+
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut child = nulab()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("output")
+    };
+    let audit = ["recovery", "audit", "--server", &url, "--token", &token];
+    let log = json(
+        with_stdin(&[&audit[..], &["--ca", "-", "--json"]].concat(), ca.pem()),
+        "audit with --ca -",
+    );
+    assert_eq!(log.as_array().map(Vec::len), Some(0), "{log}");
+    let get = [
+        "recovery",
+        "get",
+        "--key-id",
+        "8F3B1C2D",
+        "--reason",
+        "ticket 13",
+        "--server",
+        &url,
+        "--token",
+        &token,
+        "--ca",
+        "-",
+    ];
+    let missing = with_stdin(&get, ca.pem());
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("404"),
+        "reached the service through the root read from stdin: {missing:?}"
+    );
+
+    let refused = with_stdin(
+        &[&audit[..], &["--ca", "-"]].concat(),
+        "not a certificate\n",
+    );
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("<stdin>: no CERTIFICATE block"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -551,17 +551,32 @@ pub fn tls_config(
 pub fn load_pem_certificates(
     path: &std::path::Path,
 ) -> Result<Vec<CertificateDer<'static>>, ServeError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| ServeError::Pem(format!("{}: {e}", path.display())))?;
+    parse_pem_certificates(&path.display().to_string(), &bytes)
+}
+
+/// Every certificate of PEM text already read (a file, or standard input for the CLI's `-`);
+/// `name` says where it came from in messages. Other blocks (a private key beside the chain)
+/// are skipped.
+pub fn parse_pem_certificates(
+    name: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ServeError> {
     use rustls_pki_types::pem::PemObject as _;
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServeError::Pem(format!("{}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServeError::Pem(format!("{name}: {e}")))?;
     if certs.is_empty() {
-        return Err(ServeError::Pem(format!(
-            "{}: no CERTIFICATE block",
-            path.display()
-        )));
+        return Err(ServeError::Pem(format!("{name}: no CERTIFICATE block")));
     }
     Ok(certs)
+}
+
+/// The first private key of PEM text already read; `name` says where it came from.
+pub fn parse_pem_private_key(name: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ServeError> {
+    use rustls_pki_types::pem::PemObject as _;
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| ServeError::Pem(format!("{name}: {e}")))
 }
 
 /// Reads a PEM certificate chain and a PEM private key.
@@ -569,12 +584,11 @@ pub fn load_pem(
     chain: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ServeError> {
-    use rustls_pki_types::pem::PemObject as _;
-    let certs = CertificateDer::pem_file_iter(chain)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServeError::Pem(format!("{}: {e}", chain.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ServeError::Pem(format!("{}: {e}", key.display())))?;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| ServeError::Pem(format!("{}: {e}", p.display())))
+    };
+    let certs = parse_pem_certificates(&chain.display().to_string(), &read(chain)?)?;
+    let key = parse_pem_private_key(&key.display().to_string(), &read(key)?)?;
     Ok((certs, key))
 }
 
