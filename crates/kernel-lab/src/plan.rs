@@ -65,10 +65,10 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
                  real run uses the machine's cores"
             ));
         }
-        if !w.registered {
+        if !w.registered || !w.feature_installed {
             why.push(format!(
-                "wds {name}: an unregistered provider is simulated only (nulab server always \
-                 runs the provider)"
+                "wds {name}: an unregistered provider or a missing feature is simulated only \
+                 (nulab server always runs the provider)"
             ));
         }
     }

@@ -200,6 +200,10 @@ pub struct WdsSpec {
     pub policy: Option<String>,
     /// Or read from a file (relative to the scenario file).
     pub policy_file: Option<PathBuf>,
+    /// The BitLocker-NetworkUnlock feature is installed (`Install-WindowsFeature
+    /// BitLocker-NetworkUnlock`): without it WDS has no Network Unlock provider.
+    #[serde(default = "yes")]
+    pub feature_installed: bool,
     /// The Network Unlock provider is registered with WDS.
     #[serde(default = "yes")]
     pub registered: bool,

@@ -123,6 +123,8 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
                 provider.set_service_running(event.at, true);
                 let _ = sim.start_service_at(at, server.host, "WDSServer");
             }
+            Action::InstallFeature => provider.set_feature_installed(event.at, true),
+            Action::UninstallFeature => provider.set_feature_installed(event.at, false),
             Action::UnregisterProvider => provider.set_registered(event.at, false),
             Action::RegisterProvider => provider.set_registered(event.at, true),
             Action::RemoveCertificateStore => {

@@ -127,6 +127,8 @@ pub struct ScheduledEvent {
 pub enum Action {
     StopWds,
     StartWds,
+    InstallFeature,
+    UninstallFeature,
     UnregisterProvider,
     RegisterProvider,
     RemoveCertificateStore,
@@ -139,6 +141,8 @@ impl Action {
         Some(match text {
             "stop-wds" => Action::StopWds,
             "start-wds" => Action::StartWds,
+            "install-feature" => Action::InstallFeature,
+            "uninstall-feature" => Action::UninstallFeature,
             "unregister-provider" => Action::UnregisterProvider,
             "register-provider" => Action::RegisterProvider,
             "remove-certificate-store" => Action::RemoveCertificateStore,
@@ -152,6 +156,12 @@ impl Action {
         match self {
             Action::StopWds => "the WDS service is stopped",
             Action::StartWds => "the WDS service is started",
+            Action::InstallFeature => {
+                "Install-WindowsFeature BitLocker-NetworkUnlock: the feature is installed"
+            }
+            Action::UninstallFeature => {
+                "Uninstall-WindowsFeature BitLocker-NetworkUnlock: the feature is removed"
+            }
             Action::UnregisterProvider => "the Network Unlock provider is unregistered from WDS",
             Action::RegisterProvider => "the Network Unlock provider is registered with WDS",
             Action::RemoveCertificateStore => {
@@ -520,6 +530,9 @@ fn wds_servers(
             }
         };
         provider.load_policy(Duration::ZERO, policy_text.as_deref());
+        if !spec.feature_installed {
+            provider.set_feature_installed(Duration::ZERO, false);
+        }
         if !spec.registered {
             provider.set_registered(Duration::ZERO, false);
         }
@@ -541,7 +554,7 @@ fn wds_servers(
             }
         };
         w.setup.push(format!(
-            "WDS server {} at {} on {}: certificates {}; {}{}{}",
+            "WDS server {} at {} on {}: certificates {}; {}{}{}{}",
             spec.name.get_ref(),
             address.addr(),
             seg.name,
@@ -554,6 +567,11 @@ fn wds_servers(
                     .join(", ")
             },
             policy_summary,
+            if spec.feature_installed {
+                ""
+            } else {
+                "; BitLocker-NetworkUnlock feature NOT installed"
+            },
             if spec.registered {
                 ""
             } else {
@@ -775,8 +793,9 @@ fn events(
             loaded.error_at(
                 spec.action.span(),
                 format!(
-                    "unknown action {:?} (stop-wds, start-wds, unregister-provider, \
-                     register-provider, remove-certificate-store, crash, restart)",
+                    "unknown action {:?} (stop-wds, start-wds, install-feature, \
+                     uninstall-feature, unregister-provider, register-provider, \
+                     remove-certificate-store, crash, restart)",
                     spec.action.get_ref()
                 ),
             )

@@ -2,8 +2,11 @@
 //! a reply to send, or a silent drop that is counted and logged, out.
 //!
 //! Processing order (PROTOCOL.md, "Server processing"):
-//! 1. The WDS service must be running and the provider registered; a stopped service answers
-//!    nothing, and neither does a provider whose `bde-network-unlock.ini` is invalid.
+//! 1. The WDS service must be running, the BitLocker-NetworkUnlock feature installed and its
+//!    provider registered with WDS: three states of the server, each its own drop reason (the
+//!    seed lists the feature and the running service as core requirements, and unregistering
+//!    as the supported way to turn the unlock server off). A provider whose
+//!    `bde-network-unlock.ini` is invalid answers nothing either.
 //! 2. Anything that is not a Network Unlock request is ignored; anything malformed is dropped.
 //! 3. The thumbprint must name a certificate in the provider's store.
 //! 4. The subnet policy must allow the client's address.
@@ -54,6 +57,9 @@ pub struct Transmit {
 #[non_exhaustive]
 pub enum DropReason {
     ServiceStopped,
+    /// The BitLocker-NetworkUnlock feature is not installed: WDS runs without a Network
+    /// Unlock provider (Nkpprov.dll) to hand the request to.
+    FeatureNotInstalled,
     ProviderUnregistered,
     /// The subnet policy file is invalid: the provider answers nobody.
     PolicyInvalid,
@@ -80,6 +86,7 @@ impl DropReason {
     pub fn label(&self) -> String {
         match self {
             DropReason::ServiceStopped => "service-stopped".into(),
+            DropReason::FeatureNotInstalled => "feature-not-installed".into(),
             DropReason::ProviderUnregistered => "provider-unregistered".into(),
             DropReason::PolicyInvalid => "policy-invalid".into(),
             DropReason::NotNetworkUnlock => "not-network-unlock".into(),
@@ -108,6 +115,7 @@ pub fn counter_names() -> Vec<String> {
     let thumbprint = nkpu::Thumbprint::of_der(&[]);
     let reasons = [
         DropReason::ServiceStopped,
+        DropReason::FeatureNotInstalled,
         DropReason::ProviderUnregistered,
         DropReason::PolicyInvalid,
         DropReason::NotNetworkUnlock,
@@ -125,6 +133,7 @@ pub fn counter_names() -> Vec<String> {
             // Each variant but `Malformed` (whose counters carry the decoder's reason) must be
             // in `reasons` above.
             DropReason::ServiceStopped
+            | DropReason::FeatureNotInstalled
             | DropReason::ProviderUnregistered
             | DropReason::PolicyInvalid
             | DropReason::NotNetworkUnlock
@@ -148,6 +157,10 @@ impl std::fmt::Display for DropReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DropReason::ServiceStopped => f.write_str("the WDS service is stopped"),
+            DropReason::FeatureNotInstalled => f.write_str(
+                "the BitLocker-NetworkUnlock feature is not installed: WDS has no Network Unlock \
+                 provider",
+            ),
             DropReason::ProviderUnregistered => {
                 f.write_str("the Network Unlock provider is not registered with WDS")
             }
@@ -223,6 +236,7 @@ pub struct Provider {
     removed: BTreeSet<Thumbprint>,
     policy: PolicyState,
     service_running: bool,
+    feature_installed: bool,
     registered: bool,
     /// DHCPv6 server identifier (a DUID) for replies.
     server_duid: Arc<[u8]>,
@@ -231,13 +245,15 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// A registered provider on a running WDS service, with no certificate and no policy file.
+    /// A registered provider of an installed BitLocker-NetworkUnlock feature on a running WDS
+    /// service, with no certificate and no policy file.
     pub fn new(server_duid: Vec<u8>) -> Self {
         Self {
             certificates: BTreeMap::new(),
             removed: BTreeSet::new(),
             policy: PolicyState::NoFile,
             service_running: true,
+            feature_installed: true,
             registered: true,
             server_duid: server_duid.into(),
             counters: BTreeMap::new(),
@@ -337,6 +353,22 @@ impl Provider {
         self.service_running = running;
         let what = if running { "started" } else { "stopped" };
         self.log(now, Level::Info, format!("WDS service {what}"));
+    }
+
+    /// `Install-WindowsFeature BitLocker-NetworkUnlock` (or its removal): without the feature
+    /// there is no provider for WDS to hand requests to.
+    pub fn set_feature_installed(&mut self, now: Duration, installed: bool) {
+        self.feature_installed = installed;
+        let what = if installed {
+            "installed"
+        } else {
+            "NOT installed"
+        };
+        self.log(
+            now,
+            Level::Info,
+            format!("the BitLocker-NetworkUnlock feature is {what}"),
+        );
     }
 
     pub fn set_registered(&mut self, now: Duration, registered: bool) {
@@ -483,6 +515,9 @@ impl Provider {
     fn check(&self, datagram: Received<'_>) -> Result<Box<DecryptJob>, DropReason> {
         if !self.service_running {
             return Err(DropReason::ServiceStopped);
+        }
+        if !self.feature_installed {
+            return Err(DropReason::FeatureNotInstalled);
         }
         if !self.registered {
             return Err(DropReason::ProviderUnregistered);

@@ -264,7 +264,7 @@ fn subnet_policy_allows_denies_disables_and_an_invalid_file_silences_everyone() 
 }
 
 #[test]
-fn a_stopped_service_or_an_unregistered_provider_answers_nothing() {
+fn a_stopped_service_a_missing_feature_or_an_unregistered_provider_answers_nothing() {
     let (mut p, public) = provider();
     let c = client(&public, 6);
     let addr = Ipv4Addr::new(10, 0, 4, 110);
@@ -275,12 +275,21 @@ fn a_stopped_service_or_an_unregistered_provider_answers_nothing() {
         DropReason::ServiceStopped
     );
     p.set_service_running(T0, true);
+    p.set_feature_installed(T0, false);
+    // The feature is checked before registration: without it there is nothing registered.
     p.set_registered(T0, false);
+    assert_eq!(
+        dropped(&mut p, &bytes, from(addr)),
+        DropReason::FeatureNotInstalled
+    );
+    p.set_feature_installed(T0, true);
     assert_eq!(
         dropped(&mut p, &bytes, from(addr)),
         DropReason::ProviderUnregistered
     );
     p.set_registered(T0, true);
+    assert_eq!(p.counter("drop.feature-not-installed"), 1);
+    assert_eq!(p.counter("drop.provider-unregistered"), 1);
     assert!(matches!(
         p.handle(
             T0,
