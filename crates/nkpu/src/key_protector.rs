@@ -1,8 +1,9 @@
 //! The key protector (KP): RSAES-PKCS1-v1_5 encryption of CK ‖ SK under the Network Unlock
 //! certificate's 2048-bit public key.
 //!
-//! Client side: [`KeyProtector::encrypt`] uses the `rsa` crate with an injected RNG, so the
-//! simulator's seeded RNG gives the same bytes every run. Server side: [`ProviderKey`] holds the
+//! Client side: [`KeyProtector::encrypt`] pads with an injected RNG, so the simulator's seeded
+//! RNG gives the same bytes every run, and exponentiates in `rsa_public` (the bytes the `rsa`
+//! crate would give, about 20 times faster). Server side: [`ProviderKey`] holds the
 //! private key in aws-lc-rs, whose decryption is about 7 times faster than the `rsa` crate's
 //! (and constant-time, where `rsa` 0.9 is not: RUSTSEC-2023-0071, the Marvin attack; `rsa` is
 //! only ever used here for public-key operations and seeded key generation).
@@ -10,6 +11,7 @@
 //! The decryption accepts exactly 64 bytes of plaintext and nothing else (PROTOCOL.md, server
 //! processing step 4).
 
+use std::cell::RefCell;
 use std::fmt;
 
 use aws_lc_rs::rsa::{Pkcs1PrivateDecryptingKey, PrivateDecryptingKey};
@@ -17,6 +19,7 @@ use rsa::traits::PublicKeyParts;
 use zeroize::Zeroize;
 
 use crate::keys::{ClientKey, KEY_LEN, SessionKey, shorten};
+use crate::rsa_public::{self, RsaPublicKeyError, RsaPublicOp};
 
 /// A key protector is always 256 bytes: one RSA-2048 block.
 pub const KEY_PROTECTOR_LEN: usize = 256;
@@ -76,7 +79,10 @@ impl KeyProtector {
         &self.0[128..]
     }
 
-    /// RSAES-PKCS1-v1_5(public key, CK ‖ SK). The padding's random bytes come from `rng`.
+    /// RSAES-PKCS1-v1_5(public key, CK ‖ SK). The padding's random bytes come from `rng`,
+    /// drawn as the `rsa` crate draws them, so the bytes are the ones `rsa` would give
+    /// (`rsa_public`); the exponentiation is `rsa_public`'s fixed-size Montgomery arithmetic,
+    /// with the key's precomputed form kept per thread for the next call with the same key.
     pub fn encrypt(
         public_key: &rsa::RsaPublicKey,
         client_key: &ClientKey,
@@ -90,13 +96,47 @@ impl KeyProtector {
         let mut plaintext = [0u8; 2 * KEY_LEN];
         plaintext[..KEY_LEN].copy_from_slice(client_key.as_bytes());
         plaintext[KEY_LEN..].copy_from_slice(session_key.as_bytes());
-        let result = public_key.encrypt(rng, rsa::Pkcs1v15Encrypt, &plaintext);
+        let block = rsa_public::pkcs1_v15_pad(&plaintext, rng);
         plaintext.zeroize();
-        let ciphertext = result.map_err(|e| KeyProtectorError::Encrypt(e.to_string()))?;
-        let bytes = <[u8; KEY_PROTECTOR_LEN]>::try_from(ciphertext.as_slice())
-            .map_err(|_| KeyProtectorError::Encrypt("ciphertext is not 256 bytes".into()))?;
-        Ok(Self(bytes))
+        let Some(mut block) = block else {
+            return Err(KeyProtectorError::Encrypt("message too long".into()));
+        };
+        let result = with_public_op(public_key, |op| op.encrypt_raw(&block));
+        block.zeroize();
+        match result {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(RsaPublicKeyError::ModulusBits(bits)) => Err(KeyProtectorError::WrongKeySize(bits)),
+            Err(RsaPublicKeyError::Unusable) => Err(KeyProtectorError::Encrypt(
+                "the public key's modulus or exponent is unusable".into(),
+            )),
+        }
     }
+}
+
+thread_local! {
+    /// The last public key this thread encrypted to, made ready (every client of a run
+    /// encrypts to the same certificate). A pure function of the key: it changes no output.
+    static LAST_PUBLIC_KEY: RefCell<Option<(rsa::RsaPublicKey, RsaPublicOp)>> =
+        const { RefCell::new(None) };
+}
+
+/// Runs `f` on `key`'s prepared form, from this thread's cache when it holds the same key.
+fn with_public_op<T>(
+    key: &rsa::RsaPublicKey,
+    f: impl FnOnce(&RsaPublicOp) -> T,
+) -> Result<T, RsaPublicKeyError> {
+    LAST_PUBLIC_KEY.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        match cached.as_ref() {
+            Some((k, op)) if k == key => Ok(f(op)),
+            _ => {
+                let op = RsaPublicOp::new(key)?;
+                let out = f(&op);
+                *cached = Some((key.clone(), op));
+                Ok(out)
+            }
+        }
+    })
 }
 
 impl fmt::Debug for KeyProtector {

@@ -13,8 +13,9 @@
 //!
 //! - [`v4`] and [`v6`] encode and decode the request and reply carried in DHCPv4 and DHCPv6
 //!   (`../shared/PROTOCOL.md`; where the published specification is wrong, the code says so).
-//! - [`KeyProtector`] is the RSA part: the client side encrypts with the `rsa` crate and an
-//!   injected RNG (deterministic in the simulator); the server side ([`ProviderKey`]) decrypts
+//! - [`KeyProtector`] is the RSA part: the client side encrypts with an injected RNG
+//!   (deterministic in the simulator; the padding as the `rsa` crate draws it, the
+//!   exponentiation in fixed-size Montgomery arithmetic); the server side ([`ProviderKey`]) decrypts
 //!   with aws-lc-rs, about 7 times faster, and accepts exactly 64 bytes of plaintext.
 //! - [`KeyProtectorReply`] is the AES-256-CCM reply: seal on the server, open on the client.
 //! - [`Thumbprint`] is the SHA-1 of the certificate's DER, which names the certificate on the
@@ -29,6 +30,7 @@ mod key_protector;
 mod keys;
 pub mod options;
 mod reply;
+mod rsa_public;
 mod suboptions;
 pub mod v4;
 pub mod v6;
