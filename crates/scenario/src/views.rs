@@ -815,10 +815,12 @@ pub const KEY_LOG: &str = "nkpu-keys.log";
 /// client released Network Unlock secrets.
 pub fn key_log(result: &RunResult) -> String {
     let mut lines: Vec<&str> = Vec::new();
+    // A set beside the list: a storm's 100,000 lines are not each compared with all before.
+    let mut seen: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for client in &result.clients {
         for event in &client.events {
             if let BootEvent::NetworkUnlockReady { key_log, .. } = event
-                && !lines.contains(&key_log.as_str())
+                && seen.insert(key_log.as_str())
             {
                 lines.push(key_log);
             }
