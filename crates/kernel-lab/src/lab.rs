@@ -682,10 +682,11 @@ pub fn run(
         let image = work.join(format!("{}.img", machine.name));
         let volume = if spec.tpm == ClientTpm::Swtpm {
             start_swtpm(&mut b, &ns, &machine.name)?;
-            args.extend(["--tpm".into(), SWTPM_TCTI.into()]);
+            let tcti = tpm::swtpm::tcti(SWTPM_PORT);
+            args.extend(["--tpm".into(), tcti.clone()]);
             let volume = volume_on_swtpm(loaded, machine.group_index, seed, &certificates, &ns)?;
             narrate(&format!(
-                "client {}: its TPM is swtpm ({SWTPM_TCTI} in its namespace)",
+                "client {}: its TPM is swtpm ({tcti} in its namespace)",
                 machine.name
             ));
             volume
@@ -1226,25 +1227,15 @@ fn start_wds(
 }
 
 /// Where a client's swtpm listens, inside the client's own namespace (its loopback).
-const SWTPM_TCTI: &str = "swtpm:host=127.0.0.1,port=2321";
+const SWTPM_PORT: u16 = tpm::swtpm::DEFAULT_PORT;
 
 /// Starts swtpm for client `name` inside its namespace `ns`, on that namespace's loopback
-/// (ports 2321 and 2322), its state in the run's folder.
+/// ([`SWTPM_PORT`] and the control port above it), its state in the run's folder; the command
+/// line is `tpm::swtpm`'s, as every swtpm nulab starts.
 fn start_swtpm(b: &mut Builder, ns: &str, name: &str) -> Result<(), LabError> {
     let state = b.work.join(format!("{name}-swtpm"));
     std::fs::create_dir_all(&state).map_err(io(format!("{}", state.display())))?;
-    let args: Vec<String> = vec![
-        "socket".into(),
-        "--tpm2".into(),
-        "--server".into(),
-        "type=tcp,port=2321,bindaddr=127.0.0.1".into(),
-        "--ctrl".into(),
-        "type=tcp,port=2322,bindaddr=127.0.0.1".into(),
-        "--tpmstate".into(),
-        format!("dir={}", state.display()),
-        "--flags".into(),
-        "not-need-init,startup-clear".into(),
-    ];
+    let args = tpm::swtpm::socket_args(SWTPM_PORT, &state);
     let out = b.work.join(format!("{name}.swtpm.out"));
     let err = b.work.join(format!("{name}.swtpm.err"));
     b.spawn("swtpm", ns, Path::new("swtpm"), &args, &out, &err)?;
@@ -1272,13 +1263,14 @@ fn volume_on_swtpm(
                     .map_err(|e| LabError::Start(format!("cannot join {ns}: {e}")))?;
                 let start = Instant::now();
                 // Wait for its port first: a TCTI that cannot connect logs errors as it fails.
-                while std::net::TcpStream::connect(("127.0.0.1", 2321)).is_err()
+                let control = tpm::swtpm::control_port(SWTPM_PORT);
+                while std::net::TcpStream::connect(("127.0.0.1", control)).is_err()
                     && start.elapsed() < Duration::from_secs(10)
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 let mut tpm = loop {
-                    match tpm::RealTpm::connect(SWTPM_TCTI, None) {
+                    match tpm::RealTpm::connect(&tpm::swtpm::tcti(SWTPM_PORT), None) {
                         Ok(tpm) => break tpm,
                         Err(_) if start.elapsed() < Duration::from_secs(10) => {
                             std::thread::sleep(Duration::from_millis(50));

@@ -28,6 +28,7 @@ use tpm::{SimulatedTpm, Tpm};
 use volume::Volume;
 
 use crate::output::{self, outln};
+use crate::volume::TpmChoice;
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
@@ -36,9 +37,10 @@ pub struct ClientArgs {
     volume: PathBuf,
     /// `simulated` (the state file IMAGE.tpm.json, or --tpm-state), or a TCTI string for a
     /// real TPM (`swtpm:host=127.0.0.1,port=2321`, `device:/dev/tpmrm0`; needs the
-    /// `real-tpm` feature)
-    #[arg(long, default_value = "simulated")]
-    tpm: String,
+    /// `real-tpm` feature): the TPM `nulab volume create --tpm` sealed to
+    #[arg(long, default_value = "simulated", value_name = "simulated|TCTI",
+          value_parser = TpmChoice::parse)]
+    tpm: TpmChoice,
     /// The simulated TPM's state file
     #[arg(long)]
     tpm_state: Option<PathBuf>,
@@ -104,7 +106,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let volume = Volume::open(&args.volume)
         .with_context(|| format!("cannot open the volume {}", args.volume.display()))?;
     let state_path = tpm_state_path(&args);
-    let simulated = if args.tpm == "simulated" {
+    let simulated = if args.tpm == TpmChoice::Simulated {
         let text = std::fs::read_to_string(&state_path)
             .with_context(|| format!("cannot read the TPM state {}", state_path.display()))?;
         let tpm = SimulatedTpm::from_json(&text)
@@ -113,9 +115,10 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let tpm: Box<dyn Tpm> = match &simulated {
-        Some(shared) => Box::new(SharedTpm(Rc::clone(shared))),
-        None => real_tpm(&args.tpm)?,
+    let tpm: Box<dyn Tpm> = match (&simulated, &args.tpm) {
+        (Some(shared), _) => Box::new(SharedTpm(Rc::clone(shared))),
+        (None, TpmChoice::Real(tcti)) => crate::volume::real_tpm(tcti)?,
+        (None, TpmChoice::Simulated) => anyhow::bail!("the simulated TPM was not opened"),
     };
     let mut config = BootConfig {
         adapters: realnet::boot::boot_adapters(&args.interfaces)?,
@@ -449,21 +452,6 @@ fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option
         ),
     };
     Some(line)
-}
-
-#[cfg(feature = "real-tpm")]
-fn real_tpm(tcti: &str) -> anyhow::Result<Box<dyn Tpm>> {
-    let tpm = tpm::RealTpm::connect(tcti, None)
-        .with_context(|| format!("cannot open the TPM at {tcti}"))?;
-    Ok(Box::new(tpm))
-}
-
-#[cfg(not(feature = "real-tpm"))]
-fn real_tpm(tcti: &str) -> anyhow::Result<Box<dyn Tpm>> {
-    anyhow::bail!(
-        "--tpm {tcti}: this nulab was built without the `real-tpm` feature; use \
-         --tpm simulated, or build with `--features real-tpm`"
-    )
 }
 
 #[cfg(test)]

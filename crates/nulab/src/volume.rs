@@ -1,7 +1,10 @@
 //! `nulab volume create|protectors|unlock` and `nulab recovery-password new|check`: build a
 //! BitLocker-style volume image by hand, add protectors, and unlock it, as a teacher would show
 //! with `manage-bde`. The simulated TPM lives in a state file (`IMAGE.tpm.json` by default) so
-//! that it keeps its PCRs, sealed keys and failure counter between invocations.
+//! that it keeps its PCRs, sealed keys and failure counter between invocations; `--tpm TCTI`
+//! seals to, and unlocks with, a real TPM 2.0 instead (swtpm, `/dev/tpmrm0`: feature
+//! `real-tpm`), which keeps its own state. [`TpmChoice`] is the one grammar of `--tpm` for
+//! `volume create`, `volume unlock` and `nulab client`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, SeedableRng};
-use tpm::{PcrSelection, SimulatedTpm};
+use tpm::{PcrSelection, SimulatedTpm, Tpm};
 use volume::{
     BITLOCKER_STRETCH_ITERATIONS, ProtectorKind, RecoveryPassword, StartupKey, UnlockWith, Volume,
 };
@@ -40,9 +43,13 @@ pub enum VolumeCommand {
         /// Replace an existing image (and, with --new-tpm, TPM state or .BEK file)
         #[arg(long)]
         force: bool,
-        /// Add a TPM-only protector (sealed to PCRs 7 and 11)
-        #[arg(long)]
-        tpm: bool,
+        /// Add a TPM-only protector (sealed to PCRs 7 and 11). With a value, the TPM every
+        /// TPM-sealed protector goes to: `simulated` (the default) or a TCTI string for a real
+        /// TPM 2.0 (`swtpm:host=127.0.0.1,port=2321`, `device:/dev/tpmrm0`; feature
+        /// `real-tpm`). BitLocker keeps one TPM protector: with --tpm-pin it is TPM+PIN
+        #[arg(long, num_args = 0..=1, default_missing_value = "simulated",
+              value_name = "simulated|TCTI", value_parser = TpmChoice::parse)]
+        tpm: Option<TpmChoice>,
         /// Add a TPM+PIN protector with this PIN (4 to 20 digits, see --min-pin-length)
         #[arg(long)]
         tpm_pin: Option<String>,
@@ -93,9 +100,70 @@ pub enum VolumeCommand {
         /// Simulated TPM state file (default IMAGE.tpm.json); a file named here must exist
         #[arg(long)]
         tpm_state: Option<PathBuf>,
+        /// The TPM the volume's TPM protectors were sealed on: `simulated` or a TCTI string
+        /// (see `volume create --tpm`)
+        #[arg(long, default_value = "simulated", value_name = "simulated|TCTI",
+              value_parser = TpmChoice::parse)]
+        tpm: TpmChoice,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The TPM a command uses: the simulated one (a state file) or a real TPM 2.0 reached by a TCTI
+/// string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TpmChoice {
+    Simulated,
+    /// A TCTI string: `swtpm:host=..,port=..` or `device:/dev/tpmrm0`.
+    Real(String),
+}
+
+impl TpmChoice {
+    /// `simulated`, or a TCTI string (`KIND:CONFIG`); anything else (a file name given where
+    /// `--tpm` expected its value) is refused with what was expected.
+    pub fn parse(text: &str) -> Result<TpmChoice, String> {
+        if text == "simulated" {
+            return Ok(TpmChoice::Simulated);
+        }
+        match text.split_once(':') {
+            Some((kind, _))
+                if !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                Ok(TpmChoice::Real(text.to_owned()))
+            }
+            _ => Err(format!(
+                "`{text}`: expected `simulated` or a TCTI string such as \
+                 swtpm:host=127.0.0.1,port=2321 or device:/dev/tpmrm0"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TpmChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TpmChoice::Simulated => f.write_str("simulated"),
+            TpmChoice::Real(tcti) => f.write_str(tcti),
+        }
+    }
+}
+
+/// Opens the real TPM at `tcti`.
+#[cfg(feature = "real-tpm")]
+pub fn real_tpm(tcti: &str) -> Result<Box<dyn Tpm>> {
+    let tpm = tpm::RealTpm::connect(tcti, None)
+        .with_context(|| format!("cannot open the TPM at {tcti}"))?;
+    Ok(Box::new(tpm))
+}
+
+/// Without the `real-tpm` feature there is no real TPM to open: says how to get one.
+#[cfg(not(feature = "real-tpm"))]
+pub fn real_tpm(tcti: &str) -> Result<Box<dyn Tpm>> {
+    bail!(
+        "--tpm {tcti}: this nulab was built without the `real-tpm` feature; use \
+         --tpm simulated, or build with `--features real-tpm`"
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +273,38 @@ fn save_tpm(path: &Path, tpm: &SimulatedTpm) -> Result<()> {
     std::fs::write(path, tpm.to_json()).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The TPM a volume command works with, open.
+enum OpenTpm {
+    /// The simulated TPM and the state file it is saved to.
+    Simulated {
+        tpm: Box<SimulatedTpm>,
+        state: PathBuf,
+    },
+    /// A real TPM, which keeps its own state.
+    Real(Box<dyn Tpm>),
+}
+
+impl OpenTpm {
+    fn as_dyn(&mut self) -> &mut dyn Tpm {
+        match self {
+            OpenTpm::Simulated { tpm, .. } => tpm.as_mut(),
+            OpenTpm::Real(tpm) => tpm.as_mut(),
+        }
+    }
+
+    /// Saves a simulated TPM's state (its PCRs, sealed keys and failure counter) and says
+    /// where; a real TPM has saved its own.
+    fn save(&self) -> Result<Option<PathBuf>> {
+        match self {
+            OpenTpm::Simulated { tpm, state } => {
+                save_tpm(state, tpm)?;
+                Ok(Some(state.clone()))
+            }
+            OpenTpm::Real(_) => Ok(None),
+        }
+    }
+}
+
 pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
     match cmd {
         VolumeCommand::Create {
@@ -214,7 +314,7 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
             tpm_state,
             new_tpm,
             force,
-            tpm: with_tpm,
+            tpm: tpm_choice,
             tpm_pin,
             min_pin_length,
             network_unlock_cert,
@@ -229,23 +329,39 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
             }
             args::refuse_overwrite(&image, force)?;
             let mut rng = rng(seed);
-            let state = tpm_state_path(&image, tpm_state);
-            let mut tpm = if new_tpm {
-                args::refuse_overwrite(&state.path, force)?;
-                manufacture_tpm(&mut *rng)
-            } else if state.named {
-                load_tpm(&state.path, IfMissing::Fail, &mut *rng)?
-            } else {
-                load_tpm(&state.path, IfMissing::Manufacture, &mut *rng)?
+            let mut tpm = match tpm_choice.clone().unwrap_or(TpmChoice::Simulated) {
+                TpmChoice::Real(tcti) => {
+                    if tpm_state.is_some() || new_tpm {
+                        bail!(
+                            "--tpm {tcti} is a real TPM, which keeps its own state: \
+                             --tpm-state and --new-tpm are for the simulated TPM"
+                        );
+                    }
+                    OpenTpm::Real(real_tpm(&tcti)?)
+                }
+                TpmChoice::Simulated => {
+                    let state = tpm_state_path(&image, tpm_state);
+                    let tpm = if new_tpm {
+                        args::refuse_overwrite(&state.path, force)?;
+                        manufacture_tpm(&mut *rng)
+                    } else if state.named {
+                        load_tpm(&state.path, IfMissing::Fail, &mut *rng)?
+                    } else {
+                        load_tpm(&state.path, IfMissing::Manufacture, &mut *rng)?
+                    };
+                    OpenTpm::Simulated {
+                        tpm: Box::new(tpm),
+                        state: state.path,
+                    }
+                }
             };
-            let state = state.path;
             let (mut volume, keys) = Volume::create(size, &label, &mut *rng)?;
             let pcrs = PcrSelection::SECURE_BOOT;
-            if with_tpm {
-                volume.add_tpm_protector(&keys, &mut tpm, pcrs, &mut *rng)?;
+            if tpm_choice.is_some() && tpm_pin.is_none() {
+                volume.add_tpm_protector(&keys, tpm.as_dyn(), pcrs, &mut *rng)?;
             }
             if let Some(pin) = &tpm_pin {
-                volume.add_tpm_and_pin_protector(&keys, &mut tpm, pcrs, pin, &mut *rng)?;
+                volume.add_tpm_and_pin_protector(&keys, tpm.as_dyn(), pcrs, pin, &mut *rng)?;
             }
             if let Some(path) = &network_unlock_cert {
                 let (name, data) = crate::read_input(path)?;
@@ -254,7 +370,7 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
                     .certificate;
                 let cert = volume::policy::NetworkUnlockCertificate::from_der(cert.der())
                     .with_context(|| name.clone())?;
-                volume.add_network_unlock_protector(&keys, &mut tpm, pcrs, &cert, &mut *rng)?;
+                volume.add_network_unlock_protector(&keys, tpm.as_dyn(), pcrs, &cert, &mut *rng)?;
             }
             let password = if recovery_password {
                 Some(
@@ -279,13 +395,14 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
                 None => None,
             };
             volume.save(&image)?;
-            save_tpm(&state, &tpm)?;
+            let state = tpm.save()?;
             if json {
                 outln!(
                     "{}",
                     serde_json::json!({
                         "image": image.display().to_string(),
-                        "tpm_state": state.display().to_string(),
+                        "tpm": tpm_choice.unwrap_or(TpmChoice::Simulated).to_string(),
+                        "tpm_state": state.map(|s| s.display().to_string()),
                         "recovery_password": password.as_ref().map(ToString::to_string),
                         "startup_key": startup_key.as_ref().map(|p| p.display().to_string()),
                         "protectors": volume.protector_views(Some(&keys)),
@@ -319,17 +436,30 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
             password,
             key,
             tpm_state,
+            tpm: tpm_choice,
             json,
         } => {
             let volume = Volume::open(&image)?;
-            let state = tpm_state_path(&image, tpm_state);
-            let if_missing = if state.named {
-                IfMissing::Fail
-            } else {
-                IfMissing::Manufacture
+            let mut tpm = match tpm_choice {
+                TpmChoice::Real(tcti) => {
+                    if tpm_state.is_some() {
+                        bail!("--tpm {tcti} is a real TPM: --tpm-state is for the simulated TPM");
+                    }
+                    OpenTpm::Real(real_tpm(&tcti)?)
+                }
+                TpmChoice::Simulated => {
+                    let state = tpm_state_path(&image, tpm_state);
+                    let if_missing = if state.named {
+                        IfMissing::Fail
+                    } else {
+                        IfMissing::Manufacture
+                    };
+                    OpenTpm::Simulated {
+                        tpm: Box::new(load_tpm(&state.path, if_missing, &mut rand_core::OsRng)?),
+                        state: state.path,
+                    }
+                }
             };
-            let state = state.path;
-            let mut tpm = load_tpm(&state, if_missing, &mut rand_core::OsRng)?;
             let password = password
                 .map(|p| p.parse::<RecoveryPassword>())
                 .transpose()
@@ -361,9 +491,9 @@ pub fn run_volume(cmd: VolumeCommand) -> Result<ExitCode> {
                      (see `nulab demo` and the scenarios)"
                 ),
             };
-            let result = volume.unlock(&unlock_with, &mut tpm, Duration::ZERO);
+            let result = volume.unlock(&unlock_with, tpm.as_dyn(), Duration::ZERO);
             // The TPM's failure counter may have changed either way.
-            save_tpm(&state, &tpm)?;
+            tpm.save()?;
             match result {
                 Ok(keys) => {
                     let label = volume.label(&keys)?;

@@ -121,6 +121,25 @@ impl Lan {
         running
     }
 
+    /// Waits (bounded) until something accepts TCP connections on `127.0.0.1:port` inside
+    /// `host`'s namespace (swtpm's control port, say), probing with bash's `/dev/tcp`.
+    pub fn wait_for_tcp(&self, host: &str, port: u16, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let probe = self
+                .command(host, "bash")
+                .arg("-c")
+                .arg(format!(": </dev/tcp/127.0.0.1/{port}"))
+                .stderr(Stdio::null())
+                .status();
+            if probe.is_ok_and(|status| status.success()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     fn namespaces(&self) -> Vec<String> {
         self.hosts
             .iter()

@@ -23,6 +23,7 @@ mod auth;
 mod error;
 mod pcr;
 mod simulated;
+pub mod swtpm;
 
 #[cfg(feature = "real-tpm")]
 mod real;

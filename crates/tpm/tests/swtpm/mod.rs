@@ -1,4 +1,5 @@
-//! Starts `swtpm socket --tpm2` on a free port pair for one test and kills it on drop.
+//! Starts swtpm (with `tpm::swtpm`'s command line) on a free port pair for one test and kills it
+//! on drop.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -28,14 +29,7 @@ impl Swtpm {
         let state = tempfile::tempdir().expect("state dir");
         let port = free_port_pair();
         let child = Command::new("swtpm")
-            .args(["socket", "--tpm2"])
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.path().display()))
-            .args(["--flags", "not-need-init,startup-clear"])
+            .args(tpm::swtpm::socket_args(port, state.path()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -58,11 +52,11 @@ impl Swtpm {
     }
 
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        tpm::swtpm::tcti(self.port)
     }
 
     pub fn control_address(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port + 1))
+        SocketAddr::from(([127, 0, 0, 1], tpm::swtpm::control_port(self.port)))
     }
 }
 
