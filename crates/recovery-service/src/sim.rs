@@ -113,11 +113,39 @@ pub enum MpFace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trust {
-    /// Only the public CAs Windows ships (here: a stand-in public root that issued nothing of
-    /// the organisation's), so the management point's certificate is untrusted.
+    /// Only the public CAs Windows ships (the lab's "Public Trust Root CA", which issues a
+    /// management point's certificate when the site buys one: [`CertificateIssuer::Public`]),
+    /// so a certificate from the organisation's CA is untrusted.
     PublicRootsOnly,
     /// The public roots and the organisation's root, added by Group Policy.
     OrganisationRoot,
+}
+
+/// Which CA issued a management point's server authentication certificate (the seed's two
+/// ways to make clients trust it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateIssuer {
+    /// The organisation's own PKI: clients trust it once Group Policy adds its root.
+    #[default]
+    Organisation,
+    /// A public, globally trusted CA (DigiCert and the like): every Windows client trusts it
+    /// with no configuration, because its root ships with Windows.
+    Public,
+}
+
+impl CertificateIssuer {
+    /// The issuer in words, for transcripts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CertificateIssuer::Organisation => {
+                "issued by the organisation's CA (Contoso Root CA): clients trust it once Group Policy adds that root"
+            }
+            CertificateIssuer::Public => {
+                "issued by a public CA (Public Trust Root CA): clients trust it with no configuration, its root ships with Windows"
+            }
+        }
+    }
 }
 
 /// A lab's parameters.
@@ -448,9 +476,21 @@ impl RecoveryLab {
     /// (`https://host` or `http://host`). An HTTPS point gets a certificate from the
     /// organisation's CA; a point added `Down` is an HTTPS point that does not answer.
     pub fn add_management_point(&mut self, host: &str, face: MpFace) -> Result<String, SimError> {
-        let identity = self
-            .org_ca
-            .issue_server(&[host.to_owned()], &mut self.pki_rng)?;
+        self.add_management_point_issued(host, face, CertificateIssuer::Organisation)
+    }
+
+    /// [`Self::add_management_point`] with a certificate from `issuer`.
+    pub fn add_management_point_issued(
+        &mut self,
+        host: &str,
+        face: MpFace,
+        issuer: CertificateIssuer,
+    ) -> Result<String, SimError> {
+        let ca = match issuer {
+            CertificateIssuer::Organisation => &self.org_ca,
+            CertificateIssuer::Public => &self.public_ca,
+        };
+        let identity = ca.issue_server(&[host.to_owned()], &mut self.pki_rng)?;
         let tls = crate::server::tls_config(identity.chain, identity.key)?;
         self.dialer
             .acceptors
@@ -753,7 +793,7 @@ impl RecoveryLab {
     }
 
     /// The helpdesk asks for recovery information over HTTPS (the first HTTPS management point
-    /// that is up), trusting the organisation's root. `Ok(Err(_))` is a refusal by the service
+    /// that is up), trusting the organisation's root and the public ones. `Ok(Err(_))` is a refusal by the service
     /// (ambiguous prefix, role, not found, audit down), which is part of a scenario.
     pub fn helpdesk_recover(
         &mut self,
@@ -776,8 +816,10 @@ impl RecoveryLab {
             .ok_or(SimError::NoHttpsManagementPoint)?;
         let mp = ManagementPoint::parse(&format!("https://{host}"))
             .map_err(|_| SimError::UnknownManagementPoint(host.clone()))?;
+        // The helpdesk's workstation is the organisation's: it trusts the public roots and the
+        // organisation's root, whichever issued the management point's certificate.
         let tls = client_tls_at(
-            std::slice::from_ref(self.org_ca.der()),
+            &[self.org_ca.der().clone(), self.public_ca.der().clone()],
             self.clock.tls_time(),
         )?;
         let query = body.key_id.clone();

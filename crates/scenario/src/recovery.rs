@@ -25,15 +25,16 @@ use std::time::Duration;
 
 use recovery_service::record::{KeyId, MaterialKind};
 use recovery_service::sim::{
-    DEFAULT_START_MS, DatabaseView, EscrowSummary, LabConfig, MpFace, RecoveryLab, SimError, Trust,
+    CertificateIssuer, DEFAULT_START_MS, DatabaseView, EscrowSummary, LabConfig, MpFace,
+    RecoveryLab, SimError, Trust,
 };
 use recovery_service::store::{AuditEntry, HelpdeskRole};
 use recovery_service::wire::RecoverBody;
 
 use crate::check::Check;
 use crate::model::recovery::{
-    DatabaseMode, FaceSpec, HelpdeskSpec, LabAction, TrustSpec, is_recovery_event, lab_action,
-    present,
+    CertificateSpec, DatabaseMode, FaceSpec, HelpdeskSpec, LabAction, TrustSpec, is_recovery_event,
+    lab_action, present,
 };
 use crate::model::{EventSpec, Loaded, ScenarioError};
 use crate::world::ClientMachine;
@@ -57,6 +58,10 @@ pub struct LabRun {
 #[derive(Debug, Clone)]
 pub struct RecoveryResult {
     pub encrypted: bool,
+    /// Lines about the management points a scenario configured beyond their face (their
+    /// certificate's issuer, their protection); empty for the older scenarios, whose
+    /// transcripts are unchanged.
+    pub management_points: Vec<String>,
     /// The lab's clock at the scenario's `0s`, milliseconds since the Unix epoch.
     pub boot_ms: i64,
     /// Lines of the timeline: scenario time, who, what.
@@ -168,10 +173,18 @@ pub fn run(
     let boot_ms = DEFAULT_START_MS + ENABLED_BEFORE_BOOT_MS;
     let mut timeline = Vec::new();
     let mut urls_by_mp = Vec::new();
+    let mut management_points = Vec::new();
     for mp in &s.management_points {
         let url = lab
-            .add_management_point(mp.name.get_ref(), face(mp.face))
+            .add_management_point_issued(mp.name.get_ref(), face(mp.face), issuer(mp.certificate))
             .map_err(&lab_error)?;
+        if let Some(certificate) = mp.certificate {
+            management_points.push(format!(
+                "{}: server authentication certificate {}",
+                mp.name.get_ref(),
+                issuer(Some(certificate)).describe()
+            ));
+        }
         urls_by_mp.push((mp.name.get_ref().clone(), url));
     }
     let mut operators: Vec<String> = Vec::new();
@@ -420,6 +433,7 @@ pub fn run(
     }
     let recovery = RecoveryResult {
         encrypted,
+        management_points,
         boot_ms,
         timeline,
         agents,
@@ -828,6 +842,13 @@ fn face(face: FaceSpec) -> MpFace {
         FaceSpec::Https => MpFace::Https,
         FaceSpec::Http => MpFace::Http,
         FaceSpec::Down => MpFace::Down,
+    }
+}
+
+fn issuer(certificate: Option<CertificateSpec>) -> CertificateIssuer {
+    match certificate {
+        None | Some(CertificateSpec::OrganisationCa) => CertificateIssuer::Organisation,
+        Some(CertificateSpec::PublicCa) => CertificateIssuer::Public,
     }
 }
 

@@ -87,6 +87,9 @@ pub fn transcript_section(recovery: Option<&RecoveryResult>) -> String {
             "unencrypted (the comparison mode): recovery material is stored as it arrives"
         }
     );
+    for line in &r.management_points {
+        let _ = writeln!(out, "  {line}");
+    }
     for agent in &r.agents {
         let last = agent.cycles.last();
         let _ = writeln!(

@@ -176,3 +176,30 @@ fn an_adopted_volume_is_escrowed_with_its_own_recovery_password() {
         Err(SimError::NoRecoveryPassword(_))
     ));
 }
+
+/// Issue 19: a management point's certificate from a public CA is trusted by a client that
+/// trusts only the roots Windows ships; one from the organisation's CA is not.
+#[test]
+fn a_public_ca_certificate_needs_no_configuration_on_the_client() {
+    let mut lab = RecoveryLab::new(LabConfig::default()).expect("lab");
+    let public = lab
+        .add_management_point_issued("mp1.contoso.com", MpFace::Https, CertificateIssuer::Public)
+        .expect("mp1");
+    let organisation = lab
+        .add_management_point("mp2.contoso.com", MpFace::Https)
+        .expect("mp2");
+    lab.add_device("PC1", &[public], Trust::PublicRootsOnly)
+        .expect("PC1");
+    lab.add_device("PC2", &[organisation], Trust::PublicRootsOnly)
+        .expect("PC2");
+    for pc in ["PC1", "PC2"] {
+        lab.enable_bitlocker(pc).expect("bitlocker");
+    }
+    let trusted = lab.escrow("PC1").expect("PC1 escrow");
+    assert!(trusted.escrowed, "{trusted:?}");
+    let untrusted = lab.escrow("PC2").expect("PC2 escrow");
+    assert!(
+        !untrusted.escrowed && untrusted.untrusted_certificate,
+        "{untrusted:?}"
+    );
+}

@@ -58,6 +58,18 @@ pub struct ManagementPointSpec {
     pub name: Spanned<String>,
     /// What the recovery service's website offers at the start.
     pub face: FaceSpec,
+    /// Who issued its server authentication certificate: `organisation-ca` (the default: the
+    /// organisation's PKI, trusted once Group Policy adds its root) or `public-ca` (a public
+    /// CA whose root ships with Windows, trusted with no configuration).
+    pub certificate: Option<CertificateSpec>,
+}
+
+/// `[[management_point]] certificate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateSpec {
+    OrganisationCa,
+    PublicCa,
 }
 
 /// `https`: HTTPS-enabled (the IIS website or the whole management point); `http`: HTTP only,
