@@ -14,58 +14,13 @@
 //! provider, the HTTPS recovery service) whose socket writes must see a peer's reset as an
 //! `EPIPE` error, not die of the signal; and it needs no `unsafe`.
 
-use std::fmt;
-use std::io::{self, Write};
-
 use serde::Serialize;
 
-/// The status of a command whose output was cut off by a closed pipe: 128 + SIGPIPE (13),
-/// what a shell reports for `cat` killed by SIGPIPE.
-pub const BROKEN_PIPE_STATUS: u8 = 141;
-
-/// A failed write to standard output. `main` recognises it in an error's chain.
-#[derive(Debug)]
-pub struct OutputError(pub io::Error);
-
-impl OutputError {
-    /// Whether the reader went away (a closed pipe): the command ends quietly.
-    pub fn is_broken_pipe(&self) -> bool {
-        self.0.kind() == io::ErrorKind::BrokenPipe
-    }
-}
-
-impl fmt::Display for OutputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot write to standard output: {}", self.0)
-    }
-}
-
-impl std::error::Error for OutputError {}
-
-/// Writes `args` to standard output.
-pub fn write_fmt(args: fmt::Arguments<'_>) -> Result<(), OutputError> {
-    io::stdout().lock().write_fmt(args).map_err(OutputError)
-}
-
-/// Writes `args` and a newline to standard output, in one locked write.
-pub fn write_line(args: fmt::Arguments<'_>) -> Result<(), OutputError> {
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_fmt(args)
-        .and_then(|()| stdout.write_all(b"\n"))
-        .map_err(OutputError)
-}
-
-/// Writes raw bytes to standard output.
-pub fn write_bytes(bytes: &[u8]) -> Result<(), OutputError> {
-    io::stdout().lock().write_all(bytes).map_err(OutputError)
-}
-
-/// Flushes standard output (its line buffer would otherwise be flushed at exit, where an error
-/// is lost).
-pub fn flush() -> Result<(), OutputError> {
-    io::stdout().lock().flush().map_err(OutputError)
-}
+// The rule itself (what a failed write is, how a closed pipe ends a program) has one home,
+// `realnet::output`, shared with `nulab-dhcp-server` and `nulab-dhcp-client`.
+pub use realnet::output::{
+    BROKEN_PIPE_STATUS, OutputError, flush, write_bytes, write_err, write_fmt, write_line,
+};
 
 /// `value` as pretty JSON and a newline.
 pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
@@ -77,14 +32,6 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 pub fn json_line<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string(value)?;
     Ok(write_line(format_args!("{text}"))?)
-}
-
-/// Writes to standard error, ignoring a failure: there is nowhere left to report it.
-pub fn write_err(args: fmt::Arguments<'_>) {
-    let mut stderr = io::stderr().lock();
-    let _ = stderr
-        .write_fmt(args)
-        .and_then(|()| stderr.write_all(b"\n"));
 }
 
 /// `println!` that returns `Result<(), OutputError>` instead of panicking.
@@ -177,6 +124,8 @@ pub struct JsonError {
 
 #[cfg(test)]
 mod tests {
+    use std::{fmt, io};
+
     use super::*;
 
     #[derive(Debug)]

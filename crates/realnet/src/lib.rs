@@ -24,6 +24,7 @@ pub mod boot;
 mod drive;
 pub mod driver;
 mod interface;
+pub mod output;
 pub mod wds;
 
 pub use drive::{ServerReport, run_client, run_server};

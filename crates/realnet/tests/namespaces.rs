@@ -194,7 +194,12 @@ fn udhcpc_gets_a_lease_from_nulabs_server() {
     let start = Instant::now();
     let mut leased = false;
     for line in lines.map_while(Result::ok) {
-        if line.contains("Leased") && line.contains("192.168.77.100") {
+        // A sentence for people, not a Debug dump of the event.
+        assert!(
+            !line.contains('{'),
+            "a Debug dump in the server's log: {line}"
+        );
+        if line.contains("leased 192.168.77.100 to ") && line.ends_with("for 900 s") {
             leased = true;
             break;
         }
@@ -283,5 +288,45 @@ fn nulabs_client_gets_a_lease_from_nulabs_server() {
     assert!(
         !String::from_utf8_lossy(&shown.stdout).contains("192.168.77.120"),
         "the client left the interface alone"
+    );
+}
+
+/// Its log cut off by a closed pipe (`nulab-dhcp-server … | head -1` once head is done), the
+/// server stops at once and quietly with status 141, as `nulab` does: no panic, no message.
+#[test]
+fn a_closed_pipe_stops_the_dhcp_server_quietly() {
+    if !have_everything(&["ip"]) {
+        return;
+    }
+    let topology = topology("pipe");
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let server = Running::new(
+        topology
+            .command("srv", env!("CARGO_BIN_EXE_nulab-dhcp-server"))
+            .args([
+                "--interface",
+                &format!("srv0={SERVER_ADDR}/24"),
+                "--range",
+                "192.168.77.140-192.168.77.150",
+                "--for",
+                "30s",
+            ])
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("server starts"),
+    );
+    let start = Instant::now();
+    let out = server.wait(Duration::from_secs(20));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the server ran on with nobody reading"
+    );
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "a closed pipe is quiet: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

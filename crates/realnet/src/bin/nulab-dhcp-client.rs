@@ -1,11 +1,15 @@
 //! `nulab-dhcp-client`: one DORA on one real interface with nulab's UEFI-style DHCP client,
 //! then the lease as `key=value` lines on stdout (exit 0), or why there is none on stderr
 //! (exit 1). It does not configure the interface: it shows what the firmware would get.
+//! Output goes through `realnet::output` (a closed pipe: quiet, status 141).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use realnet::output::{self, OutputError};
+
+const PROGRAM: &str = "nulab-dhcp-client";
 
 #[derive(Parser)]
 #[command(about = "Get a DHCPv4 lease on an interface as UEFI firmware does, and print it")]
@@ -41,7 +45,10 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("nulab-dhcp-client: {}", realnet::ShellError::Runtime(err));
+            output::write_err(format_args!(
+                "{PROGRAM}: error: {}",
+                realnet::ShellError::Runtime(err)
+            ));
             return ExitCode::FAILURE;
         }
     };
@@ -52,25 +59,30 @@ fn main() -> ExitCode {
         limit,
         args.seed,
     )) {
-        Ok(lease) => {
-            println!("address={}", lease.address);
-            println!("prefix={}", lease.network().prefix_len());
-            if let Some(router) = lease.router {
-                println!("router={router}");
-            }
-            let dns: Vec<String> = lease.dns.iter().map(ToString::to_string).collect();
-            println!("dns={}", dns.join(","));
-            println!("server_id={}", lease.server_id);
-            if let Some(time) = lease.lease_time {
-                println!("lease_secs={}", time.as_secs());
-            }
-            let codes: Vec<String> = lease.options.iter().map(|o| o.code.to_string()).collect();
-            println!("options={}", codes.join(","));
-            ExitCode::SUCCESS
-        }
+        Ok(lease) => match print_lease(&lease) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => err.exit_code(PROGRAM),
+        },
         Err(err) => {
-            eprintln!("nulab-dhcp-client: {err}");
+            output::write_err(format_args!("{PROGRAM}: error: {err}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The lease as `key=value` lines.
+fn print_lease(lease: &dhcp::Lease) -> Result<(), OutputError> {
+    output::write_line(format_args!("address={}", lease.address))?;
+    output::write_line(format_args!("prefix={}", lease.network().prefix_len()))?;
+    if let Some(router) = lease.router {
+        output::write_line(format_args!("router={router}"))?;
+    }
+    let dns: Vec<String> = lease.dns.iter().map(ToString::to_string).collect();
+    output::write_line(format_args!("dns={}", dns.join(",")))?;
+    output::write_line(format_args!("server_id={}", lease.server_id))?;
+    if let Some(time) = lease.lease_time {
+        output::write_line(format_args!("lease_secs={}", time.as_secs()))?;
+    }
+    let codes: Vec<String> = lease.options.iter().map(|o| o.code.to_string()).collect();
+    output::write_line(format_args!("options={}", codes.join(",")))
 }

@@ -1,14 +1,19 @@
 //! `nulab-dhcp-server`: nulab's DHCPv4 server on real interfaces for a while, one line per
-//! lease event on stdout, then the leases it holds.
+//! lease event on stdout for people (`   0.132s leased 192.168.77.100 to 01:52:54:… on eth0
+//! for 3600 s`), then the leases it holds. Output goes through `realnet::output`: cut off by a
+//! closed pipe, the server stops quietly with status 141; any other write error is one line
+//! and status 1.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use dhcp::{Pool, ServerConfig};
+use dhcp::{Pool, ServerConfig, ServerEvent};
 use ipnet::Ipv4Net;
+use realnet::output::{self, OutputError};
+
+const PROGRAM: &str = "nulab-dhcp-server";
 
 #[derive(Parser)]
 #[command(about = "Serve DHCPv4 leases on real interfaces with nulab's server core")]
@@ -82,12 +87,56 @@ fn parse_pool(text: &str) -> Result<Pool, String> {
     Ok(pool)
 }
 
+/// A lease event as a sentence, naming the interface by its name. `at` is when it happened.
+fn describe(event: &ServerEvent, at: Duration, interfaces: &[String]) -> String {
+    let interface = |i: usize| {
+        interfaces
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("interface {i}"))
+    };
+    match event {
+        ServerEvent::Offered { client, addr } => format!("offered {addr} to {client}"),
+        ServerEvent::Leased {
+            client,
+            addr,
+            expires,
+        } => format!(
+            "leased {addr} to {client} for {} s",
+            // `expires` counts from the request; `at` is a moment later.
+            expires.saturating_sub(at).as_secs_f64().round()
+        ),
+        ServerEvent::Nak { client, requested } => match requested {
+            Some(addr) => format!("refused {addr} to {client} (DHCPNAK)"),
+            None => format!("refused the request of {client} (DHCPNAK)"),
+        },
+        ServerEvent::Released { client, addr } => format!("{client} released {addr}"),
+        ServerEvent::Declined { client, addr } => {
+            format!("{client} declined {addr} (in use on the network); it is held back")
+        }
+        ServerEvent::Expired { client, addr } => {
+            format!("the lease of {addr} to {client} expired; the address is free again")
+        }
+        ServerEvent::NetworkUnlockIgnored { interface: i } => format!(
+            "a Network Unlock request on {} is left to the WDS server",
+            interface(*i)
+        ),
+        ServerEvent::Dropped { reason } => {
+            format!("dropped a datagram: {}", reason.label())
+        }
+        // The enum is non-exhaustive: a new kind of event is still one line, not a dump.
+        _ => "a lease event this version cannot describe".to_owned(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut pools = Vec::new();
     for &(first, last) in &args.ranges {
         let Some(&(_, net)) = args.interfaces.iter().find(|(_, net)| net.contains(&first)) else {
-            eprintln!("nulab-dhcp-server: no interface's subnet holds {first}");
+            output::write_err(format_args!(
+                "{PROGRAM}: error: no interface's subnet holds {first}"
+            ));
             return ExitCode::FAILURE;
         };
         let mut pool = Pool::new(net.trunc(), first, last)
@@ -109,26 +158,91 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("nulab-dhcp-server: {}", realnet::ShellError::Runtime(err));
+            output::write_err(format_args!(
+                "{PROGRAM}: error: {}",
+                realnet::ShellError::Runtime(err)
+            ));
             return ExitCode::FAILURE;
         }
     };
-    println!("listening on {}", names.join(","));
-    let _ = std::io::stdout().flush();
-    let run = realnet::run_server(&names, config, args.run_for, |at, event| {
-        println!("{:.3}s {event:?}", at.as_secs_f64());
-        let _ = std::io::stdout().flush();
-    });
-    match runtime.block_on(run) {
-        Ok(report) => {
+    if let Err(err) = output::write_line(format_args!("listening on {}", names.join(","))) {
+        return err.exit_code(PROGRAM);
+    }
+    // The first failed write stops the server: nobody reads its log any more.
+    let failed: std::cell::RefCell<Option<OutputError>> = std::cell::RefCell::new(None);
+    let run = async {
+        let serve = realnet::run_server(&names, config, args.run_for, |at, event| {
+            if failed.borrow().is_some() {
+                return;
+            }
+            let line = describe(&event, at, &names);
+            if let Err(err) = output::write_line(format_args!("{:>8.3}s {line}", at.as_secs_f64()))
+            {
+                *failed.borrow_mut() = Some(err);
+            }
+        });
+        tokio::pin!(serve);
+        // Poll the server, and stop as soon as a write has failed.
+        loop {
+            tokio::select! {
+                result = &mut serve => return Some(result),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if failed.borrow().is_some() {
+                        return None;
+                    }
+                }
+            }
+        }
+    };
+    let result = runtime.block_on(run);
+    if let Some(err) = failed.into_inner() {
+        return err.exit_code(PROGRAM);
+    }
+    match result {
+        Some(Ok(report)) => {
             for lease in report.leases {
-                println!("lease {} {}", lease.addr, lease.client);
+                if let Err(err) =
+                    output::write_line(format_args!("lease {} {}", lease.addr, lease.client))
+                {
+                    return err.exit_code(PROGRAM);
+                }
             }
             ExitCode::SUCCESS
         }
-        Err(err) => {
-            eprintln!("nulab-dhcp-server: {err}");
+        Some(Err(err)) => {
+            output::write_err(format_args!("{PROGRAM}: error: {err}"));
             ExitCode::FAILURE
         }
+        None => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_events_read_as_sentences() {
+        // (events naming a client are checked end to end in tests/namespaces.rs: a ClientKey
+        // comes only from a real request)
+        let names = vec!["eth0".to_owned()];
+        let at = Duration::from_secs(10);
+        let dropped = describe(
+            &ServerEvent::Dropped {
+                reason: dhcp::DropReason::NoPool,
+            },
+            at,
+            &names,
+        );
+        assert_eq!(
+            dropped,
+            format!("dropped a datagram: {}", dhcp::DropReason::NoPool.label())
+        );
+        let ignored = describe(
+            &ServerEvent::NetworkUnlockIgnored { interface: 0 },
+            at,
+            &names,
+        );
+        assert!(ignored.contains("on eth0"), "{ignored}");
     }
 }
