@@ -210,6 +210,11 @@ pub struct WdsSpec {
     /// The WDS service is running at the start.
     #[serde(default = "yes")]
     pub running: bool,
+    /// The WDS debug log (Deployment-Services-Diagnostics/Debug) is enabled from the start.
+    /// Off by default, as on a WDS server: nothing is logged until it is enabled (here, or by
+    /// an `enable-debug-log` event); the counters count regardless.
+    #[serde(default)]
+    pub debug_log: bool,
     /// The server's processor: with `decrypt_time`, each private-key operation takes that long
     /// on one of `cores` (default 4) and requests wait for a free core; without it, a request
     /// is answered the instant it arrives.
@@ -539,6 +544,10 @@ pub struct ServerExpectation {
     /// Substrings that must appear in its log.
     #[serde(default)]
     pub log_contains: Vec<String>,
+    /// Substrings that must not appear in its log (what was not logged while the debug log
+    /// was off).
+    #[serde(default)]
+    pub log_lacks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

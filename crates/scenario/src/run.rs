@@ -123,6 +123,8 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
                 provider.set_service_running(event.at, true);
                 let _ = sim.start_service_at(at, server.host, "WDSServer");
             }
+            Action::EnableDebugLog => provider.set_debug_log(event.at, true),
+            Action::DisableDebugLog => provider.set_debug_log(event.at, false),
             Action::InstallFeature => provider.set_feature_installed(event.at, true),
             Action::UninstallFeature => provider.set_feature_installed(event.at, false),
             Action::UnregisterProvider => provider.set_registered(event.at, false),
@@ -439,6 +441,14 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
                 expectation: format!("{}'s log says {words:?}", server.name),
                 met: found,
                 actual: (!found).then(|| "not in the log".to_string()),
+            });
+        }
+        for words in &expect.log_lacks {
+            let found = server.log.iter().find(|l| l.message.contains(words));
+            checks.push(Check {
+                expectation: format!("{}'s log does not say {words:?}", server.name),
+                met: found.is_none(),
+                actual: found.map(|l| format!("logged at {}: {}", world::seconds(l.at), l.message)),
             });
         }
     }

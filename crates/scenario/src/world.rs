@@ -129,6 +129,8 @@ pub enum Action {
     StartWds,
     InstallFeature,
     UninstallFeature,
+    EnableDebugLog,
+    DisableDebugLog,
     UnregisterProvider,
     RegisterProvider,
     RemoveCertificateStore,
@@ -142,6 +144,8 @@ impl Action {
             "stop-wds" => Action::StopWds,
             "start-wds" => Action::StartWds,
             "install-feature" => Action::InstallFeature,
+            "enable-debug-log" => Action::EnableDebugLog,
+            "disable-debug-log" => Action::DisableDebugLog,
             "uninstall-feature" => Action::UninstallFeature,
             "unregister-provider" => Action::UnregisterProvider,
             "register-provider" => Action::RegisterProvider,
@@ -156,6 +160,12 @@ impl Action {
         match self {
             Action::StopWds => "the WDS service is stopped",
             Action::StartWds => "the WDS service is started",
+            Action::EnableDebugLog => {
+                "wevtutil sl Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:true"
+            }
+            Action::DisableDebugLog => {
+                "wevtutil sl Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:false"
+            }
             Action::InstallFeature => {
                 "Install-WindowsFeature BitLocker-NetworkUnlock: the feature is installed"
             }
@@ -496,6 +506,8 @@ fn wds_servers(
         let mut duid = vec![0, 3, 0, 1];
         duid.extend_from_slice(&mac);
         let mut provider = Provider::new(duid);
+        // WDS's default: the debug log is off unless the scenario enables it.
+        provider.set_debug_log(Duration::ZERO, spec.debug_log);
         let held: Vec<&NamedCertificate> = match &spec.certificates {
             None => certificates.iter().collect(),
             Some(list) => {
@@ -554,7 +566,7 @@ fn wds_servers(
             }
         };
         w.setup.push(format!(
-            "WDS server {} at {} on {}: certificates {}; {}{}{}{}",
+            "WDS server {} at {} on {}: certificates {}; {}{}{}{}{}",
             spec.name.get_ref(),
             address.addr(),
             seg.name,
@@ -581,6 +593,11 @@ fn wds_servers(
                 ""
             } else {
                 "; WDS service stopped"
+            },
+            if spec.debug_log {
+                ""
+            } else {
+                "; WDS debug log off (the default: nothing is logged until it is enabled)"
             },
         ));
         let cpu = match (spec.decrypt_time, &spec.cores, spec.queue) {
@@ -794,8 +811,9 @@ fn events(
                 spec.action.span(),
                 format!(
                     "unknown action {:?} (stop-wds, start-wds, install-feature, \
-                     uninstall-feature, unregister-provider, register-provider, \
-                     remove-certificate-store, crash, restart)",
+                     uninstall-feature, enable-debug-log, disable-debug-log, \
+                     unregister-provider, register-provider, remove-certificate-store, crash, \
+                     restart)",
                     spec.action.get_ref()
                 ),
             )

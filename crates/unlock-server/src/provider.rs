@@ -16,6 +16,14 @@
 //! Every drop is silent on the wire, counted under a stable label ([`DropReason::label`]) and
 //! logged at debug level, as the WDS debug log would.
 //!
+//! The log is the WDS debug log (the Microsoft-Windows-Deployment-Services-Diagnostics/Debug
+//! channel). On a WDS server it is off until `wevtutil sl
+//! Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:true` turns it on
+//! ([`Provider::set_debug_log`]): while it is off nothing is logged, at any level, and the
+//! counters count as ever. [`Provider::new`] starts with it on, as a lab's provider (`nulab
+//! server`, the tests) wants; the scenario runner turns it off unless a scenario enables it,
+//! which is WDS's own default.
+//!
 //! Steps 1 to 4 are cheap; step 5, the RSA private-key operation, is nearly all the cost of a
 //! request (about a millisecond). So that a shell can spread it over every core without a lock
 //! around the provider, processing is split in three: [`Provider::classify`] (steps 1 to 4, on
@@ -241,6 +249,8 @@ pub struct Provider {
     /// DHCPv6 server identifier (a DUID) for replies.
     server_duid: Arc<[u8]>,
     counters: BTreeMap<String, u64>,
+    /// The debug log channel is enabled: lines are recorded.
+    debug_log: bool,
     log: Vec<LogLine>,
 }
 
@@ -257,6 +267,7 @@ impl Provider {
             registered: true,
             server_duid: server_duid.into(),
             counters: BTreeMap::new(),
+            debug_log: true,
             log: Vec::new(),
         }
     }
@@ -371,6 +382,35 @@ impl Provider {
         );
     }
 
+    /// `wevtutil sl Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:true` (or
+    /// `/e:false`): from now on the log records (or drops) every line. Turning it on logs that
+    /// it was turned on, turning it off logs nothing; setting the state it already has does
+    /// nothing.
+    pub fn set_debug_log(&mut self, now: Duration, enabled: bool) {
+        if self.debug_log == enabled {
+            return;
+        }
+        if enabled {
+            self.debug_log = true;
+            self.log(
+                now,
+                Level::Info,
+                "the WDS debug log is enabled (wevtutil sl \
+                 Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:true): nothing \
+                 before this line was logged"
+                    .into(),
+            );
+        } else {
+            // A disabled channel writes nothing, not even that it was disabled.
+            self.debug_log = false;
+        }
+    }
+
+    /// Whether the debug log is recording.
+    pub fn debug_log_enabled(&self) -> bool {
+        self.debug_log
+    }
+
     pub fn set_registered(&mut self, now: Duration, registered: bool) {
         self.registered = registered;
         let what = if registered {
@@ -407,6 +447,9 @@ impl Provider {
     }
 
     fn log(&mut self, at: Duration, level: Level, message: String) {
+        if !self.debug_log {
+            return;
+        }
         self.log.push(LogLine { at, level, message });
     }
 

@@ -515,3 +515,46 @@ fn phases_4_to_6_are_logged_by_the_provider_over_v4_and_v6() {
     assert!(log[4].message.contains(&format!("CK {}", c6.ck.short())));
     assert!(log[5].message.contains("key returned to [fe80::1]:546"));
 }
+
+#[test]
+fn the_debug_log_records_nothing_while_it_is_off_and_the_counters_still_count() {
+    let (mut p, public) = provider();
+    let c = client(&public, 7);
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let bytes = v4_request(&c, THUMB_A, addr).encode();
+    p.set_debug_log(T0, false);
+    let before = p.log_lines().len();
+    assert!(!p.debug_log_enabled());
+    let handled = p.handle(
+        T0,
+        Received {
+            source: from(addr),
+            payload: &bytes,
+        },
+    );
+    assert!(matches!(handled, Outcome::Replied { .. }));
+    assert_eq!(
+        dropped(&mut p, b"not dhcp", from(addr)).label(),
+        "malformed.truncated"
+    );
+    assert_eq!(p.log_lines().len(), before, "nothing logged while off");
+    assert_eq!(p.counter("replied"), 1);
+    assert_eq!(p.counter("drop.malformed.truncated"), 1);
+    p.set_debug_log(Duration::from_secs(5), true);
+    let enabled = p.log_lines().last().expect("the switch is logged");
+    assert!(enabled.message.contains("/e:true"), "{}", enabled.message);
+    p.handle(
+        Duration::from_secs(6),
+        Received {
+            source: from(addr),
+            payload: &bytes,
+        },
+    );
+    assert!(
+        p.log_lines()
+            .iter()
+            .any(|l| l.message.starts_with("[phase 6]")),
+        "logged once on"
+    );
+    assert_eq!(p.counter("replied"), 2);
+}
