@@ -265,7 +265,7 @@ fn scenario_text(clients: usize) -> String {
     s.push_str(&format!(
         "\n[[dhcp_server]]\nname = \"dhcp\"\nsegment = \"corp\"\naddress = \"10.0.4.2/24\"\n\n\
          [[wds]]\nname = \"wds\"\nsegment = \"corp\"\naddress = \"10.0.4.10/24\"\n\
-         cores = {cores}\ndecrypt_time = \"1ms\"\n",
+         cores = {cores}\ndecrypt_time = \"1ms\"\ndebug_log = true\n",
     ));
     for b in 0..branches {
         let _ = write!(
