@@ -296,6 +296,12 @@ impl Client {
         if received.interface != self.interface {
             return;
         }
+        // The fixed header first: on a busy segment most broadcasts are other clients' offers
+        // and acks, and decoding each (dhcproto) was most of a storm's DHCP cost. What this
+        // skips, the checks after the decode would refuse anyway.
+        if !addressed_to(received.payload, self.xid, &self.facts.mac) {
+            return;
+        }
         if !raw::v4_safe_for_dhcproto(received.payload) {
             return;
         }
@@ -491,5 +497,34 @@ fn lease_from_ack(now: Duration, ack: &Message, bytes: &[u8], server: Ipv4Addr) 
         lease_time,
         acquired_at: now,
         options,
+    }
+}
+
+/// Whether a DHCPv4 payload's fixed header is a BOOTREPLY (op 2) with this transaction id
+/// (bytes 4 to 7) and this hardware address (the first 6 bytes of chaddr, from byte 28).
+fn addressed_to(payload: &[u8], xid: u32, mac: &[u8; 6]) -> bool {
+    payload.first() == Some(&2)
+        && payload.get(4..8) == Some(&xid.to_be_bytes()[..])
+        && payload.get(28..34) == Some(&mac[..])
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_reply_to_this_transaction_and_address_passes() {
+        let mac = [2, 0, 0, 0, 0, 7];
+        let mut payload = vec![0u8; 240];
+        payload[0] = 2;
+        payload[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        payload[28..34].copy_from_slice(&mac);
+        assert!(addressed_to(&payload, 0x1234_5678, &mac));
+        assert!(!addressed_to(&payload, 0x1234_5679, &mac));
+        assert!(!addressed_to(&payload, 0x1234_5678, &[2, 0, 0, 0, 0, 8]));
+        payload[0] = 1;
+        assert!(!addressed_to(&payload, 0x1234_5678, &mac));
+        assert!(!addressed_to(&payload[..30], 0x1234_5678, &mac));
+        assert!(!addressed_to(&[], 0, &mac));
     }
 }
