@@ -658,6 +658,19 @@ fn serve(
             limits,
         })
         .await?;
+        if let Some(on) = running
+            .service
+            .encryption_turned_on
+            .filter(|on| on.resealed > 0)
+        {
+            errln!(
+                "nulab: encryption at rest turned on for this database: {} record(s) stored in \
+                 plaintext re-encrypted, {} recovery password(s) marked for rotation (copies of \
+                 the database made before still hold them in plaintext)",
+                on.resealed,
+                on.rotations
+            );
+        }
         if json {
             output::json_line(&serde_json::json!({
                 "type": "listening",

@@ -410,8 +410,10 @@ impl EscrowRun {
                         Severity::Warning,
                         format!(
                             "Recovery Service requests rotation of recovery password {} on \
-                             volume {}: it was disclosed to the helpdesk",
-                            r.key_id, r.volume
+                             volume {}: {}",
+                            r.key_id,
+                            r.volume,
+                            r.reason.describe()
                         ),
                     );
                 }

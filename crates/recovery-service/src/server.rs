@@ -156,12 +156,18 @@ pub struct RecoveryService {
     pub reader: Arc<StoreReader>,
     pub clock: Clock,
     pub limits: Limits,
+    /// What starting this service did to records stored before "Encrypt recovery data in the
+    /// database" was turned on, if it was just turned on for them
+    /// ([`crate::store::Store::finish_turning_on_encryption`]).
+    pub encryption_turned_on: Option<crate::store::EncryptionTurnedOn>,
 }
 
 impl RecoveryService {
     /// Opens read connections on `store`'s database and moves `store` onto its group-commit
-    /// thread; `clock` stamps every record and audit line. Default [`Limits`].
-    pub fn from_store(store: crate::store::Store, clock: Clock) -> Result<Self, ServeError> {
+    /// thread; `clock` stamps every record and audit line. Default [`Limits`]. An encrypted
+    /// store opened for the first time re-encrypts what was stored in plaintext before.
+    pub fn from_store(mut store: crate::store::Store, clock: Clock) -> Result<Self, ServeError> {
+        let encryption_turned_on = store.finish_turning_on_encryption(clock())?;
         let reader = Arc::new(store.reader()?);
         let committer = GroupCommitter::spawn(store)?;
         Ok(Self {
@@ -169,6 +175,7 @@ impl RecoveryService {
             reader,
             clock,
             limits: Limits::default(),
+            encryption_turned_on,
         })
     }
 

@@ -781,6 +781,34 @@ impl RecoveryLab {
         Ok(summary)
     }
 
+    /// "Encrypt recovery data in the database" is turned on while the service runs on an
+    /// unencrypted database: a new at-rest key (from the seed), the plaintext records
+    /// re-encrypted and their recovery passwords marked for rotation
+    /// ([`Store::turn_on_encryption`]).
+    pub fn turn_on_database_encryption(
+        &mut self,
+    ) -> Result<Option<crate::store::EncryptionTurnedOn>, SimError> {
+        let key = AtRestKey::generate(&mut stream(self.cfg.seed, "recovery-service/turned-on"));
+        let sealer = Sealer::encrypted(&key);
+        let now = self.clock.now();
+        let turned_on = self.rt.block_on(
+            self.service
+                .committer
+                .with_store(move |s| s.turn_on_encryption(sealer, now)),
+        )?;
+        self.cfg.encrypted = true;
+        if let Some(on) = turned_on {
+            self.event(
+                "recovery-service",
+                format!(
+                    "database encryption turned on: {} plaintext record(s) re-encrypted, {} recovery password(s) marked for rotation",
+                    on.resealed, on.rotations
+                ),
+            );
+        }
+        Ok(turned_on)
+    }
+
     /// Creates a helpdesk operator account with its role.
     pub fn add_operator(&mut self, name: &str, role: HelpdeskRole) -> Result<(), SimError> {
         let token = self.rt.block_on(self.service.enrol_operator(name, role))?;

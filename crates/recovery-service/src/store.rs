@@ -86,6 +86,15 @@ const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
      CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    // 5: when "Encrypt recovery data in the database" was turned on for this database, and
+    // how many plaintext records it re-encrypted then (`Store::finish_turning_on_encryption`).
+    "CREATE TABLE encryption (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        turned_on_at INTEGER NOT NULL,
+        resealed     INTEGER NOT NULL,
+        rotations    INTEGER NOT NULL
+     );
+     ALTER TABLE records ADD COLUMN rotation_because_plaintext INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.
@@ -303,8 +312,26 @@ pub struct EscrowRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EscrowReceipt {
     pub outcomes: Vec<(RecordId, EscrowOutcome)>,
-    /// Recovery passwords of this device disclosed to the helpdesk and not yet replaced.
+    /// Recovery passwords of this device disclosed to the helpdesk, or once stored in
+    /// plaintext, and not yet replaced.
     pub rotate: Vec<(VolumeId, KeyId)>,
+    /// Those of `rotate` marked because they were stored in plaintext before encryption was
+    /// turned on (the others were disclosed).
+    pub rotate_because_plaintext: Vec<KeyId>,
+}
+
+/// "Encrypt recovery data in the database" turned on for a database that already held
+/// records in plaintext (the seed: turn it on before deploying the first policy; turning it on
+/// later leaves the earlier rows readable). What nulab did about them, once, when it first
+/// opened the database encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EncryptionTurnedOn {
+    pub at: i64,
+    /// Plaintext records re-encrypted under the at-rest key.
+    pub resealed: usize,
+    /// Of those, current recovery passwords marked for rotation: every copy of the database
+    /// file made while they were plaintext (a backup, a copy on a share) still reads them.
+    pub rotations: usize,
 }
 
 /// One line of the audit log.
@@ -657,6 +684,134 @@ impl Store {
         let seq = audit_in(&tx, req, None, outcome, now)?;
         tx.commit().map_err(StoreError::Audit)?;
         Ok(seq)
+    }
+
+    /// Switches a store that runs unencrypted to `sealer` (encrypted) and re-encrypts its
+    /// plaintext records: [`Store::finish_turning_on_encryption`]. Refused if the store is
+    /// already encrypted (its key is not replaced here).
+    pub fn turn_on_encryption(
+        &mut self,
+        sealer: Sealer,
+        now: i64,
+    ) -> Result<Option<EncryptionTurnedOn>, StoreError> {
+        if self.sealer.sealing() != Sealing::Plaintext {
+            return Err(StoreError::KeyFile(
+                "the store is already encrypted; its at-rest key is not replaced".into(),
+            ));
+        }
+        self.sealer = sealer;
+        self.finish_turning_on_encryption(now)
+    }
+
+    /// Runs once, the first time the database is opened encrypted (the service calls it at
+    /// start): every record still stored in plaintext, from the time encryption was off, is
+    /// re-encrypted in one transaction, with SQLite's `secure_delete` on so that the freed
+    /// plaintext is overwritten, and the WAL is then checkpointed and truncated, so the
+    /// database file no longer holds it. Copies made before cannot be reached, so each current
+    /// recovery password among those rows is marked for rotation, exactly as a disclosure is:
+    /// the agent rotates it at its next escrow and the plaintext in the copies stops unlocking
+    /// anything. (Key packages and TPM owner-auth hashes cannot be rotated by the agent: they
+    /// stay as exposed as those copies.) The time and counts are recorded; after that, a
+    /// plaintext row is refused again, as before, rather than trusted. `None` when the store is
+    /// unencrypted or this already ran.
+    pub fn finish_turning_on_encryption(
+        &mut self,
+        now: i64,
+    ) -> Result<Option<EncryptionTurnedOn>, StoreError> {
+        if self.sealer.sealing() == Sealing::Plaintext {
+            return Ok(None);
+        }
+        let done: bool =
+            self.conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM encryption)", [], |r| r.get(0))?;
+        if done {
+            return Ok(None);
+        }
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let tx = write_transaction(&mut self.conn)?;
+        let rows: Vec<(String, String, String, String, i64, Vec<u8>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT device, volume, key_id, kind, version, material FROM records
+                 WHERE sealing = 0 ORDER BY device, volume, key_id, kind",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut rotations = 0;
+        for (device, volume, key_id, kind, version, material) in &rows {
+            let material = Zeroizing::new(material.clone());
+            let id = record_id(device.clone(), volume.clone(), key_id.clone(), kind)?;
+            let version_u64 = u64::try_from(*version)
+                .map_err(|_| StoreError::CorruptRow(format!("{device}/{volume}/{key_id}")))?;
+            let sealed = self
+                .sealer
+                .seal(&id, version_u64, &material, self.rng.as_mut())
+                .map_err(|e| seal_error(&id, e))?;
+            tx.execute(
+                "UPDATE records SET sealing = ?5, nonce = ?6, material = ?7
+                 WHERE device = ?1 AND volume = ?2 AND key_id = ?3 AND kind = ?4",
+                params![
+                    device,
+                    volume,
+                    key_id,
+                    kind,
+                    sealed.sealing as i64,
+                    sealed.nonce,
+                    sealed.bytes
+                ],
+            )?;
+            rotations += tx.execute(
+                "UPDATE records SET rotation_requested_at = ?5, rotation_because_plaintext = 1
+                 WHERE device = ?1 AND volume = ?2 AND key_id = ?3 AND kind = ?4
+                   AND kind = 'recovery-password' AND retired_at IS NULL
+                   AND rotation_requested_at IS NULL",
+                params![device, volume, key_id, kind, now],
+            )?;
+        }
+        let turned_on = EncryptionTurnedOn {
+            at: now,
+            resealed: rows.len(),
+            rotations,
+        };
+        tx.execute(
+            "INSERT INTO encryption (id, turned_on_at, resealed, rotations) VALUES (1, ?1, ?2, ?3)",
+            params![now, rows.len() as i64, rotations as i64],
+        )?;
+        tx.commit()?;
+        self.conn.pragma_update(None, "secure_delete", false)?;
+        // Out of the WAL too: copy the re-encrypted pages into the database file and empty the
+        // log. Readers that hold a snapshot make this a partial checkpoint: the log is then
+        // overwritten as it is reused.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(Some(turned_on))
+    }
+
+    /// When encryption was turned on for this database, if it has been.
+    pub fn encryption_turned_on(&self) -> Result<Option<EncryptionTurnedOn>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT turned_on_at, resealed, rotations FROM encryption",
+                [],
+                |r| {
+                    Ok(EncryptionTurnedOn {
+                        at: r.get(0)?,
+                        resealed: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        rotations: usize::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Escrows one request in its own transaction.
@@ -1037,9 +1192,26 @@ fn escrow_in(
         }
         outcomes.push((id.clone(), outcome));
     }
+    let rotate = pending_rotations_in(tx, &req.device)?;
+    let mut rotate_because_plaintext = Vec::new();
+    for (volume, key_id) in &rotate {
+        let plaintext: bool = tx
+            .prepare_cached(
+                "SELECT rotation_because_plaintext FROM records
+                 WHERE device = ?1 AND volume = ?2 AND key_id = ?3 AND kind = 'recovery-password'",
+            )?
+            .query_row(
+                params![req.device.as_str(), volume.as_str(), key_id.as_str()],
+                |r| r.get(0),
+            )?;
+        if plaintext {
+            rotate_because_plaintext.push(key_id.clone());
+        }
+    }
     Ok(EscrowReceipt {
         outcomes,
-        rotate: pending_rotations_in(tx, &req.device)?,
+        rotate,
+        rotate_because_plaintext,
     })
 }
 

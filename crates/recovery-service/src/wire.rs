@@ -96,11 +96,42 @@ pub struct WireOutcome {
     pub outcome: EscrowOutcome,
 }
 
-/// A recovery password the helpdesk disclosed: the client rotates it and re-escrows.
+/// A recovery password the helpdesk disclosed (or that was stored in plaintext before
+/// database encryption was turned on): the client rotates it and re-escrows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireRotation {
     pub volume: VolumeId,
     pub key_id: KeyId,
+    /// Why, when it is not a disclosure (absent: disclosed to the helpdesk).
+    #[serde(default, skip_serializing_if = "RotationReason::is_disclosed")]
+    pub reason: RotationReason,
+}
+
+/// Why the service asks for a rotation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RotationReason {
+    /// The helpdesk disclosed it.
+    #[default]
+    Disclosed,
+    /// It was stored in plaintext before "Encrypt recovery data in the database" was turned
+    /// on, so copies of the database made then read it.
+    StoredInPlaintext,
+}
+
+impl RotationReason {
+    pub fn is_disclosed(&self) -> bool {
+        *self == RotationReason::Disclosed
+    }
+    /// The handler log's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RotationReason::Disclosed => "it was disclosed to the helpdesk",
+            RotationReason::StoredInPlaintext => {
+                "it was stored in plaintext before database encryption was turned on"
+            }
+        }
+    }
 }
 
 /// `POST ESCROW_PATH` reply (status 200, sent only after the commit).
@@ -126,7 +157,15 @@ impl From<EscrowReceipt> for EscrowReply {
             rotate: r
                 .rotate
                 .into_iter()
-                .map(|(volume, key_id)| WireRotation { volume, key_id })
+                .map(|(volume, key_id)| WireRotation {
+                    reason: if r.rotate_because_plaintext.contains(&key_id) {
+                        RotationReason::StoredInPlaintext
+                    } else {
+                        RotationReason::Disclosed
+                    },
+                    volume,
+                    key_id,
+                })
                 .collect(),
         }
     }

@@ -130,6 +130,8 @@ impl RecoveryResult {
 /// Something the lab does at a scenario time.
 enum Op<'a> {
     Event(&'a EventSpec, LabAction),
+    /// "Encrypt recovery data in the database" is turned on (`[recovery] encrypt_at`).
+    EncryptDatabase,
     Helpdesk(&'a HelpdeskSpec),
     Cycle(usize, &'static str),
 }
@@ -138,7 +140,7 @@ impl Op<'_> {
     /// Events before requests before cycles at the same instant.
     fn rank(&self) -> u8 {
         match self {
-            Op::Event(..) => 0,
+            Op::Event(..) | Op::EncryptDatabase => 0,
             Op::Helpdesk(_) => 1,
             Op::Cycle(..) => 2,
         }
@@ -277,6 +279,9 @@ pub fn run(
     for request in &s.helpdesk {
         ops.push((request.at, Op::Helpdesk(request)));
     }
+    if let Some(at) = &recovery.encrypt_at {
+        ops.push((*at.get_ref(), Op::EncryptDatabase));
+    }
     for (index, agent) in agents.iter().enumerate() {
         if let Some(&at) = unlocked_at.get(&agent.client) {
             let mut next = at + AGENT_START_AFTER_UNLOCK;
@@ -333,6 +338,18 @@ pub fn run(
                     format!(
                         "[event] Group Policy updates the trusted roots: the agent now trusts {}",
                         trust_words(t)
+                    ),
+                ));
+            }
+            Op::EncryptDatabase => {
+                let turned_on = lab.turn_on_database_encryption().map_err(&lab_error)?;
+                let (resealed, rotations) =
+                    turned_on.map_or((0, 0), |on| (on.resealed, on.rotations));
+                timeline.push((
+                    now,
+                    "recovery-service".into(),
+                    format!(
+                        "[event] \"Encrypt recovery data in the database\" is turned on: the service re-encrypts the {resealed} record(s) stored in plaintext before (the database file no longer holds them) and marks {rotations} recovery password(s) for rotation, because every copy of the file made before still reads them"
                     ),
                 ));
             }
@@ -403,11 +420,20 @@ pub fn run(
                 for (old, new, still_unlocks) in
                     rotations_checked(&mut lab, agent, &cycle, &helpdesk).map_err(&boxed_error)?
                 {
+                    let disclosed = helpdesk.iter().any(|h| {
+                        h.client == agent.client
+                            && h.outcome.as_ref().is_ok_and(|(key, _)| key == &old)
+                    });
                     timeline.push((
                         end,
                         agent.client.clone(),
                         format!(
-                            "[escrow] the disclosed recovery password {} is rotated: new key ID {}, re-escrowed {}; the old password {}",
+                            "[escrow] the {} recovery password {} is rotated: new key ID {}, re-escrowed {}; the old password {}",
+                            if disclosed {
+                                "disclosed"
+                            } else {
+                                "once plaintext"
+                            },
                             short(&old),
                             short(&new),
                             match cycle.summary.re_escrowed {
@@ -432,7 +458,7 @@ pub fn run(
         agent.handler_log = lab.handler_log(&agent.client).map_err(&lab_error)?;
     }
     let recovery = RecoveryResult {
-        encrypted,
+        encrypted: lab.encrypted(),
         management_points,
         boot_ms,
         timeline,
@@ -496,7 +522,11 @@ fn rotations_checked(
             Ok((key, text)) if key == old && h.client == agent.client => Some(text.clone()),
             _ => None,
         });
-        let still = match disclosed {
+        // A password rotated at the service's request without a disclosure (it was stored in
+        // plaintext) is the one the volume was given, if it is that key ID.
+        let known =
+            disclosed.or_else(|| (old == &agent.key_id).then(|| agent.recovery_password.clone()));
+        let still = match known {
             Some(text) => lab.unlock_with_recovery_password(&agent.client, &text)?,
             None => false,
         };
@@ -710,7 +740,16 @@ fn checks(loaded: &Loaded, recovery: &RecoveryResult) -> Result<Vec<Check>, Scen
                     .all(|(old, new, still)| !still && stored_current(new) && old_retired(old));
             checks.push(Check {
                 expectation: format!(
-                    "{name}'s disclosed recovery password is {}rotated and re-escrowed (the old one no longer unlocks, its records retired)",
+                    "{name}'s {}recovery password is {}rotated and re-escrowed (the old one no longer unlocks, its records retired)",
+                    if recovery
+                        .helpdesk
+                        .iter()
+                        .any(|h| &h.client == name && h.outcome.is_ok())
+                    {
+                        "disclosed "
+                    } else {
+                        ""
+                    },
                     if want { "" } else { "NOT " }
                 ),
                 met: got == want,

@@ -113,9 +113,17 @@ pub fn transcript_section(recovery: Option<&RecoveryResult>) -> String {
             );
         }
         for (old, new, _) in &agent.rotations {
+            let disclosed = r.helpdesk.iter().any(|h| {
+                h.client == agent.client && h.outcome.as_ref().is_ok_and(|(key, _)| key == old)
+            });
             let _ = writeln!(
                 out,
-                "    rotated after disclosure: {} → {}",
+                "    rotated after {}: {} → {}",
+                if disclosed {
+                    "disclosure"
+                } else {
+                    "being stored in plaintext"
+                },
                 short(old),
                 short(new)
             );

@@ -960,3 +960,110 @@ fn a_write_lock_held_for_a_moment_elsewhere_delays_a_write_and_never_fails_it() 
     .expect("an audited refusal waits for the lock");
     assert_eq!(s.audit_log().expect("audit").len(), 2);
 }
+
+/// Issue 19: "Encrypt recovery data in the database" turned on after records were stored in
+/// plaintext. The first encrypted open re-encrypts them (the file no longer holds the
+/// plaintext), marks the current recovery password for rotation (copies made before still
+/// read it), records it once, and from then on refuses a plaintext row as before.
+#[test]
+fn turning_encryption_on_later_re_encrypts_the_plaintext_rows_once() {
+    let f = Fixture::new();
+    {
+        let mut plain = f.open_plain();
+        assert_eq!(plain.finish_turning_on_encryption(10).expect("noop"), None);
+        let mut package = rec("PC1", K1, 1, b"key package of PC1");
+        package.id.kind = MaterialKind::KeyPackage;
+        plain
+            .escrow(
+                &req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes()), package]),
+                100,
+            )
+            .expect("escrow");
+    }
+    let file_holds = |needle: &[u8]| {
+        ["escrow.sqlite", "escrow.sqlite-wal"].iter().any(|name| {
+            std::fs::read(f.dir.path().join(name))
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
+    };
+    assert!(
+        file_holds(PW.as_bytes()),
+        "the plaintext is in the file before"
+    );
+
+    let mut s = f.open(2);
+    let turned_on = s
+        .finish_turning_on_encryption(5000)
+        .expect("turn on")
+        .expect("it ran");
+    assert_eq!(
+        turned_on,
+        EncryptionTurnedOn {
+            at: 5000,
+            resealed: 2,
+            rotations: 1
+        }
+    );
+    assert_eq!(s.encryption_turned_on().expect("read"), Some(turned_on));
+    assert!(
+        !file_holds(PW.as_bytes()),
+        "the recovery password is gone from the database file and its WAL"
+    );
+    let raw = read_raw_rows(&f.db()).expect("rows");
+    assert!(raw.iter().all(|r| r.sealing == 1), "{raw:?}");
+    assert_eq!(
+        s.pending_rotations(&dev("PC1")).expect("rotations"),
+        vec![(VolumeId::new("C").expect("v"), KeyId::new(K1).expect("k"))]
+    );
+    let d = s.disclose(&helpdesk(K1), 6000).expect("disclose");
+    assert_eq!(d.material.as_slice(), PW.as_bytes());
+
+    // Once only: a plaintext row written into the file afterwards is refused, not trusted.
+    drop(s);
+    let mut again = f.open(3);
+    assert_eq!(
+        again.finish_turning_on_encryption(7000).expect("noop"),
+        None
+    );
+    f.raw()
+        .execute(
+            "INSERT INTO records (device, volume, key_id, kind, version, sealing, nonce,
+                                  material, escrowed_at)
+             VALUES ('PC2', 'C', ?1, 'recovery-password', 1, 0, x'', ?2, 1)",
+            params![K3, PW.as_bytes()],
+        )
+        .expect("planted row");
+    assert!(matches!(
+        again.disclose(&helpdesk(K3), 8000),
+        Err(StoreError::Seal {
+            source: SealError::PlaintextInEncryptedStore,
+            ..
+        })
+    ));
+}
+
+/// A running unencrypted store is switched on (the scenario's event): the same migration.
+#[test]
+fn a_running_store_turns_encryption_on() {
+    let f = Fixture::new();
+    let mut s = f.open_plain();
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 100)
+        .expect("escrow");
+    let key = Sealer::encrypted(&AtRestKey::from_bytes(f.key));
+    let on = s.turn_on_encryption(key, 200).expect("on").expect("ran");
+    assert_eq!((on.resealed, on.rotations), (1, 1));
+    assert_eq!(s.sealing(), Sealing::Aes256Gcm);
+    s.escrow(&req("PC1", vec![rec("PC1", K2, 1, PW.as_bytes())]), 300)
+        .expect("escrow after");
+    assert!(
+        read_raw_rows(&f.db())
+            .expect("rows")
+            .iter()
+            .all(|r| r.sealing == 1)
+    );
+    let again = Sealer::encrypted(&AtRestKey::from_bytes([9u8; 32]));
+    assert!(
+        s.turn_on_encryption(again, 400).is_err(),
+        "the key is not replaced"
+    );
+}

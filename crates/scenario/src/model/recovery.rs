@@ -27,6 +27,11 @@ pub struct RecoverySpec {
     /// started (ConfigMgr's default status check is every 90 minutes).
     #[serde(default = "default_check_every", with = "super::duration")]
     pub check_every: Duration,
+    /// With `database = "unencrypted"`: the time "Encrypt recovery data in the database" is
+    /// turned on, after records were stored in plaintext (the seed says to turn it on before
+    /// the first policy deployment).
+    #[serde(default, with = "optional_duration")]
+    pub encrypt_at: Option<Spanned<Duration>>,
 }
 
 impl Default for RecoverySpec {
@@ -34,7 +39,34 @@ impl Default for RecoverySpec {
         Self {
             database: DatabaseMode::default(),
             check_every: default_check_every(),
+            encrypt_at: None,
         }
+    }
+}
+
+/// An optional duration in the format's one grammar, with its place in the file.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::Deserialize as _;
+    use toml::Spanned;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Spanned<Duration>>, D::Error> {
+        let text = Option::<Spanned<String>>::deserialize(d)?;
+        text.map(|t| {
+            let span = t.span();
+            humantime::parse_duration(t.get_ref())
+                .map(|v| Spanned::new(span, v))
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "{:?} is not a duration like 90s, 500ms or 2m ({e})",
+                        t.get_ref()
+                    ))
+                })
+        })
+        .transpose()
     }
 }
 
@@ -273,6 +305,16 @@ pub fn check_references(loaded: &Loaded) -> Result<(), ScenarioError> {
                 ),
             ));
         }
+    }
+    if let Some(recovery) = &s.recovery
+        && let Some(at) = &recovery.encrypt_at
+        && recovery.database != DatabaseMode::Unencrypted
+    {
+        return Err(loaded.error_at(
+            at.span(),
+            "`encrypt_at` turns encryption on for a database that started unencrypted: add \
+             database = \"unencrypted\"",
+        ));
     }
     let has_lab_parts = !s.helpdesk.is_empty()
         || !s.escrow_expectations.is_empty()
