@@ -47,6 +47,9 @@ pub struct Scenario {
     pub dhcp_servers: Vec<DhcpServerSpec>,
     #[serde(default)]
     pub wds: Vec<WdsSpec>,
+    /// The domain's Group Policy, as the domain controller holds it for every client.
+    #[serde(default)]
+    pub domain: DomainSpec,
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientSpec>,
     #[serde(default, rename = "event")]
@@ -227,6 +230,26 @@ pub struct WdsSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// `[domain]`: what the domain controller's Group Policy does to every client.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSpec {
+    /// The BitLocker Network Unlock certificate policy ("Add Network Unlock Certificate"):
+    /// `"deployed"` (default) or `"deleted"` after the clients got their protectors, which the
+    /// seed says removes the protectors across the domain.
+    #[serde(default)]
+    pub certificate_policy: CertificatePolicy,
+}
+
+/// The state of the domain's Network Unlock certificate policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificatePolicy {
+    #[default]
+    Deployed,
+    Deleted,
 }
 
 /// A client machine (or, with `count`, that many identical ones: a boot storm).

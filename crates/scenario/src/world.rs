@@ -1645,6 +1645,15 @@ fn history_on(
             ));
         }
     }
+    if loaded.scenario.domain.certificate_policy == crate::model::CertificatePolicy::Deleted {
+        store.remove();
+        let outcome = reboot(&enabled, &store, &mut volume, tpm, rng)?;
+        setup.push(format!(
+            "the Network Unlock certificate policy is deleted on the domain controller: Group \
+             Policy empties FVE_NKP; reboot: {}",
+            describe_reboot(&outcome)
+        ));
+    }
     if !spec.allow_network_unlock {
         let disabled = GroupPolicy::default();
         let outcome = reboot(&disabled, &store, &mut volume, tpm, rng)?;

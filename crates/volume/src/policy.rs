@@ -10,6 +10,11 @@
 //!   policy setting is updated to disabled on client computers, any Network Unlock key protector
 //!   on the computer is deleted": [`apply_at_reboot`]. A Network Unlock client also needs "at
 //!   least one TPM protector".
+//! - "Alternatively, the BitLocker network unlock certificate policy can be deleted on the
+//!   domain controller to accomplish the same task for an entire domain": Group Policy then
+//!   empties every client's FVE_NKP store, and the reboot that finds the store empty deletes
+//!   the protector, as a disabled "Allow network unlock at startup" does. (Before issue 19 an
+//!   emptied store kept the protector, contrary to the seed.)
 
 use nkpu::Thumbprint;
 use rand_core::CryptoRngCore;
@@ -211,7 +216,11 @@ pub fn apply_at_reboot(
     }
     let Some(certificate) = store.certificate() else {
         return Ok(match existing {
-            Some((id, _)) => RebootOutcome::Kept { id },
+            // The certificate policy was deleted: the same task as disabling the policy.
+            Some((id, _)) => {
+                volume.remove_protector(id)?;
+                RebootOutcome::Removed { id }
+            }
             None => RebootOutcome::NotAdded {
                 reason: "no certificate in the FVE_NKP store",
             },

@@ -271,6 +271,19 @@ fn group_policy_adds_network_unlock_at_reboot_and_deletes_it_when_disabled() {
     assert!(
         matches!(reboot(&policy, &store, &mut volume), RebootOutcome::Replaced { removed, .. } if removed == id)
     );
+    // Deleting the certificate policy on the domain controller empties FVE_NKP: the reboot
+    // deletes the protector, as disabling the policy does (issue 19).
+    let held = store.remove().expect("a certificate is held");
+    assert!(matches!(
+        reboot(&policy, &store, &mut volume),
+        RebootOutcome::Removed { .. }
+    ));
+    assert!(volume.protector_of(ProtectorKind::NetworkUnlock).is_none());
+    store.install(held);
+    assert!(matches!(
+        reboot(&policy, &store, &mut volume),
+        RebootOutcome::Added { .. }
+    ));
     policy.allow_network_unlock = false;
     assert!(matches!(
         reboot(&policy, &store, &mut volume),
