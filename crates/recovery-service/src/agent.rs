@@ -220,6 +220,57 @@ impl fmt::Display for EscrowFailure {
     }
 }
 
+/// The BitLocker management policy a device is targeted with. The seed's tip: "the only
+/// clients that need to communicate with the recovery service are those clients that you plan
+/// to target with a BitLocker management policy and includes a Client Management rule". So
+/// the agent contacts the recovery service only under such a policy. The seed is silent on
+/// what the handler log says otherwise; nulab's choice: nothing at all without a policy (the
+/// handler has nothing to do), and one line under a policy without Client Management, so
+/// that an admin reading the log learns why nothing was escrowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BitLockerPolicy {
+    /// Not targeted by any BitLocker management policy.
+    NotTargeted,
+    /// Targeted by a policy whose Client Management page does not configure BitLocker
+    /// Management Services: encryption settings only.
+    WithoutClientManagement,
+    /// Targeted by a policy with a Client Management rule.
+    #[default]
+    WithClientManagement,
+}
+
+impl BitLockerPolicy {
+    /// Whether the agent backs recovery information up to the recovery service.
+    pub fn contacts_recovery_service(self) -> bool {
+        self == BitLockerPolicy::WithClientManagement
+    }
+
+    /// The handler log's line when the agent does not contact the service, if any.
+    pub fn idle_log_line(self, at_ms: i64) -> Option<LogLine> {
+        (self == BitLockerPolicy::WithoutClientManagement).then(|| LogLine {
+            at_ms,
+            severity: Severity::Info,
+            text: "BitLocker management policy has no Client Management rule: recovery \
+                   information is not escrowed and the Recovery Service is not contacted"
+                .to_owned(),
+        })
+    }
+
+    /// The policy in words, for transcripts.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BitLockerPolicy::NotTargeted => "no BitLocker management policy targets it",
+            BitLockerPolicy::WithoutClientManagement => {
+                "targeted by a BitLocker management policy without a Client Management rule"
+            }
+            BitLockerPolicy::WithClientManagement => {
+                "targeted by a BitLocker management policy with a Client Management rule"
+            }
+        }
+    }
+}
+
 /// Severity of a log line, as CMTrace's `type` attribute numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -508,6 +559,27 @@ impl EscrowRun {
 
     pub fn log(&self) -> &[LogLine] {
         &self.log
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_policy_with_client_management_contacts_the_recovery_service() {
+        assert!(BitLockerPolicy::WithClientManagement.contacts_recovery_service());
+        assert!(!BitLockerPolicy::WithoutClientManagement.contacts_recovery_service());
+        assert!(!BitLockerPolicy::NotTargeted.contacts_recovery_service());
+        assert_eq!(
+            BitLockerPolicy::default(),
+            BitLockerPolicy::WithClientManagement
+        );
+        assert!(BitLockerPolicy::NotTargeted.idle_log_line(1).is_none());
+        let line = BitLockerPolicy::WithoutClientManagement
+            .idle_log_line(5)
+            .expect("a line");
+        assert!(line.text.contains("no Client Management rule") && line.at_ms == 5);
     }
 }
 

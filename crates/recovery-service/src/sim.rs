@@ -300,6 +300,7 @@ impl Dialer for SimDialer {
 
 struct SimDevice {
     token: DeviceToken,
+    policy: crate::agent::BitLockerPolicy,
     management_points: Vec<ManagementPoint>,
     trust: Trust,
     tpm: tpm::SimulatedTpm,
@@ -337,6 +338,9 @@ pub struct EscrowSummary {
     /// What it acknowledged of the re-escrow after a rotation, in the same form; empty when
     /// nothing was rotated or the re-escrow failed.
     pub re_acknowledged: Vec<(String, KeyId, String)>,
+    /// The agent contacted the recovery service at all (its BitLocker management policy has a
+    /// Client Management rule: [`crate::agent::BitLockerPolicy`]).
+    pub contacted: bool,
 }
 
 /// What an escrow's reply acknowledged, as (kind, key ID, outcome); empty when it failed or
@@ -549,6 +553,7 @@ impl RecoveryLab {
             name.to_owned(),
             SimDevice {
                 token,
+                policy: crate::agent::BitLockerPolicy::default(),
                 management_points,
                 trust,
                 tpm,
@@ -561,6 +566,18 @@ impl RecoveryLab {
             name,
             format!("device enrolled with the recovery service; trusts {trust:?}"),
         );
+        Ok(())
+    }
+
+    /// The BitLocker management policy the device is targeted with (by default one with a
+    /// Client Management rule): only then does its agent contact the recovery service.
+    pub fn set_policy(
+        &mut self,
+        device: &str,
+        policy: crate::agent::BitLockerPolicy,
+    ) -> Result<(), SimError> {
+        self.device_mut(device)?.policy = policy;
+        self.event(device, format!("BitLocker management policy: {policy:?}"));
         Ok(())
     }
 
@@ -704,6 +721,28 @@ impl RecoveryLab {
         let Some(volume) = dev.volume.as_mut() else {
             return Err(SimError::NoBitLocker(name.to_owned()));
         };
+        if !dev.policy.contacts_recovery_service() {
+            dev.log.extend(dev.policy.idle_log_line(self.clock.now()));
+            self.event(
+                name,
+                format!(
+                    "the agent does not contact the recovery service: {}",
+                    dev.policy.describe()
+                ),
+            );
+            return Ok(EscrowSummary {
+                escrowed: false,
+                url: None,
+                failed_over_to_http: false,
+                failures: Vec::new(),
+                untrusted_certificate: false,
+                rotations: Vec::new(),
+                re_escrowed: None,
+                acknowledged: Vec::new(),
+                re_acknowledged: Vec::new(),
+                contacted: false,
+            });
+        }
         let report = self.rt.block_on(escrow_volume(
             &cfg,
             &self.dialer,
@@ -719,6 +758,7 @@ impl RecoveryLab {
         let acknowledged = acknowledged_by(Some(&report.outcome));
         let re_acknowledged = acknowledged_by(report.re_escrow.as_ref());
         let summary = EscrowSummary {
+            contacted: true,
             acknowledged,
             re_acknowledged,
             escrowed,

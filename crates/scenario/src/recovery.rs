@@ -222,6 +222,10 @@ pub fn run(
             .collect();
         lab.add_device(name, &urls, trust(spec.trust))
             .map_err(&lab_error)?;
+        let policy = recovery.policy_of(name);
+        if !recovery.policies.is_empty() {
+            lab.set_policy(name, policy).map_err(&lab_error)?;
+        }
         let (vol, keys) = unlocked_volume(source).ok_or_else(|| {
             loaded.error_at(spec.name.span(), "the volume's keys were already escrowed")
         })?;
@@ -248,8 +252,19 @@ pub fn run(
                 agent.urls.join(", "),
                 trust_words(agent.trust)
             ));
+            if !recovery.policies.is_empty() {
+                setup.push(format!(
+                    "BitLocker management policy: {}",
+                    policy.describe()
+                ));
+            }
             setup.push(format!(
-                "the agent escrows when BitLocker is enabled, a day before this boot (recovery key ID {}):",
+                "the agent {} when BitLocker is enabled, a day before this boot (recovery key ID {}):",
+                if policy.contacts_recovery_service() {
+                    "escrows"
+                } else {
+                    "runs"
+                },
                 short(&agent.key_id)
             ));
             for line in &lines {
@@ -620,6 +635,11 @@ pub fn cycle_result(summary: &EscrowSummary) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if !summary.contacted {
+        return "the recovery service is NOT contacted: no BitLocker management policy with a \
+                Client Management rule targets this client"
+            .to_string();
+    }
     if summary.escrowed {
         let mut text = format!(
             "escrowed to {}: the service acknowledged {}",

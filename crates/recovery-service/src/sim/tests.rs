@@ -203,3 +203,43 @@ fn a_public_ca_certificate_needs_no_configuration_on_the_client() {
         "{untrusted:?}"
     );
 }
+
+/// Issue 19: only a device targeted by a BitLocker management policy with a Client Management
+/// rule talks to the recovery service.
+#[test]
+fn only_a_policy_with_client_management_escrows() {
+    use crate::agent::BitLockerPolicy;
+    let mut lab = RecoveryLab::new(LabConfig::default()).expect("lab");
+    let mp = lab
+        .add_management_point("mp1.contoso.com", MpFace::Https)
+        .expect("mp");
+    for (pc, policy) in [
+        ("PC1", BitLockerPolicy::WithClientManagement),
+        ("PC2", BitLockerPolicy::WithoutClientManagement),
+        ("PC3", BitLockerPolicy::NotTargeted),
+    ] {
+        lab.add_device(pc, std::slice::from_ref(&mp), Trust::OrganisationRoot)
+            .expect("device");
+        lab.set_policy(pc, policy).expect("policy");
+        lab.enable_bitlocker(pc).expect("bitlocker");
+    }
+    let escrowed: Vec<(bool, bool)> = ["PC1", "PC2", "PC3"]
+        .iter()
+        .map(|pc| {
+            let s = lab.escrow(pc).expect("escrow");
+            (s.contacted, s.escrowed)
+        })
+        .collect();
+    assert_eq!(escrowed, [(true, true), (false, false), (false, false)]);
+    let devices: std::collections::BTreeSet<String> = lab
+        .stored_rows()
+        .expect("rows")
+        .into_iter()
+        .map(|r| r.device)
+        .collect();
+    assert_eq!(devices.into_iter().collect::<Vec<_>>(), ["PC1"]);
+    let pc2 = lab.handler_log("PC2").expect("log");
+    assert_eq!(pc2.len(), 1, "{pc2:?}");
+    assert!(pc2[0].contains("no Client Management rule"));
+    assert!(lab.handler_log("PC3").expect("log").is_empty());
+}

@@ -32,6 +32,44 @@ pub struct RecoverySpec {
     /// the first policy deployment).
     #[serde(default, with = "optional_duration")]
     pub encrypt_at: Option<Spanned<Duration>>,
+    /// `[[recovery.policy]]`: the BitLocker management policies deployed. None listed: every
+    /// client with an agent is targeted by one with a Client Management rule.
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicySpec>,
+}
+
+/// `[[recovery.policy]]`: a BitLocker management policy and the clients it targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    pub name: String,
+    /// Its Client Management page configures BitLocker Management Services (the rule that
+    /// makes clients escrow to the recovery service).
+    pub client_management: bool,
+    /// The clients (with `management_points`) it is deployed to.
+    pub targets: Vec<Spanned<String>>,
+}
+
+impl RecoverySpec {
+    /// The policy a client is targeted with, in the recovery service crate's terms.
+    pub fn policy_of(&self, client: &str) -> recovery_service::agent::BitLockerPolicy {
+        use recovery_service::agent::BitLockerPolicy;
+        if self.policies.is_empty() {
+            return BitLockerPolicy::WithClientManagement;
+        }
+        let targeting = self
+            .policies
+            .iter()
+            .filter(|p| p.targets.iter().any(|t| t.get_ref() == client));
+        let mut policy = BitLockerPolicy::NotTargeted;
+        for p in targeting {
+            if p.client_management {
+                return BitLockerPolicy::WithClientManagement;
+            }
+            policy = BitLockerPolicy::WithoutClientManagement;
+        }
+        policy
+    }
 }
 
 impl Default for RecoverySpec {
@@ -40,6 +78,7 @@ impl Default for RecoverySpec {
             database: DatabaseMode::default(),
             check_every: default_check_every(),
             encrypt_at: None,
+            policies: Vec::new(),
         }
     }
 }
@@ -294,6 +333,11 @@ pub fn check_references(loaded: &Loaded) -> Result<(), ScenarioError> {
     for expect in &s.escrow_expectations {
         agent(&expect.client)?;
     }
+    for policy in s.recovery.iter().flat_map(|r| &r.policies) {
+        for target in &policy.targets {
+            agent(target)?;
+        }
+    }
     for event in &s.events {
         if is_recovery_event(s, event) && lab_action(s, event).is_none() {
             return Err(loaded.error_at(
@@ -327,4 +371,27 @@ pub fn check_references(loaded: &Loaded) -> Result<(), ScenarioError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recovery_service::agent::BitLockerPolicy;
+
+    #[test]
+    fn a_client_talks_to_the_service_only_under_a_policy_with_client_management() {
+        let none: RecoverySpec = toml::from_str("").expect("empty");
+        assert_eq!(none.policy_of("pc1"), BitLockerPolicy::WithClientManagement);
+        let spec: RecoverySpec = toml::from_str(
+            "[[policy]]\nname = \"a\"\nclient_management = false\ntargets = [\"pc1\", \"pc2\"]\n\
+             [[policy]]\nname = \"b\"\nclient_management = true\ntargets = [\"pc2\"]\n",
+        )
+        .expect("policies");
+        assert_eq!(
+            spec.policy_of("pc1"),
+            BitLockerPolicy::WithoutClientManagement
+        );
+        assert_eq!(spec.policy_of("pc2"), BitLockerPolicy::WithClientManagement);
+        assert_eq!(spec.policy_of("pc3"), BitLockerPolicy::NotTargeted);
+    }
 }
