@@ -241,6 +241,9 @@ pub struct DomainSpec {
     /// seed says removes the protectors across the domain.
     #[serde(default)]
     pub certificate_policy: CertificatePolicy,
+    /// "Configure minimum PIN length for startup" (4 to 20 digits): a TPM+PIN protector whose
+    /// PIN is shorter is refused when BitLocker is enabled. Not configured: 4.
+    pub minimum_pin_length: Option<Spanned<u8>>,
 }
 
 /// The state of the domain's Network Unlock certificate policy.

@@ -34,8 +34,8 @@ use unlock_processor::{DecryptPool, ModelledCpu, ServerCpu};
 use unlock_server::provider::Provider;
 use unlock_server::service::UnlockService;
 use volume::policy::{
-    GroupPolicy, NetworkUnlockCertificate, NetworkUnlockCertificateStore, RebootOutcome,
-    apply_at_reboot,
+    GroupPolicy, MinimumPinLength, NetworkUnlockCertificate, NetworkUnlockCertificateStore,
+    RebootOutcome, apply_at_reboot,
 };
 use volume::{ProtectorKind, Volume};
 
@@ -684,6 +684,12 @@ fn clients(
 ) -> Result<Vec<ClientMachine>, ScenarioError> {
     let loaded = w.loaded;
     let s = &loaded.scenario;
+    if s.domain.minimum_pin_length.is_some() {
+        w.setup.push(format!(
+            "domain: Group Policy \"Configure minimum PIN length for startup\" is {} digits",
+            minimum_pin_length(loaded)?.digits()
+        ));
+    }
     let mut clients = Vec::new();
     for (group_index, spec) in s.clients.iter().enumerate() {
         let seeds: Vec<u64> = (0..spec.count)
@@ -1557,9 +1563,17 @@ fn history_on(
     let mut setup = Vec::new();
     let mut recovery_password = None;
     let volume_err = |err: volume::VolumeError| at(spec.name.span(), err.to_string());
+    let minimum_pin_length = minimum_pin_length(loaded)?;
     for protector in &spec.protectors {
         match protector.get_ref().parse::<ProtectorKind>() {
             Ok(ProtectorKind::TpmAndPin) => {
+                if let Err(refusal) = minimum_pin_length.check(&spec.pin) {
+                    setup.push(format!(
+                        "manage-bde -protectors -add -tpmandpin is refused: {refusal}; the \
+                         volume gets no TPM And PIN protector"
+                    ));
+                    continue;
+                }
                 volume
                     .add_tpm_and_pin_protector(&keys, tpm, pcrs, &spec.pin, rng)
                     .map_err(volume_err)?;
@@ -1673,6 +1687,15 @@ fn history_on(
         recovery_password,
         setup,
     })
+}
+
+/// The domain's "Configure minimum PIN length for startup", refused at its line outside 4 to 20.
+fn minimum_pin_length(loaded: &Loaded) -> Result<MinimumPinLength, ScenarioError> {
+    match &loaded.scenario.domain.minimum_pin_length {
+        None => Ok(MinimumPinLength::default()),
+        Some(digits) => MinimumPinLength::new(*digits.get_ref())
+            .map_err(|why| loaded.error_at(digits.span(), why)),
+    }
 }
 
 fn build_client(
@@ -1975,6 +1998,22 @@ mod tests {
 
     const SERVER: &str = "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
         [[wds]]\nname = \"wds\"\nsegment = \"corp\"\naddress = \"10.0.4.10/24\"\n";
+
+    #[test]
+    fn a_minimum_pin_length_outside_4_to_20_is_refused_at_its_line() {
+        for digits in [3, 21] {
+            let err = build_text(&format!(
+                "{SERVER}[domain]\nminimum_pin_length = {digits}\n"
+            ))
+            .err()
+            .expect("out of range");
+            assert_eq!(err.line, 11, "{err}");
+            assert!(err.message.contains("4 to 20"), "{err}");
+        }
+        let world =
+            build_text(&format!("{SERVER}[domain]\nminimum_pin_length = 20\n")).expect("in range");
+        assert!(world.setup.iter().any(|l| l.contains("is 20 digits")));
+    }
 
     #[test]
     fn a_modelled_processor_is_described_and_its_mistakes_are_located() {

@@ -3,6 +3,11 @@
 //!
 //! - "Require additional authentication at startup" with its TPM startup PIN option: whether a
 //!   TPM-only protector or a TPM+PIN protector may be added;
+//! - "Configure minimum PIN length for startup" ([`MinimumPinLength`]): a startup PIN has 4 to
+//!   20 digits, and the policy raises the floor (to at most 20). The policy is checked when a
+//!   PIN is set (`manage-bde -protectors -add -tpmandpin`), so a PIN set before the floor was
+//!   raised keeps working. Not configured, nulab keeps BitLocker's absolute floor of 4 (the
+//!   seed is silent on the default; later Windows releases ship a higher one);
 //! - "Allow network unlock at startup", and the client's Network Unlock certificate store
 //!   (FVE_NKP), which holds one certificate at a time;
 //! - "The Network (Certificate Based) protector will be added only after a reboot, with the
@@ -71,6 +76,74 @@ impl GroupPolicy {
             (ProtectorKind::NetworkUnlock, _) => Err(PolicyRefusal::NetworkUnlockByPolicyOnly),
             _ => Ok(()),
         }
+    }
+}
+
+/// "Configure minimum PIN length for startup": the fewest digits a new startup PIN may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct MinimumPinLength(u8);
+
+/// Why a startup PIN is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinRefusal {
+    #[error("a startup PIN is digits only")]
+    NotDigits,
+    #[error(
+        "the PIN has {digits} digit(s); Group Policy \"Configure minimum PIN length for \
+         startup\" requires at least {minimum}"
+    )]
+    TooShort { digits: usize, minimum: u8 },
+    #[error("the PIN has {digits} digits; a startup PIN has at most 20")]
+    TooLong { digits: usize },
+}
+
+impl MinimumPinLength {
+    /// BitLocker's own floor: a startup PIN has at least 4 digits whatever the policy says.
+    pub const FLOOR: u8 = 4;
+    /// The longest startup PIN, and the highest floor the policy may set.
+    pub const CEILING: u8 = 20;
+
+    /// The policy set to `digits`: refused (with why) outside 4 to 20.
+    pub fn new(digits: u8) -> Result<Self, String> {
+        if (Self::FLOOR..=Self::CEILING).contains(&digits) {
+            Ok(Self(digits))
+        } else {
+            Err(format!(
+                "a minimum PIN length is {} to {} digits, not {digits}",
+                Self::FLOOR,
+                Self::CEILING
+            ))
+        }
+    }
+
+    pub fn digits(self) -> u8 {
+        self.0
+    }
+
+    /// Whether `pin` may be set as a startup PIN under this policy.
+    pub fn check(self, pin: &str) -> Result<(), PinRefusal> {
+        if pin.is_empty() || !pin.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(PinRefusal::NotDigits);
+        }
+        let digits = pin.len();
+        if digits > usize::from(Self::CEILING) {
+            return Err(PinRefusal::TooLong { digits });
+        }
+        if digits < usize::from(self.0) {
+            return Err(PinRefusal::TooShort {
+                digits,
+                minimum: self.0,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for MinimumPinLength {
+    /// Not configured: BitLocker's floor of 4.
+    fn default() -> Self {
+        Self(Self::FLOOR)
     }
 }
 
@@ -281,6 +354,42 @@ mod tests {
         assert_eq!(
             GroupPolicy::default().permits(ProtectorKind::RecoveryPassword),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_startup_pin_has_4_to_20_digits_and_the_policy_raises_the_floor() {
+        let default = MinimumPinLength::default();
+        assert_eq!(default.check("1234"), Ok(()));
+        assert_eq!(
+            default.check("123"),
+            Err(PinRefusal::TooShort {
+                digits: 3,
+                minimum: 4
+            })
+        );
+        assert_eq!(default.check(&"1".repeat(20)), Ok(()));
+        assert_eq!(
+            default.check(&"1".repeat(21)),
+            Err(PinRefusal::TooLong { digits: 21 })
+        );
+        assert_eq!(default.check("12a4"), Err(PinRefusal::NotDigits));
+        assert_eq!(default.check(""), Err(PinRefusal::NotDigits));
+        let eight = MinimumPinLength::new(8).expect("in range");
+        assert!(eight.check("246810").is_err());
+        assert_eq!(eight.check("24681012"), Ok(()));
+        assert!(
+            eight
+                .check("246810")
+                .map_err(|e| e.to_string())
+                .unwrap_err()
+                .contains("at least 8")
+        );
+        assert!(MinimumPinLength::new(3).is_err());
+        assert!(MinimumPinLength::new(21).is_err());
+        assert_eq!(
+            MinimumPinLength::new(20).map(MinimumPinLength::digits),
+            Ok(20)
         );
     }
 
