@@ -21,7 +21,8 @@
 //! [`Validity::years_from`] (now), [`CertificateRequest::with_subject`],
 //! [`CertificateRequest::self_signed_from_seed`] or [`CertificateRequest::self_signed`], then
 //! [`files::save_cer_and_pfx`]. For `nulab cert show FILE [--password P] [--json]`:
-//! [`files::load_bundle`] then [`CertificateView::of_bundle`].
+//! [`files::load_bundle`] then [`CertificateView::of_bundle`]; with `--template`,
+//! [`template::judge`], the seed's certificate template step by step.
 
 pub mod certificate;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod import;
 pub mod oid;
 pub mod pfx;
 mod purposes;
+pub mod template;
 pub mod view;
 
 pub use certificate::{Certificate, CertificateBundle, KeyUsage, PrivateKey};
@@ -41,4 +43,5 @@ pub use fitness::{NetworkUnlockCertificate, ProviderCertificate, Unfit, UnfitRea
 pub use generate::{CertificateAuthority, CertificateRequest, Validity};
 /// The SHA-1 certificate thumbprint: one type for the wire, the policy file and this crate.
 pub use nkpu::Thumbprint;
+pub use template::{TemplateJudgement, TemplateStep, Verdict};
 pub use view::CertificateView;

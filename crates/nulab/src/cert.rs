@@ -1,6 +1,8 @@
 //! `nulab cert new|show`: make a Network Unlock certificate as the seed's `certreq` example
 //! does, and look at one (any `.cer`, `.pfx` or PEM) the way an admin checks it before deploying.
-//! Exit code of `show`: 0 when the certificate is fit for Network Unlock, 1 when it is not.
+//! Exit code of `show`: 0 when the certificate is fit for Network Unlock, 1 when it is not;
+//! with `--template`, also 1 when it shows a step of the seed's certificate template missed
+//! (`certificates::template`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +51,11 @@ pub enum CertCommand {
         /// Password of a .pfx
         #[arg(long)]
         password: Option<String>,
+        /// Also judge it against the seed's certificate template (purpose Encryption,
+        /// exportable private key, minimum key size 2048, the BitLocker Network Unlock
+        /// application policy, critical keyEncipherment) and name each step missed
+        #[arg(long)]
+        template: bool,
         #[arg(long)]
         json: bool,
     },
@@ -110,18 +117,37 @@ pub fn run(cmd: CertCommand) -> Result<ExitCode> {
         CertCommand::Show {
             file,
             password,
+            template,
             json,
         } => {
             let (name, data) = crate::read_input(&file)?;
             let bundle = certificates::import::read(&data, password.as_deref())
                 .with_context(|| name.clone())?;
             let view = CertificateView::of_bundle(&bundle);
+            let judgement = template.then(|| {
+                let from_pfx = certificates::import::detect_format(&data)
+                    == certificates::import::FileFormat::Pfx;
+                certificates::template::judge(&bundle, from_pfx)
+            });
             if json {
-                output::json(&view)?;
+                match &judgement {
+                    None => output::json(&view)?,
+                    Some(judgement) => {
+                        let mut value = serde_json::to_value(&view)?;
+                        if let Some(object) = value.as_object_mut() {
+                            object.insert("template".into(), serde_json::to_value(judgement)?);
+                        }
+                        output::json(&value)?;
+                    }
+                }
             } else {
                 out!("{view}")?;
+                if let Some(judgement) = &judgement {
+                    out!("\n{judgement}")?;
+                }
             }
-            Ok(if view.network_unlock.fit {
+            let template_followed = judgement.as_ref().is_none_or(|j| j.followed);
+            Ok(if view.network_unlock.fit && template_followed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

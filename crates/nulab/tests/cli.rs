@@ -384,6 +384,61 @@ mod cert {
             .map(|r| r["code"].as_str().unwrap())
             .collect();
         assert!(codes.contains(&"missing-network-unlock-eku"), "{codes:?}");
+
+        // The seed's template: an openssl default certificate misses its purpose and policy.
+        let out = nulab(&[
+            "cert",
+            "show",
+            "--template",
+            "--json",
+            pem.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(view["template"]["followed"], false);
+        let missed: Vec<&str> = view["template"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["verdict"] == "missed")
+            .map(|s| s["code"].as_str().unwrap())
+            .collect();
+        assert!(missed.contains(&"application-policy"), "{missed:?}");
+    }
+
+    #[test]
+    fn show_template_judges_the_seed_template_step_by_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().to_str().unwrap();
+        stdout(&nulab(&["cert", "new", "--out", out, "--seed", "1"]));
+        let pfx = dir.path().join("BitLocker-NetworkUnlock.pfx");
+        let cer = dir.path().join("BitLocker-NetworkUnlock.cer");
+        let text = stdout(&nulab(&[
+            "cert",
+            "show",
+            "--template",
+            pfx.to_str().unwrap(),
+        ]));
+        for step in ["step 5", "step 6", "steps 10 to 14", "step 15"] {
+            assert!(text.contains(&format!("[ok] {step}")), "{step}: {text}");
+        }
+        // A .cer holds no key: the exportable-key step cannot be judged from it, and is not
+        // counted as missed.
+        let view: serde_json::Value = serde_json::from_str(&stdout(&nulab(&[
+            "cert",
+            "show",
+            "--template",
+            "--json",
+            cer.to_str().unwrap(),
+        ])))
+        .unwrap();
+        assert_eq!(view["template"]["followed"], true);
+        assert_eq!(
+            view["template"]["steps"][1]["code"],
+            "private-key-exportable"
+        );
+        assert_eq!(view["template"]["steps"][1]["verdict"], "cannot-tell");
+        assert_eq!(view["network_unlock"]["fit"], true);
     }
 }
 
