@@ -342,6 +342,7 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
                 .map(|u| ManagementPoint::parse(u).with_context(|| format!("--mp {u}")))
                 .collect::<Result<Vec<_>>>()?;
             let cfg = AgentConfig {
+                client_certificate: None,
                 management_points: mps,
                 roots: load_roots(&roots)?,
                 token: DeviceToken(token),

@@ -133,6 +133,34 @@ impl RootCa {
     }
 }
 
+impl RootCa {
+    /// A client-authentication certificate for a device (`name`, its common name), as a PKI's
+    /// autoenrolment gives ConfigMgr clients that talk to an HTTPS management point.
+    pub fn issue_client(
+        &self,
+        name: &str,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<ServerIdentity, PkiError> {
+        let (key, key_der) = ed25519_key(rng)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(serial(rng));
+        fixed_validity(&mut params);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ServerIdentity {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -540,6 +540,37 @@ pub fn plain_http_router() -> Router {
         .layer(DefaultBodyLimit::max(0))
 }
 
+/// A rustls server configuration that also requires every client to present a certificate
+/// chaining to one of `client_roots` (an HTTPS management point: ConfigMgr clients present a
+/// PKI client-authentication certificate), its validity judged at the time `time` gives. It
+/// speaks TLS 1.2, as management points of that era do, where a client without a certificate
+/// fails the handshake itself (under TLS 1.3 the refusal would arrive after the handshake and
+/// read as a closed connection).
+pub fn tls_config_requiring_client_certificates(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: &[CertificateDer<'static>],
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for r in client_roots {
+        roots.add(r.clone())?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| ServeError::Pem(format!("client certificate verifier: {e}")))?;
+    let mut cfg = rustls::ServerConfig::builder_with_details(provider, time)
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// A rustls server configuration from a certificate chain and its key.
 pub fn tls_config(
     chain: Vec<CertificateDer<'static>>,

@@ -132,6 +132,9 @@ pub enum CertificateIssuer {
     /// A public, globally trusted CA (DigiCert and the like): every Windows client trusts it
     /// with no configuration, because its root ships with Windows.
     Public,
+    /// The site itself (enhanced HTTP): the site server's self-signed "SMS Issuing" root,
+    /// which every client assigned to the site trusts with no PKI.
+    Site,
 }
 
 impl CertificateIssuer {
@@ -143,6 +146,75 @@ impl CertificateIssuer {
             }
             CertificateIssuer::Public => {
                 "issued by a public CA (Public Trust Root CA): clients trust it with no configuration, its root ships with Windows"
+            }
+            CertificateIssuer::Site => {
+                "issued by the site (SMS Issuing): every client assigned to the site trusts it, no PKI involved"
+            }
+        }
+    }
+}
+
+/// The seed's three ways to protect the recovery service on a management point, each with the
+/// Configuration Manager version that brought it, what it asks of clients and what it
+/// protects. The lab enforces the requirements (a client certificate for an HTTPS management
+/// point, the issuer's root for the others); what each protects beyond the recovery service
+/// is the management point's other client traffic, which the lab does not carry: it is said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protection {
+    /// The management point's client connections are HTTPS (1910 and later).
+    HttpsManagementPoint,
+    /// Only the IIS website hosting the recovery service is HTTPS, on a management point
+    /// whose client connections stay HTTP (2002 and later).
+    HttpsWebsite,
+    /// The site uses enhanced HTTP (2103 and later).
+    EnhancedHttp,
+}
+
+impl Protection {
+    /// The first Configuration Manager version that offers it.
+    pub fn since_version(self) -> u32 {
+        match self {
+            Protection::HttpsManagementPoint => 1910,
+            Protection::HttpsWebsite => 2002,
+            Protection::EnhancedHttp => 2103,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protection::HttpsManagementPoint => "management point on HTTPS",
+            Protection::HttpsWebsite => "HTTPS IIS website on an HTTP management point",
+            Protection::EnhancedHttp => "enhanced HTTP",
+        }
+    }
+
+    /// What a client needs to escrow through it.
+    pub fn requires(self) -> &'static str {
+        match self {
+            Protection::HttpsManagementPoint => {
+                "a PKI client authentication certificate on every client, and trust in the root that issued the management point's certificate"
+            }
+            Protection::HttpsWebsite => {
+                "trust in the root that issued the website's server authentication certificate (a public CA, or the organisation's root added by Group Policy); no client certificate"
+            }
+            Protection::EnhancedHttp => {
+                "nothing beyond site assignment: the site issues the certificate and its clients trust the site; no PKI"
+            }
+        }
+    }
+
+    /// What travels encrypted.
+    pub fn protects(self) -> &'static str {
+        match self {
+            Protection::HttpsManagementPoint => {
+                "every client connection to the management point (policy, inventory, status) and the recovery service"
+            }
+            Protection::HttpsWebsite => {
+                "the recovery service only: the management point's other client traffic stays HTTP"
+            }
+            Protection::EnhancedHttp => {
+                "the recovery service and the site's sensitive client traffic, over the site-issued certificate"
             }
         }
     }
@@ -300,6 +372,7 @@ impl Dialer for SimDialer {
 
 struct SimDevice {
     token: DeviceToken,
+    client_certificate: Option<crate::agent::shell::ClientCertificate>,
     policy: crate::agent::BitLockerPolicy,
     management_points: Vec<ManagementPoint>,
     trust: Trust,
@@ -329,6 +402,8 @@ pub struct EscrowSummary {
     pub failures: Vec<(String, String)>,
     /// The first failure was an untrusted server certificate.
     pub untrusted_certificate: bool,
+    /// An HTTPS management point refused the handshake for want of a client certificate.
+    pub client_certificate_required: bool,
     /// Rotations of disclosed recovery passwords, (old key ID, new key ID).
     pub rotations: Vec<(KeyId, KeyId)>,
     pub re_escrowed: Option<bool>,
@@ -380,6 +455,9 @@ pub struct RecoveryLab {
     dialer: SimDialer,
     org_ca: RootCa,
     public_ca: RootCa,
+    /// Enhanced HTTP's "SMS Issuing" root (its own stream: the other certificates are as
+    /// they were before it existed).
+    site_ca: RootCa,
     pki_rng: ChaCha20Rng,
     devices: BTreeMap<String, SimDevice>,
     operators: BTreeMap<String, OperatorToken>,
@@ -421,6 +499,10 @@ impl RecoveryLab {
         let mut pki_rng = stream(cfg.seed, "recovery-service/pki");
         let org_ca = RootCa::generate("Contoso Root CA", &mut pki_rng)?;
         let public_ca = RootCa::generate("Public Trust Root CA", &mut pki_rng)?;
+        let site_ca = RootCa::generate(
+            "SMS Issuing",
+            &mut stream(cfg.seed, "recovery-service/site-pki"),
+        )?;
         let dialer = SimDialer {
             hosts: Arc::default(),
             acceptors: Arc::default(),
@@ -438,6 +520,7 @@ impl RecoveryLab {
             dialer,
             org_ca,
             public_ca,
+            site_ca,
             pki_rng,
             devices: BTreeMap::new(),
             operators: BTreeMap::new(),
@@ -490,12 +573,40 @@ impl RecoveryLab {
         face: MpFace,
         issuer: CertificateIssuer,
     ) -> Result<String, SimError> {
+        self.add_management_point_protected(host, face, issuer, None)
+    }
+
+    /// [`Self::add_management_point_issued`] protected one of the seed's three ways: an HTTPS
+    /// management point also requires a client certificate from the organisation's PKI;
+    /// enhanced HTTP's certificate is the site's whatever `issuer` says.
+    pub fn add_management_point_protected(
+        &mut self,
+        host: &str,
+        face: MpFace,
+        issuer: CertificateIssuer,
+        protection: Option<Protection>,
+    ) -> Result<String, SimError> {
+        let issuer = if protection == Some(Protection::EnhancedHttp) {
+            CertificateIssuer::Site
+        } else {
+            issuer
+        };
         let ca = match issuer {
             CertificateIssuer::Organisation => &self.org_ca,
             CertificateIssuer::Public => &self.public_ca,
+            CertificateIssuer::Site => &self.site_ca,
         };
         let identity = ca.issue_server(&[host.to_owned()], &mut self.pki_rng)?;
-        let tls = crate::server::tls_config(identity.chain, identity.key)?;
+        let tls = if protection == Some(Protection::HttpsManagementPoint) {
+            crate::server::tls_config_requiring_client_certificates(
+                identity.chain,
+                identity.key,
+                std::slice::from_ref(self.org_ca.der()),
+                Arc::new(self.clock.clone()),
+            )?
+        } else {
+            crate::server::tls_config(identity.chain, identity.key)?
+        };
         self.dialer
             .acceptors
             .lock()
@@ -553,6 +664,7 @@ impl RecoveryLab {
             name.to_owned(),
             SimDevice {
                 token,
+                client_certificate: None,
                 policy: crate::agent::BitLockerPolicy::default(),
                 management_points,
                 trust,
@@ -578,6 +690,22 @@ impl RecoveryLab {
     ) -> Result<(), SimError> {
         self.device_mut(device)?.policy = policy;
         self.event(device, format!("BitLocker management policy: {policy:?}"));
+        Ok(())
+    }
+
+    /// The organisation's PKI enrols the device for a client-authentication certificate (what
+    /// an HTTPS management point asks every client for).
+    pub fn issue_client_certificate(&mut self, device: &str) -> Result<(), SimError> {
+        let identity = self.org_ca.issue_client(device, &mut self.pki_rng)?;
+        self.device_mut(device)?.client_certificate =
+            Some(crate::agent::shell::ClientCertificate {
+                chain: identity.chain,
+                key: Arc::new(identity.key),
+            });
+        self.event(
+            device,
+            "PKI client authentication certificate enrolled".into(),
+        );
         Ok(())
     }
 
@@ -687,13 +815,16 @@ impl RecoveryLab {
     }
 
     fn agent_config(&self, dev: &SimDevice) -> AgentConfig {
-        let mut roots = vec![self.public_ca.der().clone()];
+        // Every managed client trusts the public roots and its site's (enhanced HTTP), and the
+        // organisation's root where Group Policy added it.
+        let mut roots = vec![self.public_ca.der().clone(), self.site_ca.der().clone()];
         if dev.trust == Trust::OrganisationRoot {
             roots.push(self.org_ca.der().clone());
         }
         AgentConfig {
             management_points: dev.management_points.clone(),
             roots,
+            client_certificate: dev.client_certificate.clone(),
             token: dev.token.clone(),
             policy: self.cfg.retry,
             log_file: None,
@@ -736,6 +867,7 @@ impl RecoveryLab {
                 failed_over_to_http: false,
                 failures: Vec::new(),
                 untrusted_certificate: false,
+                client_certificate_required: false,
                 rotations: Vec::new(),
                 re_escrowed: None,
                 acknowledged: Vec::new(),
@@ -768,6 +900,9 @@ impl RecoveryLab {
                 failures.first(),
                 Some((_, ContactFailure::UntrustedCertificate(_)))
             ),
+            client_certificate_required: failures.iter().any(|(_, f)| {
+                matches!(f, ContactFailure::Tls(why) if why.contains("CertificateRequired"))
+            }),
             failures: failures
                 .iter()
                 .map(|(u, f)| (u.clone(), f.to_string()))
@@ -887,7 +1022,11 @@ impl RecoveryLab {
         // The helpdesk's workstation is the organisation's: it trusts the public roots and the
         // organisation's root, whichever issued the management point's certificate.
         let tls = client_tls_at(
-            &[self.org_ca.der().clone(), self.public_ca.der().clone()],
+            &[
+                self.org_ca.der().clone(),
+                self.public_ca.der().clone(),
+                self.site_ca.der().clone(),
+            ],
             self.clock.tls_time(),
         )?;
         let query = body.key_id.clone();

@@ -131,6 +131,7 @@ impl Lab {
     }
     fn agent(&self, mps: Vec<ManagementPoint>, token: DeviceToken) -> AgentConfig {
         AgentConfig {
+            client_certificate: None,
             management_points: mps,
             roots: vec![self.pki.root.clone()],
             token,

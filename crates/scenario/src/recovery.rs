@@ -26,7 +26,7 @@ use std::time::Duration;
 use recovery_service::record::{KeyId, MaterialKind};
 use recovery_service::sim::{
     CertificateIssuer, DEFAULT_START_MS, DatabaseView, EscrowSummary, LabConfig, MpFace,
-    RecoveryLab, SimError, Trust,
+    Protection, RecoveryLab, SimError, Trust,
 };
 use recovery_service::store::{AuditEntry, HelpdeskRole};
 use recovery_service::wire::RecoverBody;
@@ -177,14 +177,35 @@ pub fn run(
     let mut urls_by_mp = Vec::new();
     let mut management_points = Vec::new();
     for mp in &s.management_points {
+        let protection = mp.protection.as_ref().map(|p| p.get_ref().protection());
         let url = lab
-            .add_management_point_issued(mp.name.get_ref(), face(mp.face), issuer(mp.certificate))
+            .add_management_point_protected(
+                mp.name.get_ref(),
+                face(mp.face),
+                issuer(mp.certificate),
+                protection,
+            )
             .map_err(&lab_error)?;
-        if let Some(certificate) = mp.certificate {
+        if let Some(p) = protection {
+            management_points.push(format!(
+                "{}: {} (Configuration Manager {} and later); requires {}; protects {}",
+                mp.name.get_ref(),
+                p.name(),
+                p.since_version(),
+                p.requires(),
+                p.protects()
+            ));
+        }
+        if mp.certificate.is_some() || protection.is_some() {
+            let issuer = if protection == Some(Protection::EnhancedHttp) {
+                CertificateIssuer::Site
+            } else {
+                issuer(mp.certificate)
+            };
             management_points.push(format!(
                 "{}: server authentication certificate {}",
                 mp.name.get_ref(),
-                issuer(Some(certificate)).describe()
+                issuer.describe()
             ));
         }
         urls_by_mp.push((mp.name.get_ref().clone(), url));
@@ -222,6 +243,13 @@ pub fn run(
             .collect();
         lab.add_device(name, &urls, trust(spec.trust))
             .map_err(&lab_error)?;
+        let certified = recovery
+            .client_certificates
+            .iter()
+            .any(|c| c.get_ref() == name);
+        if certified {
+            lab.issue_client_certificate(name).map_err(&lab_error)?;
+        }
         let policy = recovery.policy_of(name);
         if !recovery.policies.is_empty() {
             lab.set_policy(name, policy).map_err(&lab_error)?;
@@ -257,6 +285,12 @@ pub fn run(
                     "BitLocker management policy: {}",
                     policy.describe()
                 ));
+            }
+            if certified {
+                setup.push(
+                    "holds a PKI client authentication certificate from the organisation's CA"
+                        .to_string(),
+                );
             }
             setup.push(format!(
                 "the agent {} when BitLocker is enabled, a day before this boot (recovery key ID {}):",
@@ -661,6 +695,9 @@ pub fn cycle_result(summary: &EscrowSummary) -> String {
              which never receives recovery information"
         } else if summary.untrusted_certificate {
             "the management point's server certificate is not trusted"
+        } else if summary.client_certificate_required {
+            "the HTTPS management point requires a PKI client authentication certificate, which \
+             this client does not have"
         } else {
             "no management point took it"
         };

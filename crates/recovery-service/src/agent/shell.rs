@@ -13,7 +13,7 @@ use hyper::{Request, http};
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls::time_provider::TimeProvider;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -82,6 +82,22 @@ pub fn client_tls_at(
     roots: &[CertificateDer<'static>],
     time: Option<Arc<dyn TimeProvider>>,
 ) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    client_tls_with(roots, time, None)
+}
+
+/// A device's PKI client-authentication certificate (an HTTPS management point asks for it).
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+}
+
+/// [`client_tls_at`] presenting `client` when the server asks for a certificate.
+pub fn client_tls_with(
+    roots: &[CertificateDer<'static>],
+    time: Option<Arc<dyn TimeProvider>>,
+    client: Option<&ClientCertificate>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut store = RootCertStore::empty();
     for r in roots {
         store.add(r.clone())?;
@@ -91,10 +107,13 @@ pub fn client_tls_at(
         Some(t) => rustls::ClientConfig::builder_with_details(provider, t),
         None => rustls::ClientConfig::builder_with_provider(provider),
     };
-    let mut cfg = builder
+    let builder = builder
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(store)
-        .with_no_client_auth();
+        .with_root_certificates(store);
+    let mut cfg = match client {
+        Some(c) => builder.with_client_auth_cert(c.chain.clone(), c.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -342,6 +361,8 @@ pub async fn probe_plain_http<D: Dialer>(dialer: &D, mp: &ManagementPoint) -> Co
 pub struct AgentConfig {
     pub management_points: Vec<ManagementPoint>,
     pub roots: Vec<CertificateDer<'static>>,
+    /// The device's PKI client-authentication certificate, if it has one.
+    pub client_certificate: Option<ClientCertificate>,
     pub token: DeviceToken,
     pub policy: RetryPolicy,
     /// Where `BitLockerManagementHandler.log` is appended, if anywhere.
@@ -405,7 +426,11 @@ pub async fn escrow_at<D: Dialer, C: AgentClock>(
     clock: &C,
     records: &[EscrowRecord],
 ) -> Result<AgentReport, rustls::Error> {
-    let tls = client_tls_at(&cfg.roots, clock.tls_time())?;
+    let tls = client_tls_with(
+        &cfg.roots,
+        clock.tls_time(),
+        cfg.client_certificate.as_ref(),
+    )?;
     let mut run = EscrowRun::new(&cfg.management_points, cfg.policy);
     loop {
         let now = clock.now_ms();

@@ -243,3 +243,71 @@ fn only_a_policy_with_client_management_escrows() {
     assert!(pc2[0].contains("no Client Management rule"));
     assert!(lab.handler_log("PC3").expect("log").is_empty());
 }
+
+/// Issue 19: the seed's three ways to protect the recovery service, and what each asks of a
+/// client. An HTTPS management point wants a PKI client certificate; an HTTPS website on an
+/// HTTP management point only the issuer's root; enhanced HTTP nothing but site assignment.
+#[test]
+fn each_protection_asks_its_own_of_clients() {
+    let mut lab = RecoveryLab::new(LabConfig::default()).expect("lab");
+    let mp1 = lab
+        .add_management_point_protected(
+            "mp1.contoso.com",
+            MpFace::Https,
+            CertificateIssuer::Organisation,
+            Some(Protection::HttpsManagementPoint),
+        )
+        .expect("mp1");
+    let mp2 = lab
+        .add_management_point_protected(
+            "mp2.contoso.com",
+            MpFace::Https,
+            CertificateIssuer::Organisation,
+            Some(Protection::HttpsWebsite),
+        )
+        .expect("mp2");
+    let mp3 = lab
+        .add_management_point_protected(
+            "mp3.contoso.com",
+            MpFace::Https,
+            CertificateIssuer::Organisation,
+            Some(Protection::EnhancedHttp),
+        )
+        .expect("mp3");
+    let devices = [
+        ("PC1", &mp1, Trust::OrganisationRoot, true),
+        ("PC2", &mp1, Trust::OrganisationRoot, false),
+        ("PC3", &mp2, Trust::OrganisationRoot, false),
+        ("PC4", &mp2, Trust::PublicRootsOnly, false),
+        ("PC5", &mp3, Trust::PublicRootsOnly, false),
+    ];
+    for (pc, mp, trust, certificate) in devices {
+        lab.add_device(pc, std::slice::from_ref(mp), trust)
+            .expect("device");
+        if certificate {
+            lab.issue_client_certificate(pc)
+                .expect("client certificate");
+        }
+        lab.enable_bitlocker(pc).expect("bitlocker");
+    }
+    let got: Vec<(&str, bool)> = devices
+        .iter()
+        .map(|(pc, ..)| (*pc, lab.escrow(pc).expect("escrow").escrowed))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("PC1", true),
+            ("PC2", false),
+            ("PC3", true),
+            ("PC4", false),
+            ("PC5", true)
+        ]
+    );
+    let pc2 = lab.handler_log("PC2").expect("log").join("\n");
+    assert!(pc2.contains("CertificateRequired"), "{pc2}");
+    assert!(
+        Protection::HttpsWebsite.since_version() > Protection::HttpsManagementPoint.since_version()
+    );
+    assert!(Protection::EnhancedHttp.since_version() > Protection::HttpsWebsite.since_version());
+}

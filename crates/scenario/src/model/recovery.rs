@@ -36,6 +36,13 @@ pub struct RecoverySpec {
     /// client with an agent is targeted by one with a Client Management rule.
     #[serde(default, rename = "policy")]
     pub policies: Vec<PolicySpec>,
+    /// The Configuration Manager version of the site (`2103`); a protection newer than it is
+    /// refused. Absent: no check.
+    pub site_version: Option<Spanned<u32>>,
+    /// Clients the organisation's PKI enrolled for a client authentication certificate (what
+    /// an HTTPS management point asks for).
+    #[serde(default)]
+    pub client_certificates: Vec<Spanned<String>>,
 }
 
 /// `[[recovery.policy]]`: a BitLocker management policy and the clients it targets.
@@ -79,6 +86,8 @@ impl Default for RecoverySpec {
             check_every: default_check_every(),
             encrypt_at: None,
             policies: Vec::new(),
+            site_version: None,
+            client_certificates: Vec::new(),
         }
     }
 }
@@ -133,6 +142,32 @@ pub struct ManagementPointSpec {
     /// organisation's PKI, trusted once Group Policy adds its root) or `public-ca` (a public
     /// CA whose root ships with Windows, trusted with no configuration).
     pub certificate: Option<CertificateSpec>,
+    /// How the recovery service is protected, the seed's three ways:
+    /// `https-management-point` (1910: the management point's client connections are HTTPS;
+    /// clients need a PKI client certificate), `https-website` (2002: only the IIS website is
+    /// HTTPS on an HTTP management point) or `enhanced-http` (2103: the site issues the
+    /// certificate). Absent: an HTTPS website or management point, as before.
+    pub protection: Option<Spanned<ProtectionSpec>>,
+}
+
+/// `[[management_point]] protection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtectionSpec {
+    HttpsManagementPoint,
+    HttpsWebsite,
+    EnhancedHttp,
+}
+
+impl ProtectionSpec {
+    pub fn protection(self) -> recovery_service::sim::Protection {
+        use recovery_service::sim::Protection;
+        match self {
+            ProtectionSpec::HttpsManagementPoint => Protection::HttpsManagementPoint,
+            ProtectionSpec::HttpsWebsite => Protection::HttpsWebsite,
+            ProtectionSpec::EnhancedHttp => Protection::EnhancedHttp,
+        }
+    }
 }
 
 /// `[[management_point]] certificate`.
@@ -338,6 +373,50 @@ pub fn check_references(loaded: &Loaded) -> Result<(), ScenarioError> {
             agent(target)?;
         }
     }
+    for client in s.recovery.iter().flat_map(|r| &r.client_certificates) {
+        agent(client)?;
+    }
+    let site_version = s.recovery.as_ref().and_then(|r| r.site_version.as_ref());
+    if let Some(version) = site_version
+        && *version.get_ref() < 1910
+    {
+        return Err(loaded.error_at(
+            version.span(),
+            "BitLocker management in Configuration Manager starts with version 1910",
+        ));
+    }
+    for mp in &s.management_points {
+        let Some(protection) = &mp.protection else {
+            continue;
+        };
+        let p = protection.get_ref().protection();
+        if mp.face == FaceSpec::Http {
+            return Err(loaded.error_at(
+                protection.span(),
+                "a management point with `face = \"http\"` has no HTTPS at all: give it \
+                 `face = \"https\"` (or \"down\") to protect it",
+            ));
+        }
+        if p == recovery_service::sim::Protection::EnhancedHttp && mp.certificate.is_some() {
+            return Err(loaded.error_at(
+                protection.span(),
+                "with enhanced HTTP the site issues the certificate: remove `certificate`",
+            ));
+        }
+        if let Some(version) = site_version
+            && *version.get_ref() < p.since_version()
+        {
+            return Err(loaded.error_at(
+                protection.span(),
+                format!(
+                    "{} needs Configuration Manager {} or later; the site is version {}",
+                    p.name(),
+                    p.since_version(),
+                    version.get_ref()
+                ),
+            ));
+        }
+    }
     for event in &s.events {
         if is_recovery_event(s, event) && lab_action(s, event).is_none() {
             return Err(loaded.error_at(
@@ -393,5 +472,59 @@ mod tests {
         );
         assert_eq!(spec.policy_of("pc2"), BitLockerPolicy::WithClientManagement);
         assert_eq!(spec.policy_of("pc3"), BitLockerPolicy::NotTargeted);
+    }
+
+    fn scenario(recovery: &str, mp: &str) -> String {
+        format!(
+            "title = \"t\"\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
+             [recovery]\n{recovery}\n[[management_point]]\nname = \"mp1.contoso.com\"\n{mp}\n\
+             [[client]]\nname = \"pc1\"\nprotectors = [\"tpm\", \"recovery-password\"]\n\
+             management_points = [\"mp1.contoso.com\"]\n[[client.adapter]]\nsegment = \"corp\"\n\
+             [[expect_escrow]]\nclient = \"pc1\"\nescrowed = true\n"
+        )
+    }
+
+    fn error_of(text: String) -> String {
+        match super::super::parse(std::path::Path::new("t.toml"), text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_protection_newer_than_the_site_is_refused_at_its_line() {
+        let ok = error_of(scenario(
+            "site_version = 2103",
+            "face = \"https\"\nprotection = \"enhanced-http\"",
+        ));
+        assert_eq!(ok, "");
+        let old = error_of(scenario(
+            "site_version = 2002",
+            "face = \"https\"\nprotection = \"enhanced-http\"",
+        ));
+        assert!(
+            old.starts_with("t.toml:10:") && old.contains("needs Configuration Manager 2103"),
+            "{old}"
+        );
+        let website = error_of(scenario(
+            "site_version = 1910",
+            "face = \"https\"\nprotection = \"https-website\"",
+        ));
+        assert!(website.contains("2002 or later"), "{website}");
+        let http = error_of(scenario(
+            "",
+            "face = \"http\"\nprotection = \"https-website\"",
+        ));
+        assert!(http.contains("no HTTPS at all"), "{http}");
+        let site_cert = error_of(scenario(
+            "",
+            "face = \"https\"\ncertificate = \"public-ca\"\nprotection = \"enhanced-http\"",
+        ));
+        assert!(
+            site_cert.contains("the site issues the certificate"),
+            "{site_cert}"
+        );
+        let later = error_of(scenario("encrypt_at = \"1m\"", "face = \"https\""));
+        assert!(later.contains("database = \"unencrypted\""), "{later}");
     }
 }
