@@ -145,13 +145,11 @@ pub fn judge(bundle: &CertificateBundle, from_pfx: bool) -> TemplateJudgement {
     });
 
     let policies = cert.application_policies();
-    let (listed, where_) = if cert.facts().application_policies.is_some() {
-        (policies, "application policies")
+    let has_policies = cert.facts().application_policies.is_some();
+    let listed = if has_policies {
+        policies
     } else {
-        (
-            cert.extended_key_usages(),
-            "EKU (no application policies extension)",
-        )
+        cert.extended_key_usages()
     };
     let names_network_unlock = listed.iter().any(|p| p == oid::NETWORK_UNLOCK);
     let leftovers: Vec<&str> = USER_TEMPLATE_PURPOSES
@@ -170,8 +168,16 @@ pub fn judge(bundle: &CertificateBundle, from_pfx: bool) -> TemplateJudgement {
         } else {
             Verdict::Missed
         },
-        evidence: if !names_network_unlock {
-            format!("the {where_} do not name {}", oid::NETWORK_UNLOCK)
+        evidence: if !names_network_unlock && has_policies {
+            format!(
+                "the application policies do not name {}",
+                oid::NETWORK_UNLOCK
+            )
+        } else if !names_network_unlock {
+            format!(
+                "no application policies extension, and the EKU does not name {}",
+                oid::NETWORK_UNLOCK
+            )
         } else if !leftovers.is_empty() {
             format!(
                 "the User template's {} were not removed (step 11)",
@@ -181,8 +187,10 @@ pub fn judge(bundle: &CertificateBundle, from_pfx: bool) -> TemplateJudgement {
                     .collect::<Vec<_>>()
                     .join(", ")
             )
+        } else if has_policies {
+            "the application policies name BitLocker Network Unlock alone".into()
         } else {
-            format!("the {where_} name BitLocker Network Unlock alone")
+            "the EKU names BitLocker Network Unlock alone".into()
         },
     });
 
@@ -302,7 +310,7 @@ mod tests {
         let text = judged.to_string();
         assert!(text.contains("RSA key of 1024 bits"), "{text}");
         assert!(
-            text.contains("do not name 1.3.6.1.4.1.311.67.1.1"),
+            text.contains("and the EKU does not name 1.3.6.1.4.1.311.67.1.1"),
             "{text}"
         );
     }

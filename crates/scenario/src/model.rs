@@ -113,6 +113,11 @@ pub struct CertificateSpec {
     /// Or read this `.pfx` (relative to the scenario file).
     pub pfx: Option<PathBuf>,
     pub password: Option<String>,
+    /// With `seed`: whether the template it was issued from added the BitLocker Network Unlock
+    /// application policy (steps 10 to 14 of the seed's template); `false` makes a certificate
+    /// that misses that step, which the client's FVE_NKP store refuses.
+    #[serde(default = "yes")]
+    pub application_policy: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

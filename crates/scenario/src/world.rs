@@ -271,10 +271,28 @@ fn certificates(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedCertificate>, Sc
     let mut certificates = Vec::new();
     for spec in &s.certificates {
         let (bundle, origin) = match (&spec.seed, &spec.pfx) {
-            (Some(cert_seed), None) => (
+            (Some(cert_seed), None) if spec.application_policy => (
                 generated_certificate(*cert_seed),
                 format!("generated from seed {cert_seed}"),
             ),
+            (Some(cert_seed), None) => {
+                let request = certificates::CertificateRequest {
+                    network_unlock_purpose: false,
+                    ..certificates::CertificateRequest::network_unlock(
+                        certificates::Validity::fixture(),
+                    )
+                };
+                let bundle = request
+                    .self_signed_from_seed(*cert_seed)
+                    .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+                (
+                    bundle,
+                    format!(
+                        "generated from seed {cert_seed} by a template without the BitLocker \
+                         Network Unlock application policy"
+                    ),
+                )
+            }
             (None, Some(pfx)) => {
                 let bytes = loaded
                     .read_relative(pfx)
@@ -304,6 +322,17 @@ fn certificates(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedCertificate>, Sc
             bundle.thumbprint(),
             bundle.certificate.key_bits(),
         ));
+        // The seed's template, judged as `nulab cert show --template` does; said only when a
+        // step was missed.
+        let template = certificates::template::judge(&bundle, true);
+        for step in template.missed() {
+            w.setup.push(format!(
+                "certificate {}: the seed's template step missed, {}: {}",
+                spec.name.get_ref(),
+                step.step,
+                step.evidence
+            ));
+        }
         certificates.push(NamedCertificate {
             name: spec.name.get_ref().clone(),
             bundle,
@@ -1557,9 +1586,9 @@ fn history_on(
     let pcrs = PcrSelection::of(&[SEALING_PCR]).expect("PCR 7 exists");
     tpm.pcr_extend(pcr, &measurement("Secure Boot policy: PK, KEK, db, dbx"))
         .map_err(|err| at(spec.name.span(), err.to_string()))?;
-    // One data sector: enough to prove the keys decrypt, small enough for a storm of 10,000.
-    let (mut volume, keys) =
-        Volume::create(4096, "OSDisk", rng).map_err(|err| at(spec.name.span(), err.to_string()))?;
+    // One data sector: enough to prove the keys decrypt, small enough for a storm of 100,000.
+    let (mut volume, keys) = Volume::create(volume::DATA_SECTOR_SIZE as u64, "OSDisk", rng)
+        .map_err(|err| at(spec.name.span(), err.to_string()))?;
     let mut setup = Vec::new();
     let mut recovery_password = None;
     let volume_err = |err: volume::VolumeError| at(spec.name.span(), err.to_string());
@@ -1619,7 +1648,17 @@ fn history_on(
     };
     let mut store = NetworkUnlockCertificateStore::default();
     if let Some(cert) = first {
-        store.install(client_certificate(loaded, spec, cert)?);
+        match NetworkUnlockCertificate::from_der(cert.bundle.certificate.der()) {
+            Ok(valid) => {
+                store.install(valid);
+            }
+            // The seed: the protector needs "a valid certificate present in the FVE_NKP
+            // store"; an unfit one counts as none.
+            Err(unfit) => setup.push(format!(
+                "Group Policy delivers certificate {} to FVE_NKP, but it is not valid: {unfit}",
+                cert.name
+            )),
+        }
     }
     let enabled = GroupPolicy {
         allow_network_unlock: true,
@@ -1636,10 +1675,10 @@ fn history_on(
     let outcome = reboot(&enabled, &store, &mut volume, tpm, rng)?;
     setup.push(format!(
         "reboot with \"Allow network unlock at startup\" enabled{}: {}",
-        first.map_or(" and an empty FVE_NKP store".to_string(), |c| format!(
-            " and certificate {} in FVE_NKP",
-            c.name
-        )),
+        first.filter(|_| store.certificate().is_some()).map_or(
+            " and an empty FVE_NKP store".to_string(),
+            |c| format!(" and certificate {} in FVE_NKP", c.name)
+        ),
         describe_reboot(&outcome)
     ));
     if let Some(new) = &spec.new_certificate {
