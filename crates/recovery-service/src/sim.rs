@@ -36,8 +36,8 @@ use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 
 use crate::agent::shell::{
-    AgentClock, AgentConfig, CycleError, Dialer, EscrowConnection, HelpdeskRefusal, client_tls_at,
-    escrow_volume,
+    AgentClock, AgentConfig, ClientCertificate, CycleError, Dialer, EscrowConnection,
+    HelpdeskRefusal, client_tls_with, escrow_volume,
 };
 use crate::agent::{ContactFailure, LogLine, ManagementPoint, RetryPolicy, RunOutcome};
 use crate::committer::CommitError;
@@ -372,7 +372,7 @@ impl Dialer for SimDialer {
 
 struct SimDevice {
     token: DeviceToken,
-    client_certificate: Option<crate::agent::shell::ClientCertificate>,
+    client_certificate: Option<ClientCertificate>,
     policy: crate::agent::BitLockerPolicy,
     management_points: Vec<ManagementPoint>,
     trust: Trust,
@@ -697,11 +697,10 @@ impl RecoveryLab {
     /// an HTTPS management point asks every client for).
     pub fn issue_client_certificate(&mut self, device: &str) -> Result<(), SimError> {
         let identity = self.org_ca.issue_client(device, &mut self.pki_rng)?;
-        self.device_mut(device)?.client_certificate =
-            Some(crate::agent::shell::ClientCertificate {
-                chain: identity.chain,
-                key: Arc::new(identity.key),
-            });
+        self.device_mut(device)?.client_certificate = Some(ClientCertificate {
+            chain: identity.chain,
+            key: Arc::new(identity.key),
+        });
         self.event(
             device,
             "PKI client authentication certificate enrolled".into(),
@@ -1021,13 +1020,23 @@ impl RecoveryLab {
             .map_err(|_| SimError::UnknownManagementPoint(host.clone()))?;
         // The helpdesk's workstation is the organisation's: it trusts the public roots and the
         // organisation's root, whichever issued the management point's certificate.
-        let tls = client_tls_at(
+        // An HTTPS management point asks for a client certificate: the helpdesk's workstation,
+        // the organisation's own, has one (its own stream, so nothing else's keys move).
+        let workstation = self.org_ca.issue_client(
+            "helpdesk workstation",
+            &mut stream(self.cfg.seed, "recovery-service/helpdesk-pki"),
+        )?;
+        let tls = client_tls_with(
             &[
                 self.org_ca.der().clone(),
                 self.public_ca.der().clone(),
                 self.site_ca.der().clone(),
             ],
             self.clock.tls_time(),
+            Some(&ClientCertificate {
+                chain: workstation.chain,
+                key: Arc::new(workstation.key),
+            }),
         )?;
         let query = body.key_id.clone();
         let answer = self.rt.block_on(async {

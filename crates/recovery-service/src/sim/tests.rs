@@ -304,6 +304,28 @@ fn each_protection_asks_its_own_of_clients() {
             ("PC5", true)
         ]
     );
+    // The helpdesk reaches the HTTPS management point with its workstation's certificate.
+    lab.add_operator("CONTOSO\\helpdesk1", HelpdeskRole::Helpdesk)
+        .expect("operator");
+    lab.set_management_point("mp2.contoso.com", MpFace::Down)
+        .expect("mp2 down");
+    lab.set_management_point("mp3.contoso.com", MpFace::Down)
+        .expect("mp3 down");
+    let key = lab.recovery_key_ids("PC1").expect("ids")[0].clone();
+    let answer = lab
+        .helpdesk_recover(
+            "CONTOSO\\helpdesk1",
+            RecoverBody {
+                key_id: key.short().into(),
+                kind: crate::record::MaterialKind::RecoveryPassword,
+                role: None,
+                reason: "ticket 19".into(),
+                device: None,
+                volume: None,
+            },
+        )
+        .expect("lab");
+    assert!(answer.is_ok(), "{answer:?}");
     let pc2 = lab.handler_log("PC2").expect("log").join("\n");
     assert!(pc2.contains("CertificateRequired"), "{pc2}");
     assert!(
