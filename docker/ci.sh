@@ -5,12 +5,23 @@
 # (`nulab lab compose`), built FROM that base, brought up, and each client's outcome is read
 # from what its `nulab client --outcome-json` wrote: pc-corp unlocks by Network Unlock,
 # pc-branch (a subnet the INI refuses) falls back to the PIN, as docker/lab.toml's [[expect]]
-# say. Everything is torn down on every exit. Needs root, docker.io, docker-compose (v1) or the docker compose plugin, and
-# debootstrap (Debian packages docker.io, docker-compose, debootstrap).
+# say; each client that unlocked then escrows its recovery password to the lab's recovery
+# service over HTTPS, checked from what `nulab recovery escrow --json` wrote.
+#
+# Each run has a run id (NULAB_LAB_ID, random by default): its compose project (nulab-ID), host
+# bridges (nlID-*), image (nulab-lab:ID) and folder ($WORK/lab-ID) carry it, so two runs never
+# share them. Everything the run made is torn down on every way out (success, failure, Ctrl-C,
+# TERM): the containers, networks, volumes and the image, and dockerd if this run started it;
+# the logs and captures are kept in $WORK/last-run. Needs root, docker.io, docker-compose (v1)
+# or the docker compose plugin, and debootstrap (Debian packages docker.io, docker-compose,
+# debootstrap).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${NULAB_DOCKER_WORK:-$ROOT/target/docker-lab}
-PROJECT=nulablab$$
+RUN=${NULAB_LAB_ID:-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n' | cut -c1-5)}
+PROJECT=nulab-$RUN
+LAB=$WORK/lab-$RUN
+DOCKERD_PID=
 mkdir -p "$WORK"
 
 need() {
@@ -26,9 +37,30 @@ else
     echo "docker/ci.sh: no docker-compose (Debian package docker-compose)" >&2; exit 2
 fi
 
+cleanup() {
+    status=$?
+    trap - EXIT INT TERM
+    if [ -f "$LAB/docker-compose.yml" ]; then
+        (cd "$LAB" && compose down -v --remove-orphans --rmi all >/dev/null 2>&1) || true
+        rm -rf "$WORK/last-run"
+        mkdir -p "$WORK/last-run"
+        cp -r "$LAB/logs" "$LAB/captures" "$WORK/last-run/" 2>/dev/null || true
+    fi
+    rm -rf "$LAB"
+    if [ -n "$DOCKERD_PID" ]; then
+        kill "$DOCKERD_PID" 2>/dev/null || true
+        wait "$DOCKERD_PID" 2>/dev/null || true
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 if ! docker info >/dev/null 2>&1; then
-    echo "docker/ci.sh: starting dockerd (log in $WORK/dockerd.log)"
+    echo "docker/ci.sh: starting dockerd (log in $WORK/dockerd.log); stopped when the run ends"
     dockerd >"$WORK/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
     i=0
     until docker info >/dev/null 2>&1; do
         i=$((i + 1)); [ $i -le 60 ] || { echo "dockerd did not start" >&2; cat "$WORK/dockerd.log" >&2; exit 1; }
@@ -46,11 +78,10 @@ if ! docker image inspect nulab-base:bookworm >/dev/null 2>&1; then
 fi
 
 cargo build --quiet --package nulab --package realnet --bins
-rm -rf "$WORK/lab"
-"${CARGO_TARGET_DIR:-$ROOT/target}/debug/nulab" lab compose "$ROOT/docker/lab.toml" --out "$WORK/lab"
-cd "$WORK/lab"
-cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
-trap cleanup EXIT INT TERM
+rm -rf "$LAB"
+"${CARGO_TARGET_DIR:-$ROOT/target}/debug/nulab" lab compose "$ROOT/docker/lab.toml" --out "$LAB" --lab-id "$RUN"
+cd "$LAB"
+echo "docker/ci.sh: lab $RUN (project $PROJECT, bridges nl$RUN-*, image nulab-lab:$RUN)"
 NULAB_BASE_IMAGE=nulab-base:bookworm compose up -d --build
 
 # Each client's outcome as `nulab client --outcome-json` wrote it: "unlocked_by": "PROTECTOR".
@@ -80,6 +111,29 @@ check() {
 }
 check pc-corp network-unlock
 check pc-branch tpm-and-pin
+# Each client that unlocked escrows once Windows runs: wait (bounded) for its report.
+escrowed() {
+    [ -s "logs/escrow-$1.json" ] || return 0
+    report=$(tr -d ' \n' <"logs/escrow-$1.json")
+    echo "$(echo "$report" | grep -o '"escrowed":[a-z]*' || true) $(echo "$report" | grep -o '"url":"[^"]*"' || true)"
+}
+for client in pc-corp pc-branch; do
+    i=0
+    until [ -n "$(escrowed "$client")" ]; do
+        i=$((i + 1))
+        if [ $i -gt 120 ]; then
+            echo "docker/ci.sh: $client wrote no escrow report" >&2; status=1; break
+        fi
+        sleep 0.5
+    done
+    got=$(escrowed "$client")
+    case "$got" in
+        *'"escrowed":true "url":"https://'*) echo "docker/ci.sh: $client escrowed to the recovery service: $got: ok" ;;
+        *) echo "docker/ci.sh: $client escrow: ${got:-nothing} (expected escrowed over HTTPS): FAILED" >&2
+           cat "logs/escrow-$client.json" "logs/escrow-$client.log" >&2 2>/dev/null || true
+           status=1 ;;
+    esac
+done
 if compose logs --no-color recovery | grep -q 'https=0.0.0.0:443' \
     && compose logs --no-color recovery | grep -q 'http=0.0.0.0:80'; then
     echo "docker/ci.sh: recovery service: HTTPS and HTTP management points listening: ok"

@@ -1,15 +1,22 @@
 //! The docker lab (`nulab lab compose FILE --out DIR`): a Docker Compose project generated from
 //! a scenario file, so that the lab is described once. One image (`Dockerfile`, `FROM` the
 //! `BASE` build argument, `debian:bookworm-slim` by default) holds nulab's programs, dnsmasq,
-//! iproute2 and tcpdump; each segment is a bridge network (`nl-SEGMENT` on the host, Docker's
-//! own addresses kept to `.224/28` and its gateway at `.254`, below and above the DHCP pool);
+//! iproute2 and tcpdump, tagged `nulab-lab:ID`; each segment is a bridge network
+//! (`nlID-SEGMENT` on the host, Docker's own addresses kept to `.224/28` and its gateway at
+//! `.254`, below and above the DHCP pool). ID is the lab's run id ([`ComposeOptions::lab_id`]):
+//! two labs generated apart get their own bridges, image and (with `-p nulab-ID`) project.
+//! Docker still refuses two networks on one subnet, so two labs from the same scenario file
+//! cannot run at once;
 //! each DHCP server, WDS server, router and client is a service running a script from `lab/`
 //! that prints its phase and runs the program: `nulab-dhcp-server`, `nulab server` with the
 //! scenario's `.pfx` and INI, dnsmasq relaying per router interface, `nulab client` booting the
 //! machine the simulator's world prepares; the recovery service (`nulab recovery serve`) with
-//! an HTTPS and an HTTP management point, each client enrolled. A capture sidecar (host network) writes a pcap per
-//! segment to `captures/`; logs (WDS, BitLocker) land in `logs/`. The file works with compose
-//! v1 (`docker-compose -p NAME up`, no top-level `name:`) and v2.
+//! an HTTPS and an HTTP management point, each client enrolled; a client that unlocks then
+//! escrows its recovery password, key package and TPM owner-auth hash to it (`nulab recovery
+//! escrow`, HTTPS first, as the BitLocker management agent does once Windows runs). A capture
+//! sidecar (host network) writes a pcap per segment to `captures/`; logs (WDS, BitLocker,
+//! escrow) land in `logs/`. The file works with compose v1 (`docker-compose -p NAME up`, no
+//! top-level `name:`) and v2.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,6 +36,21 @@ pub struct ComposeOptions {
     pub nulab: PathBuf,
     pub dhcp_server: PathBuf,
     pub seed: Option<u64>,
+    /// The lab's run id (a few lowercase letters and digits): it names the host bridges
+    /// (`nlID-SEGMENT`) and the image (`nulab-lab:ID`), so that labs do not share them.
+    pub lab_id: String,
+}
+
+/// The longest run id: a bridge name (`nlID-SEGMENT`) has at most 15 characters.
+pub const MAX_LAB_ID: usize = 6;
+
+/// Whether `id` can be a lab's run id: 1 to [`MAX_LAB_ID`] lowercase ASCII letters and digits.
+pub fn valid_lab_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LAB_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 const PFX_PASSWORD: &str = "nulab-lab";
@@ -91,20 +113,106 @@ fn docker_ranges(subnet: &Ipv4Net) -> (String, String) {
     )
 }
 
-fn bridge_name(segment: &str) -> String {
-    format!("nl-{segment}").chars().take(15).collect()
+/// The host bridge of segment number `index` (`nlID-SEGMENT`, at most 15 characters; the
+/// segment's number instead of its name when two names would be cut to the same one).
+fn bridge_name(lab_id: &str, segments: &[&str], index: usize) -> String {
+    let cut = |name: &str| -> String { format!("nl{lab_id}-{name}").chars().take(15).collect() };
+    let mine = cut(segments.get(index).copied().unwrap_or_default());
+    let clash = segments
+        .iter()
+        .enumerate()
+        .any(|(i, other)| i != index && cut(other) == mine);
+    if clash {
+        format!("nl{lab_id}-s{index}")
+    } else {
+        mine
+    }
 }
 
 fn address_of(cidr: &str) -> &str {
     cidr.split('/').next().unwrap_or(cidr)
 }
 
+/// Where the recovery service runs: the first WDS server's segment, at the first host number
+/// from 20 that nothing else holds. `None` without a WDS server.
+fn recovery_address(s: &scenario::model::Scenario) -> Result<Option<(String, String)>, LabError> {
+    let Some(wds) = s.wds.first() else {
+        return Ok(None);
+    };
+    let segment = wds.segment.get_ref();
+    let subnet: Ipv4Net = s
+        .segments
+        .iter()
+        .find(|seg| seg.name.get_ref() == segment)
+        .and_then(|seg| seg.subnet.get_ref().parse().ok())
+        .ok_or_else(|| LabError::Scenario(format!("no segment {segment}")))?;
+    let taken: Vec<String> = s
+        .dhcp_servers
+        .iter()
+        .map(|d| address_of(d.address.get_ref()).to_owned())
+        .chain(
+            s.wds
+                .iter()
+                .map(|w| address_of(w.address.get_ref()).to_owned()),
+        )
+        .chain(
+            s.routers
+                .iter()
+                .flat_map(|r| &r.interfaces)
+                .map(|i| address_of(i.address.get_ref()).to_owned()),
+        )
+        .collect();
+    let base = u32::from(subnet.network());
+    let address = (20..100)
+        .map(|n| std::net::Ipv4Addr::from(base + n).to_string())
+        .find(|a| !taken.contains(a))
+        .ok_or_else(|| {
+            LabError::Scenario(format!(
+                "no free address on {segment} for the recovery service"
+            ))
+        })?;
+    Ok(Some((segment.clone(), address)))
+}
+
+/// The recovery password of a prepared machine, read as the unlocked OS would: the volume
+/// opened with its TPM (and PIN) on a copy of its TPM, so the machine itself is untouched.
+/// `None` when it has no recovery password or the TPM does not release its key (a PCR change).
+fn recovery_password_of(
+    machine: &scenario::world::PreparedMachine,
+    pin: &str,
+) -> Option<volume::RecoveryPassword> {
+    use volume::{ProtectorKind, UnlockWith};
+    let mut tpm = tpm::SimulatedTpm::from_json(&machine.tpm.to_json()).ok()?;
+    let volume = &machine.volume;
+    let with = if volume.protector_of(ProtectorKind::Tpm).is_some() {
+        UnlockWith::Tpm
+    } else {
+        UnlockWith::TpmAndPin(pin)
+    };
+    let keys = volume.unlock(&with, &mut tpm, Duration::ZERO).ok()?;
+    let id = volume.protector_of(ProtectorKind::RecoveryPassword)?.id;
+    volume.recovery_password(&keys, id).ok()
+}
+
 /// Writes the compose project for `loaded` into `options.out`; returns the files written.
 pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>, LabError> {
-    let why = compose_refusals(loaded);
+    let mut why = compose_refusals(loaded);
+    if !valid_lab_id(&options.lab_id) {
+        why.push(format!(
+            "lab id `{}`: 1 to {MAX_LAB_ID} lowercase letters and digits",
+            options.lab_id
+        ));
+    }
     if !why.is_empty() {
         return Err(LabError::Refused(why));
     }
+    let lab_id = options.lab_id.as_str();
+    let segment_names: Vec<&str> = loaded
+        .scenario
+        .segments
+        .iter()
+        .map(|seg| seg.name.get_ref().as_str())
+        .collect();
     let s = &loaded.scenario;
     let seed = options.seed.unwrap_or(s.seed);
     let out = &options.out;
@@ -153,10 +261,10 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
         text
     };
 
-    let mut yaml = String::from(
-        "# Generated by `nulab lab compose` from the scenario file: edit that, not this.\nversion: \"2.4\"\n\nx-nulab: &nulab\n  build:\n    context: .\n    args:\n      BASE: ${NULAB_BASE_IMAGE:-debian:bookworm-slim}\n  image: nulab-lab:latest\n  cap_add: [NET_ADMIN, NET_RAW]\n  volumes:\n    - ./lab:/lab:ro\n    - ./logs:/out\n\nnetworks:\n",
+    let mut yaml = format!(
+        "# Generated by `nulab lab compose` from the scenario file: edit that, not this.\nversion: \"2.4\"\n\nx-nulab: &nulab\n  build:\n    context: .\n    args:\n      BASE: ${{NULAB_BASE_IMAGE:-debian:bookworm-slim}}\n  image: nulab-lab:{lab_id}\n  cap_add: [NET_ADMIN, NET_RAW]\n  volumes:\n    - ./lab:/lab:ro\n    - ./logs:/out\n\nnetworks:\n",
     );
-    for seg in &s.segments {
+    for (index, seg) in s.segments.iter().enumerate() {
         let subnet: Ipv4Net =
             seg.subnet.get_ref().parse().map_err(|_| {
                 LabError::Scenario(format!("segment subnet {}", seg.subnet.get_ref()))
@@ -166,7 +274,7 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             yaml,
             "  {name}:\n    driver: bridge\n    driver_opts:\n      com.docker.network.bridge.name: {bridge}\n    ipam:\n      config:\n        - subnet: {subnet}\n          ip_range: {range}\n          gateway: {gateway}\n",
             name = seg.name.get_ref(),
-            bridge = bridge_name(seg.name.get_ref()),
+            bridge = bridge_name(lab_id, &segment_names, index),
         );
     }
     yaml.push_str("\nservices:\n");
@@ -283,13 +391,16 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             );
         }
     }
+    let recovery = recovery_address(s)?;
     let servers: Vec<&str> = s
         .dhcp_servers
         .iter()
         .map(|d| d.name.get_ref().as_str())
         .chain(s.wds.iter().map(|w| w.name.get_ref().as_str()))
         .chain(s.routers.iter().map(|r| r.name.get_ref().as_str()))
+        .chain(recovery.as_ref().map(|_| "recovery"))
         .collect();
+    let mut enrolled = Vec::new();
     for machine in machines {
         let spec = &s.clients[machine.group_index];
         let name = &machine.name;
@@ -315,10 +426,36 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             let order: Vec<&str> = spec.order.iter().map(|o| o.get_ref().as_str()).collect();
             let _ = write!(args, " --order {}", order.join(","));
         }
+        let segment = spec
+            .adapters
+            .first()
+            .map(|a| a.segment.get_ref().as_str())
+            .unwrap_or_default();
+        // Once Windows runs (the volume unlocked), its BitLocker management agent escrows.
+        let escrow = match (&recovery, recovery_password_of(&machine, &spec.pin)) {
+            (Some((_, address)), Some(password)) => {
+                enrolled.push(name.clone());
+                format!(
+                    "if grep -q '\"state\": \"unlocked\"' /out/outcome-{name}.json 2>/dev/null; then\n\
+                     [ -z \"$windows\" ] || ip address replace \"$windows\" dev eth0\n\
+                     {routes}\
+                     i=0\n\
+                     until [ -s /out/recovery-ca.pem ] && [ -s /out/enrol-{name}.json ]; do i=$((i + 1)); [ $i -le 120 ] || break; sleep 0.5; done\n\
+                     token=$(sed -n 's/.*\"token\":\"\\([^\"]*\\)\".*/\\1/p' /out/enrol-{name}.json)\n\
+                     echo \"phase: Windows runs on {name}: its BitLocker management agent escrows the recovery password (https://{address}/ first, then http://{address}/)\"\n\
+                     cp /lab/{name}.img /tmp/disk.img\n\
+                     nulab recovery escrow /tmp/disk.img --device {name} --mp https://{address}/ --mp http://{address}/ --ca /out/recovery-ca.pem --token \"$token\" --tpm-state /tmp/tpm.json --password {password} --log /out/escrow-{name}.log --json > /out/escrow-{name}.json\n\
+                     echo \"phase: {name}: escrow $(grep -o '\"escrowed\":[a-z]*' /out/escrow-{name}.json)\"\n\
+                     fi\n",
+                    routes = routes_from(segment),
+                )
+            }
+            _ => String::new(),
+        };
         script(
             &lab.join(format!("{name}.sh")),
             &format!(
-                "sleep 3\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} {limit} --seed {seed} --outcome-json /out/outcome-{name}.json | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n",
+                "sleep 3\n# The container's own address is Windows' network once it runs (the boot's lease goes\n# with the boot manager).\nwindows=$(ip -o -4 address show dev eth0 | sed -n 's/.* inet \\([0-9./]*\\).*/\\1/p' | head -n 1)\necho \"phase: {name} powers on\"\ncp /lab/{name}.img.tpm.json /tmp/tpm.json\nnulab client --volume /lab/{name}.img --tpm-state /tmp/tpm.json --interface eth0{args} {limit} --seed {seed} --outcome-json /out/outcome-{name}.json | tee /out/bitlocker-{name}.log\necho \"phase: {name} is done\"\n{escrow}",
                 limit = crate::client_time_args(Duration::ZERO, s.duration)
                     .1
                     .join(" "),
@@ -328,55 +465,24 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             yaml,
             "  {name}:\n    <<: *nulab\n    command: [\"/lab/{name}.sh\"]\n    depends_on: [{}]\n    networks: [{}]\n",
             servers.join(", "),
-            spec.adapters
-                .first()
-                .map(|a| a.segment.get_ref().as_str())
-                .unwrap_or_default()
+            segment
         );
     }
     // The recovery service, HTTPS and HTTP management points, on the first WDS server's
     // segment at the first free host number from 20; each client enrolled.
-    if let Some(wds) = s.wds.first() {
-        let segment = wds.segment.get_ref();
-        let subnet: Ipv4Net = s
-            .segments
-            .iter()
-            .find(|seg| seg.name.get_ref() == segment)
-            .and_then(|seg| seg.subnet.get_ref().parse().ok())
-            .ok_or_else(|| LabError::Scenario(format!("no segment {segment}")))?;
-        let taken: Vec<String> = s
-            .dhcp_servers
-            .iter()
-            .map(|d| address_of(d.address.get_ref()).to_owned())
-            .chain(
-                s.wds
-                    .iter()
-                    .map(|w| address_of(w.address.get_ref()).to_owned()),
-            )
-            .chain(
-                s.routers
-                    .iter()
-                    .flat_map(|r| &r.interfaces)
-                    .map(|i| address_of(i.address.get_ref()).to_owned()),
-            )
-            .collect();
-        let base = u32::from(subnet.network());
-        let address = (20..100)
-            .map(|n| std::net::Ipv4Addr::from(base + n).to_string())
-            .find(|a| !taken.contains(a))
-            .unwrap_or_default();
+    if let Some((segment, address)) = &recovery {
         let mut enrol = String::new();
-        for c in &s.clients {
+        for name in &enrolled {
             let _ = writeln!(
                 enrol,
                 "nulab recovery enrol {name} --db /var/lib/nulab/recovery.db --json > /out/enrol-{name}.json",
-                name = c.name.get_ref()
             );
         }
         script(
             &lab.join("recovery.sh"),
             &format!(
-                "mkdir -p /var/lib/nulab\n{enrol}echo \"phase: recovery service at {address}: HTTPS management point https://{address}/, HTTP management point http://{address}/\"\nexec nulab recovery serve --db /var/lib/nulab/recovery.db --no-encrypt --name recovery --name {address} --listen 0.0.0.0:443 --http 0.0.0.0:80 --ca-out /out/recovery-ca.pem\n"
+                "{routes}mkdir -p /var/lib/nulab\n{enrol}echo \"phase: recovery service at {address}: HTTPS management point https://{address}/, HTTP management point http://{address}/\"\nexec nulab recovery serve --db /var/lib/nulab/recovery.db --no-encrypt --name recovery --name {address} --listen 0.0.0.0:443 --http 0.0.0.0:80 --ca-out /out/recovery-ca.pem\n",
+                routes = routes_from(segment),
             ),
         )?;
         let _ = write!(
@@ -385,11 +491,11 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
         );
     }
     let mut capture = String::from("sleep 1\n");
-    for seg in &s.segments {
+    for (index, seg) in s.segments.iter().enumerate() {
         let _ = writeln!(
             capture,
             "tcpdump -i {} -n -U --immediate-mode -Z root -w /captures/{}.pcap &",
-            bridge_name(seg.name.get_ref()),
+            bridge_name(lab_id, &segment_names, index),
             seg.name.get_ref()
         );
     }
