@@ -11,6 +11,13 @@
 //! for what the shell did to the OS (an address configured), then
 //! `{"type":"outcome","state":S,"unlocked_by":S|null,"at_seconds":F|null,"failures":[…],
 //! "volume_label":S|null}` (the `--outcome-json` object plus the label).
+//!
+//! The lines teach the boot as the simulator's transcript does: phases 1 to 3 and 6 to 9 with
+//! the values the boot core computed (fingerprints of the TPM-released intermediate key, the
+//! key protector, SK, CK, the combined key, the volume master key and the disk key, as
+//! `BootEvent`s carry them) and, for phase 9, the label the boot service read from the
+//! decrypted volume; nothing is recomputed here. Phases 4 and 5 happen on the server
+//! (`nulab server` logs them).
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -73,6 +80,10 @@ pub struct ClientArgs {
     /// (state, unlocked_by, at_seconds, failures), for `nulab scenario run --backend netns`
     #[arg(long, value_name = "FILE")]
     outcome_json: Option<PathBuf>,
+    /// Append the exchange's session key to this Network Unlock key log (`NKPU_SESSION`
+    /// lines, as `SSLKEYLOGFILE` for TLS), for Wireshark's dissector (`wireshark/nkpu.lua`)
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<PathBuf>,
     /// JSON lines on standard output: the events, what the shell did, the outcome
     #[arg(long)]
     json: bool,
@@ -159,6 +170,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let report = std::cell::RefCell::new(&mut report);
+    let mut key_log_written: Option<anyhow::Result<()>> = None;
     let end = runtime.block_on(realnet::boot::run_boot(
         config,
         volume,
@@ -166,22 +178,15 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         seed,
         args.limit,
         |event| {
+            if let (BootEvent::NetworkUnlockReady { key_log, .. }, Some(path)) =
+                (event, &args.keylog)
+            {
+                key_log_written = Some(append_key_log(path, key_log));
+            }
             let Some((level, adapter, message)) = describe(event, &names) else {
                 return;
             };
-            let at = event.at().as_secs_f64();
-            (report.borrow_mut())(if json {
-                let value = serde_json::json!({
-                    "type": "event",
-                    "at_seconds": at,
-                    "level": level.to_lowercase(),
-                    "adapter": adapter,
-                    "message": message,
-                });
-                outln!("{value}")
-            } else {
-                outln!("{at:>8.3}s {level}: {message}")
-            });
+            (report.borrow_mut())(print_event(json, event.at(), level, adapter, &message));
         },
         |note| {
             let (interface, message) = match note {
@@ -209,7 +214,23 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         },
     ))?;
     let outcome = end.outcome;
+    // Phase 9: what the boot service read from the decrypted volume, once it unlocked.
+    if let (BootResult::Unlocked { at, .. }, Some(label)) = (&outcome.result, &end.label) {
+        (report.borrow_mut())(print_event(
+            json,
+            *at,
+            "Information",
+            None,
+            &format!(
+                "[phase 9] Windows continues the boot sequence (volume label {label:?} read from \
+                 decrypted sector 0)"
+            ),
+        ));
+    }
     drop(end.tpm);
+    if let Some(Err(err)) = key_log_written {
+        return Err(err);
+    }
     if let Some(shared) = simulated {
         std::fs::write(&state_path, shared.borrow().to_json())
             .with_context(|| format!("cannot write {}", state_path.display()))?;
@@ -270,6 +291,42 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One boot event line: `   1.234s Information: message`, or its JSON object.
+fn print_event(
+    json: bool,
+    at: Duration,
+    level: &str,
+    adapter: Option<String>,
+    message: &str,
+) -> Result<(), output::OutputError> {
+    let at = at.as_secs_f64();
+    if json {
+        let value = serde_json::json!({
+            "type": "event",
+            "at_seconds": at,
+            "level": level.to_lowercase(),
+            "adapter": adapter,
+            "message": message,
+        });
+        outln!("{value}")
+    } else {
+        outln!("{at:>8.3}s {level}: {message}")
+    }
+}
+
+/// Appends the exchange's `NKPU_SESSION` line (the boot core wrote it) to the key log at
+/// `path`, made if missing: Wireshark's Network Unlock dissector reads it to show each
+/// exchange's session key.
+fn append_key_log(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open the key log {}", path.display()))?;
+    writeln!(file, "{line}").with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The outcome as a scenario's `result.json` names a client's (without its name), pretty.
@@ -336,11 +393,20 @@ fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option
                     .join(", ")
             ),
         ),
-        BootEvent::NetworkUnlockReady { thumbprint, .. } => (
+        BootEvent::NetworkUnlockReady {
+            thumbprint,
+            intermediate_key,
+            key_protector,
+            session_key,
+            ..
+        } => (
             info,
             None,
             format!(
-                "[phase 1] the TPM releases the Network Unlock secrets for certificate {thumbprint}"
+                "[phase 1] the TPM releases the Network Unlock secrets (PCRs as sealed): the \
+                 intermediate key {intermediate_key}, the pre-computed key protector \
+                 {key_protector} for certificate {thumbprint} and the session key SK \
+                 {session_key}"
             ),
         ),
         BootEvent::NetworkUnlockSkipped { reason, .. } => (
@@ -389,7 +455,7 @@ fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option
                     info,
                     format!(
                         "[phase 3] {} sends the Network Unlock request over {transport} \
-                         (attempt {attempt})",
+                         (attempt {attempt}): CK and SK under the certificate's RSA-2048 key",
                         adapter(*i)
                     ),
                 ),
@@ -406,8 +472,8 @@ fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option
                 ExchangeEvent::Unlocked { transport, .. } => (
                     info,
                     format!(
-                        "[phase 6] {}: the reply over {transport} verifies under the session \
-                         key: the network key is back",
+                        "[phase 6] {}: the reply over {transport} verifies under SK: the \
+                         network key is back",
                         adapter(*i)
                     ),
                 ),
@@ -424,10 +490,17 @@ fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option
                 adapter(*i)
             ),
         ),
-        BootEvent::KeysCombined { .. } => (
+        BootEvent::KeysCombined {
+            network_key,
+            combined_key,
+            ..
+        } => (
             info,
             None,
-            "[phase 7] the network key is combined with the TPM's intermediate key".to_owned(),
+            format!(
+                "[phase 7] network key CK {network_key} combined with the TPM's local \
+                 intermediate key (SHA-256 of the two: nulab's model): {combined_key}"
+            ),
         ),
         BootEvent::ProtectorFailed(failure) => (
             warn,
@@ -442,13 +515,29 @@ fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option
         BootEvent::Typed { prompt, what, .. } => {
             (info, None, format!("someone types {what} at {prompt}"))
         }
-        BootEvent::Unlocked { protector, .. } => (
+        BootEvent::Unlocked {
+            protector,
+            volume_master_key,
+            disk_key,
+            ..
+        } => (
             info,
             None,
-            format!(
-                "BitLocker unlocked the operating system volume with the {} protector.",
-                protector.manage_bde_name()
-            ),
+            if *protector == volume::ProtectorKind::NetworkUnlock {
+                format!(
+                    "[phase 8] the combined key unwraps the volume master key \
+                     ({volume_master_key}), which unwraps the disk key ({disk_key}); BitLocker \
+                     unlocked the operating system volume with the {} protector.",
+                    protector.manage_bde_name()
+                )
+            } else {
+                format!(
+                    "BitLocker unlocked the operating system volume with the {} protector: it \
+                     unwraps the volume master key ({volume_master_key}), which unwraps the \
+                     disk key ({disk_key}).",
+                    protector.manage_bde_name()
+                )
+            },
         ),
     };
     Some(line)

@@ -211,8 +211,48 @@ fn the_client_unlocks_over_the_network_and_tshark_dissects_the_exchange() {
     // dumpcap says it is capturing a moment before the socket really sees packets.
     std::thread::sleep(Duration::from_secs(1));
 
-    let (unlocked, transcript) = boot_client(&t, &lab, &[]);
+    let keylog = lab.path("nkpu-keys.log");
+    let keylog_arg = keylog.display().to_string();
+    let (unlocked, transcript) = boot_client(&t, &lab, &["--keylog", &keylog_arg]);
     assert!(unlocked, "the client did not unlock:\n{transcript}");
+    // Every phase the client performs, with the values its boot core computed (phases 4 and 5
+    // are the server's).
+    for phase in [1, 2, 3, 6, 7, 8, 9] {
+        assert!(
+            transcript.contains(&format!("[phase {phase}]")),
+            "phase {phase} is told:\n{transcript}"
+        );
+    }
+    let line_of = |phase: &str| -> &str {
+        transcript
+            .lines()
+            .find(|l| l.contains(phase) && l.contains("sha256:"))
+            .unwrap_or_else(|| panic!("a {phase} line with key fingerprints:\n{transcript}"))
+    };
+    assert!(line_of("[phase 1]").contains("session key SK sha256:"));
+    assert!(line_of("[phase 7]").contains("network key CK"));
+    assert!(line_of("[phase 8]").contains("volume master key (sha256:"));
+    assert!(
+        transcript
+            .lines()
+            .any(|l| l.contains("[phase 9]") && l.contains("\"NETLAB\"")),
+        "phase 9 reads the label from the decrypted volume:\n{transcript}"
+    );
+    // The key log: one NKPU_SESSION line for the exchange, for Wireshark's dissector.
+    let keys = std::fs::read_to_string(&keylog).expect("the client wrote its key log");
+    let session: Vec<&str> = keys.lines().collect();
+    assert_eq!(session.len(), 1, "{keys}");
+    let fields: Vec<&str> = session[0].split(' ').collect();
+    assert_eq!(fields[0], "NKPU_SESSION", "{keys}");
+    assert_eq!(
+        fields.len(),
+        4,
+        "thumbprint, key protector prefix, SK: {keys}"
+    );
+    assert!(
+        transcript.contains(fields[1]),
+        "the key log's thumbprint is the certificate phase 1 names:\n{transcript}"
+    );
     assert!(
         transcript.contains("with the Network (Certificate Based) protector (network-unlock)"),
         "Network Unlock unlocked the volume:\n{transcript}"
