@@ -9,6 +9,11 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 
 use netsim::{CaptureError, CapturedFrame};
 
+/// The write buffer of each segment's capture: a storm has a segment per 100 clients, and
+/// 1,001 buffers of 64 KiB were 64 MiB of a 100,000-client run (8 KiB is a page-cache write
+/// every few dozen frames).
+const BUFFER: usize = 8 * 1024;
+
 /// The capture file of one segment.
 #[derive(Debug)]
 pub struct SpilledCapture {
@@ -19,7 +24,7 @@ impl SpilledCapture {
     /// A new, empty capture file, and the writer the simulator streams into.
     pub fn create() -> std::io::Result<(SpilledCapture, Box<dyn Write>)> {
         let file = tempfile::tempfile()?;
-        let writer = BufWriter::with_capacity(64 * 1024, file.try_clone()?);
+        let writer = BufWriter::with_capacity(BUFFER, file.try_clone()?);
         Ok((SpilledCapture { file }, Box::new(writer)))
     }
 
@@ -29,7 +34,7 @@ impl SpilledCapture {
     ) -> Result<impl Iterator<Item = Result<CapturedFrame, CaptureError>> + '_, CaptureError> {
         let mut file = &self.file;
         file.seek(SeekFrom::Start(0))?;
-        netsim::wire::read_pcap(BufReader::with_capacity(64 * 1024, file))
+        netsim::wire::read_pcap(BufReader::with_capacity(BUFFER, file))
     }
 
     /// Copies the pcap file into `out`.

@@ -8,7 +8,7 @@
 //! job, so a run with the pool is byte-identical to one without.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use unlock_server::provider::{DecryptJob, Decrypted};
@@ -27,9 +27,56 @@ pub struct ServerCpu {
     pub queue: Option<usize>,
 }
 
-enum InFlight {
-    Running(mpsc::Receiver<Decrypted>),
-    Done(Decrypted),
+/// The results of a [`ModelledCpu`]'s jobs, filled by the pool's threads: one map and one
+/// condition variable for every job (a channel per job was a kilobyte of each of a 100,000-client
+/// storm's requests in flight). `None`: the job was lost (its worker panicked).
+#[derive(Default)]
+struct Results {
+    done: Mutex<BTreeMap<u64, Option<Decrypted>>>,
+    ready: Condvar,
+}
+
+impl Results {
+    fn put(&self, token: u64, result: Option<Decrypted>) {
+        if let Ok(mut done) = self.done.lock() {
+            done.insert(token, result);
+        }
+        self.ready.notify_all();
+    }
+
+    /// Waits until `token`'s result is in, and takes it.
+    fn take(&self, token: u64) -> Option<Decrypted> {
+        let mut done = self.done.lock().ok()?;
+        loop {
+            if let Some(result) = done.remove(&token) {
+                return result;
+            }
+            done = self.ready.wait(done).ok()?;
+        }
+    }
+}
+
+/// A job's way back to [`Results`]: puts its result, or `None` if it is dropped unsent (the
+/// worker panicked), so `finish` never waits for a result that cannot come.
+struct Delivery {
+    token: u64,
+    results: Arc<Results>,
+    sent: bool,
+}
+
+impl Delivery {
+    fn send(mut self, decrypted: Decrypted) {
+        self.sent = true;
+        self.results.put(self.token, Some(decrypted));
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.results.put(self.token, None);
+        }
+    }
 }
 
 /// A [`ServerCpu`] of one service instance (a restart starts idle), its operations run on a
@@ -39,8 +86,12 @@ pub struct ModelledCpu {
     pool: Arc<DecryptPool>,
     /// When each core is next free.
     free_at: Vec<Duration>,
-    /// Accepted operations whose result has not been collected yet.
-    pending: BTreeMap<u64, InFlight>,
+    /// Accepted operations whose result has not been collected yet: `true` when it is on the
+    /// pool (its result comes through `results`).
+    pending: BTreeMap<u64, bool>,
+    /// Results of operations that ran at once (a full pool queue).
+    ran_here: BTreeMap<u64, Decrypted>,
+    results: Arc<Results>,
 }
 
 impl ModelledCpu {
@@ -50,6 +101,8 @@ impl ModelledCpu {
             pool,
             free_at: vec![Duration::ZERO; usize::from(cpu.cores.max(1))],
             pending: BTreeMap::new(),
+            ran_here: BTreeMap::new(),
+            results: Arc::default(),
         }
     }
 
@@ -86,25 +139,33 @@ impl Processor for ModelledCpu {
         let (core, free_at) = self.first_free();
         let done_at = free_at.max(now) + self.cpu.decrypt_time;
         self.free_at[core] = done_at;
-        let (done, result) = mpsc::sync_channel(1);
-        let in_flight = match self.pool.try_submit(job, move |decrypted| {
-            // The service may be gone (its host crashed): nobody waits then.
-            let _ = done.send(decrypted);
-        }) {
-            Ok(()) => InFlight::Running(result),
+        let delivery = Delivery {
+            token,
+            results: Arc::clone(&self.results),
+            sent: false,
+        };
+        let on_pool = match self
+            .pool
+            .try_submit(job, move |decrypted| delivery.send(decrypted))
+        {
+            Ok(()) => true,
             // A bounded pool that is full: run it here, at the same simulated instant (the
             // model, not the pool, decides what is shed).
-            Err(job) => InFlight::Done(job.run()),
+            Err(job) => {
+                self.ran_here.insert(token, job.run());
+                false
+            }
         };
-        self.pending.insert(token, in_flight);
+        self.pending.insert(token, on_pool);
         Ok(Due::At(done_at))
     }
 
     fn finish(&mut self, token: u64) -> Option<Decrypted> {
-        match self.pending.remove(&token)? {
-            InFlight::Done(done) => Some(done),
+        if self.pending.remove(&token)? {
             // The one place the simulator waits for a worker: the reply is due now.
-            InFlight::Running(result) => result.recv().ok(),
+            self.results.take(token)
+        } else {
+            self.ran_here.remove(&token)
         }
     }
 }
