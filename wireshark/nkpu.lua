@@ -12,7 +12,8 @@
 -- transaction id of a request matched earlier in the capture. It does not decrypt the reply
 -- (AES-256-CCM is not available to Wireshark's Lua): `nulab packet decode` does that.
 --
--- Install: copy this file into Wireshark's personal Lua plugins folder
+-- Install: `nulab wireshark install` (into Wireshark's personal Lua plugins folder; it keeps a
+-- different nkpu.lua already there unless --force), or copy this file there yourself:
 --   mkdir -p ~/.local/lib/wireshark/plugins && cp wireshark/nkpu.lua ~/.local/lib/wireshark/plugins/
 -- or load it for one run: tshark -X lua_script:wireshark/nkpu.lua -r capture.pcap
 -- The key log: Edit > Preferences > Protocols > NKPU > Key log file, or

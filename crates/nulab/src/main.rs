@@ -21,6 +21,7 @@ mod reply;
 mod scenario;
 mod server;
 mod volume;
+mod wireshark;
 
 use std::process::ExitCode;
 
@@ -74,6 +75,9 @@ enum Command {
     /// The docker lab: a Docker Compose project generated from a scenario file
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Wireshark: install the Network Unlock dissector
+    #[command(subcommand)]
+    Wireshark(wireshark::WiresharkCommand),
     /// Recovery-key escrow: the HTTPS recovery service, the client agent, the helpdesk
     #[command(subcommand)]
     Recovery(recovery::RecoveryCommand),
@@ -139,6 +143,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(args),
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
+        Command::Wireshark(cmd) => wireshark::run(cmd),
         Command::Recovery(cmd) => recovery::run(cmd),
         Command::Completions { shell } => {
             let mut script = Vec::new();
