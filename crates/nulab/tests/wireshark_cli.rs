@@ -66,3 +66,45 @@ fn the_installed_dissector_is_loaded_by_tshark_from_the_personal_plugin_folder()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The dissector opens a reply under the "Session key" preference: `nulab demo` computes an
+/// exchange and prints its SK and CK; under that SK the tag verifies and CK is the demo's,
+/// under another it does not verify and nothing is shown as CK.
+#[test]
+fn the_dissector_opens_the_reply_under_the_session_key_preference() {
+    if !testkit::require_tool("tshark") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("demo.pcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_nulab"))
+        .args(["demo", "--seed", "7", "--json", "--pcap"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let demo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sk = demo["session_key"].as_str().unwrap();
+    let ck = demo["client_key"].as_str().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wireshark/nkpu.lua");
+    let reply_fields = |key: &str| -> String {
+        let out = Command::new("tshark")
+            .arg("-X")
+            .arg(format!("lua_script:{}", script.display()))
+            .args(["-o", &format!("nkpu.session_key:{key}")])
+            .arg("-r")
+            .arg(&pcap)
+            .args(["-Y", "nkpu.kind == \"reply\"", "-T", "fields"])
+            .args(["-e", "nkpu.reply.verified", "-e", "nkpu.reply.ck"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(reply_fields(sk), format!("verifies\t{ck}"));
+    let mut other = sk.to_owned();
+    other.replace_range(..2, if sk.starts_with("00") { "01" } else { "00" });
+    let refused = reply_fields(&other);
+    assert!(refused.starts_with("does not verify"), "{refused}");
+    assert!(!refused.contains(ck), "{refused}");
+}

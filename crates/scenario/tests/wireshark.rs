@@ -133,7 +133,14 @@ fn the_dissector_reads_a_scenario_pcap_request_and_reply() {
         let keyed = tshark(
             &dir.join("corp.pcap"),
             &["-o", &format!("nkpu.keylog:{}", key_log.display())],
-            &["nkpu.kind", "nkpu.session_key", "nkpu.keylog.line"],
+            &[
+                "nkpu.kind",
+                "nkpu.session_key",
+                "nkpu.keylog.line",
+                "nkpu.reply.verified",
+                "nkpu.reply.header",
+                "nkpu.reply.ck",
+            ],
         );
         assert_eq!(keyed.len(), 2, "{name}: {keyed:?}");
         let sk = &keyed[0][1];
@@ -145,6 +152,18 @@ fn the_dissector_reads_a_scenario_pcap_request_and_reply() {
         assert!(
             wds_log.contains(&short),
             "{name}: {short} not in\n{wds_log}"
+        );
+        // The dissector opens the reply under that SK (AES-256-CCM in Lua): the tag verifies,
+        // the header is the key blob's, and CK is the network key the provider decrypted.
+        let reply = &keyed[1];
+        assert_eq!(reply[3], "verifies", "{name}: {keyed:?}");
+        assert_eq!(reply[4], "2c0000000100000006200000", "{name}: {keyed:?}");
+        let ck = &reply[5];
+        assert_eq!(ck.len(), 64, "{name}: {keyed:?}");
+        let short_ck = format!("CK {}…{}", &ck[..8], &ck[56..]);
+        assert!(
+            wds_log.contains(&short_ck),
+            "{name}: {short_ck} not in\n{wds_log}"
         );
     }
 }
