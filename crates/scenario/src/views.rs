@@ -910,6 +910,15 @@ pub fn json(result: &RunResult) -> String {
         "segments": segments,
     });
     let mut value = value;
+    // The scenario's faults with their windows (scenarios without faults write what they did).
+    if !result.faults.is_empty()
+        && let Some(map) = value.as_object_mut()
+    {
+        let faults = result.faults.iter().map(|f| {
+            json!({"fault": f.description, "scope": f.scope, "from_s": f.from.as_secs_f64(), "to_s": f.to.as_secs_f64()})
+        });
+        map.insert("faults".into(), faults.collect::<Vec<_>>().into());
+    }
     if let (Some(recovery), Some(map)) = (
         recovery_views::json(result.recovery.as_ref()),
         value.as_object_mut(),
