@@ -87,6 +87,14 @@ fn output_list(result: &RunResult) -> Vec<(String, Output<'_>)> {
                 Output::BitLockerLog(client),
             ));
         }
+        for client in &result.clients {
+            if let Some(text) = views::client_checks::text(client) {
+                files.push((
+                    views::client_checks::file_name(&client.name),
+                    Output::Rendered(text.into_bytes()),
+                ));
+            }
+        }
     }
     files.extend(
         recovery_views::outputs(result.recovery.as_ref())

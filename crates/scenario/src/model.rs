@@ -76,6 +76,11 @@ pub struct Scenario {
     /// here: a demonstration rather than a test.
     #[serde(default)]
     pub expect_nothing: bool,
+    /// Write, per client, the seed's client-side troubleshooting checks
+    /// (`client-checks-NAME.txt`: `manage-bde -status`, `manage-bde -protectors -get`, the
+    /// policy as GPRESULT shows it, the FVE_NKP store).
+    #[serde(default)]
+    pub client_checks: bool,
 }
 
 pub mod preflight;
@@ -159,8 +164,8 @@ pub struct DhcpServerSpec {
     /// Pools; by default one per segment of the scenario (`.100` to `.199`, router `.1`).
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolSpec>,
-    /// Which DHCP server runs on real kernels (`--backend netns`): nulab's own (default) or
-    /// dnsmasq. The simulator always runs nulab's server core.
+    /// Which DHCP server runs on real kernels (`--backend netns`): nulab's own (default),
+    /// dnsmasq or Kea. The simulator always runs nulab's server core.
     #[serde(default)]
     pub software: DhcpSoftware,
 }
@@ -185,6 +190,8 @@ pub enum DhcpSoftware {
     Nulab,
     /// dnsmasq (Debian package dnsmasq-base).
     Dnsmasq,
+    /// ISC Kea's `kea-dhcp4` (Debian package kea-dhcp4-server).
+    Kea,
 }
 
 #[derive(Debug, Clone, Deserialize)]

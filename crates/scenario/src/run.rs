@@ -29,6 +29,8 @@ pub struct ClientResult {
     pub outcome: Option<BootOutcome>,
     pub label: Option<String>,
     pub boot_at: Duration,
+    /// The troubleshooting checks' material (`client_checks`).
+    pub checks: Option<world::ClientChecks>,
 }
 
 /// One WDS server after the run.
@@ -182,6 +184,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
                 outcome: record.outcome.take(),
                 label: record.label.take(),
                 boot_at: c.boot_at,
+                checks: c.checks.clone(),
             }
         })
         .collect();

@@ -22,6 +22,7 @@ use crate::text::esc;
 use crate::wire::Packet;
 use crate::world::seconds;
 
+pub mod client_checks;
 mod diagram;
 mod key_chain;
 mod summary;
@@ -633,6 +634,9 @@ fn file_names(result: &RunResult) -> Vec<String> {
     if result.clients.len() <= 50 {
         for client in &result.clients {
             names.push(format!("bitlocker-{}.log", client.name));
+        }
+        for client in result.clients.iter().filter(|c| c.checks.is_some()) {
+            names.push(client_checks::file_name(&client.name));
         }
     }
     names.extend(

@@ -35,7 +35,7 @@ use unlock_server::provider::Provider;
 use unlock_server::service::UnlockService;
 use volume::policy::{
     GroupPolicy, MinimumPinLength, NetworkUnlockCertificate, NetworkUnlockCertificateStore,
-    RebootOutcome, apply_at_reboot,
+    PolicyResult, PolicySource, RebootOutcome, apply_at_reboot,
 };
 use volume::{ProtectorKind, Volume};
 
@@ -91,6 +91,8 @@ pub struct ClientMachine {
     pub boot_at: Duration,
     /// What its BitLocker management agent escrows, when it has one (`management_points`).
     pub escrow: Option<EscrowSource>,
+    /// The troubleshooting checks' material, when the scenario asks for `client_checks`.
+    pub checks: Option<ClientChecks>,
 }
 
 /// A client's BitLocker volume as its running Windows holds it, for the recovery lab: the
@@ -1485,6 +1487,7 @@ struct MachineHistory {
     keys: Option<volume::VolumeKeys>,
     recovery_password: Option<volume::RecoveryPassword>,
     setup: Vec<String>,
+    checks: Option<ClientChecks>,
 }
 
 /// The histories of `instances` of `spec`, in order, made on every core.
@@ -1542,6 +1545,7 @@ fn machine_history(
         keys: history.keys,
         recovery_password: history.recovery_password,
         setup: history.setup,
+        checks: history.checks,
     })
 }
 
@@ -1551,6 +1555,17 @@ struct History {
     keys: Option<volume::VolumeKeys>,
     recovery_password: Option<volume::RecoveryPassword>,
     setup: Vec<String>,
+    checks: Option<ClientChecks>,
+}
+
+/// What the seed's troubleshooting section has an admin check on a client, as its history left
+/// it (kept when the scenario asks for `client_checks`): the volume (for `manage-bde -status`
+/// and `-protectors -get`), the policy as GPRESULT shows it, and the FVE_NKP store.
+#[derive(Clone, Debug)]
+pub struct ClientChecks {
+    pub volume: Volume,
+    pub policy: PolicyResult,
+    pub store: NetworkUnlockCertificateStore,
 }
 
 /// The volume of the `group_index`-th `[[client]]`'s first machine in a run with `seed`, with
@@ -1664,15 +1679,28 @@ fn history_on(
         allow_network_unlock: true,
         ..GroupPolicy::default()
     };
+    let mut policy_result = PolicyResult::default();
+    // Policy reaches the client, then the reboot applies it (GPRESULT's record follows both).
     let reboot = |policy: &GroupPolicy,
                   store: &NetworkUnlockCertificateStore,
                   volume: &mut Volume,
                   tpm: &mut dyn Tpm,
-                  rng: &mut ChaCha20Rng|
+                  rng: &mut ChaCha20Rng,
+                  policy_result: &mut PolicyResult|
      -> Result<RebootOutcome, ScenarioError> {
-        apply_at_reboot(policy, store, volume, &keys, tpm, pcrs, rng).map_err(volume_err)
+        policy_result.received(
+            *policy,
+            PolicySource::GroupPolicy,
+            store
+                .certificate()
+                .map(NetworkUnlockCertificate::thumbprint),
+        );
+        let outcome =
+            apply_at_reboot(policy, store, volume, &keys, tpm, pcrs, rng).map_err(volume_err)?;
+        policy_result.rebooted();
+        Ok(outcome)
     };
-    let outcome = reboot(&enabled, &store, &mut volume, tpm, rng)?;
+    let outcome = reboot(&enabled, &store, &mut volume, tpm, rng, &mut policy_result)?;
     setup.push(format!(
         "reboot with \"Allow network unlock at startup\" enabled{}: {}",
         first.filter(|_| store.certificate().is_some()).map_or(
@@ -1685,7 +1713,7 @@ fn history_on(
         let cert = certificate(loaded, certificates, new)?;
         if spec.new_certificate_applied {
             store.install(client_certificate(loaded, spec, cert)?);
-            let outcome = reboot(&enabled, &store, &mut volume, tpm, rng)?;
+            let outcome = reboot(&enabled, &store, &mut volume, tpm, rng, &mut policy_result)?;
             setup.push(format!(
                 "Group Policy delivers certificate {}; reboot: {}",
                 cert.name,
@@ -1696,11 +1724,16 @@ fn history_on(
                 "Group Policy with certificate {} has NOT reached this client",
                 cert.name
             ));
+            policy_result.not_received(format!(
+                "the Network Unlock certificate policy with certificate {} ({})",
+                cert.name,
+                cert.thumbprint()
+            ));
         }
     }
     if loaded.scenario.domain.certificate_policy == crate::model::CertificatePolicy::Deleted {
         store.remove();
-        let outcome = reboot(&enabled, &store, &mut volume, tpm, rng)?;
+        let outcome = reboot(&enabled, &store, &mut volume, tpm, rng, &mut policy_result)?;
         setup.push(format!(
             "the Network Unlock certificate policy is deleted on the domain controller: Group \
              Policy empties FVE_NKP; reboot: {}",
@@ -1709,7 +1742,7 @@ fn history_on(
     }
     if !spec.allow_network_unlock {
         let disabled = GroupPolicy::default();
-        let outcome = reboot(&disabled, &store, &mut volume, tpm, rng)?;
+        let outcome = reboot(&disabled, &store, &mut volume, tpm, rng, &mut policy_result)?;
         setup.push(format!(
             "\"Allow network unlock at startup\" set to disabled; reboot: {}",
             describe_reboot(&outcome)
@@ -1720,11 +1753,17 @@ fn history_on(
             .map_err(|err| at(spec.name.span(), err.to_string()))?;
         setup.push("a firmware update changes PCR 7 after the protectors were sealed".into());
     }
+    let checks = loaded.scenario.client_checks.then(|| ClientChecks {
+        volume: volume.clone(),
+        policy: policy_result,
+        store,
+    });
     Ok(History {
         volume,
         keys: (!spec.management_points.is_empty()).then_some(keys),
         recovery_password,
         setup,
+        checks,
     })
 }
 
@@ -1789,6 +1828,7 @@ fn build_client(
         keys,
         recovery_password,
         setup,
+        checks,
     } = history;
 
     let mut order = Vec::new();
@@ -1880,6 +1920,7 @@ fn build_client(
         setup,
         boot_at,
         escrow,
+        checks,
     })
 }
 

@@ -233,6 +233,132 @@ impl NetworkUnlockCertificateStore {
     pub fn certificate(&self) -> Option<&NetworkUnlockCertificate> {
         self.certificate.as_ref()
     }
+
+    /// The store as `reg query` shows it on the client (the seed's troubleshooting check of
+    /// "the registry key HKEY_LOCAL_MACHINE\\Software\\Policies\\Microsoft\\SystemCertificates\\FVE_NKP"):
+    /// a subkey per certificate, named by its thumbprint in upper case.
+    pub fn registry_text(&self) -> String {
+        let key = "HKEY_LOCAL_MACHINE\\Software\\Policies\\Microsoft\\SystemCertificates\\FVE_NKP\\Certificates";
+        match &self.certificate {
+            None => format!("{key}\n    (no certificate)\n"),
+            Some(certificate) => format!(
+                "{key}\n{key}\\{}\n",
+                certificate.thumbprint().to_string().to_uppercase()
+            ),
+        }
+    }
+}
+
+/// Where a client's Network Unlock settings came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicySource {
+    /// A Group Policy Object from a domain controller (Windows Server 2012 and later).
+    #[default]
+    GroupPolicy,
+    /// The seed's path for earlier servers: `certutil -f -grouppolicy -addstore FVE_NKP` and
+    /// the FVE registry values, set on each client.
+    Registry,
+}
+
+/// What GPRESULT shows a troubleshooter of a client's BitLocker Network Unlock policy, as the
+/// client received it: the settings, the certificate policy, any policy the domain holds that
+/// has not reached the client, and whether the client rebooted since the last one (the seed's
+/// checks "whether group policy is reaching the clients properly" and "whether the clients
+/// were rebooted after applying the policy"). Recorded as policy reaches the client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyResult {
+    /// The settings as last received, and where from; `None` before any.
+    received: Option<(GroupPolicy, PolicySource)>,
+    /// The certificate the certificate policy put in FVE_NKP.
+    certificate: Option<Thumbprint>,
+    /// Policies the domain holds that have not reached this client.
+    not_received: Vec<String>,
+    rebooted_since: bool,
+}
+
+impl PolicyResult {
+    /// The client received `policy` (and the certificate policy's `certificate`, if any).
+    pub fn received(
+        &mut self,
+        policy: GroupPolicy,
+        source: PolicySource,
+        certificate: Option<Thumbprint>,
+    ) {
+        self.received = Some((policy, source));
+        self.certificate = certificate;
+        self.rebooted_since = false;
+    }
+
+    /// The client rebooted: what it received is now in effect.
+    pub fn rebooted(&mut self) {
+        self.rebooted_since = true;
+    }
+
+    /// A policy the domain holds that has not reached this client.
+    pub fn not_received(&mut self, what: String) {
+        self.not_received.push(what);
+    }
+
+    pub fn rebooted_since(&self) -> bool {
+        self.rebooted_since
+    }
+
+    /// The BitLocker part of `gpresult /scope computer /v`, as nulab lays it out.
+    pub fn gpresult_text(&self, computer: &str) -> String {
+        let mut out = format!("COMPUTER SETTINGS\n-----------------\n    {computer}\n\n");
+        let Some((policy, source)) = &self.received else {
+            out.push_str("    No BitLocker policy has reached this computer.\n");
+            return out;
+        };
+        out.push_str(match source {
+            PolicySource::GroupPolicy => {
+                "    Applied Group Policy Objects\n        BitLocker Network Unlock\n\n"
+            }
+            PolicySource::Registry => {
+                "    Applied Group Policy Objects\n        (none: the settings are registry values \
+                 under HKLM\\SOFTWARE\\Policies\\Microsoft\\FVE, set with reg add)\n\n"
+            }
+        });
+        out.push_str(
+            "    Administrative Templates\\Windows Components\\BitLocker Drive Encryption\\Operating System Drives\n",
+        );
+        out.push_str(&format!(
+            "        Allow network unlock at startup: {}\n",
+            if policy.allow_network_unlock {
+                "Enabled"
+            } else {
+                "Disabled"
+            }
+        ));
+        out.push_str(&format!(
+            "        Require additional authentication at startup: Enabled ({})\n",
+            match policy.startup_pin {
+                StartupPin::Require => "Require startup PIN with TPM",
+                StartupPin::Allow => "Allow startup PIN with TPM",
+                StartupPin::DoNotAllow => "Do not allow startup PIN with TPM",
+            }
+        ));
+        out.push_str(
+            "    Public Key Policies\\BitLocker Drive Encryption Network Unlock Certificate\n",
+        );
+        match &self.certificate {
+            Some(thumbprint) => out.push_str(&format!("        {thumbprint}\n")),
+            None => out.push_str("        (no certificate)\n"),
+        }
+        for what in &self.not_received {
+            out.push_str(&format!("\n    NOT received by this computer: {what}\n"));
+        }
+        out.push_str(&format!(
+            "\n    Rebooted since the last policy was applied: {}\n",
+            if self.rebooted_since {
+                "yes (the protectors reflect it)"
+            } else {
+                "NO (a Network Unlock protector is added or removed only at a reboot)"
+            }
+        ));
+        out
+    }
 }
 
 /// What a reboot did to the Network Unlock protector.
@@ -390,6 +516,59 @@ mod tests {
         assert_eq!(
             MinimumPinLength::new(20).map(MinimumPinLength::digits),
             Ok(20)
+        );
+    }
+
+    #[test]
+    fn gpresult_says_what_arrived_and_whether_the_client_rebooted_since() {
+        let mut result = PolicyResult::default();
+        assert!(result.gpresult_text("PC1").contains("No BitLocker policy"));
+        let thumbprint = Thumbprint::of_der(b"certificate");
+        let enabled = GroupPolicy {
+            allow_network_unlock: true,
+            ..GroupPolicy::default()
+        };
+        result.received(enabled, PolicySource::GroupPolicy, Some(thumbprint));
+        let text = result.gpresult_text("PC1");
+        assert!(
+            text.contains("Allow network unlock at startup: Enabled"),
+            "{text}"
+        );
+        assert!(text.contains(&thumbprint.to_string()), "{text}");
+        assert!(
+            text.contains("Rebooted since the last policy was applied: NO"),
+            "{text}"
+        );
+        result.rebooted();
+        result.not_received("the GPO with certificate nu-2027".into());
+        let text = result.gpresult_text("PC1");
+        assert!(text.contains("applied: yes"), "{text}");
+        assert!(
+            text.contains("NOT received by this computer: the GPO"),
+            "{text}"
+        );
+        result.received(GroupPolicy::default(), PolicySource::Registry, None);
+        let text = result.gpresult_text("PC1");
+        assert!(text.contains("registry values"), "{text}");
+        assert!(
+            text.contains("Disabled") && text.contains("(no certificate)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_fve_nkp_store_reads_as_its_registry_key() {
+        let mut store = NetworkUnlockCertificateStore::default();
+        assert!(store.registry_text().contains("(no certificate)"));
+        let bundle = certificates::fixture::network_unlock(1);
+        let certificate = NetworkUnlockCertificate::from_der(bundle.certificate.der())
+            .expect("the seed's certificate is fit");
+        let upper = certificate.thumbprint().to_string().to_uppercase();
+        store.install(certificate);
+        let text = store.registry_text();
+        assert!(
+            text.contains(&format!("FVE_NKP\\Certificates\\{upper}")),
+            "{text}"
         );
     }
 

@@ -1,5 +1,6 @@
-//! What a teacher or the CLI sees: the protector list as `manage-bde -protectors -get` prints
-//! it, serializable views for `--json`, and the key package a recovery service escrows.
+//! What a teacher or the CLI sees: the volume as `manage-bde -status` and its protector list
+//! as `manage-bde -protectors -get` print them, serializable views for `--json`, and the key
+//! package a recovery service escrows.
 //!
 //! Key package (JSON, `"format": "nulab-key-package/1"`): the volume and protector IDs, the
 //! recovery password's salt and stretch count, the VMK wrapped under the stretched recovery key
@@ -117,6 +118,53 @@ impl Volume {
             if let Some(file) = &view.external_key_file_name {
                 out.push_str(&format!("      External Key File Name:\n        {file}\n"));
             }
+        }
+        out
+    }
+
+    /// The volume laid out like `manage-bde -status C:` (the troubleshooting section's "output
+    /// of the BitLocker status on the volume"). `label` is the volume label when the volume is
+    /// unlocked (`None`: locked, as the boot left it); nulab's volumes are fully encrypted with
+    /// XTS-AES 256 and protection is on while a protector is there.
+    pub fn status_text(&self, name: &str, label: Option<&str>) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("Volume {name} [{}]\n", label.unwrap_or("")));
+        out.push_str("[OS Volume]\n\n");
+        let size = self.data_sectors() * crate::image::DATA_SECTOR_SIZE as u64;
+        let rows = [
+            ("Size", format!("{size} bytes")),
+            ("BitLocker Version", "2.0".to_string()),
+            ("Conversion Status", "Fully Encrypted".to_string()),
+            ("Percentage Encrypted", "100.0%".to_string()),
+            ("Encryption Method", "XTS-AES 256".to_string()),
+            (
+                "Protection Status",
+                if self.protectors().is_empty() {
+                    "Protection Off".to_string()
+                } else {
+                    "Protection On".to_string()
+                },
+            ),
+            (
+                "Lock Status",
+                if label.is_some() {
+                    "Unlocked"
+                } else {
+                    "Locked"
+                }
+                .to_string(),
+            ),
+            ("Identification Field", "None".to_string()),
+        ];
+        for (key, value) in rows {
+            out.push_str(&format!("    {:<22}{value}\n", format!("{key}:")));
+        }
+        out.push_str("    Key Protectors:\n");
+        if self.protectors().is_empty() {
+            out.push_str("        None Found\n");
+        }
+        for protector in self.protectors() {
+            out.push_str(&format!("        {}\n", protector.kind().manage_bde_name()));
         }
         out
     }
