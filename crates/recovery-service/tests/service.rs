@@ -1471,3 +1471,71 @@ mod durability {
         }
     }
 }
+
+/// Issue 19: a database that ran unencrypted, then served encrypted. The service's start
+/// re-encrypts the plaintext records once, and the device's next escrow is told to rotate its
+/// recovery password because it was stored in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_an_unencrypted_database_encrypted_re_encrypts_and_asks_for_rotation() {
+    use rand_core::SeedableRng as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("escrow.sqlite");
+    let token = {
+        let mut plain = Store::open(
+            &db,
+            Sealer::Plaintext,
+            Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(1)),
+        )
+        .expect("plaintext store");
+        let device = DeviceId::new("PC1").expect("device");
+        let token = plain.enrol_device(&device, 1).expect("enrol");
+        plain
+            .escrow(
+                &recovery_service::store::EscrowRequest {
+                    device,
+                    records: vec![record("PC1", K1, 1, PW)],
+                },
+                2,
+            )
+            .expect("plaintext escrow");
+        token
+    };
+    let key_file = dir.path().join("recovery.key");
+    AtRestKey::from_bytes([42u8; 32])
+        .save_new(&key_file)
+        .expect("key file");
+    let pki = pki("Contoso");
+    let running = start(ServiceConfig {
+        database: db.clone(),
+        key_file: Some(key_file),
+        cert_chain: pki.chain.clone(),
+        cert_key: pki.key.clone_key(),
+        https: "127.0.0.1:0".parse().expect("addr"),
+        http: None,
+        limits: Default::default(),
+    })
+    .await
+    .expect("start service");
+    let on = running
+        .service
+        .encryption_turned_on
+        .expect("encryption was turned on");
+    assert_eq!((on.resealed, on.rotations), (1, 1));
+    let stored = recovery_service::store::read_raw_rows(&db).expect("rows");
+    assert!(stored.iter().all(|r| r.sealing == 1), "{stored:?}");
+    let mp =
+        ManagementPoint::parse(&format!("https://localhost:{}", running.https.port())).expect("mp");
+    let tls = client_tls(std::slice::from_ref(&pki.root)).expect("tls");
+    let mut conn = EscrowConnection::connect(&TcpDialer::default(), &mp, tls)
+        .await
+        .expect("connect");
+    let reply = conn
+        .escrow(&token, &[record("PC1", K1, 1, PW)])
+        .await
+        .expect("escrow");
+    assert_eq!(reply.rotate.len(), 1, "{reply:?}");
+    assert_eq!(
+        reply.rotate[0].reason,
+        recovery_service::wire::RotationReason::StoredInPlaintext
+    );
+}
