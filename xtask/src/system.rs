@@ -31,6 +31,8 @@ const TOOLS: &[(Check, &str)] = &[
     (Check::Command("ip"), "iproute2"),
     (Check::Command("dnsmasq"), "dnsmasq-base"),
     (Check::Command("udhcpc"), "udhcpc"),
+    // ISC Kea as a real kernel's DHCP server (kernel-lab's relay-kea parity case).
+    (Check::Command("kea-dhcp4"), "kea-dhcp4-server"),
     // The real-kernel backend (kernel-lab, the netns_parity test): a pcap per segment, and
     // loss as an nftables bridge rule.
     (Check::Command("tcpdump"), "tcpdump"),

@@ -565,6 +565,26 @@ pub fn run(
                     "dnsmasq",
                 )
             }
+            DhcpSoftware::Kea => {
+                let config = work.join(format!("kea{d}.json"));
+                let leases = work.join(format!("kea{d}.leases.csv"));
+                let text = kea_config(&pools, &leases, &stdout, s.duration);
+                std::fs::write(&config, text).map_err(io(format!("{}", config.display())))?;
+                // Its PID and lock files in the run's folder, not /run/kea: runs do not collide.
+                let run_dir = work.display().to_string();
+                (
+                    PathBuf::from("env"),
+                    vec![
+                        format!("KEA_PIDFILE_DIR={run_dir}"),
+                        format!("KEA_LOCKFILE_DIR={run_dir}"),
+                        "kea-dhcp4".into(),
+                        "-c".into(),
+                        config.display().to_string(),
+                    ],
+                    (stdout.clone(), "DHCP4_STARTED"),
+                    "kea-dhcp4",
+                )
+            }
         };
         let _ = std::fs::remove_file(&stdout);
         let console = work.join(format!("dhcp{d}.out"));
@@ -1224,6 +1244,51 @@ fn start_wds(
     }
     server.running = Some(index);
     Ok(())
+}
+
+/// Kea's configuration for the world's pools on `eth0` (raw sockets, as a DHCP server on a
+/// LAN uses), leases in `leases`, its log in `log`; the lease time is the run's length plus a
+/// margin, as nulab-dhcp-server's and dnsmasq's pools have a lease far longer than any run.
+fn kea_config(
+    pools: &[(String, String, String, Option<String>)],
+    leases: &Path,
+    log: &Path,
+    duration: Duration,
+) -> String {
+    let subnets: Vec<serde_json::Value> = pools
+        .iter()
+        .enumerate()
+        .map(|(i, (subnet, first, last, router))| {
+            let mut entry = serde_json::json!({
+                "id": i + 1,
+                "subnet": subnet,
+                "pools": [{ "pool": format!("{first} - {last}") }],
+            });
+            if let Some(router) = router {
+                entry["option-data"] = serde_json::json!([{ "name": "routers", "data": router }]);
+            }
+            entry
+        })
+        .collect();
+    let config = serde_json::json!({
+        "Dhcp4": {
+            "interfaces-config": { "interfaces": ["eth0"], "dhcp-socket-type": "raw" },
+            "lease-database": {
+                "type": "memfile",
+                "persist": true,
+                "name": leases.display().to_string(),
+                "lfc-interval": 0,
+            },
+            "valid-lifetime": duration.as_secs().max(3600) + 600,
+            "subnet4": subnets,
+            "loggers": [{
+                "name": "kea-dhcp4",
+                "output_options": [{ "output": log.display().to_string(), "flush": true }],
+                "severity": "INFO",
+            }],
+        }
+    });
+    serde_json::to_string_pretty(&config).unwrap_or_default()
 }
 
 /// Where a client's swtpm listens, inside the client's own namespace (its loopback).

@@ -127,6 +127,12 @@ pub fn missing_tools(loaded: &Loaded) -> Vec<String> {
     {
         needed.push(("dnsmasq", "dnsmasq-base"));
     }
+    if s.dhcp_servers
+        .iter()
+        .any(|d| d.software == scenario::model::DhcpSoftware::Kea)
+    {
+        needed.push(("kea-dhcp4", "kea-dhcp4-server"));
+    }
     if s.clients
         .iter()
         .any(|c| c.tpm == scenario::model::ClientTpm::Swtpm)

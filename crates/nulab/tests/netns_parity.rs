@@ -1,7 +1,8 @@
 //! Parity between the simulator and the real kernel (`nulab scenario run --backend parity`,
 //! crate `kernel-lab`): the catalogue scenarios below run in both, and the protector that
 //! unlocks each client, the failure reasons, the WDS counters and the times (within
-//! `kernel_lab::parity::TOLERANCE`) must match. Needs root, tcpdump, dnsmasq, nft and, with the
+//! `kernel_lab::parity::TOLERANCE`) must match. Needs root, tcpdump, dnsmasq, kea-dhcp4 (one
+//! case runs ISC Kea as the DHCP server), nft and, with the
 //! `real-tpm` feature (two cases boot on swtpm), swtpm (skipped
 //! locally without them, failed under CI=true) and `nulab-dhcp-server` built beside `nulab`
 //! (`cargo test --workspace` builds it). The cases run in three `nulab` processes at once, each
@@ -40,7 +41,7 @@ fn catalogue_scenarios_match_between_the_simulator_and_the_real_kernel() {
     if !testkit::require_root() {
         return;
     }
-    for tool in ["tcpdump", "dnsmasq", "nft", "ip"] {
+    for tool in ["tcpdump", "dnsmasq", "kea-dhcp4", "nft", "ip"] {
         if !testkit::require_tool(tool) {
             return;
         }
