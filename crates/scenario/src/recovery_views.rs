@@ -192,6 +192,13 @@ pub fn html(recovery: Option<&RecoveryResult>) -> String {
         return String::new();
     };
     let mut out = String::from("<h2 id=\"recovery\">Recovery escrow</h2>\n");
+    if !r.management_points.is_empty() {
+        out.push_str("<ul>\n");
+        for line in &r.management_points {
+            let _ = writeln!(out, "<li>{}</li>", esc(line));
+        }
+        out.push_str("</ul>\n");
+    }
     for agent in &r.agents {
         let _ = writeln!(
             out,
