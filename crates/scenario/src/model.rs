@@ -244,6 +244,15 @@ fn yes() -> bool {
     true
 }
 
+/// Where a client's Network Unlock policy comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicySourceSpec {
+    #[default]
+    GroupPolicy,
+    Registry,
+}
+
 /// `[domain]`: what the domain controller's Group Policy does to every client.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +300,11 @@ pub struct ClientSpec {
     /// the protector had been added: the reboot that applied it deleted the protector.
     #[serde(default = "yes")]
     pub allow_network_unlock: bool,
+    /// Where the Network Unlock settings and certificate come from: `"group-policy"` (a GPO,
+    /// Windows Server 2012 and later; default) or `"registry"`, the seed's path for earlier
+    /// servers (`certutil -f -grouppolicy -addstore FVE_NKP` and the FVE registry values).
+    #[serde(default)]
+    pub policy_source: PolicySourceSpec,
     /// The certificate Group Policy put in the client's FVE_NKP store (by default the first
     /// certificate of the scenario); "none" for an empty store.
     pub certificate: Option<Spanned<String>>,

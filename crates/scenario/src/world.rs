@@ -35,7 +35,7 @@ use unlock_server::provider::Provider;
 use unlock_server::service::UnlockService;
 use volume::policy::{
     GroupPolicy, MinimumPinLength, NetworkUnlockCertificate, NetworkUnlockCertificateStore,
-    PolicyResult, PolicySource, RebootOutcome, apply_at_reboot,
+    PRE_2012_FVE_VALUES, PolicyResult, PolicySource, RebootOutcome, apply_at_reboot, fve_reg_add,
 };
 use volume::{ProtectorKind, Volume};
 
@@ -1675,9 +1675,36 @@ fn history_on(
             )),
         }
     }
-    let enabled = GroupPolicy {
-        allow_network_unlock: true,
-        ..GroupPolicy::default()
+    // Where the settings come from: a GPO, or (the seed's path before Windows Server 2012)
+    // certutil and the FVE registry values, which mean the same settings.
+    let (enabled, source) = match spec.policy_source {
+        crate::model::PolicySourceSpec::GroupPolicy => (
+            GroupPolicy {
+                allow_network_unlock: true,
+                ..GroupPolicy::default()
+            },
+            PolicySource::GroupPolicy,
+        ),
+        crate::model::PolicySourceSpec::Registry => {
+            if let Some(cert) = first {
+                setup.push(format!(
+                    "certutil -f -grouppolicy -addstore FVE_NKP {}.cer",
+                    cert.name
+                ));
+            }
+            for (name, value) in PRE_2012_FVE_VALUES {
+                setup.push(fve_reg_add(name, value));
+            }
+            let policy = GroupPolicy::from_fve_registry(&PRE_2012_FVE_VALUES)
+                .map_err(|why| at(spec.name.span(), why))?;
+            (policy, PolicySource::Registry)
+        }
+    };
+    let policy_words = match source {
+        PolicySource::GroupPolicy => "\"Allow network unlock at startup\" enabled",
+        PolicySource::Registry => {
+            "OSManageNKP = 1 (\"Allow network unlock at startup\" enabled, from the registry)"
+        }
     };
     let mut policy_result = PolicyResult::default();
     // Policy reaches the client, then the reboot applies it (GPRESULT's record follows both).
@@ -1690,7 +1717,7 @@ fn history_on(
      -> Result<RebootOutcome, ScenarioError> {
         policy_result.received(
             *policy,
-            PolicySource::GroupPolicy,
+            source,
             store
                 .certificate()
                 .map(NetworkUnlockCertificate::thumbprint),
@@ -1702,7 +1729,7 @@ fn history_on(
     };
     let outcome = reboot(&enabled, &store, &mut volume, tpm, rng, &mut policy_result)?;
     setup.push(format!(
-        "reboot with \"Allow network unlock at startup\" enabled{}: {}",
+        "reboot with {policy_words}{}: {}",
         first.filter(|_| store.certificate().is_some()).map_or(
             " and an empty FVE_NKP store".to_string(),
             |c| format!(" and certificate {} in FVE_NKP", c.name)

@@ -55,6 +55,26 @@ pub struct GroupPolicy {
     pub allow_network_unlock: bool,
 }
 
+/// The FVE registry values the seed's script for servers before Windows Server 2012 sets on
+/// each client (`reg add "HKLM\\SOFTWARE\\Policies\\Microsoft\\FVE" /v NAME /t REG_DWORD /d VALUE`),
+/// beside `certutil -f -grouppolicy -addstore FVE_NKP BitLocker-NetworkUnlock.cer`.
+pub const PRE_2012_FVE_VALUES: [(&str, u32); 7] = [
+    ("OSManageNKP", 1),
+    ("UseAdvancedStartup", 1),
+    ("UsePIN", 2),
+    ("UseTPMPIN", 2),
+    ("UseTPM", 2),
+    ("UseTPMKey", 2),
+    ("UseTPMKeyPIN", 2),
+];
+
+/// The `reg add` command that sets one FVE value, as the seed's script writes it.
+pub fn fve_reg_add(name: &str, value: u32) -> String {
+    format!(
+        "reg add \"HKLM\\SOFTWARE\\Policies\\Microsoft\\FVE\" /v {name} /t REG_DWORD /d {value} /f"
+    )
+}
+
 /// Why Group Policy refuses a protector.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -68,6 +88,48 @@ pub enum PolicyRefusal {
 }
 
 impl GroupPolicy {
+    /// The policy the FVE registry values stand for: what Group Policy writes there on later
+    /// servers, and what the seed's pre-2012 script writes by hand. `OSManageNKP` 1 is "Allow
+    /// network unlock at startup"; `UseAdvancedStartup` 1 is "Require additional
+    /// authentication at startup", whose TPM startup PIN option is `UseTPMPIN` (0 do not
+    /// allow, 1 require, 2 allow); `UsePIN`, `UseTPM`, `UseTPMKey` and `UseTPMKeyPIN` are the
+    /// policy's other startup options, 0 to 2 likewise (nulab's protectors need no more of
+    /// them than to be valid). An unknown name or a value out of range is refused.
+    pub fn from_fve_registry(values: &[(&str, u32)]) -> Result<Self, String> {
+        let mut policy = GroupPolicy::default();
+        let mut advanced_startup = false;
+        let mut tpm_pin = None;
+        for (name, value) in values {
+            let option = |value: u32| {
+                if value <= 2 {
+                    Ok(value)
+                } else {
+                    Err(format!("FVE value {name} is {value}: 0, 1 or 2"))
+                }
+            };
+            match *name {
+                "OSManageNKP" | "UseAdvancedStartup" if *value > 1 => {
+                    return Err(format!("FVE value {name} is {value}: 0 or 1"));
+                }
+                "OSManageNKP" => policy.allow_network_unlock = *value == 1,
+                "UseAdvancedStartup" => advanced_startup = *value == 1,
+                "UseTPMPIN" => tpm_pin = Some(option(*value)?),
+                "UsePIN" | "UseTPM" | "UseTPMKey" | "UseTPMKeyPIN" => {
+                    option(*value)?;
+                }
+                other => return Err(format!("unknown FVE value {other:?}")),
+            }
+        }
+        if advanced_startup {
+            policy.startup_pin = match tpm_pin {
+                Some(0) => StartupPin::DoNotAllow,
+                Some(1) => StartupPin::Require,
+                _ => StartupPin::Allow,
+            };
+        }
+        Ok(policy)
+    }
+
     /// Whether an administrator may add a protector of `kind` by hand under this policy.
     pub fn permits(&self, kind: ProtectorKind) -> Result<(), PolicyRefusal> {
         match (kind, self.startup_pin) {
@@ -570,6 +632,30 @@ mod tests {
             text.contains(&format!("FVE_NKP\\Certificates\\{upper}")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_pre_2012_registry_values_mean_the_group_policy_settings() {
+        let policy = GroupPolicy::from_fve_registry(&PRE_2012_FVE_VALUES).expect("the seed's");
+        assert_eq!(
+            policy,
+            GroupPolicy {
+                startup_pin: StartupPin::Allow,
+                allow_network_unlock: true,
+            }
+        );
+        let require = GroupPolicy::from_fve_registry(&[
+            ("UseAdvancedStartup", 1),
+            ("UseTPMPIN", 1),
+            ("OSManageNKP", 0),
+        ])
+        .expect("valid");
+        assert_eq!(require.startup_pin, StartupPin::Require);
+        assert!(!require.allow_network_unlock);
+        assert!(GroupPolicy::from_fve_registry(&[("UseTPM", 3)]).is_err());
+        assert!(GroupPolicy::from_fve_registry(&[("OSManageNKP", 2)]).is_err());
+        assert!(GroupPolicy::from_fve_registry(&[("UseNKP", 1)]).is_err());
+        assert!(fve_reg_add("OSManageNKP", 1).ends_with("/v OSManageNKP /t REG_DWORD /d 1 /f"));
     }
 
     #[test]
