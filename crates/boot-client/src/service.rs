@@ -87,8 +87,12 @@ impl BootService {
             }
             record.events.push(event);
         }
-        while let Some(t) = boot.poll_transmit() {
+        while let Some(mut t) = boot.poll_transmit() {
             record.sent += 1;
+            // The datagram's exact length: an encoder's grown buffer (a kilobyte for a
+            // 600-byte unlock request) would otherwise travel with it, and a storm's 100,000
+            // requests are in flight at once.
+            t.payload.shrink_to_fit();
             // A refused send (link down) is lost like any datagram; the timers cope.
             let _ = stack.send(t.adapter, t.source, t.destination, Bytes::from(t.payload));
         }
