@@ -159,6 +159,63 @@ impl Firmware {
     }
 }
 
+/// Why the machine is starting: the seed names a reboot, a resume from hibernation and Wake on
+/// LAN as the moments a TPM+PIN machine needs its PIN, which is why Network Unlock exists. The
+/// boot manager's pre-boot authentication is the same for each (hibernation keeps memory on
+/// the encrypted volume, so resuming unlocks it as a boot does); the trigger says why nobody
+/// may be at the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BootTrigger {
+    /// Powered on (or a scenario's boot that says no more).
+    #[default]
+    PowerOn,
+    /// A restart, such as the one after a patch.
+    Restart,
+    /// Resuming from hibernation (S4).
+    ResumeFromHibernation,
+    /// A Wake-on-LAN magic packet reached an adapter ([`magic_packet`]).
+    WakeOnLan,
+}
+
+impl fmt::Display for BootTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootTrigger::PowerOn => "powered on",
+            BootTrigger::Restart => "restarting",
+            BootTrigger::ResumeFromHibernation => "resuming from hibernation",
+            BootTrigger::WakeOnLan => "woken by a Wake-on-LAN magic packet",
+        })
+    }
+}
+
+/// The UDP port a Wake-on-LAN magic packet is sent to (the discard port, by convention).
+pub const WAKE_ON_LAN_PORT: u16 = 9;
+
+/// A Wake-on-LAN magic packet for `mac`: six 0xFF bytes, then the MAC sixteen times.
+pub fn magic_packet(mac: [u8; 6]) -> Vec<u8> {
+    let mut packet = vec![0xff; 6];
+    for _ in 0..16 {
+        packet.extend_from_slice(&mac);
+    }
+    packet
+}
+
+/// The MAC a magic packet wakes, if `payload` holds one: the six 0xFF bytes followed by one MAC
+/// sixteen times, anywhere in the payload (as NICs look for it). Never panics.
+pub fn magic_packet_target(payload: &[u8]) -> Option<[u8; 6]> {
+    const LEN: usize = 6 + 16 * 6;
+    payload.windows(LEN).find_map(|window| {
+        let (sync, macs) = window.split_at(6);
+        if sync.iter().any(|b| *b != 0xff) {
+            return None;
+        }
+        let mac: [u8; 6] = macs.get(..6)?.try_into().ok()?;
+        macs.chunks_exact(6)
+            .all(|chunk| chunk == mac)
+            .then_some(mac)
+    })
+}
+
 /// One network adapter, in the firmware's enumeration order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootAdapter {
@@ -209,6 +266,8 @@ pub struct BootConfig {
     pub console: Vec<ConsoleInput>,
     /// A USB stick holding a startup key, if one is plugged in.
     pub startup_key: Option<StartupKey>,
+    /// Why the machine is starting.
+    pub trigger: BootTrigger,
 }
 
 impl Default for BootConfig {
@@ -221,6 +280,7 @@ impl Default for BootConfig {
             dhcp: ClientConfig::default(),
             console: Vec::new(),
             startup_key: None,
+            trigger: BootTrigger::PowerOn,
         }
     }
 }
@@ -294,10 +354,11 @@ impl BootOutcome {
 /// Something worth a line in a transcript, with the seed's phase where it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootEvent {
-    /// Phase 1: the protectors in the volume's metadata.
+    /// Phase 1: the protectors in the volume's metadata, and why the machine is starting.
     ProtectorsFound {
         at: Duration,
         protectors: Vec<ProtectorKind>,
+        trigger: BootTrigger,
     },
     /// Phase 1: the TPM released the Network Unlock secrets; the request is ready.
     NetworkUnlockReady {
@@ -578,6 +639,7 @@ impl Boot {
         self.events.push_back(BootEvent::ProtectorsFound {
             at: now,
             protectors: protectors.clone(),
+            trigger: self.config.trigger,
         });
         if !protectors.contains(&ProtectorKind::NetworkUnlock) {
             return self.local_protectors(now);
@@ -1215,6 +1277,22 @@ mod tests {
             ..Firmware::default()
         };
         assert_eq!(newer.network_unlock_blocker(), None);
+    }
+
+    #[test]
+    fn a_magic_packet_wakes_its_mac_only() {
+        let mac = [0x02, 0, 0, 0, 0, 0x10];
+        let packet = magic_packet(mac);
+        assert_eq!(packet.len(), 102);
+        assert_eq!(magic_packet_target(&packet), Some(mac));
+        let mut padded = vec![0u8; 4];
+        padded.extend_from_slice(&packet);
+        assert_eq!(magic_packet_target(&padded), Some(mac), "found anywhere");
+        let mut broken = packet.clone();
+        broken[50] ^= 1;
+        assert_eq!(magic_packet_target(&broken), None);
+        assert_eq!(magic_packet_target(&packet[..101]), None);
+        assert_eq!(magic_packet_target(&[]), None);
     }
 
     #[test]

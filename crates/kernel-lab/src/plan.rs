@@ -39,6 +39,11 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
                 c.firmware
             ));
         }
+        if c.trigger == scenario::model::TriggerSpec::WakeOnLan {
+            why.push(format!(
+                "client {name}: Wake on LAN is simulated only (nulab client boots at once)"
+            ));
+        }
         if c.tpm == scenario::model::ClientTpm::Swtpm {
             if !cfg!(feature = "real-tpm") {
                 why.push(format!("client {name}: {SWTPM_NEEDS_FEATURE}"));

@@ -33,6 +33,7 @@ pub mod run;
 pub mod suite;
 mod text;
 pub mod views;
+pub mod wake;
 pub mod wire;
 pub mod world;
 

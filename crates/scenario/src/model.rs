@@ -253,6 +253,17 @@ pub enum PolicySourceSpec {
     Registry,
 }
 
+/// Why a client starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerSpec {
+    #[default]
+    PowerOn,
+    Restart,
+    ResumeFromHibernation,
+    WakeOnLan,
+}
+
 /// `[domain]`: what the domain controller's Group Policy does to every client.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -284,9 +295,17 @@ pub struct ClientSpec {
     /// How many machines of this kind boot (names get `-0001`, `-0002`... when over 1).
     #[serde(default = "one")]
     pub count: u32,
-    /// When they power on.
+    /// When they power on (with `trigger = "wake-on-lan"`: when the magic packet is sent).
     #[serde(default, with = "opt_duration")]
     pub boot_at: Option<Duration>,
+    /// Why they start: `"power-on"` (default), `"restart"`, `"resume-from-hibernation"` or
+    /// `"wake-on-lan"` (asleep until a magic packet for one of its adapters arrives; the packet
+    /// is sent at `boot_at` by `wake_from`).
+    #[serde(default)]
+    pub trigger: TriggerSpec,
+    /// The server (WDS or DHCP) that sends the Wake-on-LAN magic packet, on its own segment;
+    /// by default the first WDS server.
+    pub wake_from: Option<Spanned<String>>,
     /// Network adapters in firmware enumeration order.
     #[serde(rename = "adapter")]
     pub adapters: Vec<AdapterSpec>,

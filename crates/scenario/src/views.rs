@@ -257,8 +257,16 @@ fn timeline(result: &RunResult) -> Vec<Line> {
 fn narrate(client: &crate::run::ClientResult, event: &BootEvent) -> Option<String> {
     let _ = client;
     Some(match event {
-        BootEvent::ProtectorsFound { protectors, .. } => format!(
-            "[phase 1] the boot manager finds the protectors: {}",
+        BootEvent::ProtectorsFound {
+            protectors,
+            trigger,
+            ..
+        } => format!(
+            "[phase 1] {}the boot manager finds the protectors: {}",
+            match trigger {
+                boot_client::boot::BootTrigger::PowerOn => String::new(),
+                other => format!("{other}: "),
+            },
             protectors
                 .iter()
                 .map(|p| p.manage_bde_name())

@@ -40,6 +40,8 @@ pub enum PacketKind {
         xid: u32,
         reply: KeyProtectorReply,
     },
+    /// A Wake-on-LAN magic packet (UDP 9) for this MAC.
+    WakeOnLan([u8; 6]),
     /// A frame that does not decode (a corrupting fault, say), and why.
     Undecodable(String),
 }
@@ -59,6 +61,13 @@ impl Packet {
             PacketKind::UnlockReply { family, .. } => {
                 format!("Network Unlock reply ({family}, 60-byte key protector reply)")
             }
+            PacketKind::WakeOnLan(mac) => format!(
+                "Wake-on-LAN magic packet for {}",
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            ),
             PacketKind::Undecodable(why) => format!("undecodable datagram: {why}"),
         }
     }
@@ -110,7 +119,12 @@ pub fn decode(segment: &str, frames: &[CapturedFrame], names: &Names) -> Vec<Pac
         .iter()
         .map(|frame| {
             let payload: &[u8] = &frame.payload;
-            let kind = classify(frame.src, payload);
+            let kind = match boot_client::boot::magic_packet_target(payload) {
+                Some(mac) if frame.dst.port() == boot_client::boot::WAKE_ON_LAN_PORT => {
+                    PacketKind::WakeOnLan(mac)
+                }
+                _ => classify(frame.src, payload),
+            };
             Packet {
                 at: frame.time.since_start(),
                 segment: segment.to_string(),

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use boot_client::boot::{BootConfig, ConsoleInput, Firmware, Keystrokes};
+use boot_client::boot::{BootConfig, BootTrigger, ConsoleInput, Firmware, Keystrokes};
 use boot_client::exchange::Transport;
 use boot_client::service::{BootRecord, BootService, Machine};
 use certificates::CertificateBundle;
@@ -40,7 +40,7 @@ use volume::policy::{
 use volume::{ProtectorKind, Volume};
 
 use crate::capture::SpilledCapture;
-use crate::model::{ClientSpec, FaultSpec, Loaded, ScenarioError};
+use crate::model::{ClientSpec, FaultSpec, Loaded, ScenarioError, TriggerSpec};
 use crate::wire::Names;
 
 pub use dhcp::service::sim_time;
@@ -247,6 +247,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
     let dhcp_servers = dhcp_servers(&mut w, &segments, &router_addresses)?;
     let wds = wds_servers(&mut w, &segments, &certificates)?;
     let clients = clients(&mut w, seed, &segments, &certificates)?;
+    wake_on_lan(&mut w, &wds)?;
     let events = events(loaded, &wds, &dhcp_servers)?;
     let faults = faults(&mut w, &segments)?;
     let WorldInProgress {
@@ -779,6 +780,73 @@ fn clients(
         w.setup.push(setup_line);
     }
     Ok(clients)
+}
+
+/// For each `[[client]]` woken by Wake on LAN, its magic packets: sent at its `boot_at` by its
+/// `wake_from` WDS server (by default the first), one per machine's adapter.
+fn wake_on_lan(w: &mut WorldInProgress<'_>, wds: &[WdsHost]) -> Result<(), ScenarioError> {
+    let loaded = w.loaded;
+    for spec in &loaded.scenario.clients {
+        if spec.trigger != TriggerSpec::WakeOnLan {
+            if let Some(from) = &spec.wake_from {
+                return Err(loaded.error_at(
+                    from.span(),
+                    "`wake_from` is for a client with trigger = \"wake-on-lan\"",
+                ));
+            }
+            continue;
+        }
+        let sender = match &spec.wake_from {
+            Some(name) => wds
+                .iter()
+                .find(|s| &s.name == name.get_ref())
+                .ok_or_else(|| {
+                    loaded.error_at(
+                        name.span(),
+                        format!(
+                            "no WDS server {:?} to send the magic packet",
+                            name.get_ref()
+                        ),
+                    )
+                })?,
+            None => wds.first().ok_or_else(|| {
+                loaded.error_at(
+                    spec.name.span(),
+                    "Wake on LAN needs a WDS server to send the magic packet (wake_from)",
+                )
+            })?,
+        };
+        let targets: Vec<[u8; 6]> = w
+            .nodes
+            .iter()
+            .filter(|n| &n.group == spec.name.get_ref())
+            .flat_map(|n| n.adapters.iter().filter_map(|(_, id, _)| *id))
+            .filter_map(|id| w.sim.adapter(id).map(|a| a.mac.0))
+            .collect();
+        let at = sim_time(spec.boot_at.unwrap_or_default());
+        let source = sender.address;
+        w.sim
+            .add_service(
+                sender.host,
+                &format!("wol-{}", spec.name.get_ref()),
+                move || {
+                    Box::new(crate::wake::MagicPacketSender {
+                        at,
+                        source,
+                        targets: targets.clone(),
+                    })
+                },
+            )
+            .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
+        w.setup.push(format!(
+            "client {}: asleep; {} sends a Wake-on-LAN magic packet for each of its adapters \
+             at {}",
+            spec.name.get_ref(),
+            sender.name,
+            seconds(spec.boot_at.unwrap_or_default())
+        ));
+    }
+    Ok(())
 }
 
 /// The seed of machine `instance` of the `group_index`-th `[[client]]` in a run with `seed`.
@@ -1901,10 +1969,17 @@ fn build_client(
         network_stack: spec.firmware.network_stack,
         dhcp_driver: spec.firmware.dhcp_driver,
     };
+    let trigger = match spec.trigger {
+        TriggerSpec::PowerOn => BootTrigger::PowerOn,
+        TriggerSpec::Restart => BootTrigger::Restart,
+        TriggerSpec::ResumeFromHibernation => BootTrigger::ResumeFromHibernation,
+        TriggerSpec::WakeOnLan => BootTrigger::WakeOnLan,
+    };
     let config = BootConfig {
         firmware,
         order,
         console,
+        trigger,
         ..BootConfig::default()
     };
     let owner_auth = (!spec.management_points.is_empty()).then(|| tpm.owner_auth_full());
@@ -1926,15 +2001,18 @@ fn build_client(
     let record = Rc::new(RefCell::new(BootRecord::default()));
     let boot_at = spec.boot_at.unwrap_or_default();
     let shared_record = record.clone();
+    let asleep = trigger == BootTrigger::WakeOnLan;
     sim.add_service(host, "bootmgr", move || {
-        Box::new(BootService::new(
-            config.clone(),
-            machine.clone(),
-            shared_record.clone(),
-        ))
+        let boot = BootService::new(config.clone(), machine.clone(), shared_record.clone());
+        if asleep {
+            // Asleep until a magic packet for it arrives (`wake_on_lan` sends it at boot_at).
+            Box::new(crate::wake::Sleeping::new(boot))
+        } else {
+            Box::new(boot)
+        }
     })
     .map_err(|err| at(spec.name.span(), err.to_string()))?;
-    if boot_at > Duration::ZERO {
+    if boot_at > Duration::ZERO && !asleep {
         // Powered off until `boot_at`.
         sim.stop_service_at(SimTime::ZERO, host, "bootmgr")
             .and_then(|()| sim.start_service_at(sim_time(boot_at), host, "bootmgr"))
