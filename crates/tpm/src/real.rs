@@ -90,9 +90,24 @@ impl RealTpm {
         if self.context.is_none() {
             let conf = TctiNameConf::from_str(&self.tcti)
                 .map_err(|e| TpmError::Device(format!("TCTI `{}`: {e}", self.tcti)))?;
-            self.context = Some(Context::new(conf).map_err(device)?);
+            let context = Context::new(conf).map_err(|e| self.why_no_context(e))?;
+            self.context = Some(context);
         }
         Ok(self.context.as_mut().expect("set just above"))
+    }
+
+    /// Why ESAPI could not open the TPM, said for people: the TSS reports a swtpm that is not
+    /// listening as an unrecognised response code, so the address is tried once more here and a
+    /// refused connection named as such.
+    fn why_no_context(&self, error: EsapiError) -> TpmError {
+        if let RawTransport::Swtpm(address) = &self.raw
+            && let Err(e) = TcpStream::connect_timeout(address, Duration::from_secs(1))
+        {
+            return TpmError::Device(format!(
+                "nothing answers at {address} ({e}): is swtpm running there?"
+            ));
+        }
+        device(error)
     }
 
     /// Sends a hand-marshalled command outside ESAPI and returns its response code, sending it
@@ -635,6 +650,18 @@ mod tests {
             Ok(RawTransport::Device(_))
         ));
         assert!(raw_transport("mssim:").is_err());
+    }
+
+    #[test]
+    fn a_swtpm_that_is_not_listening_is_named_as_such() {
+        // A port on loopback nothing listens on: bind one, then let it go.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = probe.local_addr().expect("address").port();
+        drop(probe);
+        let err = RealTpm::connect(&format!("swtpm:host=127.0.0.1,port={port}"), None)
+            .err()
+            .expect("nothing to connect to");
+        assert!(err.to_string().contains("is swtpm running there?"), "{err}");
     }
 
     #[test]
