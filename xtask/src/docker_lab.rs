@@ -1,7 +1,9 @@
 //! `cargo xtask docker-lab`: the docker lab end to end (`docker/ci.sh`): a debootstrapped base
 //! image (no registry in CI), dockerd, the lab generated from `docker/lab.toml` by `nulab lab
-//! compose`, built and brought up; each client's outcome is checked from its log, then
-//! everything is torn down. Part of `cargo xtask test` unless `NULAB_DOCKER_LAB=0`.
+//! compose`, built and brought up under a run id of its own; each client's outcome and its
+//! escrow to the lab's recovery service are checked from their logs, then everything the run
+//! made is torn down, whichever way it ends. Part of `cargo xtask test` unless
+//! `NULAB_DOCKER_LAB=0`.
 
 use std::path::Path;
 use std::process::Command;
