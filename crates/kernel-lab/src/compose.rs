@@ -518,3 +518,33 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
     written.push(dockerfile);
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_names_carry_the_run_id_fit_linux_and_never_clash() {
+        let segments = ["corp", "branch-office-1", "branch-office-2"];
+        let names: Vec<String> = (0..segments.len())
+            .map(|i| bridge_name("ab12c", &segments, i))
+            .collect();
+        assert_eq!(names[0], "nlab12c-corp");
+        for name in &names {
+            assert!(name.len() <= 15, "{name}: Linux allows 15 characters");
+            assert!(name.starts_with("nlab12c-"), "{name}");
+        }
+        assert_ne!(names[1], names[2], "two long names cut to one: {names:?}");
+        // Another lab's bridges differ.
+        assert_ne!(bridge_name("zz9", &segments, 0), names[0]);
+    }
+
+    #[test]
+    fn run_ids_are_short_lowercase_letters_and_digits() {
+        assert!(valid_lab_id("ab12c"));
+        assert!(valid_lab_id("a"));
+        for bad in ["", "toolong7", "AB12", "a-b", "a b"] {
+            assert!(!valid_lab_id(bad), "{bad:?}");
+        }
+    }
+}
