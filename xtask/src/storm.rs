@@ -5,8 +5,10 @@
 //! Targets (issue 17): at 10,000 clients at most 1.5 times OpenSSL's CPU time; 100,000 clients
 //! under 1 GiB of peak memory; cost growing linearly from 1,000 to 10,000 to 100,000 clients.
 //!
-//! `cargo xtask storm [--clients 1000,10000,100000]` (default 10,000, as `cargo xtask bench`
-//! runs it) measures each size and writes one table with a row per size.
+//! `cargo xtask storm [--clients 1000,10000,100000] [--runs N]` (default 10,000 clients once, as
+//! `cargo xtask bench` runs it) measures each size N times, the sizes taking turns so that a busy
+//! machine's load falls on each alike, and writes one table with a row per size: the median of
+//! each figure, beside the figures of c67f373 (before issue 17's work) for comparison.
 //!
 //! The WDS server of the storm models its processor (8 cores per 10,000 clients, at least 8; 1 ms
 //! per RSA-2048 decryption), so
@@ -32,6 +34,14 @@ const MAX_CPU_RATIO: f64 = 1.5;
 const MAX_PEAK_MIB_100K: f64 = 1024.0;
 /// CPU time per client at the largest size over the smallest: "linear" within this factor.
 const MAX_GROWTH: f64 = 1.25;
+
+/// The storm as c67f373 measured it, before issue 17's work (clients, CPU seconds, peak MiB;
+/// OpenSSL then did 3,965 private-key operations a second on one core).
+const BEFORE: [(usize, f64, f64); 3] = [
+    (1_000, 0.96, 42.0),
+    (10_000, 8.51, 251.0),
+    (100_000, 198.96, 2355.0),
+];
 
 /// One storm's figures.
 struct Measured {
@@ -71,6 +81,37 @@ fn sizes() -> Result<Vec<usize>> {
     Ok(sizes)
 }
 
+/// How many times each size runs (`--runs N`, default 1).
+fn runs() -> Result<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == "--runs") else {
+        return Ok(1);
+    };
+    let n: usize = args
+        .get(at + 1)
+        .context("--runs needs a count: --runs 3")?
+        .parse()
+        .context("--runs: not a count")?;
+    if n == 0 {
+        bail!("--runs: at least 1");
+    }
+    Ok(n)
+}
+
+/// The median of each figure over runs of one size (each figure on its own).
+fn median(runs: &[Measured]) -> Option<Measured> {
+    fn mid<T: Copy + PartialOrd>(mut values: Vec<T>) -> Option<T> {
+        values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        values.get(values.len() / 2).copied()
+    }
+    Some(Measured {
+        clients: runs.first()?.clients,
+        wall: mid(runs.iter().map(|m| m.wall).collect())?,
+        cpu: mid(runs.iter().map(|m| m.cpu).collect())?,
+        peak_mib: mid(runs.iter().map(|m| m.peak_mib).collect())?,
+    })
+}
+
 /// Runs the storm at each size and writes its section of BENCHMARKS.md.
 pub fn run(root: &Path) -> Result<()> {
     let sizes = sizes()?;
@@ -79,17 +120,21 @@ pub fn run(root: &Path) -> Result<()> {
     crate::cargo(&["build", "--quiet", "--release", "--package", "nulab"])?;
     let nulab = crate::bench::target_dir().join("release/nulab");
     let openssl_per_second = crate::bench::openssl_rsa2048_sign_per_second(10)?;
-    let mut measured = Vec::new();
-    for &clients in &sizes {
-        let m = storm(&nulab, &dir, clients)?;
-        println!(
-            "storm of {clients}: {:.2} s wall, {:.2} s CPU, peak {:.0} MiB",
-            m.wall.as_secs_f64(),
-            m.cpu.as_secs_f64(),
-            m.peak_mib
-        );
-        measured.push(m);
+    let runs = runs()?;
+    let mut all: Vec<Vec<Measured>> = sizes.iter().map(|_| Vec::new()).collect();
+    for run in 1..=runs {
+        for (i, &clients) in sizes.iter().enumerate() {
+            let m = storm(&nulab, &dir, clients)?;
+            println!(
+                "storm of {clients} (run {run}/{runs}): {:.2} s wall, {:.2} s CPU, peak {:.0} MiB",
+                m.wall.as_secs_f64(),
+                m.cpu.as_secs_f64(),
+                m.peak_mib
+            );
+            all[i].push(m);
+        }
     }
+    let measured: Vec<Measured> = all.iter().filter_map(|r| median(r)).collect();
     let openssl_cpu = |clients: usize| clients as f64 / openssl_per_second;
     let mut section = String::new();
     let _ = write!(
@@ -104,21 +149,30 @@ pub fn run(root: &Path) -> Result<()> {
          private-key operation, so every size unlocks inside the client's timers; the real \
          decryptions run on one thread per core of this machine. CPU time is user + system of \
          every thread; OpenSSL's is N private-key operations at the rate `openssl speed \
-         rsa2048` measured ({openssl_per_second:.0}/s on one core) in the same run.\n\n\
-         | clients | wall | CPU | OpenSSL CPU for N | CPU ratio | CPU per client | peak memory (VmHWM) |\n\
-         |---|---|---|---|---|---|---|\n"
+         rsa2048` measured ({openssl_per_second:.0}/s on one core) in the same run. Each \
+         figure is the median of {runs} run(s) of that size; \"before\" is c67f373, before \
+         issue 17's work (OpenSSL then: 3965/s).\n\n\
+         | clients | wall | CPU | CPU before | OpenSSL CPU for N | CPU ratio | CPU ratio before | CPU per client | peak memory (VmHWM) | peak before |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
     );
     for m in &measured {
+        let before = BEFORE.iter().find(|(n, _, _)| *n == m.clients);
+        let cell = |f: &dyn Fn(f64, f64) -> String| {
+            before.map_or_else(|| "–".to_string(), |(_, cpu, peak)| f(*cpu, *peak))
+        };
         let _ = writeln!(
             section,
-            "| {} | {:.2} s | {:.2} s | {:.2} s | {:.2}× | {:.0} µs | {:.0} MiB |",
+            "| {} | {:.2} s | {:.2} s | {} | {:.2} s | {:.2}× | {} | {:.0} µs | {:.0} MiB | {} |",
             m.clients,
             m.wall.as_secs_f64(),
             m.cpu.as_secs_f64(),
+            cell(&|cpu, _| format!("{cpu:.2} s")),
             openssl_cpu(m.clients),
             m.cpu.as_secs_f64() / openssl_cpu(m.clients),
+            cell(&|cpu, _| format!("{:.2}×", cpu / (m.clients as f64 / 3965.0))),
             m.cpu.as_secs_f64() * 1e6 / m.clients as f64,
-            m.peak_mib
+            m.peak_mib,
+            cell(&|_, peak| format!("{peak:.0} MiB")),
         );
     }
     let _ = write!(
@@ -301,6 +355,21 @@ mod tests {
         assert!(text.contains("cores = 8\n"));
         assert!(scenario_text(100_000).contains("cores = 80\n"));
         assert!(scenario_text(1_000).contains("cores = 8\n"));
+    }
+
+    #[test]
+    fn the_median_is_taken_of_each_figure_on_its_own() {
+        let m = |cpu: u64, peak: f64| Measured {
+            clients: 10,
+            wall: Duration::from_secs(cpu * 2),
+            cpu: Duration::from_secs(cpu),
+            peak_mib: peak,
+        };
+        let median = median(&[m(5, 100.0), m(3, 300.0), m(4, 200.0)]).expect("three runs");
+        assert_eq!(median.cpu, Duration::from_secs(4));
+        assert_eq!(median.wall, Duration::from_secs(8));
+        assert_eq!(median.peak_mib, 200.0);
+        assert!(super::median(&[]).is_none());
     }
 
     #[test]
