@@ -70,6 +70,11 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
                  real run uses the machine's cores"
             ));
         }
+        if w.same_server_as.is_some() {
+            why.push(format!(
+                "wds {name}: a WDS server on the DHCP server's machine is simulated only"
+            ));
+        }
         if !w.registered || !w.feature_installed {
             why.push(format!(
                 "wds {name}: an unregistered provider or a missing feature is simulated only \

@@ -209,6 +209,10 @@ pub struct WdsSpec {
     pub name: Spanned<String>,
     pub segment: Spanned<String>,
     pub address: Spanned<String>,
+    /// The DHCP server whose machine this WDS server runs on (the seed requires them apart;
+    /// this models what happens when they are not). Its `segment` and `address` are the DHCP
+    /// server's.
+    pub same_server_as: Option<Spanned<String>>,
     /// The provider's certificate store; by default every certificate of the scenario.
     pub certificates: Option<Vec<Spanned<String>>>,
     /// `bde-network-unlock.ini`, inline.

@@ -77,6 +77,9 @@ pub struct WdsHost {
 pub struct DhcpHost {
     pub name: String,
     pub host: HostId,
+    pub address: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub segment: String,
 }
 
 /// One client machine.
@@ -245,7 +248,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
     let segments = segments(&mut w)?;
     let router_addresses = routers(&mut w, &segments)?;
     let dhcp_servers = dhcp_servers(&mut w, &segments, &router_addresses)?;
-    let wds = wds_servers(&mut w, &segments, &certificates)?;
+    let wds = wds_servers(&mut w, &segments, &certificates, &dhcp_servers)?;
     let clients = clients(&mut w, seed, &segments, &certificates)?;
     wake_on_lan(&mut w, &wds)?;
     let events = events(loaded, &wds, &dhcp_servers)?;
@@ -455,7 +458,7 @@ fn dhcp_servers(
     let s = &loaded.scenario;
     let mut dhcp_servers = Vec::new();
     for spec in &s.dhcp_servers {
-        let (seg, host, address, _) = place_server(
+        let (seg, host, address, mac) = place_server(
             loaded,
             &mut w.sim,
             segments,
@@ -511,6 +514,9 @@ fn dhcp_servers(
         dhcp_servers.push(DhcpHost {
             name: spec.name.get_ref().clone(),
             host,
+            address: address.addr(),
+            mac,
+            segment: seg.name.clone(),
         });
     }
     Ok(dhcp_servers)
@@ -521,6 +527,7 @@ fn wds_servers(
     w: &mut WorldInProgress<'_>,
     segments: &[NamedSegment],
     certificates: &[NamedCertificate],
+    dhcp_servers: &[DhcpHost],
 ) -> Result<Vec<WdsHost>, ScenarioError> {
     let loaded = w.loaded;
     let s = &loaded.scenario;
@@ -528,13 +535,42 @@ fn wds_servers(
     // One pool of decryption threads for every server that models its processor.
     let mut decrypt_pool: Option<std::sync::Arc<DecryptPool>> = None;
     for spec in &s.wds {
-        let (seg, host, address, mac) = place_server(
-            loaded,
-            &mut w.sim,
-            segments,
-            (&mut w.names, &mut w.nodes),
-            (&spec.name, &spec.segment, &spec.address),
-        )?;
+        let (seg, host, address, mac) = match &spec.same_server_as {
+            None => place_server(
+                loaded,
+                &mut w.sim,
+                segments,
+                (&mut w.names, &mut w.nodes),
+                (&spec.name, &spec.segment, &spec.address),
+            )?,
+            // The WDS role on the DHCP server's machine (the seed requires them apart).
+            Some(name) => {
+                let dhcp = dhcp_servers
+                    .iter()
+                    .find(|d| &d.name == name.get_ref())
+                    .ok_or_else(|| {
+                        loaded.error_at(name.span(), format!("no DHCP server {:?}", name.get_ref()))
+                    })?;
+                let net: Ipv4Net = parse_spanned(loaded, &spec.address, "an address/prefix")?;
+                if net.addr() != dhcp.address || spec.segment.get_ref() != &dhcp.segment {
+                    return Err(loaded.error_at(
+                        spec.address.span(),
+                        format!(
+                            "a WDS server on DHCP server {}'s machine has its address {} on {}",
+                            dhcp.name, dhcp.address, dhcp.segment
+                        ),
+                    ));
+                }
+                let seg = find_segment(loaded, segments, &spec.segment)?;
+                w.setup.push(format!(
+                    "WDS server {} runs on DHCP server {}'s machine: both listen on UDP 67 \
+                     (the seed requires a DHCP server separate from the WDS server)",
+                    spec.name.get_ref(),
+                    dhcp.name
+                ));
+                (seg, dhcp.host, net, dhcp.mac)
+            }
+        };
         let mut duid = vec![0, 3, 0, 1];
         duid.extend_from_slice(&mac);
         let mut provider = Provider::new(duid);

@@ -1,7 +1,8 @@
 //! Checks a scenario makes sense before anything runs, so that a mistake that would only show
 //! as a puzzling outcome is reported at its `FILE:LINE:COLUMN` instead: an address outside its
 //! segment's subnet, two hosts with one address (a static one inside a DHCP pool counts: a
-//! client could be leased it), a server counter nobody counts, a DHCP pool
+//! client could be leased it; a DHCP and a WDS server at one address are told the seed's rule
+//! that they belong on separate servers, and how to model one machine anyway), a server counter nobody counts, a DHCP pool
 //! smaller than the clients that need it, and a scenario that expects nothing (refused unless
 //! it says `expect_nothing = true`: it would always pass).
 
@@ -63,7 +64,13 @@ fn placed(s: &Scenario) -> Vec<Placed<'_>> {
     }
     for server in &s.wds {
         all.push(Placed {
-            host: server.name.get_ref().clone(),
+            // On a DHCP server's machine (`same_server_as`), it is that host's address.
+            host: server
+                .same_server_as
+                .as_ref()
+                .unwrap_or(&server.name)
+                .get_ref()
+                .clone(),
             segment: &server.segment,
             address: &server.address,
         });
@@ -122,10 +129,21 @@ fn addresses(loaded: &Loaded) -> Result<(), ScenarioError> {
             .iter()
             .find(|(a, host)| *a == address && *host != place.host)
         {
+            let dhcp_and_wds = |a: &str, b: &str| {
+                s.dhcp_servers.iter().any(|d| d.name.get_ref() == a)
+                    && s.wds.iter().any(|w| w.name.get_ref() == b)
+            };
+            let hint = if dhcp_and_wds(other, &place.host) || dhcp_and_wds(&place.host, other) {
+                "; a DHCP server and a WDS server on one machine both need UDP 67, and the seed \
+                 requires them on separate servers (to model that machine anyway, give the \
+                 [[wds]] same_server_as = the DHCP server's name)"
+            } else {
+                ""
+            };
             return Err(loaded.error_at(
                 place.address.span(),
                 format!(
-                    "two hosts have the address {address}: {other} and {}",
+                    "two hosts have the address {address}: {other} and {}{hint}",
                     place.host
                 ),
             ));
@@ -361,6 +379,23 @@ mod tests {
                 .contains("inside DHCP server dhcp's pool 10.0.4.100-10.0.4.199"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dhcp_and_wds_at_one_address_are_refused_with_the_seeds_rule() {
+        let text = "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\n\
+                    subnet = \"10.0.4.0/24\"\n[[dhcp_server]]\nname = \"dhcp\"\n\
+                    segment = \"corp\"\naddress = \"10.0.4.2/24\"\n[[wds]]\nname = \"wds\"\n\
+                    segment = \"corp\"\naddress = \"10.0.4.2/24\"\n";
+        let err = parse(text).expect_err("one address");
+        assert!(err.message.contains("UDP 67"), "{err}");
+        assert!(err.message.contains("same_server_as"), "{err}");
+        assert_eq!(err.line, 13, "{err}");
+        parse(&text.replace(
+            "[[wds]]\nname = \"wds\"\n",
+            "[[wds]]\nname = \"wds\"\nsame_server_as = \"dhcp\"\n",
+        ))
+        .expect("said so");
     }
 
     #[test]
