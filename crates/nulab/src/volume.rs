@@ -190,29 +190,24 @@ fn rng(seed: Option<u64>) -> Box<dyn CryptoRngCore> {
     }
 }
 
-/// BitLocker's startup PINs: 4 to 20 digits; a policy may raise the floor.
-pub const MIN_PIN_DIGITS: u8 = 4;
-pub const MAX_PIN_DIGITS: u8 = 20;
+/// BitLocker's startup PINs: 4 to 20 digits; a policy may raise the floor
+/// (`volume::policy::MinimumPinLength`, the one rule).
+pub const MIN_PIN_DIGITS: u8 = volume::policy::MinimumPinLength::FLOOR;
 
 /// Refuses a PIN BitLocker would refuse: not all digits, or outside `min_length..=20` digits.
 fn check_pin(pin: &str, min_length: u8) -> Result<()> {
-    if !pin.bytes().all(|b| b.is_ascii_digit()) {
-        bail!("--tpm-pin must be digits only (BitLocker's startup PIN)");
-    }
-    let len = pin.len();
-    if len < usize::from(min_length) || len > usize::from(MAX_PIN_DIGITS) {
-        bail!(
-            "--tpm-pin has {len} digit{}: a startup PIN has {min_length} to {MAX_PIN_DIGITS} \
-             digits{}",
-            if len == 1 { "" } else { "s" },
+    // The one rule of a startup PIN: volume::policy::MinimumPinLength.
+    let policy = volume::policy::MinimumPinLength::new(min_length).map_err(anyhow::Error::msg)?;
+    policy.check(pin).map_err(|refusal| {
+        anyhow::anyhow!(
+            "--tpm-pin: {refusal}{}",
             if min_length > MIN_PIN_DIGITS {
                 " (--min-pin-length)"
             } else {
                 ""
             }
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Where the TPM state lives, and whether the user named it.

@@ -149,15 +149,35 @@ pub struct MinimumPinLength(u8);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PinRefusal {
-    #[error("a startup PIN is digits only")]
     NotDigits,
-    #[error(
-        "the PIN has {digits} digit(s); Group Policy \"Configure minimum PIN length for \
-         startup\" requires at least {minimum}"
-    )]
     TooShort { digits: usize, minimum: u8 },
-    #[error("the PIN has {digits} digits; a startup PIN has at most 20")]
     TooLong { digits: usize },
+}
+
+impl std::fmt::Display for PinRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = |n: usize| format!("{n} digit{}", if n == 1 { "" } else { "s" });
+        match self {
+            Self::NotDigits => f.write_str("a startup PIN is digits only"),
+            Self::TooShort { digits, minimum } if *minimum > MinimumPinLength::FLOOR => write!(
+                f,
+                "the PIN has {}; Group Policy \"Configure minimum PIN length for startup\" \
+                 requires at least {minimum}",
+                count(*digits)
+            ),
+            Self::TooShort { digits, minimum } => write!(
+                f,
+                "the PIN has {}; a startup PIN has at least {minimum}",
+                count(*digits)
+            ),
+            Self::TooLong { digits } => write!(
+                f,
+                "the PIN has {}; a startup PIN has at most {}",
+                count(*digits),
+                MinimumPinLength::CEILING
+            ),
+        }
+    }
 }
 
 impl MinimumPinLength {
