@@ -2221,6 +2221,39 @@ mod tests {
         [[wds]]\nname = \"wds\"\nsegment = \"corp\"\naddress = \"10.0.4.10/24\"\n";
 
     #[test]
+    fn wake_from_and_same_server_as_are_checked_at_their_lines() {
+        let client = "[[client]]\nname = \"pc\"\nwake_from = \"wds\"\n\
+                      [[client.adapter]]\nsegment = \"corp\"\n";
+        let err = build_text(&format!("{SERVER}{client}"))
+            .err()
+            .expect("not a woken client");
+        assert!(err.message.contains("wake-on-lan"), "{err}");
+        assert_eq!(err.line, 12, "{err}");
+        let woken = client.replace("wake_from = \"wds\"", "trigger = \"wake-on-lan\"");
+        let world = build_text(&format!("{SERVER}{woken}")).expect("woken by the WDS server");
+        assert!(
+            world
+                .setup
+                .iter()
+                .any(|l| l.contains("wds sends a Wake-on-LAN magic packet")),
+            "{:?}",
+            world.setup
+        );
+        let dhcp =
+            "[[dhcp_server]]\nname = \"dhcp\"\nsegment = \"corp\"\naddress = \"10.0.4.2/24\"\n";
+        let shared = format!(
+            "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\n\
+             subnet = \"10.0.4.0/24\"\n{dhcp}[[wds]]\nname = \"wds\"\nsame_server_as = \"dhcp\"\n\
+             segment = \"corp\"\naddress = \"10.0.4.2/24\"\n"
+        );
+        let world = build_text(&shared).expect("one machine");
+        assert_eq!(world.wds[0].host, world.dhcp_servers[0].host);
+        let elsewhere = shared.replace("same_server_as = \"dhcp\"", "same_server_as = \"dhcp2\"");
+        let err = build_text(&elsewhere).err().expect("no such DHCP server");
+        assert!(err.message.contains("no DHCP server \"dhcp2\""), "{err}");
+    }
+
+    #[test]
     fn a_minimum_pin_length_outside_4_to_20_is_refused_at_its_line() {
         for digits in [3, 21] {
             let err = build_text(&format!(

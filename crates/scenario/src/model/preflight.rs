@@ -107,6 +107,18 @@ fn address_of(text: &str) -> Option<Ipv4Addr> {
 
 fn addresses(loaded: &Loaded) -> Result<(), ScenarioError> {
     let s = &loaded.scenario;
+    for server in &s.wds {
+        if let Some(name) = &server.same_server_as
+            && !s
+                .dhcp_servers
+                .iter()
+                .any(|d| d.name.get_ref() == name.get_ref())
+        {
+            return Err(
+                loaded.error_at(name.span(), format!("no DHCP server {:?}", name.get_ref()))
+            );
+        }
+    }
     let pools = pool_ranges(s);
     let mut seen: Vec<(Ipv4Addr, String)> = Vec::new();
     for place in placed(s) {
