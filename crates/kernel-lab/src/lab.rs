@@ -16,6 +16,7 @@ use scenario::Loaded;
 use scenario::model::{ClientTpm, DhcpSoftware, FaultSpec};
 use serde_json::json;
 
+use crate::faults::{Effect, Plug, Plugs};
 use crate::{KernelRun, LabError, Options};
 
 /// The `.pfx` password of the certificates a run writes for its WDS servers.
@@ -126,6 +127,88 @@ struct Fault {
     removed: bool,
 }
 
+/// A fault made of bridge rules or port links ([`crate::faults`]) over `from..to`.
+struct Window {
+    effect: Effect,
+    from: Duration,
+    to: Duration,
+    applied: bool,
+    removed: bool,
+}
+
+impl Window {
+    /// Window `k`'s table, in each segment namespace its rules are for.
+    fn table(k: usize) -> String {
+        format!("nulab_block{k}")
+    }
+
+    fn apply(&mut self, k: usize, work: &Path, segments: &[Segment]) -> Result<(), LabError> {
+        match &self.effect {
+            Effect::Drop(rules) => {
+                for (seg, rules) in crate::faults::by_segment(rules) {
+                    let file = work.join(format!("block{k}-s{seg}.nft"));
+                    let text = crate::faults::bridge_table(&Window::table(k), &rules);
+                    std::fs::write(&file, text).map_err(io(format!("{}", file.display())))?;
+                    let file = file.display().to_string();
+                    sh(
+                        "ip",
+                        &["netns", "exec", &segments[seg].ns, "nft", "-f", &file],
+                    )?;
+                }
+            }
+            Effect::LinkDown(ports) => {
+                for (seg, port) in ports {
+                    sh(
+                        "ip",
+                        &["-n", &segments[*seg].ns, "link", "set", port, "down"],
+                    )?;
+                }
+            }
+        }
+        self.applied = true;
+        Ok(())
+    }
+
+    /// Ends the window (best effort: deleting the namespaces at teardown removes the rest).
+    fn remove(&mut self, k: usize, segments: &[Segment]) {
+        match &self.effect {
+            Effect::Drop(rules) => {
+                for seg in crate::faults::by_segment(rules).into_keys() {
+                    let table = Window::table(k);
+                    let ns = &segments[seg].ns;
+                    let _ = sh(
+                        "ip",
+                        &[
+                            "netns", "exec", ns, "nft", "delete", "table", "bridge", &table,
+                        ],
+                    );
+                }
+            }
+            Effect::LinkDown(ports) => {
+                for (seg, port) in ports {
+                    let _ = sh("ip", &["-n", &segments[*seg].ns, "link", "set", port, "up"]);
+                }
+            }
+        }
+        self.removed = true;
+    }
+
+    fn describe(&self, segments: &[Segment]) -> String {
+        match &self.effect {
+            Effect::Drop(rules) => rules
+                .iter()
+                .map(|r| format!("{}: {} (nftables)", segments[r.segment].name, r.rule))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Effect::LinkDown(ports) => ports
+                .iter()
+                .map(|(seg, port)| format!("{}: port {port} link down", segments[*seg].name))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
 /// A short run id from the PID and the clock (names must fit 15-character interface names).
 fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -155,14 +238,14 @@ impl Builder {
         Ok(ns)
     }
 
-    /// A veth `interface` in `ns` whose peer is a port of `segment`'s bridge.
+    /// A veth `interface` in `ns` whose peer is a port of `segment`'s bridge; the port's name.
     fn plug(
         &mut self,
         ns: &str,
         interface: &str,
         segment: &mut Segment,
         link_up: bool,
-    ) -> Result<(), LabError> {
+    ) -> Result<String, LabError> {
         let port = format!(
             "p{}",
             self.teardown.namespaces.len() * 8 + segment.ports.len()
@@ -194,9 +277,9 @@ impl Builder {
         sh("ip", &["-n", ns, "link", "set", interface, "up"])?;
         segment.ports.push(Port {
             switch: segment.ns.clone(),
-            name: port,
+            name: port.clone(),
         });
-        Ok(())
+        Ok(port)
     }
 
     /// Starts `program args` inside `ns`, its stdout to `stdout` and stderr to `stderr`.
@@ -322,6 +405,16 @@ pub fn run(
         b.id, b.id
     ));
 
+    // Where each host plugs in, for the faults on hosts, adapters and routers.
+    let mut plugs = Plugs::new();
+    let mut plug_of = |host: &str, segment: usize, port: String, adapter: &str| {
+        plugs.entry(host.to_owned()).or_default().push(Plug {
+            segment,
+            port,
+            adapter: adapter.to_owned(),
+        });
+    };
+
     // Segments: a bridge each, in a namespace of its own.
     let mut segments = Vec::new();
     for (i, spec) in s.segments.iter().enumerate() {
@@ -358,7 +451,8 @@ pub fn run(
         for (i, interface) in router.interfaces.iter().enumerate() {
             let name = format!("eth{i}");
             let seg = segment_index(&segments, interface.segment.get_ref())?;
-            b.plug(&ns, &name, &mut segments[seg], true)?;
+            let port = b.plug(&ns, &name, &mut segments[seg], true)?;
+            plug_of(router.name.get_ref(), seg, port, &name);
             sh(
                 "ip",
                 &[
@@ -444,7 +538,8 @@ pub fn run(
     // A server host: a namespace, eth0 on its segment with its address, a default route.
     let server_host = |b: &mut Builder,
                        segments: &mut Vec<Segment>,
-                       role: String,
+                       plug_of: &mut dyn FnMut(&str, usize, String, &str),
+                       (host, role): (&str, String),
                        segment: &str,
                        address: &str|
      -> Result<String, LabError> {
@@ -453,7 +548,8 @@ pub fn run(
             .iter()
             .position(|x| x.name == segment)
             .ok_or_else(|| LabError::Scenario(format!("no segment {segment}")))?;
-        b.plug(&ns, "eth0", &mut segments[seg], true)?;
+        let port = b.plug(&ns, "eth0", &mut segments[seg], true)?;
+        plug_of(host, seg, port, "eth0");
         sh("ip", &["-n", &ns, "addr", "add", address, "dev", "eth0"])?;
         if let Some(gateway) = gateways.get(segment) {
             sh(
@@ -470,7 +566,8 @@ pub fn run(
         let ns = server_host(
             &mut b,
             &mut segments,
-            format!("d{d}"),
+            &mut plug_of,
+            (spec.name.get_ref(), format!("d{d}")),
             spec.segment.get_ref(),
             spec.address.get_ref(),
         )?;
@@ -615,7 +712,8 @@ pub fn run(
         let ns = server_host(
             &mut b,
             &mut segments,
-            format!("w{w}"),
+            &mut plug_of,
+            (spec.name.get_ref(), format!("w{w}")),
             spec.segment.get_ref(),
             spec.address.get_ref(),
         )?;
@@ -684,7 +782,25 @@ pub fn run(
         for (i, adapter) in spec.adapters.iter().enumerate() {
             let name = adapter.name.clone().unwrap_or_else(|| format!("eth{i}"));
             let seg = segment_index(&segments, adapter.segment.get_ref())?;
-            b.plug(&ns, &name, &mut segments[seg], adapter.link)?;
+            // A link fault from the start: the port is down before the client powers on.
+            let down_at_start = s.faults.iter().any(|f| {
+                f.link.is_some()
+                    && f.from.is_none_or(|t| t.is_zero())
+                    && f.adapter.as_ref().is_some_and(|a| {
+                        a.get_ref() == &format!("{}/{name}", spec.name.get_ref())
+                            || a.get_ref() == &format!("{}/{name}", machine.name)
+                    })
+            });
+            let port = b.plug(
+                &ns,
+                &name,
+                &mut segments[seg],
+                adapter.link && !down_at_start,
+            )?;
+            plug_of(spec.name.get_ref(), seg, port.clone(), &name);
+            if machine.name != *spec.name.get_ref() {
+                plug_of(&machine.name, seg, port, &name);
+            }
             if let Some(address) = &adapter.address {
                 sh(
                     "ip",
@@ -829,6 +945,24 @@ pub fn run(
                 anchored_at_lease: false,
                 applied: false,
                 exempting: false,
+                removed: false,
+            });
+        }
+    }
+
+    // Partitions, a silent DHCP server and link faults: bridge rules and port links.
+    let segment_names: Vec<String> = segments.iter().map(|seg| seg.name.clone()).collect();
+    let router_names: Vec<String> = s.routers.iter().map(|r| r.name.get_ref().clone()).collect();
+    let mut windows = Vec::new();
+    for spec in &s.faults {
+        if let Some(effect) = crate::faults::effect_of(spec, &plugs, &segment_names, &router_names)
+            .map_err(LabError::Scenario)?
+        {
+            windows.push(Window {
+                effect,
+                from: spec.from.unwrap_or_default(),
+                to: spec.to.unwrap_or(s.duration),
+                applied: false,
                 removed: false,
             });
         }
@@ -979,6 +1113,24 @@ pub fn run(
                     "{:.3}s fault ends on {}",
                     now.as_secs_f64(),
                     segments[fault.segment].name
+                ));
+            }
+        }
+        for (k, window) in windows.iter_mut().enumerate() {
+            if !window.applied && now >= window.from {
+                window.apply(k, &b.work, &segments)?;
+                narrate(&format!(
+                    "{:.3}s fault begins: {}",
+                    now.as_secs_f64(),
+                    window.describe(&segments)
+                ));
+            }
+            if window.applied && !window.removed && now >= window.to {
+                window.remove(k, &segments);
+                narrate(&format!(
+                    "{:.3}s fault ends: {}",
+                    now.as_secs_f64(),
+                    window.describe(&segments)
                 ));
             }
         }
@@ -1147,16 +1299,8 @@ fn load_loss(work: &Path, ns: &str, f: usize, ppm: u32, exempt: &[String]) -> Re
     } else {
         format!("numgen random mod 1000000 < {ppm} drop")
     };
-    let mut rules = String::new();
-    for rule in exempt {
-        rules.push_str(&format!("    {rule}\n"));
-    }
-    let table = format!("nulab_fault{f}");
-    let text = format!(
-        "table bridge {table}\ndelete table bridge {table}\ntable bridge {table} {{\n  chain \
-         forward {{\n    type filter hook forward priority 0; policy accept;\n{rules}    \
-         {drop}\n  }}\n}}\n"
-    );
+    let rules: Vec<String> = exempt.iter().cloned().chain([drop]).collect();
+    let text = crate::faults::bridge_table(&format!("nulab_fault{f}"), &rules);
     let file = work.join(format!("fault{f}.nft"));
     std::fs::write(&file, text).map_err(io(format!("{}", file.display())))?;
     let file = file.display().to_string();

@@ -19,6 +19,7 @@
 //! [`missing_tools`] names the tools a run needs with the Debian packages that provide them.
 
 pub mod compose;
+mod faults;
 mod lab;
 pub mod parity;
 mod plan;

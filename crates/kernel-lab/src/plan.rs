@@ -94,18 +94,27 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
         }
     }
     for f in &s.faults {
-        let supported = f.segment.is_some()
+        // Partitions, link faults and a silent DHCP server are bridge rules and port links
+        // (`crate::faults`); loss and netem apply to a whole segment.
+        let on_segment = f.segment.is_some()
             && f.host.is_none()
             && f.sender.is_none()
             && f.receiver.is_none()
-            && f.adapter.is_none()
-            && f.partition.is_none()
-            && f.link.is_none()
-            && f.dhcp_server.is_none();
-        if !supported {
+            && f.adapter.is_none();
+        if let Some(server) = f.dhcp_server.as_ref().filter(|_| !f.silent) {
+            why.push(format!(
+                "DHCP server {}: answering late (`delay`) is simulated only so far",
+                server.get_ref()
+            ));
+        } else if !(on_segment
+            || f.partition.is_some()
+            || f.link.is_some()
+            || f.dhcp_server.is_some())
+        {
             why.push(
-                "faults other than loss, latency, jitter, duplication and corruption on a \
-                 whole segment are simulated only so far"
+                "loss, latency, jitter, duplication and corruption scoped to a host, sender, \
+                 receiver or adapter are simulated only so far (real kernels apply them to a \
+                 whole segment)"
                     .into(),
             );
         }
@@ -118,7 +127,10 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
 pub fn missing_tools(loaded: &Loaded) -> Vec<String> {
     let s = &loaded.scenario;
     let mut needed = vec![("ip", "iproute2"), ("tcpdump", "tcpdump")];
-    if s.faults.iter().any(|f| f.loss.is_some()) {
+    if s.faults
+        .iter()
+        .any(|f| f.loss.is_some() || f.partition.is_some() || f.dhcp_server.is_some())
+    {
         needed.push(("nft", "nftables"));
     }
     if s.faults
@@ -208,5 +220,30 @@ address = "10.0.4.10/24"
         let why = refusals(&loaded);
         assert!(why.iter().any(|w| w.contains("10000 clients")), "{why:?}");
         assert!(why.iter().any(|w| w.contains("firmware")), "{why:?}");
+    }
+
+    #[test]
+    fn partitions_link_faults_and_a_silent_dhcp_server_run_and_a_late_one_is_refused() {
+        let client = "[[client]]\nname = \"pc1\"\n[[client.adapter]]\nsegment = \"corp\"\n";
+        for fault in [
+            "partition = [\"wds\", \"pc1\"]\none_way = true\n",
+            "adapter = \"pc1/eth0\"\nlink = \"down\"\nto = \"40s\"\n",
+            "dhcp_server = \"dhcp\"\nsilent = true\n",
+        ] {
+            let loaded = parse(&format!("{BASE}{client}[[fault]]\n{fault}"));
+            assert_eq!(refusals(&loaded), Vec::<String>::new(), "{fault}");
+        }
+        let late = parse(&format!(
+            "{BASE}{client}[[fault]]\ndhcp_server = \"dhcp\"\ndelay = \"5s\"\n"
+        ));
+        assert!(refusals(&late).iter().any(|w| w.contains("late")));
+        let per_host = parse(&format!(
+            "{BASE}{client}[[fault]]\nhost = \"wds\"\nloss = \"30%\"\n"
+        ));
+        assert!(
+            refusals(&per_host)
+                .iter()
+                .any(|w| w.contains("scoped to a host"))
+        );
     }
 }

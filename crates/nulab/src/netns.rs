@@ -114,10 +114,12 @@ pub fn run(
     } else if parity {
         out!("{}", kernel_lab::parity::table(&rows))?;
         outln!(
-            "parity: {} of {} compared quantities match (times within ±{}s)",
+            "parity: {} of {} compared quantities match (times within ±{}s, plus {}s per \
+             jittered DHCPv4 retransmission wait)",
             rows.iter().filter(|r| r.matches).count(),
             rows.len(),
-            kernel_lab::parity::TOLERANCE.as_secs_f64()
+            kernel_lab::parity::TOLERANCE.as_secs_f64(),
+            kernel_lab::parity::JITTERED_WAIT.as_secs_f64()
         )?;
     }
     Ok(ExitCode::from(worst))
