@@ -11,6 +11,8 @@
 //! - a partition between segments stops the routers joining them: what a router puts on the
 //!   far segment (and, two-way, on the near one) is dropped at its port there;
 //! - a silent DHCP server: everything its ports send is dropped;
+//! - a DHCP server that answers late (`delay`, over the whole run) is no rule:
+//!   `nulab-dhcp-server --reply-delay` holds each datagram it sends ([`reply_delay`]);
 //! - a link down: the adapter's bridge port is set down (`ip link set PORT down`), so the
 //!   adapter has no carrier, and up again at the window's end.
 //!
@@ -116,10 +118,8 @@ pub(crate) fn effect_of(
     }
     if let Some(server) = &spec.dhcp_server {
         if !spec.silent {
-            return Err(format!(
-                "DHCP server {}: only `silent` is made real so far",
-                server.get_ref()
-            ));
+            // Late replies are the server's own `--reply-delay`.
+            return Ok(None);
         }
         let rules = host_plugs(server.get_ref())?
             .iter()
@@ -149,6 +149,20 @@ pub(crate) fn effect_of(
         return Ok(Some(Effect::LinkDown(ports)));
     }
     Ok(None)
+}
+
+/// The `delay` of a fault making DHCP server `server` answer late, as the file writes it
+/// (a humantime duration, which `nulab-dhcp-server --reply-delay` reads alike).
+pub(crate) fn reply_delay<'a>(faults: &'a [FaultSpec], server: &str) -> Option<&'a str> {
+    faults
+        .iter()
+        .filter(|f| {
+            f.dhcp_server
+                .as_ref()
+                .is_some_and(|d| d.get_ref() == server)
+        })
+        .find_map(|f| f.delay.as_ref())
+        .map(|d| d.get_ref().as_str())
 }
 
 /// The nftables script that (re)creates bridge table `table` with a forward chain holding
@@ -269,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_dhcp_server_sends_nothing_and_a_late_one_is_refused() {
+    fn a_silent_dhcp_server_sends_nothing_and_a_late_one_delays_its_replies() {
         let (plugs, segments, routers) = lan();
         let silent = fault("dhcp_server = \"dhcp\"\nsilent = true\n");
         assert_eq!(
@@ -277,7 +291,10 @@ mod tests {
             [(0, "iifname \"p4\" drop".to_owned())]
         );
         let late = fault("dhcp_server = \"dhcp\"\ndelay = \"5s\"\n");
-        assert!(effect_of(&late, &plugs, &segments, &routers).is_err());
+        assert_eq!(effect_of(&late, &plugs, &segments, &routers).unwrap(), None);
+        let faults = [silent, late];
+        assert_eq!(reply_delay(&faults, "dhcp"), Some("5s"));
+        assert_eq!(reply_delay(&faults, "dhcp2"), None);
     }
 
     #[test]

@@ -609,6 +609,9 @@ pub fn run(
                     "--for".into(),
                     run_for.clone(),
                 ];
+                if let Some(delay) = crate::faults::reply_delay(&s.faults, spec.name.get_ref()) {
+                    args.extend(["--reply-delay".into(), delay.to_owned()]);
+                }
                 for (subnet, first, last, router) in &pools {
                     let mut text = format!("{subnet},{first},{last}");
                     if let Some(router) = router {
@@ -700,9 +703,12 @@ pub fn run(
             )));
         }
         narrate(&format!(
-            "DHCP server {} ({what}) at {}",
+            "DHCP server {} ({what}) at {}{}",
             spec.name.get_ref(),
-            spec.address.get_ref()
+            spec.address.get_ref(),
+            crate::faults::reply_delay(&s.faults, spec.name.get_ref())
+                .map(|d| format!(", every reply {d} late (--reply-delay)"))
+                .unwrap_or_default()
         ));
     }
 

@@ -101,9 +101,18 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
             && f.sender.is_none()
             && f.receiver.is_none()
             && f.adapter.is_none();
-        if let Some(server) = f.dhcp_server.as_ref().filter(|_| !f.silent) {
+        // A late DHCP server is nulab-dhcp-server's `--reply-delay`, for the whole run.
+        let late = f.dhcp_server.as_ref().filter(|_| !f.silent);
+        let whole_run = f.from.is_none_or(|t| t.is_zero()) && f.to.is_none_or(|t| t >= s.duration);
+        let nulab_dhcp = |name: &str| {
+            s.dhcp_servers.iter().any(|d| {
+                d.name.get_ref() == name && d.software == scenario::model::DhcpSoftware::Nulab
+            })
+        };
+        if let Some(server) = late.filter(|d| !whole_run || !nulab_dhcp(d.get_ref())) {
             why.push(format!(
-                "DHCP server {}: answering late (`delay`) is simulated only so far",
+                "DHCP server {}: answering late (`delay`) is real for nulab-dhcp-server over the \
+                 whole run only (no window, no third-party server)",
                 server.get_ref()
             ));
         } else if !(on_segment
@@ -223,7 +232,7 @@ address = "10.0.4.10/24"
     }
 
     #[test]
-    fn partitions_link_faults_and_a_silent_dhcp_server_run_and_a_late_one_is_refused() {
+    fn partitions_link_faults_and_a_silent_or_late_dhcp_server_run() {
         let client = "[[client]]\nname = \"pc1\"\n[[client.adapter]]\nsegment = \"corp\"\n";
         for fault in [
             "partition = [\"wds\", \"pc1\"]\none_way = true\n",
@@ -236,7 +245,15 @@ address = "10.0.4.10/24"
         let late = parse(&format!(
             "{BASE}{client}[[fault]]\ndhcp_server = \"dhcp\"\ndelay = \"5s\"\n"
         ));
-        assert!(refusals(&late).iter().any(|w| w.contains("late")));
+        assert_eq!(refusals(&late), Vec::<String>::new());
+        let late_for_a_while = parse(&format!(
+            "{BASE}{client}[[fault]]\ndhcp_server = \"dhcp\"\ndelay = \"5s\"\nto = \"3s\"\n"
+        ));
+        assert!(
+            refusals(&late_for_a_while)
+                .iter()
+                .any(|w| w.contains("late"))
+        );
         let per_host = parse(&format!(
             "{BASE}{client}[[fault]]\nhost = \"wds\"\nloss = \"30%\"\n"
         ));

@@ -11,6 +11,7 @@ use dhcp::service::{ClientRecord, DhcpClientService, DhcpServerService};
 use dhcp::{ClientConfig, Lease, Server, ServerConfig, ServerEvent};
 
 use crate::ShellError;
+use crate::delay::Delayed;
 use crate::driver::{AddressMode, Driver, DriverConfig, ShellNote};
 
 /// A 32-byte seed from a `u64` (little-endian in the first 8 bytes), or `None` for the OS's.
@@ -101,13 +102,40 @@ pub async fn run_server(
     interfaces: &[String],
     config: ServerConfig,
     duration: Duration,
+    on_event: impl FnMut(Duration, ServerEvent),
+) -> Result<ServerReport, ShellError> {
+    run_server_late(interfaces, config, duration, Duration::ZERO, on_event).await
+}
+
+/// [`run_server`], every datagram the server sends leaving `reply_delay` late
+/// ([`crate::delay::Delayed`]): a DHCP server that answers late.
+pub async fn run_server_late(
+    interfaces: &[String],
+    config: ServerConfig,
+    duration: Duration,
+    reply_delay: Duration,
+    on_event: impl FnMut(Duration, ServerEvent),
+) -> Result<ServerReport, ShellError> {
+    let server = Rc::new(RefCell::new(Server::new(config)));
+    let service = DhcpServerService::new(Rc::clone(&server));
+    if reply_delay.is_zero() {
+        serve(interfaces, server, service, duration, on_event).await
+    } else {
+        let service = Delayed::new(service, reply_delay);
+        serve(interfaces, server, service, duration, on_event).await
+    }
+}
+
+async fn serve<S: host_contract::Service>(
+    interfaces: &[String],
+    server: Rc<RefCell<Server>>,
+    mut service: S,
+    duration: Duration,
     mut on_event: impl FnMut(Duration, ServerEvent),
 ) -> Result<ServerReport, ShellError> {
     let mut driver_config = DriverConfig::new(interfaces.to_vec());
     driver_config.ipv6 = false;
     let mut driver = Driver::new(driver_config)?;
-    let server = Rc::new(RefCell::new(Server::new(config)));
-    let mut service = DhcpServerService::new(Rc::clone(&server));
     driver.start(&mut service).await;
     if driver.open_sockets() == 0 {
         return Err(no_socket(&mut driver, &interfaces.join(",")));

@@ -21,13 +21,14 @@
 //! BitLocker volume, driving `boot_client::boot::Boot`).
 
 pub mod boot;
+pub mod delay;
 mod drive;
 pub mod driver;
 mod interface;
 pub mod output;
 pub mod wds;
 
-pub use drive::{ServerReport, run_client, run_server};
+pub use drive::{ServerReport, run_client, run_server, run_server_late};
 pub use driver::{AddressMode, Driver, DriverConfig, ShellNote};
 pub use interface::{InterfaceSocket, adapter_facts};
 

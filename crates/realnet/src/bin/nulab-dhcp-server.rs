@@ -43,6 +43,10 @@ struct Args {
     /// Stop after this long (`60s`, `1h`).
     #[arg(long = "for", default_value = "60s", value_parser = humantime::parse_duration)]
     run_for: Duration,
+    /// Send every reply this late (`5s`): an overloaded server, as a scenario's
+    /// `[[fault]] dhcp_server = "..."` with `delay` (lease events are printed when decided).
+    #[arg(long = "reply-delay", default_value = "0s", value_parser = humantime::parse_duration)]
+    reply_delay: Duration,
 }
 
 fn parse_interface(text: &str) -> Result<(String, Ipv4Net), String> {
@@ -171,16 +175,23 @@ fn main() -> ExitCode {
     // The first failed write stops the server: nobody reads its log any more.
     let failed: std::cell::RefCell<Option<OutputError>> = std::cell::RefCell::new(None);
     let run = async {
-        let serve = realnet::run_server(&names, config, args.run_for, |at, event| {
-            if failed.borrow().is_some() {
-                return;
-            }
-            let line = describe(&event, at, &names);
-            if let Err(err) = output::write_line(format_args!("{:>8.3}s {line}", at.as_secs_f64()))
-            {
-                *failed.borrow_mut() = Some(err);
-            }
-        });
+        let serve = realnet::run_server_late(
+            &names,
+            config,
+            args.run_for,
+            args.reply_delay,
+            |at, event| {
+                if failed.borrow().is_some() {
+                    return;
+                }
+                let line = describe(&event, at, &names);
+                if let Err(err) =
+                    output::write_line(format_args!("{:>8.3}s {line}", at.as_secs_f64()))
+                {
+                    *failed.borrow_mut() = Some(err);
+                }
+            },
+        );
         tokio::pin!(serve);
         // Poll the server, and stop as soon as a write has failed.
         loop {
