@@ -1145,6 +1145,9 @@ pub fn run(
             if let Some(server) = wds.iter_mut().find(|w| w.name == host) {
                 match action.as_str() {
                     "stop-wds" | "crash" => stop_wds(&mut b, server),
+                    "remove-certificate-store" => {
+                        remove_certificate_store(&mut b, server, &stop)?;
+                    }
                     _ => start_wds(&mut b, server, &options.nulab, &stop)?,
                 }
                 narrate(&format!("{:.3}s {host}: {action}", at.as_secs_f64()));
@@ -1520,6 +1523,45 @@ fn volume_on_swtpm(
     Err(LabError::Refused(vec![
         crate::plan::SWTPM_NEEDS_FEATURE.into(),
     ]))
+}
+
+/// The value of `flag` in `args` (every one, in order).
+fn flag_values<'a>(args: &'a [String], flag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    args.windows(2)
+        .filter(move |pair| pair[0] == flag)
+        .map(|pair| pair[1].as_str())
+}
+
+/// Someone deletes the WDS server's FVE_NKP store: its certificate files are removed and a
+/// running `nulab server` re-reads its store (SIGHUP), after which it drops and logs every
+/// request as the seed's error condition; waits (bounded) until its log says so.
+fn remove_certificate_store(
+    b: &mut Builder,
+    server: &mut Wds,
+    stop: &AtomicBool,
+) -> Result<(), LabError> {
+    for path in flag_values(&server.args, "--cert") {
+        std::fs::remove_file(path).map_err(io(format!("cannot remove {path}")))?;
+    }
+    let Some(index) = server.running else {
+        return Ok(());
+    };
+    let pid = b.teardown.processes[index].1.id().to_string();
+    sh("kill", &["-HUP", &pid])?;
+    if let Some(log) = flag_values(&server.args, "--log").next()
+        && !wait_for(
+            Path::new(log),
+            "is no longer in the FVE_NKP store",
+            Duration::from_secs(5),
+            stop,
+        )?
+    {
+        return Err(LabError::Start(format!(
+            "nulab server {} did not reload its certificate store on SIGHUP",
+            server.name
+        )));
+    }
+    Ok(())
 }
 
 /// Stops a running WDS server (SIGTERM) and adds its final counters to the server's.

@@ -85,10 +85,14 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
     for e in &s.events {
         let action = e.action.get_ref().as_str();
         let is_wds = s.wds.iter().any(|w| w.name.get_ref() == e.host.get_ref());
-        if !(is_wds && matches!(action, "stop-wds" | "start-wds" | "crash" | "restart")) {
+        let real = matches!(
+            action,
+            "stop-wds" | "start-wds" | "crash" | "restart" | "remove-certificate-store"
+        );
+        if !(is_wds && real) {
             why.push(format!(
-                "event `{action}` on {}: only stop-wds, start-wds, crash and restart of a WDS \
-                 server are real-kernel events",
+                "event `{action}` on {}: only stop-wds, start-wds, crash, restart and \
+                 remove-certificate-store of a WDS server are real-kernel events",
                 e.host.get_ref()
             ));
         }
@@ -261,6 +265,25 @@ address = "10.0.4.10/24"
             refusals(&per_host)
                 .iter()
                 .any(|w| w.contains("scoped to a host"))
+        );
+    }
+
+    #[test]
+    fn removing_the_certificate_store_is_a_real_event_and_unregistering_is_not() {
+        let client = "[[client]]\nname = \"pc1\"\n[[client.adapter]]\nsegment = \"corp\"\n";
+        let event = |action: &str| {
+            parse(&format!(
+                "{BASE}{client}[[event]]\nat = \"5s\"\nhost = \"wds\"\naction = \"{action}\"\n"
+            ))
+        };
+        assert_eq!(
+            refusals(&event("remove-certificate-store")),
+            Vec::<String>::new()
+        );
+        assert!(
+            refusals(&event("unregister-provider"))
+                .iter()
+                .any(|w| w.contains("unregister-provider"))
         );
     }
 }
