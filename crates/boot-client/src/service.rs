@@ -122,7 +122,9 @@ impl Service for BootService {
         let now = stack.now().since_start();
         let _ = stack.bind(dhcp::CLIENT_PORT);
         let _ = stack.bind(dhcp::V6_CLIENT_PORT);
-        let mut config = self.config.clone();
+        // An instance starts once (a restart is a new instance): its configuration moves into
+        // the boot rather than being copied (a storm holds 100,000 of them).
+        let mut config = std::mem::take(&mut self.config);
         config.adapters = stack
             .adapters()
             .iter()
