@@ -8,7 +8,10 @@
 //! - [`exchange`]: one Network Unlock exchange once the adapter holds an address: the request
 //!   with its pre-computed key protector, the protocol's timers, a configurable transport order
 //!   (DHCPv6, DHCPv4), and the first reply whose tag verifies.
+//! - [`narration`]: the boot's events told as sentences with the seed's phases, the one
+//!   wording of the simulator's transcript and of `nulab client`.
 
 pub mod boot;
 pub mod exchange;
+pub mod narration;
 pub mod service;

@@ -12,8 +12,9 @@
 //! `{"type":"outcome","state":S,"unlocked_by":S|null,"at_seconds":F|null,"failures":[…],
 //! "volume_label":S|null}` (the `--outcome-json` object plus the label).
 //!
-//! The lines teach the boot as the simulator's transcript does: phases 1 to 3 and 6 to 9 with
-//! the values the boot core computed (fingerprints of the TPM-released intermediate key, the
+//! The lines teach the boot in the simulator transcript's own words
+//! (`boot_client::narration`, their one home): phases 1 to 3 and 6 to 9 with the values the
+//! boot core computed (fingerprints of the TPM-released intermediate key, the
 //! key protector, SK, CK, the combined key, the volume master key and the disk key, as
 //! `BootEvent`s carry them) and, for phase 9, the label the boot service read from the
 //! decrypted volume; nothing is recomputed here. Phases 4 and 5 happen on the server
@@ -27,10 +28,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use boot_client::boot::{BootConfig, BootEvent, BootResult, ConsoleInput, Keystrokes};
-use boot_client::exchange::{ExchangeEvent, Transport};
+use boot_client::exchange::Transport;
+use boot_client::narration::{self, Narrator};
 use clap::Args;
 use rand_core::RngCore;
-use realnet::boot::{ClientEvent, SharedTpm, ShellNote};
+use realnet::boot::{SharedTpm, ShellNote};
 use tpm::{SimulatedTpm, Tpm};
 use volume::Volume;
 
@@ -183,10 +185,25 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             {
                 key_log_written = Some(append_key_log(path, key_log));
             }
-            let Some((level, adapter, message)) = describe(event, &names) else {
+            // The boot's one wording (the simulator's transcript tells it alike), with the
+            // interfaces' names and the whole thumbprint (no setup section shows it here).
+            let narrator = Narrator {
+                adapter_names: &names,
+                full_thumbprint: true,
+            };
+            let Some(told) = narrator.narrate(event) else {
                 return;
             };
-            (report.borrow_mut())(print_event(json, event.at(), level, adapter, &message));
+            let adapter = told
+                .adapter
+                .map(|i| names.get(i).cloned().unwrap_or_else(|| format!("#{i}")));
+            (report.borrow_mut())(print_event(
+                json,
+                event.at(),
+                told.level.as_str(),
+                adapter,
+                &told.text,
+            ));
         },
         |note| {
             let (interface, message) = match note {
@@ -221,10 +238,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             *at,
             "Information",
             None,
-            &format!(
-                "[phase 9] Windows continues the boot sequence (volume label {label:?} read from \
-                 decrypted sector 0)"
-            ),
+            &narration::phase_9(label),
         ));
     }
     drop(end.tpm);
@@ -371,176 +385,6 @@ fn outcome_value(outcome: &boot_client::boot::BootOutcome) -> serde_json::Value 
         "at_seconds": at,
         "failures": failures,
     })
-}
-
-/// A boot event as a BitLocker-style log line: its level (`Information`, `Warning`), the
-/// adapter it is about, and a sentence with the seed's phase. `None`: nothing worth a line.
-fn describe(event: &BootEvent, names: &[String]) -> Option<(&'static str, Option<String>, String)> {
-    let adapter_name = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
-    let adapter = |i: usize| format!("adapter {} ({})", i + 1, adapter_name(i));
-    let info = "Information";
-    let warn = "Warning";
-    let line = match event {
-        BootEvent::ProtectorsFound { protectors, .. } => (
-            info,
-            None,
-            format!(
-                "[phase 1] the boot manager finds the protectors: {}",
-                protectors
-                    .iter()
-                    .map(|p| p.manage_bde_name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        BootEvent::NetworkUnlockReady {
-            thumbprint,
-            intermediate_key,
-            key_protector,
-            session_key,
-            ..
-        } => (
-            info,
-            None,
-            format!(
-                "[phase 1] the TPM releases the Network Unlock secrets (PCRs as sealed): the \
-                 intermediate key {intermediate_key}, the pre-computed key protector \
-                 {key_protector} for certificate {thumbprint} and the session key SK \
-                 {session_key}"
-            ),
-        ),
-        BootEvent::NetworkUnlockSkipped { reason, .. } => (
-            warn,
-            None,
-            format!("[phase 1] Network Unlock was not attempted: {reason}"),
-        ),
-        BootEvent::Dhcp {
-            adapter: i, event, ..
-        } => {
-            let text = match event {
-                ClientEvent::Sent { kind, attempt } => {
-                    format!("[phase 2] {} sends {kind} (attempt {attempt})", adapter(*i))
-                }
-                ClientEvent::Offered { server, address } => format!(
-                    "[phase 2] {} takes the offer of {address} from {server}",
-                    adapter(*i)
-                ),
-                ClientEvent::Bound(lease) => format!(
-                    "[phase 2] {} is bound to {} (DHCP server {})",
-                    adapter(*i),
-                    lease.network(),
-                    lease.server_id
-                ),
-                ClientEvent::Failed(failure) => {
-                    return Some((
-                        warn,
-                        Some(adapter_name(*i)),
-                        format!("[phase 2] {}: DHCP fails: {failure}", adapter(*i)),
-                    ));
-                }
-                _ => return None,
-            };
-            (info, Some(adapter_name(*i)), text)
-        }
-        BootEvent::EnumerationStopped {
-            adapter: i, reason, ..
-        } => (warn, Some(adapter_name(*i)), format!("[phase 2] {reason}")),
-        BootEvent::Exchange {
-            adapter: i, event, ..
-        } => {
-            let (level, text) = match event {
-                ExchangeEvent::Sent {
-                    transport, attempt, ..
-                } => (
-                    info,
-                    format!(
-                        "[phase 3] {} sends the Network Unlock request over {transport} \
-                         (attempt {attempt}): CK and SK under the certificate's RSA-2048 key",
-                        adapter(*i)
-                    ),
-                ),
-                ExchangeEvent::Ignored { why, .. } => (
-                    info,
-                    format!("[phase 6] {} ignores a reply: {why}", adapter(*i)),
-                ),
-                ExchangeEvent::TransportFailed {
-                    transport, failure, ..
-                } => (
-                    warn,
-                    format!("[phase 3] {}: {transport} gives up: {failure}", adapter(*i)),
-                ),
-                ExchangeEvent::Unlocked { transport, .. } => (
-                    info,
-                    format!(
-                        "[phase 6] {}: the reply over {transport} verifies under SK: the \
-                         network key is back",
-                        adapter(*i)
-                    ),
-                ),
-            };
-            (level, Some(adapter_name(*i)), text)
-        }
-        BootEvent::NoUnlockOnAdapter {
-            adapter: i, reason, ..
-        } => (
-            warn,
-            Some(adapter_name(*i)),
-            format!(
-                "[phase 3] no unlock on {} ({reason}); any further adapter is tried next",
-                adapter(*i)
-            ),
-        ),
-        BootEvent::KeysCombined {
-            network_key,
-            combined_key,
-            ..
-        } => (
-            info,
-            None,
-            format!(
-                "[phase 7] network key CK {network_key} combined with the TPM's local \
-                 intermediate key (SHA-256 of the two: nulab's model): {combined_key}"
-            ),
-        ),
-        BootEvent::ProtectorFailed(failure) => (
-            warn,
-            None,
-            format!(
-                "The {} protector could not unlock the operating system volume: {}",
-                failure.protector.manage_bde_name(),
-                failure.reason
-            ),
-        ),
-        BootEvent::PromptShown { prompt, .. } => (info, None, format!("BitLocker shows {prompt}.")),
-        BootEvent::Typed { prompt, what, .. } => {
-            (info, None, format!("someone types {what} at {prompt}"))
-        }
-        BootEvent::Unlocked {
-            protector,
-            volume_master_key,
-            disk_key,
-            ..
-        } => (
-            info,
-            None,
-            if *protector == volume::ProtectorKind::NetworkUnlock {
-                format!(
-                    "[phase 8] the combined key unwraps the volume master key \
-                     ({volume_master_key}), which unwraps the disk key ({disk_key}); BitLocker \
-                     unlocked the operating system volume with the {} protector.",
-                    protector.manage_bde_name()
-                )
-            } else {
-                format!(
-                    "BitLocker unlocked the operating system volume with the {} protector: it \
-                     unwraps the volume master key ({volume_master_key}), which unwraps the \
-                     disk key ({disk_key}).",
-                    protector.manage_bde_name()
-                )
-            },
-        ),
-    };
-    Some(line)
 }
 
 #[cfg(test)]

@@ -9,11 +9,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use boot_client::boot::{BootEvent, BootResult};
-use boot_client::exchange::ExchangeEvent;
-use dhcp::ClientEvent;
+use boot_client::narration::{self, Narrator};
 use serde_json::json;
 use unlock_server::provider::Level;
-use volume::ProtectorKind;
 
 use crate::model::TranscriptDetail;
 use crate::recovery_views;
@@ -188,12 +186,13 @@ fn timeline(result: &RunResult) -> Vec<Line> {
     }
     for (ci, client) in result.clients.iter().enumerate() {
         for (ei, event) in client.events.iter().enumerate() {
-            if let Some(text) = narrate(client, event) {
+            // The one wording of the boot (`nulab client` tells real boots with it too).
+            if let Some(told) = Narrator::default().narrate(event) {
                 lines.push(Line {
                     at: event.at(),
                     order: (2, ci * 100_000 + ei),
                     who: client.name.clone(),
-                    text,
+                    text: told.text,
                 });
             }
         }
@@ -202,10 +201,7 @@ fn timeline(result: &RunResult) -> Vec<Line> {
                 at: *at,
                 order: (4, ci),
                 who: client.name.clone(),
-                text: format!(
-                    "[phase 9] Windows continues the boot sequence (volume label {:?} read from decrypted sector 0)",
-                    client.label.clone().unwrap_or_default()
-                ),
+                text: narration::phase_9(client.label.as_deref().unwrap_or_default()),
             });
         }
     }
@@ -251,118 +247,6 @@ fn timeline(result: &RunResult) -> Vec<Line> {
     }
     lines.sort_by_key(|line| (line.at, line.order));
     lines
-}
-
-/// One boot event as a sentence, with its phase.
-fn narrate(client: &crate::run::ClientResult, event: &BootEvent) -> Option<String> {
-    let _ = client;
-    Some(match event {
-        BootEvent::ProtectorsFound {
-            protectors,
-            trigger,
-            ..
-        } => format!(
-            "[phase 1] {}the boot manager finds the protectors: {}",
-            match trigger {
-                boot_client::boot::BootTrigger::PowerOn => String::new(),
-                other => format!("{other}: "),
-            },
-            protectors
-                .iter()
-                .map(|p| p.manage_bde_name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        BootEvent::NetworkUnlockReady {
-            thumbprint,
-            intermediate_key,
-            key_protector,
-            session_key,
-            ..
-        } => format!(
-            "[phase 1] the TPM releases the Network Unlock secrets (PCR 7 as sealed): the intermediate key {intermediate_key}, the pre-computed key protector {key_protector} for certificate {}… and the session key SK {session_key}",
-            &thumbprint.to_string()[..8]
-        ),
-        BootEvent::NetworkUnlockSkipped { reason, .. } => {
-            format!("[phase 1] Network Unlock is skipped: {reason}")
-        }
-        BootEvent::Dhcp { adapter, event, .. } => match event {
-            ClientEvent::Sent { kind, attempt } => {
-                format!(
-                    "[phase 2] adapter {} sends {kind} (attempt {attempt})",
-                    adapter + 1
-                )
-            }
-            ClientEvent::Offered { server, address } => format!(
-                "[phase 2] adapter {} takes the offer of {address} from {server}",
-                adapter + 1
-            ),
-            ClientEvent::Bound(lease) => format!(
-                "[phase 2] adapter {} is bound to {} (DHCP server {})",
-                adapter + 1,
-                lease.network(),
-                lease.server_id
-            ),
-            ClientEvent::Failed(failure) => {
-                format!("[phase 2] adapter {}: DHCP fails: {failure}", adapter + 1)
-            }
-            _ => return None,
-        },
-        BootEvent::EnumerationStopped { reason, .. } => format!("[phase 2] {reason}"),
-        BootEvent::Exchange { adapter, event, .. } => match event {
-            ExchangeEvent::Sent {
-                transport, attempt, ..
-            } => format!(
-                "[phase 3] adapter {} broadcasts the Network Unlock request over {transport} (attempt {attempt}): CK and SK under the certificate's RSA-2048 key",
-                adapter + 1
-            ),
-            ExchangeEvent::Ignored { why, .. } => format!("[phase 6] ignores a reply: {why}"),
-            ExchangeEvent::TransportFailed {
-                transport, failure, ..
-            } => format!("[phase 3] {transport} gives up: {failure}"),
-            ExchangeEvent::Unlocked { transport, .. } => format!(
-                "[phase 6] the reply over {transport} verifies under SK: the network key is back"
-            ),
-        },
-        BootEvent::NoUnlockOnAdapter { reason, .. } => {
-            format!(
-                "[phase 3] no unlock on this adapter ({reason}); any further adapter is tried next"
-            )
-        }
-        BootEvent::KeysCombined {
-            network_key,
-            combined_key,
-            ..
-        } => format!(
-            "[phase 7] network key CK {network_key} combined with the TPM's local intermediate key (SHA-256 of the two: nulab's model): {combined_key}"
-        ),
-        BootEvent::ProtectorFailed(failure) => format!(
-            "[fallback] {} does not unlock: {}",
-            failure.protector.manage_bde_name(),
-            failure.reason
-        ),
-        BootEvent::PromptShown { prompt, .. } => format!("[fallback] shows {prompt}"),
-        BootEvent::Typed { prompt, what, .. } => {
-            format!("[fallback] the user types {what} at {prompt}")
-        }
-        BootEvent::Unlocked {
-            protector,
-            volume_master_key,
-            disk_key,
-            ..
-        } => {
-            if *protector == ProtectorKind::NetworkUnlock {
-                format!(
-                    "[phase 8] the combined key unwraps the volume master key ({volume_master_key}), which unwraps the disk key ({disk_key}); the data decrypts"
-                )
-            } else {
-                format!(
-                    "[unlocked] {} unwraps the volume master key; the data decrypts",
-                    protector.manage_bde_name()
-                )
-            }
-        }
-    })
 }
 
 /// Runs with more clients than this draw a few sampled clients and a summary.
