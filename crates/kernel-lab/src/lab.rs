@@ -846,13 +846,12 @@ pub fn run(
             let order: Vec<&str> = spec.order.iter().map(|o| o.get_ref().as_str()).collect();
             args.extend(["--order".into(), order.join(",")]);
         }
-        if let Some((input, pin)) = spec
-            .console
-            .first()
-            .and_then(|input| input.pin.as_ref().map(|pin| (input, pin)))
-        {
-            args.extend(["--pin".into(), pin.clone()]);
-            args.extend(crate::client_time_args(input.after, s.duration).0);
+        // The console script, in a file: no PIN or recovery password on a command line.
+        if !spec.console.is_empty() {
+            let script = console_script(&spec.console, machine.recovery_password.as_ref())?;
+            let path = work.join(format!("{}.console", machine.name));
+            std::fs::write(&path, script).map_err(io(format!("{}", path.display())))?;
+            args.extend(["--console".into(), path.display().to_string()]);
         }
         let outcome = work.join(format!("{}.outcome.json", machine.name));
         args.extend(crate::client_time_args(Duration::ZERO, s.duration).1);
@@ -1525,6 +1524,44 @@ fn volume_on_swtpm(
     ]))
 }
 
+/// `nulab client --console`'s script for `inputs`: one line each, `AFTERms pin PIN` or
+/// `AFTERms recovery-password PASSWORD`, where `correct` is the machine's own recovery
+/// password (as the simulator's world types it).
+fn console_script(
+    inputs: &[scenario::model::ConsoleSpec],
+    recovery_password: Option<&volume::RecoveryPassword>,
+) -> Result<String, LabError> {
+    let mut script = String::new();
+    for input in inputs {
+        let after = input.after.as_millis();
+        let line = match (&input.pin, &input.recovery_password) {
+            (Some(pin), None) => format!("{after}ms pin {pin}"),
+            (None, Some(text)) => {
+                let typed = match (text.as_str(), recovery_password) {
+                    ("correct", Some(password)) => password.to_string(),
+                    ("correct", None) => {
+                        return Err(LabError::Scenario(
+                            "a console input types the recovery password, but the machine has \
+                             no recovery password protector"
+                                .into(),
+                        ));
+                    }
+                    (other, _) => other.to_owned(),
+                };
+                format!("{after}ms recovery-password {typed}")
+            }
+            _ => {
+                return Err(LabError::Scenario(
+                    "each console input has one of `pin` or `recovery_password`".into(),
+                ));
+            }
+        };
+        script.push_str(&line);
+        script.push('\n');
+    }
+    Ok(script)
+}
+
 /// The value of `flag` in `args` (every one, in order).
 fn flag_values<'a>(args: &'a [String], flag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     args.windows(2)
@@ -1592,6 +1629,31 @@ fn stop_wds(b: &mut Builder, server: &mut Wds) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_script_types_each_input_in_order_and_correct_is_the_machines_password() {
+        let input =
+            |after: u64, pin: Option<&str>, recovery: Option<&str>| scenario::model::ConsoleSpec {
+                after: Duration::from_secs(after),
+                pin: pin.map(str::to_owned),
+                recovery_password: recovery.map(str::to_owned),
+            };
+        let inputs = [
+            input(3, Some("111111"), None),
+            input(30, None, Some("correct")),
+        ];
+        let password: volume::RecoveryPassword =
+            "111111-222222-333333-444444-555555-666666-111111-222222"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            console_script(&inputs, Some(&password)).unwrap(),
+            "3000ms pin 111111\n30000ms recovery-password \
+             111111-222222-333333-444444-555555-666666-111111-222222\n"
+        );
+        assert!(console_script(&inputs, None).is_err());
+        assert!(console_script(&[input(1, Some("1"), Some("2"))], None).is_err());
+    }
 
     #[test]
     fn loss_is_in_parts_per_million() {

@@ -69,6 +69,12 @@ pub struct ClientArgs {
     /// How long after the prompt appears the PIN is typed (`5s`, `500ms`)
     #[arg(long, default_value = "0s", value_parser = crate::args::duration)]
     pin_after: Duration,
+    /// A console script: what someone types, one input a line, `AFTER pin PIN` or
+    /// `AFTER recovery-password PASSWORD` (`3s pin 111111`; AFTER counts as --pin-after does;
+    /// `#` starts a comment). In a file, so that no secret is on the command line; after
+    /// --pin's input when both are given
+    #[arg(long, value_name = "FILE")]
+    console: Option<PathBuf>,
     /// Transport order of the unlock request: `v4`, `v6`, `v6,v4` or `v4,v6`
     #[arg(long, default_value = "v4")]
     order: String,
@@ -105,6 +111,39 @@ fn parse_order(text: &str) -> Result<Vec<Transport>, String> {
         order.push(transport);
     }
     Ok(order)
+}
+
+/// A console script (see `--console`): its inputs in order, or why a line is wrong, as
+/// `NAME:LINE: ...`.
+fn parse_console(name: &str, text: &str) -> Result<Vec<ConsoleInput>, String> {
+    let mut inputs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = |why: String| format!("{name}:{}: {why}", n + 1);
+        let mut words = line.splitn(3, char::is_whitespace);
+        let (Some(after), Some(kind), Some(typed)) = (words.next(), words.next(), words.next())
+        else {
+            return Err(at(
+                "expected `AFTER pin PIN` or `AFTER recovery-password PASSWORD`".into(),
+            ));
+        };
+        let after = crate::args::duration(after).map_err(at)?;
+        let typed = typed.trim().to_owned();
+        let keys = match kind {
+            "pin" => Keystrokes::Pin(typed),
+            "recovery-password" => Keystrokes::RecoveryPassword(typed),
+            other => {
+                return Err(at(format!(
+                    "`{other}`: an input is `pin` or `recovery-password`"
+                )));
+            }
+        };
+        inputs.push(ConsoleInput { after, keys });
+    }
+    Ok(inputs)
 }
 
 fn tpm_state_path(args: &ClientArgs) -> PathBuf {
@@ -151,6 +190,14 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             after: args.pin_after,
             keys: Keystrokes::Pin(pin.clone()),
         });
+    }
+    if let Some(path) = &args.console {
+        let (name, bytes) = crate::args::read_input(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{name}: the console script is not UTF-8"))?;
+        config
+            .console
+            .extend(parse_console(&name, &text).map_err(anyhow::Error::msg)?);
     }
     let mut seed = [0u8; 32];
     match args.seed {
@@ -390,6 +437,40 @@ fn outcome_value(outcome: &boot_client::boot::BootOutcome) -> serde_json::Value 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_script_is_read_in_order_and_a_bad_line_is_named() {
+        let script = "# the user\n3s pin 111111\n\n4s pin 246810  # the right one\n\
+                      30s recovery-password 111111-222222-333333-444444-555555-666666-777777-888888\n";
+        let inputs = parse_console("console.txt", script).unwrap();
+        let got: Vec<(Duration, String)> = inputs
+            .iter()
+            .map(|i| {
+                let typed = match &i.keys {
+                    Keystrokes::Pin(pin) => format!("pin {pin}"),
+                    Keystrokes::RecoveryPassword(p) => format!("recovery {p}"),
+                };
+                (i.after, typed)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Duration::from_secs(3), "pin 111111".to_owned()),
+                (Duration::from_secs(4), "pin 246810".to_owned()),
+                (
+                    Duration::from_secs(30),
+                    "recovery 111111-222222-333333-444444-555555-666666-777777-888888".to_owned()
+                ),
+            ]
+        );
+        let bad = parse_console("console.txt", "3s pin 1\n4s password 2\n").unwrap_err();
+        assert!(bad.starts_with("console.txt:2: "), "{bad}");
+        let short = parse_console("c", "3s pin\n").unwrap_err();
+        assert!(short.starts_with("c:1: "), "{short}");
+        let unitless = parse_console("c", "3 pin 1\n").unwrap_err();
+        assert!(unitless.contains("no unit"), "{unitless}");
+    }
 
     #[test]
     fn transport_orders() {

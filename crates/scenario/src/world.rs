@@ -901,6 +901,9 @@ pub struct PreparedMachine {
     pub group_index: usize,
     pub tpm: SimulatedTpm,
     pub volume: Volume,
+    /// The recovery password BitLocker made, which a console input `recovery_password =
+    /// "correct"` types (`None` without that protector).
+    pub recovery_password: Option<volume::RecoveryPassword>,
 }
 
 /// Every client machine of `loaded` with `seed`, as [`build`] prepares them.
@@ -928,6 +931,7 @@ pub fn prepared_machines(
                 group_index,
                 tpm: history.tpm,
                 volume: history.volume,
+                recovery_password: history.recovery_password,
             });
         }
     }
