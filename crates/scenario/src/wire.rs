@@ -25,8 +25,14 @@ pub struct Packet {
 
 #[derive(Debug, Clone)]
 pub enum PacketKind {
-    /// A DHCPv4 message that is not Network Unlock ("DHCPDISCOVER" ...).
-    Dhcp4(&'static str),
+    /// A DHCPv4 message that is not Network Unlock ("DHCPDISCOVER" ...), with the BOOTP
+    /// header's transaction id and client hardware address: what attributes a frame a relay
+    /// forwards (neither from nor to the client) to the client whose exchange it is.
+    Dhcp4 {
+        name: &'static str,
+        xid: u32,
+        chaddr: [u8; 6],
+    },
     /// A DHCPv6 message that is not Network Unlock.
     Dhcp6(u8),
     UnlockRequest {
@@ -50,7 +56,7 @@ impl Packet {
     /// A short description for transcripts and diagrams.
     pub fn summary(&self) -> String {
         match &self.kind {
-            PacketKind::Dhcp4(name) => (*name).to_string(),
+            PacketKind::Dhcp4 { name, .. } => (*name).to_string(),
             PacketKind::Dhcp6(kind) => format!("DHCPv6 message type {kind}"),
             PacketKind::UnlockRequest {
                 family, thumbprint, ..
@@ -81,7 +87,15 @@ impl Packet {
     }
 
     pub fn is_plain_dhcp(&self) -> bool {
-        matches!(self.kind, PacketKind::Dhcp4(_) | PacketKind::Dhcp6(_))
+        matches!(self.kind, PacketKind::Dhcp4 { .. } | PacketKind::Dhcp6(_))
+    }
+
+    /// A plain DHCPv4 message's exchange: its transaction id and client hardware address.
+    pub fn dhcp4_exchange(&self) -> Option<(u32, [u8; 6])> {
+        match self.kind {
+            PacketKind::Dhcp4 { xid, chaddr, .. } => Some((xid, chaddr)),
+            _ => None,
+        }
     }
 }
 
@@ -174,7 +188,12 @@ fn classify(src: SocketAddr, payload: &[u8]) -> PacketKind {
         },
         Err(err) if err.is_not_network_unlock() => {
             if src.is_ipv4() {
-                PacketKind::Dhcp4(dhcp4_type(payload))
+                let (xid, chaddr) = bootp_exchange(payload);
+                PacketKind::Dhcp4 {
+                    name: dhcp4_type(payload),
+                    xid,
+                    chaddr,
+                }
             } else {
                 PacketKind::Dhcp6(payload.first().copied().unwrap_or(0))
             }
@@ -185,6 +204,20 @@ fn classify(src: SocketAddr, payload: &[u8]) -> PacketKind {
 
 fn xid24(xid: [u8; 3]) -> u32 {
     u32::from_be_bytes([0, xid[0], xid[1], xid[2]])
+}
+
+/// The BOOTP header's `xid` (bytes 4 to 8) and the first six bytes of `chaddr` (28 to 34), as
+/// an Ethernet client's MAC; zeros where a frame is too short to hold them.
+fn bootp_exchange(payload: &[u8]) -> (u32, [u8; 6]) {
+    let xid = payload
+        .get(4..8)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_be_bytes);
+    let chaddr = payload
+        .get(28..34)
+        .and_then(|b| <[u8; 6]>::try_from(b).ok())
+        .unwrap_or_default();
+    (xid, chaddr)
 }
 
 /// The DHCPv4 message type (option 53) by name, read with the workspace's one reader of the
@@ -222,6 +255,7 @@ mod tests {
             let _ = classify("10.0.0.1:68".parse().expect("addr"), &bytes);
             let _ = classify("[fe80::1]:546".parse().expect("addr"), &bytes);
             let _ = dhcp4_type(&bytes);
+            let _ = bootp_exchange(&bytes);
         }
     }
 
@@ -231,6 +265,21 @@ mod tests {
         payload.extend_from_slice(&dhcp_wire::MAGIC_COOKIE);
         payload.extend_from_slice(&[0, 53, 1, 5, 255]);
         assert_eq!(dhcp4_type(&payload), "DHCPACK");
+        // A BOOTREPLY over Ethernet (op 2, htype 1, hlen 6) with its xid and chaddr.
+        payload[..3].copy_from_slice(&[2, 1, 6]);
+        payload[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        payload[28..34].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
+        assert_eq!(bootp_exchange(&payload), (0x1234_5678, [2, 0, 0, 0, 0, 7]));
+        match classify("10.0.0.1:67".parse().expect("addr"), &payload) {
+            PacketKind::Dhcp4 { name, xid, chaddr } => {
+                assert_eq!(
+                    (name, xid, chaddr),
+                    ("DHCPACK", 0x1234_5678, [2, 0, 0, 0, 0, 7])
+                );
+            }
+            other => panic!("not plain DHCPv4: {other:?}"),
+        }
+        assert_eq!(bootp_exchange(&payload[..30]), (0x1234_5678, [0; 6]));
         // An option cut short.
         assert_eq!(
             dhcp4_type(&payload[..dhcp_wire::V4_OPTIONS_AT + 3]),

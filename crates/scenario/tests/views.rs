@@ -114,6 +114,19 @@ fn a_storm_gets_a_summary_and_a_small_diagram() {
     let mermaid = &out["sequence.mmd"];
     assert!(mermaid.len() < 50_000, "{} characters", mermaid.len());
     assert!(mermaid.contains("3 of 1000 clients drawn"), "{mermaid}");
+    // Each sampled client's sequence is whole: its DORA across the relay (the relayed frames
+    // are neither from nor to it; they are its by xid and chaddr) and back to it.
+    for kind in ["DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK"] {
+        let relayed = mermaid
+            .lines()
+            .filter(|l| l.ends_with(&format!("s {kind}")))
+            .count();
+        assert!(relayed >= 3, "{kind} relayed {relayed} times:\n{mermaid}");
+    }
+    for kind in ["DHCPOFFER", "DHCPACK"] {
+        let delivered = mermaid.matches(&format!("s {kind} to ")).count();
+        assert_eq!(delivered, 3, "{kind} to the sampled clients:\n{mermaid}");
+    }
     let html = &out["report.html"];
     assert!(html.len() < 200_000, "{} bytes", html.len());
     assert!(html.contains("id=\"summary\""));

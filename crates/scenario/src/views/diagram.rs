@@ -274,7 +274,8 @@ fn shift(mark: &mut Mark, from: usize) {
 }
 
 /// The frames drawn: all of them when every client is drawn; else those a drawn client sent
-/// or was sent, and the relayed Network Unlock requests and replies of its transactions.
+/// or was sent, the relayed Network Unlock requests and replies of its transactions, and the
+/// relayed DHCPv4 frames of its DORA exchanges (by xid and chaddr).
 pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<&'a Packet> {
     let all = drawn.len() >= result.clients.len();
     let mine = |p: &Packet| drawn.contains(&p.from) || drawn.contains(&p.to);
@@ -286,6 +287,13 @@ pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<
             _ => None,
         })
         .collect();
+    // A relayed DORA frame is neither from nor to its client: its exchange (xid and chaddr,
+    // both, since a storm's clients may draw the same xid) is one the client's own frames hold.
+    let exchanges: BTreeSet<(u32, [u8; 6])> = result
+        .packets()
+        .filter(|p| mine(p))
+        .filter_map(Packet::dhcp4_exchange)
+        .collect();
     let mut packets: Vec<&Packet> = result
         .packets()
         .filter(|p| {
@@ -294,6 +302,7 @@ pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<
                     PacketKind::UnlockRequest { xid, .. } | PacketKind::UnlockReply { xid, .. } => {
                         xids.contains(xid)
                     }
+                    PacketKind::Dhcp4 { xid, chaddr, .. } => exchanges.contains(&(*xid, *chaddr)),
                     _ => false,
                 }
         })
