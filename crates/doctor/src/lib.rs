@@ -789,10 +789,11 @@ impl Server<'_> {
             f.also_possible.insert(Cause::RequestNotReachingWds);
             f.settle("a capture on the WDS server (does the request arrive there?)");
         }
-        let from_log = self
-            .inputs
-            .wds_log
-            .as_ref()
+        // A log without one Network Unlock line was exported while WDS's debug channel was
+        // off (its default): it is no evidence that the server saw nothing.
+        let given_log = self.inputs.wds_log.as_ref();
+        let recording_log = given_log.filter(|log| wds_log::has_network_unlock_lines(log));
+        let from_log = recording_log
             .map(|log| wds_log::drops_for(log, client, first.giaddr))
             .unwrap_or_default();
         if let Some((line, cause)) = from_log.first() {
@@ -808,7 +809,7 @@ impl Server<'_> {
             );
             f.also_possible.clear();
             f.settle_with.clear();
-        } else if let Some(log) = &self.inputs.wds_log {
+        } else if let Some(log) = recording_log {
             // The provider logs every drop: no line for this client means it never processed
             // the requests (the service stopped, or they never arrived), not a refusal.
             f.evidence.push(format!(
@@ -821,13 +822,30 @@ impl Server<'_> {
             f.settle_with
                 .retain(|s| s.starts_with("a capture on the WDS server"));
         } else {
+            if let Some(log) = given_log {
+                f.evidence.push(format!(
+                    "{}: not one Network Unlock line: the WDS debug log is off by default, so \
+                     this log says nothing of what the server saw (not that it saw nothing); \
+                     `{}` on the WDS server turns it on",
+                    log.file,
+                    wds_log::ENABLE_DEBUG_LOG
+                ));
+            }
             f.evidence.push(
                 "the server did not answer: the WDS service stopped, the Network Unlock provider \
                  unregistered, the FVE_NKP certificate store removed, or a key protector that \
                  does not decrypt under the certificate's key; the capture cannot tell these apart"
                     .into(),
             );
-            f.settle("--wds-log (the WDS debug log says which)");
+            if given_log.is_some() {
+                f.settle(&format!(
+                    "--wds-log exported after `{}` and the boot retried (the WDS debug log is \
+                     off by default)",
+                    wds_log::ENABLE_DEBUG_LOG
+                ));
+            } else {
+                f.settle("--wds-log (the WDS debug log says which)");
+            }
         }
         f
     }

@@ -57,6 +57,29 @@ pub fn drops_for(log: &TextFile, client: Option<IpAddr>, giaddr: Ipv4Addr) -> Ve
     found
 }
 
+/// The command that turns the WDS debug log on (the seed's first way; Event Viewer's
+/// Deployment-Services-Diagnostics > Debug > Enable Log is the other).
+pub const ENABLE_DEBUG_LOG: &str =
+    "wevtutil sl Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:true";
+
+/// Whether the log holds any line of the Network Unlock provider (its phases, its drops, its
+/// service and feature states: nulab's `wds-*.log` tags each `[BitLocker Network Unlock]`).
+/// WDS's debug channel is off by default: a log exported before [`ENABLE_DEBUG_LOG`] has none
+/// of them, and then says nothing of what the server saw.
+pub fn has_network_unlock_lines(log: &TextFile) -> bool {
+    log.text.lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        [
+            "network unlock",
+            "networkunlock",
+            "dropped a datagram",
+            "[phase ",
+        ]
+        .iter()
+        .any(|mark| line.contains(mark))
+    })
+}
+
 /// The log's lines about the service's state (stopped, started, the provider unregistered, the
 /// certificate store removed, the policy file), as `file:line: text`.
 pub fn service_states(log: &TextFile) -> Vec<String> {
@@ -100,5 +123,24 @@ mod tests {
             Ipv4Addr::UNSPECIFIED,
         );
         assert_eq!(other[0].1, Cause::NoReply);
+        assert!(has_network_unlock_lines(&log));
+    }
+
+    #[test]
+    fn a_log_without_the_providers_lines_is_told_apart() {
+        let log = |text: &str| TextFile {
+            file: "wds.log".into(),
+            text: text.into(),
+        };
+        assert!(!has_network_unlock_lines(&log("")));
+        assert!(!has_network_unlock_lines(&log(
+            "10:00:01 [WDSServer] PXE: request from 00:15:5d:00:01:02\n10:00:02 [WDSTFTP] sent boot\\x64\\wdsnbp.com\n"
+        )));
+        assert!(has_network_unlock_lines(&log(
+            "0.5s [WDSServer] [BitLocker Network Unlock] Information: the WDS service started\n"
+        )));
+        assert!(has_network_unlock_lines(&log(
+            "[phase 4] Network Unlock request from 10.0.4.100 (xid 1) recognised\n"
+        )));
     }
 }

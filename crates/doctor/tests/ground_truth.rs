@@ -658,3 +658,54 @@ fn the_wds_debug_log_settles_a_stopped_service() {
         "{client:#?}"
     );
 }
+
+#[test]
+fn a_wds_log_without_network_unlock_lines_is_the_debug_log_left_off() {
+    let loaded = scenario::load_catalogue("wds-service-stopped").expect("catalogue");
+    let result = scenario::run(&loaded, None).expect("runs");
+    let mut inputs = inputs_of(&loaded, &result);
+    inputs.policy = None;
+    inputs.certificates = None;
+    // As WDS exports its debug channel before `wevtutil ... /e:true`: nothing, or other
+    // components' lines only.
+    for text in [
+        "",
+        "10:00:01 [WDSServer] PXE: request from 00:15:5d:00:01:02\n",
+    ] {
+        inputs.wds_log = Some(TextFile {
+            file: "wds-debug.log".into(),
+            text: text.into(),
+        });
+        let report = doctor::diagnose(&inputs);
+        let client = &report.clients[0];
+        assert_eq!(client.cause, Cause::NoReply);
+        let said = client
+            .evidence
+            .iter()
+            .find(|e| e.starts_with("wds-debug.log: not one Network Unlock line"))
+            .unwrap_or_else(|| panic!("the empty log is named: {client:#?}"));
+        assert!(said.contains("off by default"), "{said}");
+        assert!(
+            said.contains(
+                "wevtutil sl Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:true"
+            ),
+            "{said}"
+        );
+        // Not "the provider did not process them": the server-side causes stay open.
+        assert!(
+            !client
+                .evidence
+                .iter()
+                .any(|e| e.contains("did not process")),
+            "{client:#?}"
+        );
+        assert!(
+            client.also_possible.contains(&Cause::SubnetDenied),
+            "{client:#?}"
+        );
+        assert!(
+            client.settle_with.iter().any(|s| s.contains("/e:true")),
+            "{client:#?}"
+        );
+    }
+}

@@ -83,6 +83,32 @@ fn an_unlocked_client_exits_0_and_a_refused_one_names_the_ini_lines() {
     let evidence = report["clients"][0]["evidence"].to_string();
     assert!(evidence.contains("wds-wds.log:5: "), "{evidence}");
 
+    // A WDS log exported while its debug channel was off (the default) holds no Network
+    // Unlock line: doctor says so and how to turn it on, rather than that the server saw
+    // nothing.
+    let off = dir.path().join("wds-debug-off.log");
+    std::fs::write(&off, "").expect("written");
+    let out = nulab(&[
+        "doctor",
+        "--pcap",
+        pcap.to_str().expect("utf-8"),
+        "--wds-log",
+        off.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not one Network Unlock line: the WDS debug log is off by default"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "wevtutil sl Microsoft-Windows-Deployment-Services-Diagnostics/Debug /e:true"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("did not process"), "{text}");
+
     // A broken INI is a finding (policy-invalid with the linter's lines), not an input error.
     std::fs::write(&ini, "[SUBNETS]\nCORP = 10.0.4.0/33\n").expect("written");
     let out = nulab(&[
