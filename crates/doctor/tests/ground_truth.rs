@@ -622,13 +622,20 @@ fn a_request_that_breaks_the_wire_format_is_malformed_with_its_rule() {
     );
 }
 
-#[test]
-fn the_wds_debug_log_settles_a_stopped_service() {
+/// A run of `wds-service-stopped`, and doctor's inputs from its capture alone (no policy, no
+/// certificates).
+fn stopped_service_capture() -> (Inputs, RunResult) {
     let loaded = scenario::load_catalogue("wds-service-stopped").expect("catalogue");
     let result = scenario::run(&loaded, None).expect("runs");
     let mut inputs = inputs_of(&loaded, &result);
     inputs.policy = None;
     inputs.certificates = None;
+    (inputs, result)
+}
+
+#[test]
+fn the_wds_debug_log_settles_a_stopped_service() {
+    let (mut inputs, result) = stopped_service_capture();
     let report = doctor::diagnose(&inputs);
     assert_eq!(report.clients[0].cause, Cause::NoReply);
     assert!(
@@ -661,11 +668,7 @@ fn the_wds_debug_log_settles_a_stopped_service() {
 
 #[test]
 fn a_wds_log_without_network_unlock_lines_is_the_debug_log_left_off() {
-    let loaded = scenario::load_catalogue("wds-service-stopped").expect("catalogue");
-    let result = scenario::run(&loaded, None).expect("runs");
-    let mut inputs = inputs_of(&loaded, &result);
-    inputs.policy = None;
-    inputs.certificates = None;
+    let (mut inputs, _) = stopped_service_capture();
     // As WDS exports its debug channel before `wevtutil ... /e:true`: nothing, or other
     // components' lines only.
     for text in [
