@@ -10,9 +10,13 @@
 //! `nulab-dhcp-server` processes, the WDS servers `nulab server` processes with the scenario's
 //! certificates (written as `.pfx`) and INI, the clients `nulab client` processes booting the
 //! volume image and TPM state that `scenario::world` prepares for the simulator (the same
-//! machine, written to disk). Faults on a segment become `tc netem` on its bridge ports;
-//! server events become signals (stop, start, crash and restart of `nulab server`). tcpdump
-//! writes a pcap per segment. Everything the run created (processes by PID, then namespaces)
+//! machine, written to disk), each with its console script (`nulab client --console`). Loss
+//! on a segment is an nftables bridge rule, latency, duplication and corruption `tc netem` on
+//! its bridge ports; partitions, a silent DHCP server and an adapter's link down are nftables
+//! bridge rules and `ip link` on the ports (`faults`), a DHCP server answering late is
+//! `nulab-dhcp-server --reply-delay`; server events become signals and restarts (stop, start,
+//! crash and restart of `nulab server`; its certificate store removed: the files deleted and
+//! SIGHUP). tcpdump writes a pcap per segment. Everything the run created (processes by PID, then namespaces)
 //! is removed when the run ends, fails or is interrupted (SIGINT, SIGTERM).
 //!
 //! [`refusals`] says, before anything is created, why a scenario cannot run on real kernels;
