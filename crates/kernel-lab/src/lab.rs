@@ -1388,10 +1388,12 @@ fn start_wds(
         std::thread::sleep(Duration::from_millis(20));
     }
     if !started {
+        // `--json` puts its error on standard output, as a JSON line.
         return Err(LabError::Start(format!(
-            "nulab server {} did not start: {}",
+            "nulab server {} did not start: {}{}",
             server.name,
-            std::fs::read_to_string(&stderr).unwrap_or_default()
+            std::fs::read_to_string(&stderr).unwrap_or_default(),
+            std::fs::read_to_string(&stdout).unwrap_or_default().trim()
         )));
     }
     server.running = Some(index);
