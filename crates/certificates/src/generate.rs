@@ -18,7 +18,6 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA512,
     PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey, SubjectPublicKeyInfo,
 };
-use rsa::RsaPrivateKey;
 use rsa::pkcs8::EncodePublicKey;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
@@ -281,9 +280,154 @@ fn generate_key(bits: usize, rng: &mut impl CryptoRngCore) -> Result<PrivateKey,
     if !(1024..=4096).contains(&bits) || !bits.is_multiple_of(8) {
         return Err(GenerateError::KeySize(bits));
     }
-    RsaPrivateKey::new(rng, bits)
+    seeded_key::rsa_private_key(rng, bits)
         .map(PrivateKey::from_rsa)
         .map_err(|e| GenerateError::KeyGeneration(e.to_string()))
+}
+
+/// `RsaPrivateKey::new(rng, bits)` of the `rsa` crate, the same draws from `rng` and the same
+/// key, with less work: each prime candidate is first divided by the primes below 8,192, and
+/// one with such a factor is passed over without the crate's Miller-Rabin and Lucas tests
+/// (about half of the candidates that reach them; they would refuse it, being composite, so
+/// the search stops at the same prime). The candidates and every other step are the crate's
+/// (rsa 0.9's `generate_multi_prime_key_with_exp` with two primes, num-bigint-dig 0.8's
+/// `gen_prime`); a test compares the keys with the crate's on several seeds and sizes.
+mod seeded_key {
+    use num_bigint_dig::BigUint;
+    use num_bigint_dig::prime::probably_prime;
+    use rand_core::CryptoRngCore;
+    use rsa::RsaPrivateKey;
+
+    /// The primes `gen_prime` sieves with (3 to 53) and their product, as in num-bigint-dig.
+    const SMALL_PRIMES: [u64; 15] = [3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53];
+    const SMALL_PRIMES_PRODUCT: u64 = 16_294_579_238_595_022_365;
+    /// The extra trial division's primes are those from 59 up to this bound.
+    const TRIAL_BOUND: u64 = 8_192;
+
+    /// The primes from 59 below [`TRIAL_BOUND`], grouped so that each group's product is below
+    /// 2³²: the candidate is reduced once per group, then by each prime in 32-bit arithmetic.
+    struct TrialDivisors {
+        groups: Vec<(u64, Vec<u64>)>,
+    }
+
+    impl TrialDivisors {
+        fn new() -> Self {
+            let bound = TRIAL_BOUND as usize;
+            let mut composite = vec![false; bound];
+            let mut groups: Vec<(u64, Vec<u64>)> = Vec::new();
+            for i in 2..bound {
+                if composite[i] {
+                    continue;
+                }
+                for multiple in (i * i..bound).step_by(i) {
+                    composite[multiple] = true;
+                }
+                let prime = i as u64;
+                if prime <= 53 {
+                    continue;
+                }
+                match groups.last_mut() {
+                    Some((product, members)) if *product * prime < 1 << 32 => {
+                        *product *= prime;
+                        members.push(prime);
+                    }
+                    _ => groups.push((prime, vec![prime])),
+                }
+            }
+            Self { groups }
+        }
+
+        /// Whether one of the divisors divides the big-endian number (which is above all of
+        /// them: the candidates have at least 512 bits).
+        fn divides(&self, be: &[u8]) -> bool {
+            self.groups.iter().any(|(product, members)| {
+                let rest = remainder(be, *product);
+                members.iter().any(|&p| rest.is_multiple_of(p))
+            })
+        }
+    }
+
+    /// A big-endian number modulo `m < 2³²`, 32 bits at a time.
+    fn remainder(be: &[u8], m: u64) -> u64 {
+        let (head, words) = be.split_at(be.len() % 4);
+        let r = head.iter().fold(0u64, |r, &b| (r << 8) | u64::from(b)) % m;
+        words.chunks_exact(4).fold(r, |r, w| {
+            let word = u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
+            ((r << 32) | u64::from(word)) % m
+        })
+    }
+
+    pub(super) fn rsa_private_key(
+        rng: &mut (impl CryptoRngCore + ?Sized),
+        bit_size: usize,
+    ) -> rsa::Result<RsaPrivateKey> {
+        let divisors = TrialDivisors::new();
+        let exponent = BigUint::from(65_537u32);
+        loop {
+            let p = gen_prime(rng, bit_size / 2, &divisors);
+            let q = gen_prime(rng, bit_size - p.bits(), &divisors);
+            if p == q || (&p * &q).bits() != bit_size {
+                continue;
+            }
+            match RsaPrivateKey::from_primes(vec![p, q], exponent.clone()) {
+                // The crate draws again when e divides (p - 1)(q - 1): no private exponent.
+                Err(rsa::Error::InvalidPrime) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// num-bigint-dig 0.8's `RandPrime::gen_prime` for `bit_size` of at least 512, with the
+    /// trial division before its `probably_prime(p, 20)`.
+    fn gen_prime(
+        rng: &mut (impl CryptoRngCore + ?Sized),
+        bit_size: usize,
+        divisors: &TrialDivisors,
+    ) -> BigUint {
+        let b = match bit_size % 8 {
+            0 => 8,
+            b => b,
+        };
+        let len = bit_size.div_ceil(8);
+        let mut bytes = vec![0u8; len];
+        loop {
+            rng.fill_bytes(&mut bytes);
+            bytes[0] &= ((1u32 << b) - 1) as u8;
+            if b >= 2 {
+                bytes[0] |= 3u8.wrapping_shl(b as u32 - 2);
+            } else {
+                bytes[0] |= 1;
+                if len > 1 {
+                    bytes[1] |= 0x80;
+                }
+            }
+            bytes[len - 1] |= 1;
+            let mut p = BigUint::from_bytes_be(&bytes);
+            let rem = remainder_u64(&bytes, SMALL_PRIMES_PRODUCT);
+            let delta = (0..1u64 << 20).step_by(2).find(|delta| {
+                let m = rem + delta;
+                SMALL_PRIMES
+                    .iter()
+                    .all(|&prime| !m.is_multiple_of(prime) || (bit_size <= 6 && m == prime))
+            });
+            if let Some(delta) = delta
+                && delta > 0
+            {
+                p += BigUint::from(delta);
+            }
+            if p.bits() == bit_size && !divisors.divides(&p.to_bytes_be()) && probably_prime(&p, 20)
+            {
+                return p;
+            }
+        }
+    }
+
+    /// A big-endian number modulo any `m` (in 128-bit arithmetic).
+    fn remainder_u64(be: &[u8], m: u64) -> u64 {
+        let m = u128::from(m);
+        be.iter()
+            .fold(0u128, |r, &b| ((r << 8) | u128::from(b)) % m) as u64
+    }
 }
 
 /// What signs certificates with RSA PKCS#1 v1.5 and SHA-512 (`HashAlgorithm=sha512`).
@@ -434,6 +578,24 @@ mod tests {
         assert_eq!(cert.serial().len(), SERIAL_LEN);
         assert!(cert.serial()[0] & 0x80 == 0 && cert.serial()[0] != 0);
         assert!(bundle.private_key.as_ref().unwrap().matches(cert));
+    }
+
+    #[test]
+    fn the_seeded_key_search_gives_the_rsa_crates_key_and_leaves_the_rng_where_it_does() {
+        use rand_chacha::ChaCha20Rng;
+        use rand_core::RngCore;
+        // 2048 (the Network Unlock size), 1024, and 1032 (516-bit primes: a partial top byte).
+        let cases = [(2048, 0..3), (1024, 0..8), (1032, 0..3)];
+        for (bits, seeds) in cases {
+            for seed in seeds {
+                let mut ours_rng = ChaCha20Rng::seed_from_u64(seed);
+                let mut theirs_rng = ChaCha20Rng::seed_from_u64(seed);
+                let ours = seeded_key::rsa_private_key(&mut ours_rng, bits).unwrap();
+                let theirs = rsa::RsaPrivateKey::new(&mut theirs_rng, bits).unwrap();
+                assert_eq!(ours, theirs, "{bits} bits, seed {seed}");
+                assert_eq!(ours_rng.next_u64(), theirs_rng.next_u64());
+            }
+        }
     }
 
     #[test]
