@@ -145,7 +145,7 @@ pub fn missing_tools(loaded: &Loaded) -> Vec<String> {
     let mut needed = vec![("ip", "iproute2"), ("tcpdump", "tcpdump")];
     if s.faults
         .iter()
-        .any(|f| f.loss.is_some() || f.partition.is_some() || f.dhcp_server.is_some())
+        .any(|f| f.loss.is_some() || f.partition.is_some() || (f.dhcp_server.is_some() && f.silent))
     {
         needed.push(("nft", "nftables"));
     }
