@@ -162,13 +162,14 @@ impl Diagram {
                 });
             }
         }
+        let drawn_addresses: Vec<String> = drawn_addresses.iter().map(IpAddr::to_string).collect();
         for server in &result.servers {
             let Some(lane) = diagram.lanes.iter().position(|l| l.host == server.name) else {
                 continue;
             };
             for line in &server.log {
                 let theirs = drawn.len() == clients.len()
-                    || drawn_addresses.iter().any(|a| mentions(&line.message, *a));
+                    || drawn_addresses.iter().any(|a| mentions(&line.message, a));
                 if !theirs {
                     continue;
                 }
@@ -311,12 +312,22 @@ pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<
     packets
 }
 
-/// Whether a log line names `address` (not merely a longer address it is a prefix of).
-fn mentions(message: &str, address: IpAddr) -> bool {
-    let a = address.to_string();
-    [' ', ':', ']', ')']
-        .iter()
-        .any(|end| message.contains(&format!("{a}{end}")))
+/// Whether a log line names `address`, an IP address as text (not merely a longer address it
+/// is a prefix of: an occurrence followed by a space, a colon or a closing bracket). Every
+/// occurrence is tried, overlapping ones too, without allocating: a storm's summary asks this of
+/// every WDS log line for every drawn address.
+fn mentions(message: &str, address: &str) -> bool {
+    let mut from = 0;
+    while let Some(at) = message.get(from..).and_then(|rest| rest.find(address)) {
+        let end = from + at + address.len();
+        if matches!(message.as_bytes().get(end), Some(b' ' | b':' | b']' | b')')) {
+            return true;
+        }
+        // The occurrence starts with an ASCII character (addresses are ASCII), so one byte
+        // on is a character boundary.
+        from += at + 1;
+    }
+    false
 }
 
 fn is_group(ip: IpAddr) -> bool {
@@ -422,5 +433,25 @@ fn client_mark(event: &BootEvent) -> Option<(MarkKind, String, Option<usize>)> {
                 format!("unlocked by {}", protector.manage_bde_name())
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_line_mentions_an_address_followed_by_a_separator() {
+        assert!(mentions("request from 10.1.0.7: ok", "10.1.0.7"));
+        assert!(mentions("[10.1.0.7] ok", "10.1.0.7"));
+        assert!(mentions("(10.1.0.7)", "10.1.0.7"));
+        assert!(mentions("from 10.1.0.7 to", "10.1.0.7"));
+        // A longer address it is a prefix of, or the address at the very end: not named.
+        assert!(!mentions("from 10.1.0.70 to", "10.1.0.7"));
+        assert!(!mentions("from 10.1.0.7", "10.1.0.7"));
+        assert!(!mentions("nothing here", "10.1.0.7"));
+        // An occurrence overlapping an earlier one that is not followed by a separator.
+        assert!(mentions("x 10.0.0.10.0.0.10 y", "10.0.0.10"));
+        assert!(mentions("é 10.1.0.70 10.1.0.7:", "10.1.0.7"));
     }
 }
