@@ -57,6 +57,9 @@ pub struct NamedCertificate {
     pub name: String,
     pub bundle: CertificateBundle,
     pub key: Arc<ProviderKey>,
+    /// The certificate as a client's FVE_NKP store judges it, parsed once for every client
+    /// (a storm has thousands).
+    pub network_unlock: Result<NetworkUnlockCertificate, volume::policy::CertificateError>,
 }
 
 impl NamedCertificate {
@@ -339,10 +342,12 @@ fn certificates(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedCertificate>, Sc
                 step.evidence
             ));
         }
+        let network_unlock = NetworkUnlockCertificate::from_der(bundle.certificate.der());
         certificates.push(NamedCertificate {
             name: spec.name.get_ref().clone(),
             bundle,
             key: Arc::new(key),
+            network_unlock,
         });
     }
     Ok(certificates)
@@ -1771,9 +1776,9 @@ fn history_on(
     };
     let mut store = NetworkUnlockCertificateStore::default();
     if let Some(cert) = first {
-        match NetworkUnlockCertificate::from_der(cert.bundle.certificate.der()) {
+        match &cert.network_unlock {
             Ok(valid) => {
-                store.install(valid);
+                store.install(valid.clone());
             }
             // The seed: the protector needs "a valid certificate present in the FVE_NKP
             // store"; an unfit one counts as none.
@@ -2100,7 +2105,8 @@ fn client_certificate(
     spec: &ClientSpec,
     cert: &NamedCertificate,
 ) -> Result<NetworkUnlockCertificate, ScenarioError> {
-    NetworkUnlockCertificate::from_der(cert.bundle.certificate.der())
+    cert.network_unlock
+        .clone()
         .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))
 }
 
