@@ -32,26 +32,44 @@ pub struct ServerCpu {
 /// storm's requests in flight). `None`: the job was lost (its worker panicked).
 #[derive(Default)]
 struct Results {
-    done: Mutex<BTreeMap<u64, Option<Decrypted>>>,
+    shelf: Mutex<Shelf>,
     ready: Condvar,
+}
+
+#[derive(Default)]
+struct Shelf {
+    done: BTreeMap<u64, Option<Decrypted>>,
+    /// The job the simulator waits for, if it waits: only its result wakes it (a storm's
+    /// workers finish thousands of others meanwhile, and a wake is a system call and a
+    /// context switch).
+    awaited: Option<u64>,
 }
 
 impl Results {
     fn put(&self, token: u64, result: Option<Decrypted>) {
-        if let Ok(mut done) = self.done.lock() {
-            done.insert(token, result);
+        let wake = match self.shelf.lock() {
+            Ok(mut shelf) => {
+                shelf.done.insert(token, result);
+                shelf.awaited == Some(token)
+            }
+            // A poisoned lock: wake the waiter, whose own lock then fails and ends its wait.
+            Err(_) => true,
+        };
+        if wake {
+            self.ready.notify_all();
         }
-        self.ready.notify_all();
     }
 
     /// Waits until `token`'s result is in, and takes it.
     fn take(&self, token: u64) -> Option<Decrypted> {
-        let mut done = self.done.lock().ok()?;
+        let mut shelf = self.shelf.lock().ok()?;
         loop {
-            if let Some(result) = done.remove(&token) {
+            if let Some(result) = shelf.done.remove(&token) {
+                shelf.awaited = None;
                 return result;
             }
-            done = self.ready.wait(done).ok()?;
+            shelf.awaited = Some(token);
+            shelf = self.ready.wait(shelf).ok()?;
         }
     }
 }
