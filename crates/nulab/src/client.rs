@@ -289,17 +289,16 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     drop(end.tpm);
-    if let Some(Err(err)) = key_log_written {
-        return Err(err);
-    }
-    if let Some(shared) = simulated {
-        std::fs::write(&state_path, shared.borrow().to_json())
-            .with_context(|| format!("cannot write {}", state_path.display()))?;
-    }
-    if let Some(path) = &args.outcome_json {
-        std::fs::write(path, outcome_json(&outcome))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
+    let tpm_state = simulated.map(|shared| shared.borrow().to_json());
+    save_boot_records(
+        tpm_state
+            .as_deref()
+            .map(|json| (state_path.as_path(), json)),
+        args.outcome_json
+            .as_deref()
+            .map(|path| (path, outcome_json(&outcome))),
+        key_log_written,
+    )?;
     // The TPM's state is saved first: a closed pipe must not lose its failure counter.
     if let Some(err) = output_failed {
         return Err(err.into());
@@ -377,14 +376,34 @@ fn print_event(
     }
 }
 
+/// Writes what the boot leaves behind — the simulated TPM's state (`tpm_state`: path and
+/// JSON), then the `--outcome-json` file — and only then reports a key log that could not be
+/// written (`key_log`): a failed key log must not lose the TPM's failure counter, so a wrong
+/// PIN still counts toward lockout.
+fn save_boot_records(
+    tpm_state: Option<(&std::path::Path, &str)>,
+    outcome: Option<(&std::path::Path, String)>,
+    key_log: Option<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    if let Some((path, json)) = tpm_state {
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some((path, json)) = outcome {
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    key_log.unwrap_or(Ok(()))
+}
+
 /// Appends the exchange's `NKPU_SESSION` line (the boot core wrote it) to the key log at
-/// `path`, made if missing: Wireshark's Network Unlock dissector reads it to show each
-/// exchange's session key.
+/// `path`, made if missing and then readable by its owner only (it holds the session key
+/// SK): Wireshark's Network Unlock dissector reads it to show each exchange's session key.
 fn append_key_log(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot open the key log {}", path.display()))?;
     writeln!(file, "{line}").with_context(|| format!("cannot write {}", path.display()))
@@ -437,6 +456,44 @@ fn outcome_value(outcome: &boot_client::boot::BootOutcome) -> serde_json::Value 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_log_that_cannot_be_written_still_saves_the_tpm_state_and_the_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory cannot be opened for appending, even by root.
+        let key_log = append_key_log(dir.path(), "NKPU_SESSION 00 11 22");
+        assert!(key_log.is_err());
+        let state = dir.path().join("disk.img.tpm.json");
+        let outcome = dir.path().join("outcome.json");
+        let err = save_boot_records(
+            Some((&state, "{\"failures\":1}")),
+            Some((&outcome, "{\"state\":\"locked\"}\n".to_owned())),
+            Some(key_log),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("key log"), "{err:#}");
+        assert_eq!(
+            std::fs::read_to_string(&state).unwrap(),
+            "{\"failures\":1}",
+            "the TPM's failure counter is saved"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&outcome).unwrap(),
+            "{\"state\":\"locked\"}\n"
+        );
+    }
+
+    #[test]
+    fn a_new_key_log_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.log");
+        append_key_log(&path, "NKPU_SESSION 00 11 22").unwrap();
+        append_key_log(&path, "NKPU_SESSION 33 44 55").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+    }
 
     #[test]
     fn a_console_script_is_read_in_order_and_a_bad_line_is_named() {
