@@ -152,6 +152,11 @@ pub enum StoreError {
     KeyFile(String),
     #[error("row {0} in the database is malformed")]
     CorruptRow(String),
+    #[error(
+        "this database has encryption at rest turned on (since {turned_on_at}); it cannot be \
+         opened unencrypted (give it its at-rest key file)"
+    )]
+    EncryptedOpenedPlaintext { turned_on_at: i64 },
 }
 
 /// Who asks for recovery information. Only helpdesk operators and administrators may disclose;
@@ -594,6 +599,16 @@ impl Store {
         // process crash (NORMAL would lose the last commits on power loss).
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrate(&mut conn)?;
+        if sealer.sealing() == Sealing::Plaintext {
+            // Records an unencrypted run wrote here would never be re-encrypted (the migration
+            // runs once) and the encrypted runs would refuse them as tampering.
+            let turned_on_at: Option<i64> = conn
+                .query_row("SELECT turned_on_at FROM encryption", [], |r| r.get(0))
+                .optional()?;
+            if let Some(turned_on_at) = turned_on_at {
+                return Err(StoreError::EncryptedOpenedPlaintext { turned_on_at });
+            }
+        }
         Ok(Self {
             conn,
             path: path.to_owned(),
@@ -699,8 +714,11 @@ impl Store {
                 "the store is already encrypted; its at-rest key is not replaced".into(),
             ));
         }
+        // The store keeps its plaintext sealer until the migration has committed: if it
+        // fails, the store goes on as it was instead of sealing under a key nothing recorded.
+        let turned_on = turn_on_encryption_in(&mut self.conn, &sealer, self.rng.as_mut(), now)?;
         self.sealer = sealer;
-        self.finish_turning_on_encryption(now)
+        Ok(turned_on)
     }
 
     /// Runs once, the first time the database is opened encrypted (the service calls it at
@@ -721,79 +739,7 @@ impl Store {
         if self.sealer.sealing() == Sealing::Plaintext {
             return Ok(None);
         }
-        let done: bool =
-            self.conn
-                .query_row("SELECT EXISTS (SELECT 1 FROM encryption)", [], |r| r.get(0))?;
-        if done {
-            return Ok(None);
-        }
-        self.conn.pragma_update(None, "secure_delete", true)?;
-        let tx = write_transaction(&mut self.conn)?;
-        let rows: Vec<(String, String, String, String, i64, Vec<u8>)> = {
-            let mut stmt = tx.prepare(
-                "SELECT device, volume, key_id, kind, version, material FROM records
-                 WHERE sealing = 0 ORDER BY device, volume, key_id, kind",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut rotations = 0;
-        for (device, volume, key_id, kind, version, material) in &rows {
-            let material = Zeroizing::new(material.clone());
-            let id = record_id(device.clone(), volume.clone(), key_id.clone(), kind)?;
-            let version_u64 = u64::try_from(*version)
-                .map_err(|_| StoreError::CorruptRow(format!("{device}/{volume}/{key_id}")))?;
-            let sealed = self
-                .sealer
-                .seal(&id, version_u64, &material, self.rng.as_mut())
-                .map_err(|e| seal_error(&id, e))?;
-            tx.execute(
-                "UPDATE records SET sealing = ?5, nonce = ?6, material = ?7
-                 WHERE device = ?1 AND volume = ?2 AND key_id = ?3 AND kind = ?4",
-                params![
-                    device,
-                    volume,
-                    key_id,
-                    kind,
-                    sealed.sealing as i64,
-                    sealed.nonce,
-                    sealed.bytes
-                ],
-            )?;
-            rotations += tx.execute(
-                "UPDATE records SET rotation_requested_at = ?5, rotation_because_plaintext = 1
-                 WHERE device = ?1 AND volume = ?2 AND key_id = ?3 AND kind = ?4
-                   AND kind = 'recovery-password' AND retired_at IS NULL
-                   AND rotation_requested_at IS NULL",
-                params![device, volume, key_id, kind, now],
-            )?;
-        }
-        let turned_on = EncryptionTurnedOn {
-            at: now,
-            resealed: rows.len(),
-            rotations,
-        };
-        tx.execute(
-            "INSERT INTO encryption (id, turned_on_at, resealed, rotations) VALUES (1, ?1, ?2, ?3)",
-            params![now, rows.len() as i64, rotations as i64],
-        )?;
-        tx.commit()?;
-        self.conn.pragma_update(None, "secure_delete", false)?;
-        // Out of the WAL too: copy the re-encrypted pages into the database file and empty the
-        // log. Readers that hold a snapshot make this a partial checkpoint: the log is then
-        // overwritten as it is reused.
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(Some(turned_on))
+        turn_on_encryption_in(&mut self.conn, &self.sealer, self.rng.as_mut(), now)
     }
 
     /// When encryption was turned on for this database, if it has been.
@@ -995,6 +941,104 @@ impl Store {
 /// re-reads it under the write lock, for a moment, as SQLite's readers do.
 fn write_transaction(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
     Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+}
+
+/// [`Store::finish_turning_on_encryption`] under `sealer`, which need not be the store's
+/// yet. The check that it already ran is made inside the write transaction, so two writers
+/// cannot both run it.
+fn turn_on_encryption_in(
+    conn: &mut Connection,
+    sealer: &Sealer,
+    rng: &mut dyn StoreRng,
+    now: i64,
+) -> Result<Option<EncryptionTurnedOn>, StoreError> {
+    conn.pragma_update(None, "secure_delete", true)?;
+    let resealed = reseal_plaintext_rows(conn, sealer, rng, now);
+    conn.pragma_update(None, "secure_delete", false)?;
+    let Some((resealed, rotations)) = resealed? else {
+        return Ok(None);
+    };
+    // Out of the WAL too: copy the re-encrypted pages into the database file and empty the
+    // log. Readers that hold a snapshot make this a partial checkpoint: the log is then
+    // overwritten as it is reused.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(Some(EncryptionTurnedOn {
+        at: now,
+        resealed,
+        rotations,
+    }))
+}
+
+/// Re-encrypts every plaintext row under `sealer` and records that it ran, in one `IMMEDIATE`
+/// transaction: `(resealed, rotations)`, or `None` when the `encryption` row already exists.
+fn reseal_plaintext_rows(
+    conn: &mut Connection,
+    sealer: &Sealer,
+    rng: &mut dyn StoreRng,
+    now: i64,
+) -> Result<Option<(usize, usize)>, StoreError> {
+    let tx = write_transaction(conn)?;
+    let done: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM encryption)", [], |r| r.get(0))?;
+    if done {
+        return Ok(None);
+    }
+    type PlainRow = (String, String, String, String, i64, Zeroizing<Vec<u8>>);
+    let rows: Vec<PlainRow> = {
+        let mut stmt = tx.prepare(
+            "SELECT device, volume, key_id, kind, version, material FROM records
+             WHERE sealing = 0 ORDER BY device, volume, key_id, kind",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                Zeroizing::new(r.get::<_, Vec<u8>>(5)?),
+            ))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let resealed = rows.len();
+    let mut rotations = 0;
+    for (device, volume, key_id, kind, version, material) in rows {
+        let id = record_id(device, volume, key_id, &kind)?;
+        let version_u64 = u64::try_from(version).map_err(|_| {
+            StoreError::CorruptRow(format!("{}/{}/{}", id.device, id.volume, id.key_id))
+        })?;
+        let sealed = sealer
+            .seal(&id, version_u64, &material, rng)
+            .map_err(|e| seal_error(&id, e))?;
+        drop(material);
+        let (device, volume, key_id) = (id.device.as_str(), id.volume.as_str(), id.key_id.as_str());
+        tx.execute(
+            "UPDATE records SET sealing = ?5, nonce = ?6, material = ?7
+             WHERE device = ?1 AND volume = ?2 AND key_id = ?3 AND kind = ?4",
+            params![
+                device,
+                volume,
+                key_id,
+                kind,
+                sealed.sealing as i64,
+                sealed.nonce,
+                sealed.bytes
+            ],
+        )?;
+        rotations += tx.execute(
+            "UPDATE records SET rotation_requested_at = ?5, rotation_because_plaintext = 1
+             WHERE device = ?1 AND volume = ?2 AND key_id = ?3 AND kind = ?4
+               AND kind = 'recovery-password' AND retired_at IS NULL
+               AND rotation_requested_at IS NULL",
+            params![device, volume, key_id, kind, now],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO encryption (id, turned_on_at, resealed, rotations) VALUES (1, ?1, ?2, ?3)",
+        params![now, resealed as i64, rotations as i64],
+    )?;
+    tx.commit()?;
+    Ok(Some((resealed, rotations)))
 }
 
 fn authenticate_in(conn: &Connection, token: &str) -> Result<Option<DeviceId>, StoreError> {

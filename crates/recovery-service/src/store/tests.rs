@@ -1067,3 +1067,55 @@ fn a_running_store_turns_encryption_on() {
         "the key is not replaced"
     );
 }
+
+/// Review finding: the migration runs once per database, so a database with encryption turned
+/// on is not opened unencrypted again (what that run wrote would never be re-encrypted, and
+/// the encrypted runs would then refuse it as tampering).
+#[test]
+fn a_database_with_encryption_turned_on_is_not_opened_unencrypted() {
+    let f = Fixture::new();
+    {
+        let mut s = f.open(1);
+        let on = s.finish_turning_on_encryption(500).expect("turn on");
+        assert!(on.is_some());
+    }
+    match Store::open(
+        &f.db(),
+        Sealer::Plaintext,
+        Box::new(ChaCha20Rng::seed_from_u64(2)),
+    ) {
+        Err(e @ StoreError::EncryptedOpenedPlaintext { turned_on_at: 500 }) => {
+            assert!(e.to_string().contains("at-rest key"), "{e}");
+        }
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("an encrypted database opened unencrypted"),
+    }
+    // Encrypted, it still opens.
+    drop(f.open(3));
+}
+
+/// Review finding: a store switched on while running keeps its plaintext sealer when the
+/// migration fails (here: the write lock is held elsewhere), instead of sealing from then on
+/// under a key the database never recorded.
+#[test]
+fn a_failed_turn_on_leaves_the_store_unencrypted() {
+    let f = Fixture::new();
+    let mut s = f.open_plain();
+    s.escrow(&req("PC1", vec![rec("PC1", K1, 1, PW.as_bytes())]), 100)
+        .expect("escrow");
+    s.conn
+        .busy_timeout(std::time::Duration::from_millis(50))
+        .expect("timeout");
+    let other = f.raw();
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("hold the lock");
+    let key = Sealer::encrypted(&AtRestKey::from_bytes(f.key));
+    assert!(s.turn_on_encryption(key, 200).is_err(), "the lock is held");
+    assert_eq!(s.sealing(), Sealing::Plaintext);
+    other.execute_batch("ROLLBACK").expect("release");
+    let key = Sealer::encrypted(&AtRestKey::from_bytes(f.key));
+    let on = s.turn_on_encryption(key, 300).expect("on").expect("ran");
+    assert_eq!((on.resealed, on.rotations), (1, 1));
+    assert_eq!(s.sealing(), Sealing::Aes256Gcm);
+}
