@@ -95,6 +95,9 @@ const MIGRATIONS: &[&str] = &[
         rotations    INTEGER NOT NULL
      );
      ALTER TABLE records ADD COLUMN rotation_because_plaintext INTEGER NOT NULL DEFAULT 0;",
+    // 6: whether the checkpoint after that emptied the WAL (0 for a database migrated before
+    // this was recorded: not known, so not claimed).
+    "ALTER TABLE encryption ADD COLUMN wal_truncated INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.
@@ -337,6 +340,11 @@ pub struct EncryptionTurnedOn {
     /// Of those, current recovery passwords marked for rotation: every copy of the database
     /// file made while they were plaintext (a backup, a copy on a share) still reads them.
     pub rotations: usize,
+    /// Whether the checkpoint after the re-encryption copied every page into the database
+    /// file and emptied the WAL: only then does the file no longer hold the plaintext. A
+    /// reader that held an older snapshot past the busy timeout leaves it partial (the
+    /// plaintext pages stay until SQLite overwrites them).
+    pub wal_truncated: bool,
 }
 
 /// One line of the audit log.
@@ -449,7 +457,12 @@ pub struct Store {
     path: std::path::PathBuf,
     sealer: Sealer,
     rng: Box<dyn StoreRng>,
+    /// SQLite's busy timeout on `conn`, and how long a checkpoint is retried.
+    busy_timeout: std::time::Duration,
 }
+
+/// The busy timeout of the store's write connection.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Read-only connections to the store's database, beside the writer: WAL lets them read the
 /// last committed state while the group-commit thread writes, so authentication, helpdesk
@@ -590,7 +603,7 @@ impl Store {
         sealer: Sealer,
         rng: Box<dyn StoreRng>,
     ) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::NotWal(mode));
@@ -614,6 +627,7 @@ impl Store {
             path: path.to_owned(),
             sealer,
             rng,
+            busy_timeout: BUSY_TIMEOUT,
         })
     }
 
@@ -716,7 +730,13 @@ impl Store {
         }
         // The store keeps its plaintext sealer until the migration has committed: if it
         // fails, the store goes on as it was instead of sealing under a key nothing recorded.
-        let turned_on = turn_on_encryption_in(&mut self.conn, &sealer, self.rng.as_mut(), now)?;
+        let turned_on = turn_on_encryption_in(
+            &mut self.conn,
+            &sealer,
+            self.rng.as_mut(),
+            self.busy_timeout,
+            now,
+        )?;
         self.sealer = sealer;
         Ok(turned_on)
     }
@@ -725,7 +745,8 @@ impl Store {
     /// start): every record still stored in plaintext, from the time encryption was off, is
     /// re-encrypted in one transaction, with SQLite's `secure_delete` on so that the freed
     /// plaintext is overwritten, and the WAL is then checkpointed and truncated, so the
-    /// database file no longer holds it. Copies made before cannot be reached, so each current
+    /// database file no longer holds it, if no reader holds an older snapshot past the busy
+    /// timeout ([`EncryptionTurnedOn::wal_truncated`] says which). Copies made before cannot be reached, so each current
     /// recovery password among those rows is marked for rotation, exactly as a disclosure is:
     /// the agent rotates it at its next escrow and the plaintext in the copies stops unlocking
     /// anything. (Key packages and TPM owner-auth hashes cannot be rotated by the agent: they
@@ -739,7 +760,13 @@ impl Store {
         if self.sealer.sealing() == Sealing::Plaintext {
             return Ok(None);
         }
-        turn_on_encryption_in(&mut self.conn, &self.sealer, self.rng.as_mut(), now)
+        turn_on_encryption_in(
+            &mut self.conn,
+            &self.sealer,
+            self.rng.as_mut(),
+            self.busy_timeout,
+            now,
+        )
     }
 
     /// When encryption was turned on for this database, if it has been.
@@ -747,13 +774,14 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT turned_on_at, resealed, rotations FROM encryption",
+                "SELECT turned_on_at, resealed, rotations, wal_truncated FROM encryption",
                 [],
                 |r| {
                     Ok(EncryptionTurnedOn {
                         at: r.get(0)?,
                         resealed: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
                         rotations: usize::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                        wal_truncated: r.get(3)?,
                     })
                 },
             )
@@ -950,6 +978,7 @@ fn turn_on_encryption_in(
     conn: &mut Connection,
     sealer: &Sealer,
     rng: &mut dyn StoreRng,
+    checkpoint_wait: std::time::Duration,
     now: i64,
 ) -> Result<Option<EncryptionTurnedOn>, StoreError> {
     conn.pragma_update(None, "secure_delete", true)?;
@@ -959,14 +988,51 @@ fn turn_on_encryption_in(
         return Ok(None);
     };
     // Out of the WAL too: copy the re-encrypted pages into the database file and empty the
-    // log. Readers that hold a snapshot make this a partial checkpoint: the log is then
-    // overwritten as it is reused.
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    // log. A reader that holds an older snapshot makes this a partial checkpoint: what it
+    // found is recorded, not assumed.
+    let wal_truncated = checkpoint_truncate(conn, checkpoint_wait)?;
+    conn.execute(
+        "UPDATE encryption SET wal_truncated = ?1",
+        params![wal_truncated],
+    )?;
     Ok(Some(EncryptionTurnedOn {
         at: now,
         resealed,
         rotations,
+        wal_truncated,
     }))
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, retried for `wait` while readers keep it from
+/// finishing: whether every WAL frame reached the database file and the log was emptied
+/// (SQLite's result row: `busy` 0 and as many frames checkpointed as the log holds).
+fn checkpoint_truncate(conn: &Connection, wait: std::time::Duration) -> Result<bool, StoreError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let row = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        let done = match row {
+            Ok((busy, log, checkpointed)) => busy == 0 && log == checkpointed,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                false
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if done {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Re-encrypts every plaintext row under `sealer` and records that it ran, in one `IMMEDIATE`

@@ -392,13 +392,19 @@ pub fn run(
             }
             Op::EncryptDatabase => {
                 let turned_on = lab.turn_on_database_encryption().map_err(&lab_error)?;
-                let (resealed, rotations) =
-                    turned_on.map_or((0, 0), |on| (on.resealed, on.rotations));
+                let (resealed, rotations, wal_truncated) = turned_on.map_or((0, 0, true), |on| {
+                    (on.resealed, on.rotations, on.wal_truncated)
+                });
+                let file = if wal_truncated {
+                    "the database file no longer holds them"
+                } else {
+                    "a reader kept the checkpoint from finishing: the database file may still hold them until SQLite overwrites those pages"
+                };
                 timeline.push((
                     now,
                     "recovery-service".into(),
                     format!(
-                        "[event] \"Encrypt recovery data in the database\" is turned on: the service re-encrypts the {resealed} record(s) stored in plaintext before (the database file no longer holds them) and marks {rotations} recovery password(s) for rotation, because every copy of the file made before still reads them"
+                        "[event] \"Encrypt recovery data in the database\" is turned on: the service re-encrypts the {resealed} record(s) stored in plaintext before ({file}) and marks {rotations} recovery password(s) for rotation, because every copy of the file made before still reads them"
                     ),
                 ));
             }
