@@ -17,6 +17,7 @@ use rand_core::CryptoRngCore;
 use volume::{ProtectorDetail, ProtectorId, ProtectorKind, Volume, VolumeKeys};
 
 use crate::record::{DeviceId, EscrowRecord, KeyId, MaterialKind, RecordError, RecordId, VolumeId};
+use crate::wire::RotationReason;
 
 /// Why the volume's recovery information could not be read or rotated.
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +31,12 @@ pub enum ProtectedVolumeError {
     NoRecoveryPassword,
 }
 
-/// One rotation the agent carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One rotation the agent carried out, and why the service asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rotation {
     pub old: KeyId,
     pub new: KeyId,
+    pub reason: RotationReason,
 }
 
 /// An unlocked BitLocker volume on a managed device.
@@ -148,6 +150,7 @@ impl ProtectedVolume {
     pub fn rotate(
         &mut self,
         old: &KeyId,
+        reason: RotationReason,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<(Option<Rotation>, Vec<EscrowRecord>), ProtectedVolumeError> {
         let found = self
@@ -170,6 +173,7 @@ impl ProtectedVolume {
                 let rotation = Rotation {
                     old: old.clone(),
                     new: key_id(new_id)?,
+                    reason,
                 };
                 (Some(rotation), vec![new_id])
             }
@@ -266,7 +270,9 @@ mod tests {
             .parse()
             .expect("pw");
         let mut rng = ChaCha20Rng::seed_from_u64(9);
-        let (rotation, records) = pv.rotate(&old, &mut rng).expect("rotate");
+        let (rotation, records) = pv
+            .rotate(&old, RotationReason::Disclosed, &mut rng)
+            .expect("rotate");
         let rotation = rotation.expect("rotated");
         assert_eq!(rotation.old, old);
         assert_ne!(rotation.new, old);
@@ -302,7 +308,9 @@ mod tests {
         );
         // Asked again for the same (gone) key: the current password is re-sent as its
         // replacement, nothing rotates twice.
-        let (again, records) = pv.rotate(&old, &mut rng).expect("again");
+        let (again, records) = pv
+            .rotate(&old, RotationReason::Disclosed, &mut rng)
+            .expect("again");
         assert!(again.is_none());
         assert_eq!(records[0].id.key_id, rotation.new);
         assert_eq!(records[0].replaces.as_ref(), Some(&old));

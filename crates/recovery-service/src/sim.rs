@@ -49,7 +49,7 @@ use crate::server::{RecoveryService, ServeError, https_router, plain_http_router
 use crate::store::{
     AuditEntry, DeviceToken, HelpdeskRole, OperatorToken, RawRow, Store, StoreError, read_raw_rows,
 };
-use crate::wire::{RecoverBody, RecoverReply};
+use crate::wire::{RecoverBody, RecoverReply, RotationReason};
 
 /// The `thread` attribute of the simulated handler-log lines (the real agent writes its
 /// process ID; a fixed number keeps the lines identical run to run).
@@ -404,8 +404,8 @@ pub struct EscrowSummary {
     pub untrusted_certificate: bool,
     /// An HTTPS management point refused the handshake for want of a client certificate.
     pub client_certificate_required: bool,
-    /// Rotations of disclosed recovery passwords, (old key ID, new key ID).
-    pub rotations: Vec<(KeyId, KeyId)>,
+    /// Rotations the service asked for: old and new key ID, and the service's reason.
+    pub rotations: Vec<Rotation>,
     pub re_escrowed: Option<bool>,
     /// What the service acknowledged, in its reply's order: (kind, key ID, outcome such as
     /// `created` or `unchanged`); empty when the escrow failed.
@@ -906,11 +906,7 @@ impl RecoveryLab {
                 .iter()
                 .map(|(u, f)| (u.clone(), f.to_string()))
                 .collect(),
-            rotations: report
-                .rotations
-                .iter()
-                .map(|Rotation { old, new }| (old.clone(), new.clone()))
-                .collect(),
+            rotations: report.rotations.clone(),
             re_escrowed: report
                 .re_escrow
                 .as_ref()
@@ -936,10 +932,16 @@ impl RecoveryLab {
             _ => "escrow finished".into(),
         };
         self.event(name, text);
-        for (old, new) in &summary.rotations {
+        for Rotation { old, new, reason } in &summary.rotations {
             self.event(
                 name,
-                format!("rotated disclosed recovery password {old} → {new}"),
+                format!(
+                    "rotated {} recovery password {old} → {new}",
+                    match reason {
+                        RotationReason::Disclosed => "disclosed",
+                        RotationReason::StoredInPlaintext => "once plaintext",
+                    }
+                ),
             );
         }
         if let Some(ok) = summary.re_escrowed {
@@ -1416,10 +1418,9 @@ fn helpdesk_recovery(r: &mut Run) -> Result<(), SimError> {
     let rotated = next.rotations.first().cloned();
     r.expect(
         "the agent rotated the disclosed password and re-escrowed the new one",
-        rotated
-            .as_ref()
-            .is_some_and(|(old, _)| old == &enabled.key_id)
-            && next.re_escrowed == Some(true),
+        rotated.as_ref().is_some_and(|rot| {
+            rot.old == enabled.key_id && rot.reason == RotationReason::Disclosed
+        }) && next.re_escrowed == Some(true),
     );
     if let Some(pw) = &disclosed {
         let still = r.lab.unlock_with_recovery_password(DEVICE, pw)?;
@@ -1434,12 +1435,12 @@ fn helpdesk_recovery(r: &mut Run) -> Result<(), SimError> {
         rows.iter()
             .filter(|row| row.key_id == enabled.key_id.as_str())
             .all(|row| row.retired_at.is_some())
-            && rotated.as_ref().is_some_and(|(_, new)| {
+            && rotated.as_ref().is_some_and(|rot| {
                 rows.iter()
-                    .any(|row| row.key_id == new.as_str() && row.retired_at.is_none())
+                    .any(|row| row.key_id == rot.new.as_str() && row.retired_at.is_none())
             }),
     );
-    if let Some((_, new)) = &rotated {
+    if let Some(Rotation { new, .. }) = &rotated {
         r.lab.advance(60 * 1000);
         let body = RecoverBody {
             key_id: new.as_str().to_owned(),

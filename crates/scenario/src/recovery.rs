@@ -29,7 +29,7 @@ use recovery_service::sim::{
     Protection, RecoveryLab, SimError, Trust,
 };
 use recovery_service::store::{AuditEntry, HelpdeskRole};
-use recovery_service::wire::RecoverBody;
+use recovery_service::wire::{RecoverBody, RotationReason};
 
 use crate::check::Check;
 use crate::model::recovery::{
@@ -86,8 +86,9 @@ pub struct AgentResult {
     pub cycles: Vec<Cycle>,
     /// `BitLockerManagementHandler.log`, CMTrace lines.
     pub handler_log: Vec<String>,
-    /// Each rotation: old key ID, new key ID, whether the old password still unlocks after it.
-    pub rotations: Vec<(KeyId, KeyId, bool)>,
+    /// Each rotation: old key ID, new key ID, the service's reason for it, whether the old
+    /// password still unlocks after it.
+    pub rotations: Vec<(KeyId, KeyId, RotationReason, bool)>,
 }
 
 /// One escrow cycle of an agent.
@@ -449,9 +450,9 @@ pub fn run(
                 let lines = lab.handler_log_lines(&agent.client).map_err(&lab_error)?[first_line..]
                     .to_vec();
                 let mut keys: Vec<KeyId> = vec![agent.key_id.clone()];
-                for (old, new) in &cycle.summary.rotations {
-                    keys.push(old.clone());
-                    keys.push(new.clone());
+                for rotation in &cycle.summary.rotations {
+                    keys.push(rotation.old.clone());
+                    keys.push(rotation.new.clone());
                 }
                 let key_refs: Vec<&KeyId> = keys.iter().collect();
                 timeline.push((
@@ -472,23 +473,15 @@ pub fn run(
                     agent.client.clone(),
                     format!("[escrow] {}", cycle_result(&cycle.summary)),
                 ));
-                for (old, new, still_unlocks) in
+                for (old, new, reason, still_unlocks) in
                     rotations_checked(&mut lab, agent, &cycle, &helpdesk).map_err(&boxed_error)?
                 {
-                    let disclosed = helpdesk.iter().any(|h| {
-                        h.client == agent.client
-                            && h.outcome.as_ref().is_ok_and(|(key, _)| key == &old)
-                    });
                     timeline.push((
                         end,
                         agent.client.clone(),
                         format!(
                             "[escrow] the {} recovery password {} is rotated: new key ID {}, re-escrowed {}; the old password {}",
-                            if disclosed {
-                                "disclosed"
-                            } else {
-                                "once plaintext"
-                            },
+                            rotated_password(reason),
                             short(&old),
                             short(&new),
                             match cycle.summary.re_escrowed {
@@ -503,7 +496,7 @@ pub fn run(
                             }
                         ),
                     ));
-                    agent.rotations.push((old, new, still_unlocks));
+                    agent.rotations.push((old, new, reason, still_unlocks));
                 }
                 agent.cycles.push(cycle);
             }
@@ -564,15 +557,34 @@ fn run_cycle(
     })
 }
 
-/// The rotations of a cycle, each with whether the disclosed (old) password still unlocks.
+/// What a rotated recovery password was, in the service's words: why it asked for the
+/// rotation (the transcript, the summary view and the checks all say it this way).
+pub fn rotated_password(reason: RotationReason) -> &'static str {
+    match reason {
+        RotationReason::Disclosed => "disclosed",
+        RotationReason::StoredInPlaintext => "once plaintext",
+    }
+}
+
+/// What a recovery password was rotated after, from the service's reason.
+pub fn rotated_after(reason: RotationReason) -> &'static str {
+    match reason {
+        RotationReason::Disclosed => "disclosure",
+        RotationReason::StoredInPlaintext => "being stored in plaintext",
+    }
+}
+
+/// The rotations of a cycle, each with the service's reason and whether the disclosed (old)
+/// password still unlocks.
 fn rotations_checked(
     lab: &mut RecoveryLab,
     agent: &AgentResult,
     cycle: &Cycle,
     helpdesk: &[HelpdeskResult],
-) -> Result<Vec<(KeyId, KeyId, bool)>, Box<SimError>> {
+) -> Result<Vec<(KeyId, KeyId, RotationReason, bool)>, Box<SimError>> {
     let mut out = Vec::new();
-    for (old, new) in &cycle.summary.rotations {
+    for rotation in &cycle.summary.rotations {
+        let (old, new) = (&rotation.old, &rotation.new);
         let disclosed = helpdesk.iter().find_map(|h| match &h.outcome {
             Ok((key, text)) if key == old && h.client == agent.client => Some(text.clone()),
             _ => None,
@@ -585,7 +597,7 @@ fn rotations_checked(
             Some(text) => lab.unlock_with_recovery_password(&agent.client, &text)?,
             None => false,
         };
-        out.push((old.clone(), new.clone(), still));
+        out.push((old.clone(), new.clone(), rotation.reason, still));
     }
     Ok(out)
 }
@@ -800,14 +812,14 @@ fn checks(loaded: &Loaded, recovery: &RecoveryResult) -> Result<Vec<Check>, Scen
                 && agent
                     .rotations
                     .iter()
-                    .all(|(old, new, still)| !still && stored_current(new) && old_retired(old));
+                    .all(|(old, new, _, still)| !still && stored_current(new) && old_retired(old));
             checks.push(Check {
                 expectation: format!(
                     "{name}'s {}recovery password is {}rotated and re-escrowed (the old one no longer unlocks, its records retired)",
-                    if recovery
-                        .helpdesk
+                    if agent
+                        .rotations
                         .iter()
-                        .any(|h| &h.client == name && h.outcome.is_ok())
+                        .any(|(_, _, reason, _)| *reason == RotationReason::Disclosed)
                     {
                         "disclosed "
                     } else {
@@ -823,7 +835,7 @@ fn checks(loaded: &Loaded, recovery: &RecoveryResult) -> Result<Vec<Check>, Scen
                         agent
                             .rotations
                             .iter()
-                            .map(|(old, new, still)| {
+                            .map(|(old, new, _, still)| {
                                 format!(
                                     "{} → {}: old still unlocks {still}, new stored {}, re-escrowed {re_escrowed}",
                                     short(old),

@@ -15,7 +15,7 @@ use recovery_service::store::RawRow;
 use serde_json::{Value, json};
 
 use crate::model::TrustSpec;
-use crate::recovery::{RecoveryResult, cycle_result, short, trust_words};
+use crate::recovery::{RecoveryResult, cycle_result, rotated_after, short, trust_words};
 use crate::text::esc;
 
 /// Timeline lines (scenario time, who, text) for the transcript.
@@ -112,18 +112,11 @@ pub fn transcript_section(recovery: Option<&RecoveryResult>) -> String {
                 cycle_result(&cycle.summary)
             );
         }
-        for (old, new, _) in &agent.rotations {
-            let disclosed = r.helpdesk.iter().any(|h| {
-                h.client == agent.client && h.outcome.as_ref().is_ok_and(|(key, _)| key == old)
-            });
+        for (old, new, reason, _) in &agent.rotations {
             let _ = writeln!(
                 out,
                 "    rotated after {}: {} → {}",
-                if disclosed {
-                    "disclosure"
-                } else {
-                    "being stored in plaintext"
-                },
+                rotated_after(*reason),
                 short(old),
                 short(new)
             );
@@ -390,7 +383,7 @@ pub fn json(recovery: Option<&RecoveryResult>) -> Option<Value> {
                     "untrusted_certificate": c.summary.untrusted_certificate,
                     "failures": c.summary.failures.iter().map(|(url, why)| json!({"url": url, "why": why})).collect::<Vec<_>>(),
                     "acknowledged": c.summary.acknowledged.iter().map(|(kind, key, outcome)| json!({"kind": kind, "key_id": key.as_str(), "outcome": outcome})).collect::<Vec<_>>(),
-                    "rotations": c.summary.rotations.iter().map(|(old, new)| json!({"old": old.as_str(), "new": new.as_str()})).collect::<Vec<_>>(),
+                    "rotations": c.summary.rotations.iter().map(|r| json!({"old": r.old.as_str(), "new": r.new.as_str()})).collect::<Vec<_>>(),
                     "re_escrowed": c.summary.re_escrowed,
                 })).collect::<Vec<_>>(),
             })

@@ -157,7 +157,7 @@ fn the_agent_escrows_the_boots_own_volume_and_rotates_after_disclosure() {
     assert_eq!(agent.cycles[1].why, "Windows started");
     assert_eq!(agent.rotations.len(), 1);
     assert!(
-        !agent.rotations[0].2,
+        !agent.rotations[0].3,
         "the old password must no longer unlock"
     );
     // The outputs exist, and the transcript names the phase with keys shortened.

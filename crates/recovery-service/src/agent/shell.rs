@@ -517,7 +517,7 @@ pub async fn escrow_volume<D: Dialer, C: AgentClock>(
     if let RunOutcome::Escrowed { reply, .. } = &first.outcome {
         let name = volume.name().clone();
         for r in reply.rotate.iter().filter(|r| r.volume == name) {
-            let (rotation, records) = volume.rotate(&r.key_id, rng)?;
+            let (rotation, records) = volume.rotate(&r.key_id, r.reason, rng)?;
             let text = match &rotation {
                 Some(rot) => format!(
                     "Rotated recovery password {} on volume {}: new key ID {}",

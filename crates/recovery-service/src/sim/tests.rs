@@ -333,3 +333,45 @@ fn each_protection_asks_its_own_of_clients() {
     );
     assert!(Protection::EnhancedHttp.since_version() > Protection::HttpsWebsite.since_version());
 }
+
+/// Review finding: a rotation carries the reason the service sent (here: the password was
+/// stored in plaintext before database encryption was turned on, nothing was disclosed), so
+/// that nothing downstream has to guess it from the helpdesk's history.
+#[test]
+fn a_rotation_carries_the_reason_the_service_sent() {
+    use crate::protected_volume::Rotation;
+    use crate::wire::RotationReason;
+    let mut lab = RecoveryLab::new(LabConfig {
+        encrypted: false,
+        ..LabConfig::default()
+    })
+    .expect("lab");
+    let mp = lab
+        .add_management_point("mp1.contoso.com", MpFace::Https)
+        .expect("mp");
+    lab.add_device("PC1", std::slice::from_ref(&mp), Trust::OrganisationRoot)
+        .expect("device");
+    let enabled = lab.enable_bitlocker("PC1").expect("bitlocker");
+    assert!(lab.escrow("PC1").expect("escrow").escrowed);
+    let on = lab
+        .turn_on_database_encryption()
+        .expect("turn on")
+        .expect("ran");
+    assert_eq!(on.rotations, 1);
+    lab.advance(15 * 60 * 1000);
+    let next = lab.escrow("PC1").expect("escrow");
+    assert!(
+        matches!(
+            next.rotations.as_slice(),
+            [Rotation { old, reason: RotationReason::StoredInPlaintext, .. }]
+                if old == &enabled.key_id
+        ),
+        "{:?}",
+        next.rotations
+    );
+    let json = serde_json::to_value(&next).expect("json");
+    assert_eq!(
+        json["rotations"][0]["reason"],
+        serde_json::json!("stored-in-plaintext")
+    );
+}
