@@ -123,6 +123,10 @@ pub enum ContactFailure {
     Unreachable(String),
     /// The server's certificate does not chain to a root the client trusts: failed over.
     UntrustedCertificate(String),
+    /// The server refused the handshake for want of a client certificate (TLS alert
+    /// `certificate_required`: an HTTPS management point asks for a PKI client certificate):
+    /// failed over.
+    ClientCertificateRequired(String),
     /// Another TLS failure (protocol version, handshake): failed over.
     Tls(String),
     /// The service answered with an error. 5xx is retried; 4xx is final for the run (the
@@ -145,7 +149,9 @@ impl fmt::Display for ContactFailure {
             ContactFailure::UntrustedCertificate(w) => {
                 write!(f, "the server certificate is not trusted: {w}")
             }
-            ContactFailure::Tls(w) => write!(f, "TLS failed: {w}"),
+            ContactFailure::Tls(w) | ContactFailure::ClientCertificateRequired(w) => {
+                write!(f, "TLS failed: {w}")
+            }
             ContactFailure::Refused {
                 status,
                 error,

@@ -899,9 +899,9 @@ impl RecoveryLab {
                 failures.first(),
                 Some((_, ContactFailure::UntrustedCertificate(_)))
             ),
-            client_certificate_required: failures.iter().any(|(_, f)| {
-                matches!(f, ContactFailure::Tls(why) if why.contains("CertificateRequired"))
-            }),
+            client_certificate_required: failures
+                .iter()
+                .any(|(_, f)| matches!(f, ContactFailure::ClientCertificateRequired(_))),
             failures: failures
                 .iter()
                 .map(|(u, f)| (u.clone(), f.to_string()))

@@ -119,15 +119,23 @@ pub fn client_tls_with(
 }
 
 fn classify_io(e: std::io::Error) -> ContactFailure {
-    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return match tls {
-            rustls::Error::InvalidCertificate(c) => {
-                ContactFailure::UntrustedCertificate(format!("{c:?}"))
-            }
-            other => ContactFailure::Tls(other.to_string()),
-        };
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => classify_tls(tls),
+        None => ContactFailure::Unreachable(e.to_string()),
     }
-    ContactFailure::Unreachable(e.to_string())
+}
+
+/// A TLS failure by its rustls error value.
+fn classify_tls(tls: &rustls::Error) -> ContactFailure {
+    match tls {
+        rustls::Error::InvalidCertificate(c) => {
+            ContactFailure::UntrustedCertificate(format!("{c:?}"))
+        }
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            ContactFailure::ClientCertificateRequired(tls.to_string())
+        }
+        other => ContactFailure::Tls(other.to_string()),
+    }
 }
 
 /// One keep-alive HTTPS connection to a recovery service (the agent uses one per contact; the
@@ -569,5 +577,38 @@ fn append_log(path: &std::path::Path, lines: &[LogLine]) {
         for l in lines {
             let _ = writeln!(f, "{}", l.to_cmtrace(std::process::id()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding: the refusal for want of a client certificate is the TLS alert's value
+    /// (inside the I/O error tokio-rustls returns), not a word in the error's text.
+    #[test]
+    fn a_certificate_required_alert_is_its_own_failure() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert!(matches!(
+            classify_io(io(rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRequired
+            ))),
+            ContactFailure::ClientCertificateRequired(_)
+        ));
+        assert!(matches!(
+            classify_io(io(rustls::Error::AlertReceived(
+                rustls::AlertDescription::HandshakeFailure
+            ))),
+            ContactFailure::Tls(_)
+        ));
+        // Text that merely mentions it is another TLS failure.
+        assert!(matches!(
+            classify_io(io(rustls::Error::General("CertificateRequired".into()))),
+            ContactFailure::Tls(_)
+        ));
+        assert!(matches!(
+            classify_io(std::io::Error::other("CertificateRequired")),
+            ContactFailure::Unreachable(_)
+        ));
     }
 }

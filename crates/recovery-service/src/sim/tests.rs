@@ -328,6 +328,14 @@ fn each_protection_asks_its_own_of_clients() {
     assert!(answer.is_ok(), "{answer:?}");
     let pc2 = lab.handler_log("PC2").expect("log").join("\n");
     assert!(pc2.contains("CertificateRequired"), "{pc2}");
+    // Recognised by the TLS alert's value, not by its text.
+    let again = lab.escrow("PC2").expect("escrow");
+    assert!(again.client_certificate_required, "{again:?}");
+    assert!(
+        !lab.escrow("PC4")
+            .expect("escrow")
+            .client_certificate_required
+    );
     assert!(
         Protection::HttpsWebsite.since_version() > Protection::HttpsManagementPoint.since_version()
     );
