@@ -111,29 +111,14 @@ impl RootCa {
         hosts: &[String],
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<ServerIdentity, PkiError> {
-        let (key, key_der) = ed25519_key(rng)?;
-        let mut params = CertificateParams::new(hosts.to_vec())?;
-        let mut dn = DistinguishedName::new();
-        if let Some(first) = hosts.first() {
-            dn.push(DnType::CommonName, first.as_str());
-        }
-        params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(serial(rng));
-        fixed_validity(&mut params);
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(ServerIdentity {
-            chain: vec![cert.der().clone()],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
-            chain_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        self.issue(
+            hosts.first().map(String::as_str),
+            hosts.to_vec(),
+            ExtendedKeyUsagePurpose::ServerAuth,
+            rng,
+        )
     }
-}
 
-impl RootCa {
     /// A client-authentication certificate for a device (`name`, its common name), as a PKI's
     /// autoenrolment gives ConfigMgr clients that talk to an HTTPS management point.
     pub fn issue_client(
@@ -141,13 +126,32 @@ impl RootCa {
         name: &str,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<ServerIdentity, PkiError> {
+        self.issue(
+            Some(name),
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            rng,
+        )
+    }
+
+    /// An end-entity certificate signed by this root: a fresh key, then a serial, from `rng`;
+    /// `common_name`, the subject alternative names `alt_names` and one extended key usage.
+    fn issue(
+        &self,
+        common_name: Option<&str>,
+        alt_names: Vec<String>,
+        purpose: ExtendedKeyUsagePurpose,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<ServerIdentity, PkiError> {
         let (key, key_der) = ed25519_key(rng)?;
-        let mut params = CertificateParams::default();
+        let mut params = CertificateParams::new(alt_names)?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
+        if let Some(name) = common_name {
+            dn.push(DnType::CommonName, name);
+        }
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![purpose];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(serial(rng));
         fixed_validity(&mut params);
@@ -210,5 +214,48 @@ mod tests {
         };
         assert!(verify(ca.der()).is_ok());
         assert!(verify(other.der()).is_err());
+    }
+
+    /// A client certificate (one issue function with the server's) verifies as a client's
+    /// against its root only, and is not a server certificate.
+    #[test]
+    fn a_client_certificate_verifies_as_a_client_against_its_root_only() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let ca = RootCa::generate("Contoso Root CA", &mut rng).expect("ca");
+        let other = RootCa::generate("Public Trust Root", &mut rng).expect("ca");
+        let id = ca.issue_client("PC1", &mut rng).expect("client");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            1_617_580_800,
+        ));
+        let verify = |root: &CertificateDer<'static>| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(root.clone()).expect("root");
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .expect("verifier");
+            v.verify_client_cert(&id.chain[0], &[], now)
+        };
+        assert!(verify(ca.der()).is_ok());
+        assert!(verify(other.der()).is_err());
+        // Not usable as a server certificate (no ServerAuth usage, no name).
+        use rustls::client::danger::ServerCertVerifier as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("root");
+        let server = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider,
+        )
+        .build()
+        .expect("verifier");
+        let name = rustls_pki_types::ServerName::try_from("PC1").expect("name");
+        assert!(
+            server
+                .verify_server_cert(&id.chain[0], &[], &name, &[], now)
+                .is_err()
+        );
     }
 }
