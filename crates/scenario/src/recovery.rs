@@ -86,10 +86,13 @@ pub struct AgentResult {
     pub cycles: Vec<Cycle>,
     /// `BitLockerManagementHandler.log`, CMTrace lines.
     pub handler_log: Vec<String>,
-    /// Each rotation: old key ID, new key ID, the service's reason for it, whether the old
-    /// password still unlocks after it.
-    pub rotations: Vec<(KeyId, KeyId, RotationReason, bool)>,
+    /// Each rotation the service asked for, as carried out and checked.
+    pub rotations: Vec<CheckedRotation>,
 }
+
+/// One rotation of an agent: old key ID, new key ID, the service's reason for it, whether the
+/// old password still unlocks after it.
+pub type CheckedRotation = (KeyId, KeyId, RotationReason, bool);
 
 /// One escrow cycle of an agent.
 #[derive(Debug, Clone)]
@@ -581,7 +584,7 @@ fn rotations_checked(
     agent: &AgentResult,
     cycle: &Cycle,
     helpdesk: &[HelpdeskResult],
-) -> Result<Vec<(KeyId, KeyId, RotationReason, bool)>, Box<SimError>> {
+) -> Result<Vec<CheckedRotation>, Box<SimError>> {
     let mut out = Vec::new();
     for rotation in &cycle.summary.rotations {
         let (old, new) = (&rotation.old, &rotation.new);
