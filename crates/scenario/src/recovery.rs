@@ -396,20 +396,10 @@ pub fn run(
             }
             Op::EncryptDatabase => {
                 let turned_on = lab.turn_on_database_encryption().map_err(&lab_error)?;
-                let (resealed, rotations, wal_truncated) = turned_on.map_or((0, 0, true), |on| {
-                    (on.resealed, on.rotations, on.wal_truncated)
-                });
-                let file = if wal_truncated {
-                    "the database file no longer holds them"
-                } else {
-                    "a reader kept the checkpoint from finishing: the database file may still hold them until SQLite overwrites those pages"
-                };
                 timeline.push((
                     now,
                     "recovery-service".into(),
-                    format!(
-                        "[event] \"Encrypt recovery data in the database\" is turned on: the service re-encrypts the {resealed} record(s) stored in plaintext before ({file}) and marks {rotations} recovery password(s) for rotation, because every copy of the file made before still reads them"
-                    ),
+                    encryption_turned_on_line(turned_on),
                 ));
             }
             Op::Helpdesk(request) => {
@@ -558,6 +548,24 @@ fn run_cycle(
         why,
         summary,
     })
+}
+
+/// The transcript's line for "Encrypt recovery data in the database" turned on: that the file
+/// no longer holds the plaintext only when the service's checkpoint emptied the WAL.
+fn encryption_turned_on_line(
+    turned_on: Option<recovery_service::store::EncryptionTurnedOn>,
+) -> String {
+    let (resealed, rotations, wal_truncated) = turned_on.map_or((0, 0, true), |on| {
+        (on.resealed, on.rotations, on.wal_truncated)
+    });
+    let file = if wal_truncated {
+        "the database file no longer holds them"
+    } else {
+        "a reader kept the checkpoint from finishing: the database file may still hold them until SQLite overwrites those pages"
+    };
+    format!(
+        "[event] \"Encrypt recovery data in the database\" is turned on: the service re-encrypts the {resealed} record(s) stored in plaintext before ({file}) and marks {rotations} recovery password(s) for rotation, because every copy of the file made before still reads them"
+    )
 }
 
 /// What a rotated recovery password was, in the service's words: why it asked for the
@@ -1012,4 +1020,32 @@ pub fn clock(at_ms: i64) -> String {
         ms / 1000 % 60,
         ms % 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recovery_service::store::EncryptionTurnedOn;
+
+    /// Review finding: the transcript says the file no longer holds the plaintext only when
+    /// the checkpoint said so.
+    #[test]
+    fn the_encryption_line_claims_what_the_checkpoint_found() {
+        let on = |wal_truncated| {
+            Some(EncryptionTurnedOn {
+                at: 0,
+                resealed: 2,
+                rotations: 1,
+                wal_truncated,
+            })
+        };
+        let done = encryption_turned_on_line(on(true));
+        assert!(
+            done.contains("(the database file no longer holds them)"),
+            "{done}"
+        );
+        let partial = encryption_turned_on_line(on(false));
+        assert!(!partial.contains("no longer holds"), "{partial}");
+        assert!(partial.contains("may still hold them"), "{partial}");
+    }
 }
