@@ -60,6 +60,14 @@ impl Results {
         }
     }
 
+    /// Forgets `token`'s result, if any: the job did not go to the pool after all (its
+    /// dropped [`Delivery`] put a `None` that nothing would take).
+    fn discard(&self, token: u64) {
+        if let Ok(mut shelf) = self.shelf.lock() {
+            shelf.done.remove(&token);
+        }
+    }
+
     /// Waits until `token`'s result is in, and takes it.
     fn take(&self, token: u64) -> Option<Decrypted> {
         let mut shelf = self.shelf.lock().ok()?;
@@ -170,6 +178,8 @@ impl Processor for ModelledCpu {
             // A bounded pool that is full: run it here, at the same simulated instant (the
             // model, not the pool, decides what is shed).
             Err(job) => {
+                // The refused callback's `Delivery` was dropped unsent and put a `None`.
+                self.results.discard(token);
                 self.ran_here.insert(token, job.run());
                 false
             }
@@ -185,5 +195,102 @@ impl Processor for ModelledCpu {
         } else {
             self.ran_here.remove(&token)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code may unwrap: a panic is a failed test with its message.
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use nkpu::{ClientKey, KeyProtector, ProviderKey, SessionKey, Thumbprint, v4};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use rsa::pkcs8::DecodePrivateKey;
+    use unlock_server::provider::{Classified, Outcome, Provider, Received};
+
+    use super::*;
+
+    const THUMB: Thumbprint = Thumbprint::from_bytes([0xaa; 20]);
+
+    /// A provider holding the test key, and two decrypt jobs it made.
+    fn jobs() -> (Provider, Vec<Box<DecryptJob>>) {
+        let der = std::fs::read(format!(
+            "{}/../../fixtures/keys/test-a-rsa2048.pk8",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let public = rsa::RsaPrivateKey::from_pkcs8_der(&der)
+            .unwrap()
+            .to_public_key();
+        let mut provider = Provider::new(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
+        provider.add_certificate(THUMB, ProviderKey::from_pkcs8_der(&der).unwrap());
+        let source: SocketAddr = "10.0.4.110:68".parse().unwrap();
+        let jobs = (0..2u8)
+            .map(|i| {
+                let mut rng = ChaCha20Rng::seed_from_u64(u64::from(i));
+                let ck = ClientKey::random(&mut rng);
+                let sk = SessionKey::random(&mut rng);
+                let kp = KeyProtector::encrypt(&public, &ck, &sk, &mut rng).unwrap();
+                let request = v4::Request::after_lease(
+                    u32::from(i) + 1,
+                    [2, 0, 0, 0, 0, i],
+                    Ipv4Addr::new(10, 0, 4, 110),
+                    Ipv4Addr::new(10, 0, 4, 2),
+                    vec![],
+                    THUMB,
+                    kp,
+                )
+                .encode();
+                let received = Received {
+                    source,
+                    payload: &request,
+                };
+                match provider.classify(Duration::ZERO, received) {
+                    Classified::Decrypt(job) => job,
+                    Classified::Dropped(reason) => panic!("dropped: {reason:?}"),
+                }
+            })
+            .collect();
+        (provider, jobs)
+    }
+
+    #[test]
+    fn a_job_the_full_pool_refuses_leaves_no_result_behind() {
+        // One worker held at its gate and room for one queued job: the second job is refused.
+        let (pool, gate) = DecryptPool::held(1);
+        let cpu = ServerCpu {
+            cores: 2,
+            decrypt_time: Duration::from_millis(1),
+            queue: None,
+        };
+        let mut modelled = ModelledCpu::new(cpu, pool);
+        let (mut provider, jobs) = jobs();
+        let mut jobs = jobs.into_iter();
+        assert!(
+            modelled
+                .accept(Duration::ZERO, 1, jobs.next().unwrap())
+                .is_ok()
+        );
+        assert!(
+            modelled
+                .accept(Duration::ZERO, 2, jobs.next().unwrap())
+                .is_ok()
+        );
+        let on_pool = modelled.pending.get(&2).copied();
+        let stale = modelled.results.shelf.lock().unwrap().done.contains_key(&2);
+        // Let the worker go before these assertions, so a failure unwinds without waiting for
+        // it (dropping the pool joins its worker).
+        drop(gate);
+        assert_eq!(on_pool, Some(false), "ran here, not on the pool");
+        assert!(!stale, "no stale result for the job the pool refused");
+        for token in [2, 1] {
+            let done = modelled.finish(token).unwrap();
+            let outcome = provider.complete(Duration::ZERO, done);
+            assert!(matches!(outcome, Outcome::Replied { .. }), "{outcome:?}");
+        }
+        assert!(modelled.results.shelf.lock().unwrap().done.is_empty());
     }
 }

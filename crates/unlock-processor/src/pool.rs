@@ -66,6 +66,26 @@ impl DecryptPool {
         }
     }
 
+    /// A pool of one worker that takes no job until the returned gate is dropped, whose
+    /// queue holds `capacity` jobs: a full queue on demand, for tests.
+    #[cfg(test)]
+    pub(crate) fn held(capacity: usize) -> (Arc<DecryptPool>, crossbeam_channel::Sender<()>) {
+        let (work, queue) = crossbeam_channel::bounded::<Work>(capacity.max(1));
+        let (gate, held) = crossbeam_channel::bounded::<()>(0);
+        let worker = std::thread::spawn(move || {
+            // Returns once the gate is dropped.
+            let _ = held.recv();
+            while let Ok((job, done)) = queue.recv() {
+                done(job.run());
+            }
+        });
+        let pool = DecryptPool {
+            work: Some(work),
+            workers: vec![worker],
+        };
+        (Arc::new(pool), gate)
+    }
+
     /// Worker threads running.
     pub fn threads(&self) -> usize {
         self.workers.len()
