@@ -216,7 +216,7 @@ mod tests {
     const THUMB: Thumbprint = Thumbprint::from_bytes([0xaa; 20]);
 
     /// A provider holding the test key, and two decrypt jobs it made.
-    fn jobs() -> (Provider, Vec<Box<DecryptJob>>) {
+    fn jobs() -> (Provider, Vec<DecryptJob>) {
         let der = std::fs::read(format!(
             "{}/../../fixtures/keys/test-a-rsa2048.pk8",
             env!("CARGO_MANIFEST_DIR")
@@ -249,7 +249,7 @@ mod tests {
                     payload: &request,
                 };
                 match provider.classify(Duration::ZERO, received) {
-                    Classified::Decrypt(job) => job,
+                    Classified::Decrypt(job) => *job,
                     Classified::Dropped(reason) => panic!("dropped: {reason:?}"),
                 }
             })
@@ -271,12 +271,12 @@ mod tests {
         let mut jobs = jobs.into_iter();
         assert!(
             modelled
-                .accept(Duration::ZERO, 1, jobs.next().unwrap())
+                .accept(Duration::ZERO, 1, Box::new(jobs.next().unwrap()))
                 .is_ok()
         );
         assert!(
             modelled
-                .accept(Duration::ZERO, 2, jobs.next().unwrap())
+                .accept(Duration::ZERO, 2, Box::new(jobs.next().unwrap()))
                 .is_ok()
         );
         let on_pool = modelled.pending.get(&2).copied();
