@@ -1775,18 +1775,13 @@ fn history_on(
         None => certificates.first(),
     };
     let mut store = NetworkUnlockCertificateStore::default();
-    if let Some(cert) = first {
-        match &cert.network_unlock {
-            Ok(valid) => {
-                store.install(valid.clone());
-            }
-            // The seed: the protector needs "a valid certificate present in the FVE_NKP
-            // store"; an unfit one counts as none.
-            Err(unfit) => setup.push(format!(
-                "Group Policy delivers certificate {} to FVE_NKP, but it is not valid: {unfit}",
-                cert.name
-            )),
-        }
+    if let Some(cert) = first
+        && let Some(unfit) = deliver_to_fve_nkp(&mut store, cert)
+    {
+        setup.push(format!(
+            "Group Policy delivers certificate {} to FVE_NKP, but it is not valid: {unfit}",
+            cert.name
+        ));
     }
     // Where the settings come from: a GPO, or (the seed's path before Windows Server 2012)
     // certutil and the FVE registry values, which mean the same settings.
@@ -1852,13 +1847,21 @@ fn history_on(
     if let Some(new) = &spec.new_certificate {
         let cert = certificate(loaded, certificates, new)?;
         if spec.new_certificate_applied {
-            store.install(client_certificate(loaded, spec, cert)?);
+            let unfit = deliver_to_fve_nkp(&mut store, cert);
             let outcome = reboot(&enabled, &store, &mut volume, tpm, rng, &mut policy_result)?;
-            setup.push(format!(
-                "Group Policy delivers certificate {}; reboot: {}",
-                cert.name,
-                describe_reboot(&outcome)
-            ));
+            setup.push(match unfit {
+                None => format!(
+                    "Group Policy delivers certificate {}; reboot: {}",
+                    cert.name,
+                    describe_reboot(&outcome)
+                ),
+                Some(unfit) => format!(
+                    "Group Policy delivers certificate {} to FVE_NKP, but it is not valid \
+                     ({unfit}), so the store counts as empty; reboot: {}",
+                    cert.name,
+                    describe_reboot(&outcome)
+                ),
+            });
         } else {
             setup.push(format!(
                 "Group Policy with certificate {} has NOT reached this client",
@@ -2100,14 +2103,24 @@ fn place_server<'a>(
     Ok((seg, host, net, mac))
 }
 
-fn client_certificate(
-    loaded: &Loaded,
-    spec: &ClientSpec,
+/// Group Policy puts `cert` in the client's FVE_NKP store. The seed adds the protector only
+/// with "a valid certificate present in the FVE_NKP store", so an unfit certificate counts as
+/// none: the store is left empty and the reason is returned (for the first certificate and a
+/// new one alike).
+fn deliver_to_fve_nkp(
+    store: &mut NetworkUnlockCertificateStore,
     cert: &NamedCertificate,
-) -> Result<NetworkUnlockCertificate, ScenarioError> {
-    cert.network_unlock
-        .clone()
-        .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))
+) -> Option<String> {
+    match &cert.network_unlock {
+        Ok(valid) => {
+            store.install(valid.clone());
+            None
+        }
+        Err(unfit) => {
+            store.remove();
+            Some(unfit.to_string())
+        }
+    }
 }
 
 fn describe_reboot(outcome: &RebootOutcome) -> String {
@@ -2229,6 +2242,30 @@ mod tests {
 
     const SERVER: &str = "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\nsubnet = \"10.0.4.0/24\"\n\
         [[wds]]\nname = \"wds\"\nsegment = \"corp\"\naddress = \"10.0.4.10/24\"\n";
+
+    #[test]
+    fn an_unfit_new_certificate_counts_as_none_as_the_first_one_does() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scenarios/cert-rotation-gpo-applied.toml"
+        ))
+        .expect("catalogue scenario");
+        // The new certificate is issued from a template that skipped steps 10 to 14.
+        let unfit = text.replacen(
+            "name = \"nu-2027\"\n",
+            "name = \"nu-2027\"\napplication_policy = false\n",
+            1,
+        );
+        assert_ne!(unfit, text, "the scenario names nu-2027");
+        let world = build_text(&unfit).expect("an unfit new certificate is no scenario error");
+        assert!(
+            world.clients[0].setup.iter().any(|l| l
+                .contains("certificate nu-2027 to FVE_NKP, but it is not valid")
+                && l.contains("the store counts as empty; reboot: ")),
+            "{:#?}",
+            world.clients[0].setup
+        );
+    }
 
     #[test]
     fn wake_from_and_same_server_as_are_checked_at_their_lines() {
