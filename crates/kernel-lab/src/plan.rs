@@ -73,6 +73,12 @@ pub fn refusals(loaded: &Loaded) -> Vec<String> {
                  real run uses the machine's cores"
             ));
         }
+        if !w.debug_log {
+            why.push(format!(
+                "wds {name}: a WDS debug log left off (debug_log = false, the default) is \
+                 simulated only: nulab server always logs, so say `debug_log = true`"
+            ));
+        }
         if w.same_server_as.is_some() {
             why.push(format!(
                 "wds {name}: a WDS server on the DHCP server's machine is simulated only"
@@ -216,6 +222,7 @@ address = "10.0.4.2/24"
 name = "wds"
 segment = "corp"
 address = "10.0.4.10/24"
+debug_log = true
 "#;
 
     #[test]
@@ -224,6 +231,45 @@ address = "10.0.4.10/24"
             "{BASE}[[client]]\nname = \"pc1\"\n[[client.adapter]]\nsegment = \"corp\"\n"
         ));
         assert_eq!(refusals(&loaded), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_wds_debug_log_left_off_is_refused_with_why() {
+        let client = "[[client]]\nname = \"pc1\"\n[[client.adapter]]\nsegment = \"corp\"\n";
+        let off = BASE.replace("debug_log = true\n", "");
+        let why = refusals(&parse(&format!("{off}{client}")));
+        assert!(
+            why.iter()
+                .any(|w| w.contains("wds wds") && w.contains("debug_log = true")),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn every_case_of_the_ci_parity_list_passes_planning() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let cases = include_str!("../parity-cases.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| line.strip_prefix("real-tpm:").unwrap_or(line).trim());
+        let mut checked = 0;
+        for case in cases {
+            let path = match case.contains('/') {
+                true => root.join(case),
+                false => root.join("scenarios").join(format!("{case}.toml")),
+            };
+            let text = std::fs::read_to_string(&path).expect("a parity case's file");
+            let loaded = scenario::model::parse(&path, text).expect("a valid scenario");
+            // A swtpm case needs nulab built with `real-tpm`, which this test build may lack.
+            let why: Vec<String> = refusals(&loaded)
+                .into_iter()
+                .filter(|why| !why.contains("the `real-tpm` feature"))
+                .collect();
+            assert_eq!(why, Vec::<String>::new(), "{case}");
+            checked += 1;
+        }
+        assert!(checked > 40, "{checked} cases");
     }
 
     #[test]
