@@ -19,6 +19,7 @@
 //! top-level `name:`) and v2.
 
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -133,8 +134,12 @@ fn address_of(cidr: &str) -> &str {
     cidr.split('/').next().unwrap_or(cidr)
 }
 
-/// Where the recovery service runs: the first WDS server's segment, at the first host number
-/// from 20 that nothing else holds. `None` without a WDS server.
+/// Where the recovery service runs: the first WDS server's segment, at a host address of its
+/// subnet that nothing else may hold: not a host's static address (DHCP and WDS servers,
+/// routers, clients), not inside a DHCP pool (a scenario's own, or the default `.100` to
+/// `.199`), not Docker's (`.224/28` and the gateway `.254`, see [`docker_ranges`]). The first
+/// such address from host number 20, else the first below it; an error when none is free.
+/// `None` without a WDS server.
 fn recovery_address(s: &scenario::model::Scenario) -> Result<Option<(String, String)>, LabError> {
     let Some(wds) = s.wds.first() else {
         return Ok(None);
@@ -146,32 +151,70 @@ fn recovery_address(s: &scenario::model::Scenario) -> Result<Option<(String, Str
         .find(|seg| seg.name.get_ref() == segment)
         .and_then(|seg| seg.subnet.get_ref().parse().ok())
         .ok_or_else(|| LabError::Scenario(format!("no segment {segment}")))?;
-    let taken: Vec<String> = s
+    let parse = |text: &str| address_of(text).parse::<Ipv4Addr>().ok().map(u32::from);
+    let taken: Vec<u32> = s
         .dhcp_servers
         .iter()
-        .map(|d| address_of(d.address.get_ref()).to_owned())
-        .chain(
-            s.wds
-                .iter()
-                .map(|w| address_of(w.address.get_ref()).to_owned()),
-        )
+        .map(|d| d.address.get_ref())
+        .chain(s.wds.iter().map(|w| w.address.get_ref()))
         .chain(
             s.routers
                 .iter()
                 .flat_map(|r| &r.interfaces)
-                .map(|i| address_of(i.address.get_ref()).to_owned()),
+                .map(|i| i.address.get_ref()),
         )
+        .chain(
+            s.clients
+                .iter()
+                .flat_map(|c| &c.adapters)
+                .filter_map(|a| a.address.as_ref().map(|address| address.get_ref())),
+        )
+        .filter_map(|text| parse(text))
         .collect();
     let base = u32::from(subnet.network());
-    let address = (20..100)
-        .map(|n| std::net::Ipv4Addr::from(base + n).to_string())
-        .find(|a| !taken.contains(a))
+    let offset = |n: u32| base.checked_add(n);
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for d in &s.dhcp_servers {
+        if d.pools.is_empty()
+            && let (Some(first), Some(last)) = (offset(100), offset(199))
+        {
+            ranges.push((first, last));
+        }
+        for pool in &d.pools {
+            if let (Some(first), Some(last)) =
+                (parse(pool.first.get_ref()), parse(pool.last.get_ref()))
+            {
+                ranges.push((first.min(last), first.max(last)));
+            }
+        }
+    }
+    // Docker's own: the network's ip_range and its gateway.
+    if let (Some(first), Some(last)) = (offset(224), offset(239)) {
+        ranges.push((first, last));
+    }
+    if let Some(gateway) = offset(254) {
+        ranges.push((gateway, gateway));
+    }
+    let free = |a: &Ipv4Addr| {
+        let a = u32::from(*a);
+        !taken.contains(&a)
+            && !ranges
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&a))
+    };
+    let from_20 = offset(20).unwrap_or(u32::MAX);
+    let address = subnet
+        .hosts()
+        .filter(|a| u32::from(*a) >= from_20)
+        .chain(subnet.hosts().filter(|a| u32::from(*a) < from_20))
+        .find(free)
         .ok_or_else(|| {
             LabError::Scenario(format!(
-                "no free address on {segment} for the recovery service"
+                "no free address on {segment} ({subnet}) for the recovery service: every host \
+                 address is a host's, in a DHCP pool or Docker's"
             ))
         })?;
-    Ok(Some((segment.clone(), address)))
+    Ok(Some((segment.clone(), address.to_string())))
 }
 
 /// The recovery password of a prepared machine, read as the unlocked OS would: the volume
@@ -537,6 +580,64 @@ mod tests {
         assert_ne!(names[1], names[2], "two long names cut to one: {names:?}");
         // Another lab's bridges differ.
         assert_ne!(bridge_name("zz9", &segments, 0), names[0]);
+    }
+
+    fn recovery_at(text: &str) -> Result<Option<(String, String)>, LabError> {
+        let loaded =
+            scenario::model::parse(Path::new("t.toml"), text.to_owned()).expect("a valid scenario");
+        recovery_address(&loaded.scenario)
+    }
+
+    fn lan(subnet: &str, dhcp: &str, wds: &str, extra: &str) -> String {
+        format!(
+            "title = \"t\"\nexpect_nothing = true\n[[segment]]\nname = \"corp\"\n\
+             subnet = \"{subnet}\"\n[[dhcp_server]]\nname = \"dhcp\"\nsegment = \"corp\"\n\
+             address = \"{dhcp}\"\n{extra}[[wds]]\nname = \"wds\"\nsegment = \"corp\"\n\
+             address = \"{wds}\"\n"
+        )
+    }
+
+    #[test]
+    fn the_recovery_service_takes_a_host_address_no_pool_static_or_docker_holds() {
+        // The default: host number 20.
+        let at = recovery_at(&lan("10.0.4.0/24", "10.0.4.2/24", "10.0.4.10/24", "")).unwrap();
+        assert_eq!(at, Some(("corp".into(), "10.0.4.20".into())));
+        // A pool over .20 to .99 and a client's static .100: the first free is .200.
+        let pool = "[[dhcp_server.pool]]\nsubnet = \"10.0.4.0/24\"\nfirst = \"10.0.4.20\"\n\
+                    last = \"10.0.4.99\"\n";
+        let client = "[[client]]\nname = \"pc\"\n[[client.adapter]]\nsegment = \"corp\"\n\
+                      dhcp = false\naddress = \"10.0.4.100/24\"\n";
+        let text = format!(
+            "{}{client}",
+            lan("10.0.4.0/24", "10.0.4.2/24", "10.0.4.10/24", pool)
+        );
+        assert_eq!(
+            recovery_at(&text).unwrap().map(|(_, a)| a),
+            Some("10.0.4.101".into())
+        );
+        // A /28 has no host number 20: a free one below it (not .1, .2 or .10).
+        let small = "[[dhcp_server.pool]]\nsubnet = \"10.0.4.0/28\"\nfirst = \"10.0.4.3\"\n\
+                     last = \"10.0.4.9\"\n";
+        let at = recovery_at(&lan("10.0.4.0/28", "10.0.4.1/28", "10.0.4.10/28", small)).unwrap();
+        assert_eq!(at.map(|(_, a)| a), Some("10.0.4.2".into()));
+        // The top of the address space: no overflow.
+        let at = recovery_at(&lan(
+            "255.255.255.0/24",
+            "255.255.255.2/24",
+            "255.255.255.10/24",
+            "",
+        ))
+        .unwrap();
+        assert_eq!(at.map(|(_, a)| a), Some("255.255.255.20".into()));
+    }
+
+    #[test]
+    fn no_free_address_for_the_recovery_service_is_said() {
+        let full = "[[dhcp_server.pool]]\nsubnet = \"10.0.4.0/29\"\nfirst = \"10.0.4.3\"\n\
+                    last = \"10.0.4.6\"\n";
+        let err = recovery_at(&lan("10.0.4.0/29", "10.0.4.1/29", "10.0.4.2/29", full))
+            .expect_err("every host address is taken");
+        assert!(err.to_string().contains("no free address on corp"), "{err}");
     }
 
     #[test]
