@@ -21,10 +21,13 @@ const NULAB: &str = env!("CARGO_BIN_EXE_nulab");
 const PIN: &str = "271828";
 
 /// A namespace with the client's interface `pc0` and swtpm on its loopback.
+///
+/// Fields drop in declaration order: swtpm is killed first, then its state folder goes, then
+/// the namespace it runs in.
 struct TpmLab {
-    lan: Lan,
-    dir: tempfile::TempDir,
     _swtpm: Running,
+    dir: tempfile::TempDir,
+    lan: Lan,
 }
 
 impl TpmLab {
@@ -50,9 +53,9 @@ impl TpmLab {
             lan.ns("pc")
         );
         TpmLab {
-            lan,
-            dir,
             _swtpm: swtpm,
+            dir,
+            lan,
         }
     }
 
