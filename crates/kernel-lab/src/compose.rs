@@ -106,12 +106,18 @@ fn script(path: &Path, body: &str) -> Result<(), LabError> {
 }
 
 /// The segment's Docker network: Docker's own addresses in `.224/28`, its gateway `.254`.
-fn docker_ranges(subnet: &Ipv4Net) -> (String, String) {
+/// A segment smaller than a /24 has no `.224/28` or `.254` of its own: refused, with why.
+fn docker_ranges(subnet: &Ipv4Net) -> Result<(String, String), LabError> {
+    if subnet.prefix_len() > 24 {
+        return Err(LabError::Scenario(format!(
+            "segment subnet {subnet}: the docker lab needs a /24 or larger (Docker's own \
+             addresses take .224/28 and its gateway .254)"
+        )));
+    }
     let base = u32::from(subnet.network());
-    (
-        format!("{}/28", std::net::Ipv4Addr::from(base + 224)),
-        std::net::Ipv4Addr::from(base + 254).to_string(),
-    )
+    // A /24 or larger network address has its last octet zero, so these cannot overflow.
+    let at = |host: u32| std::net::Ipv4Addr::from(base | host);
+    Ok((format!("{}/28", at(224)), at(254).to_string()))
 }
 
 /// The host bridge of segment number `index` (`nlID-SEGMENT`, at most 15 characters; the
@@ -312,7 +318,7 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
             seg.subnet.get_ref().parse().map_err(|_| {
                 LabError::Scenario(format!("segment subnet {}", seg.subnet.get_ref()))
             })?;
-        let (range, gateway) = docker_ranges(&subnet);
+        let (range, gateway) = docker_ranges(&subnet)?;
         let _ = write!(
             yaml,
             "  {name}:\n    driver: bridge\n    driver_opts:\n      com.docker.network.bridge.name: {bridge}\n    ipam:\n      config:\n        - subnet: {subnet}\n          ip_range: {range}\n          gateway: {gateway}\n",
@@ -638,6 +644,25 @@ mod tests {
         let err = recovery_at(&lan("10.0.4.0/29", "10.0.4.1/29", "10.0.4.2/29", full))
             .expect_err("every host address is taken");
         assert!(err.to_string().contains("no free address on corp"), "{err}");
+    }
+
+    #[test]
+    fn docker_keeps_its_addresses_at_the_top_of_a_24_and_refuses_a_smaller_segment() {
+        let net = |s: &str| s.parse::<Ipv4Net>().expect("a subnet");
+        let (range, gateway) = docker_ranges(&net("10.0.4.0/24")).expect("a /24 fits");
+        assert_eq!(
+            (range.as_str(), gateway.as_str()),
+            ("10.0.4.224/28", "10.0.4.254")
+        );
+        let (range, gateway) = docker_ranges(&net("255.255.255.0/24")).expect("no overflow");
+        assert_eq!(
+            (range.as_str(), gateway.as_str()),
+            ("255.255.255.224/28", "255.255.255.254")
+        );
+        let (range, _) = docker_ranges(&net("10.8.0.0/16")).expect("a /16 fits");
+        assert_eq!(range, "10.8.0.224/28");
+        let err = docker_ranges(&net("10.0.4.0/28")).expect_err("a /28 has no .224");
+        assert!(err.to_string().contains("/24 or larger"), "{err}");
     }
 
     #[test]
