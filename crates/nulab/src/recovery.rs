@@ -76,6 +76,9 @@ pub enum RecoveryCommand {
         device: String,
         #[arg(long)]
         db: PathBuf,
+        /// The at-rest key file `serve` uses; default DB.key when it exists
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -88,6 +91,9 @@ pub enum RecoveryCommand {
         role: HelpdeskRole,
         #[arg(long)]
         db: PathBuf,
+        /// The at-rest key file `serve` uses; default DB.key when it exists
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -221,6 +227,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The store as the administration commands (`enrol`, `operator`) open it: with the at-rest key
+/// `serve` made (`--key-file`, or DB.key beside the database when it exists), so a database with
+/// encryption at rest turned on is administered with its key; without one, unencrypted (the
+/// store itself refuses that for an encrypted database, and says so).
+fn open_admin_store(db: &Path, key_file: Option<PathBuf>) -> Result<Store> {
+    let key_file = key_file.or_else(|| Some(with_suffix(db, ".key")).filter(|p| p.exists()));
+    Store::open_with_key_file(db, key_file.as_deref()).with_context(|| format!("{}", db.display()))
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
@@ -294,10 +309,14 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             limits.limits(),
             json,
         ),
-        RecoveryCommand::Enrol { device, db, json } => {
+        RecoveryCommand::Enrol {
+            device,
+            db,
+            key_file,
+            json,
+        } => {
             let device = DeviceId::new(device)?;
-            let mut store = Store::open_with_key_file(&db, None)
-                .with_context(|| format!("{}", db.display()))?;
+            let mut store = open_admin_store(&db, key_file)?;
             let token = store.enrol_device(&device, now_ms())?;
             print_token(
                 &token.0,
@@ -310,10 +329,10 @@ pub fn run(cmd: RecoveryCommand) -> Result<ExitCode> {
             name,
             role,
             db,
+            key_file,
             json,
         } => {
-            let mut store = Store::open_with_key_file(&db, None)
-                .with_context(|| format!("{}", db.display()))?;
+            let mut store = open_admin_store(&db, key_file)?;
             let token = store.enrol_operator(&name, role, now_ms())?;
             print_token(
                 &token.0,

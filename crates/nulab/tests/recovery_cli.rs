@@ -550,3 +550,81 @@ fn the_pem_flags_read_standard_input_for_a_dash() {
     assert!(err.contains("<stdin>: no CERTIFICATE block"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The administration commands open an encrypted database with its at-rest key: `DB.key` by
+/// default, `--key-file` when it lives elsewhere; without the key they say why, once, and exit
+/// non-zero (an unencrypted write would leave rows the encrypted service refuses).
+#[test]
+fn enrol_and_operator_use_the_at_rest_key_and_refuse_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let db = d.join("escrow.sqlite");
+    let key = d.join("elsewhere.key");
+    let mut child = nulab()
+        .args(["recovery", "serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(&db)
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--ca-out")
+        .arg(d.join("ca.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    assert!(line.starts_with("https="), "{line:?}");
+    drop(server);
+    assert!(key.exists(), "serve wrote its at-rest key");
+
+    let refused = nulab()
+        .args(["recovery", "enrol", "PC1", "--db"])
+        .arg(&db)
+        .output()
+        .expect("enrol");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("at-rest key"), "{err}");
+    assert_eq!(
+        err.matches("encryption at rest").count(),
+        1,
+        "said once: {err}"
+    );
+
+    for args in [
+        &["enrol", "PC1"][..],
+        &["operator", "CONTOSO\\helpdesk1", "--role", "helpdesk"][..],
+    ] {
+        let token = ok(
+            nulab()
+                .arg("recovery")
+                .args(args)
+                .arg("--db")
+                .arg(&db)
+                .arg("--key-file")
+                .arg(&key)
+                .output()
+                .expect("admin command"),
+            args[0],
+        );
+        assert!(
+            token.trim().len() >= 32,
+            "{args:?} printed a token: {token:?}"
+        );
+    }
+
+    // The default key file, DB.key, is found without the flag.
+    std::fs::rename(&key, d.join("escrow.sqlite.key")).expect("move the key");
+    ok(
+        nulab()
+            .args(["recovery", "enrol", "PC2", "--db"])
+            .arg(&db)
+            .output()
+            .expect("enrol"),
+        "enrol with DB.key",
+    );
+}
