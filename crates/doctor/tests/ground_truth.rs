@@ -110,9 +110,9 @@ fn macs_by_client(result: &RunResult) -> BTreeMap<String, BTreeSet<String>> {
         let frames = pcap_frames(&capture.copy_to(Vec::new()).expect("copied"));
         assert_eq!(frames.len(), packets.len(), "one decoded packet per frame");
         for (packet, frame) in packets.iter().zip(&frames) {
-            if clients.contains(packet.from.as_str()) {
+            if clients.contains(&*packet.from) {
                 let mac: [u8; 6] = frame[6..12].try_into().expect("an Ethernet frame");
-                macs.entry(packet.from.clone())
+                macs.entry(packet.from.to_string())
                     .or_default()
                     .insert(doctor::format_mac(&mac));
             }

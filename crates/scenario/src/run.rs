@@ -30,7 +30,7 @@ pub struct ClientResult {
     pub label: Option<String>,
     pub boot_at: Duration,
     /// The troubleshooting checks' material (`client_checks`).
-    pub checks: Option<world::ClientChecks>,
+    pub checks: Option<Box<world::ClientChecks>>,
 }
 
 /// One WDS server after the run.
@@ -219,14 +219,8 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
                 format!("reading the capture of segment {}: {err}", segment.name),
             )
         };
-        let frames = segment
-            .capture
-            .frames()
-            .map_err(unreadable)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unreadable)?;
-        let packets = wire::decode(&segment.name, &frames, &names);
-        drop(frames);
+        let frames = segment.capture.frames().map_err(unreadable)?;
+        let packets = wire::decode(&segment.name, frames, &names).map_err(unreadable)?;
         decoded.push((segment.name, packets, segment.capture));
     }
 

@@ -79,12 +79,12 @@ impl Diagram {
         let mut diagram = Diagram::default();
         for p in &packets {
             diagram.lane(&p.from, &p.segment);
-            if clients.contains(p.from.as_str()) && !p.src.ip().is_unspecified() {
+            if clients.contains(&*p.from) && !p.src.ip().is_unspecified() {
                 drawn_addresses.insert(p.src.ip());
             }
         }
         for p in &packets {
-            if p.to != "broadcast" {
+            if &*p.to != "broadcast" {
                 diagram.lane(&p.to, &p.segment);
             }
         }
@@ -100,7 +100,7 @@ impl Diagram {
                 (0..diagram.lanes.len())
                     .filter(|&i| {
                         let lane = &diagram.lanes[i];
-                        lane.segment == p.segment && lane.host != p.from
+                        *lane.segment == *p.segment && *lane.host != *p.from
                     })
                     .collect()
             } else {
@@ -279,7 +279,7 @@ fn shift(mark: &mut Mark, from: usize) {
 /// relayed DHCPv4 frames of its DORA exchanges (by xid and chaddr).
 pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<&'a Packet> {
     let all = drawn.len() >= result.clients.len();
-    let mine = |p: &Packet| drawn.contains(&p.from) || drawn.contains(&p.to);
+    let mine = |p: &Packet| drawn.contains(&*p.from) || drawn.contains(&*p.to);
     let xids: BTreeSet<u32> = result
         .packets()
         .filter(|p| mine(p))

@@ -105,7 +105,7 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
     // The server's side: its phase 5 line for this client's address, and the reply frame.
     let addresses: Vec<String> = result
         .packets()
-        .filter(|p| p.from == client.name && p.is_unlock_request())
+        .filter(|p| *p.from == *client.name && p.is_unlock_request())
         .map(|p| p.src.ip().to_string())
         .collect();
     for server in &result.servers {
@@ -132,7 +132,7 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
     }
     let xids: Vec<u32> = result
         .packets()
-        .filter(|p| p.from == client.name)
+        .filter(|p| *p.from == *client.name)
         .filter_map(|p| match &p.kind {
             PacketKind::UnlockRequest { xid, .. } => Some(*xid),
             _ => None,
