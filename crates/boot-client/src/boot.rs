@@ -520,12 +520,12 @@ impl Boot {
 
     pub fn poll_transmit(&mut self) -> Option<BootTransmit> {
         self.pump();
-        self.transmits.pop_front()
+        host_contract::queue::pop_releasing(&mut self.transmits)
     }
 
     pub fn poll_event(&mut self) -> Option<BootEvent> {
         self.pump();
-        self.events.pop_front()
+        host_contract::queue::pop_releasing(&mut self.events)
     }
 
     /// When [`Self::handle_timeout`] must next be called.

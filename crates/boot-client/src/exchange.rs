@@ -224,11 +224,11 @@ impl UnlockExchange {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        host_contract::queue::pop_releasing(&mut self.transmits)
     }
 
     pub fn poll_event(&mut self) -> Option<ExchangeEvent> {
-        self.events.pop_front()
+        host_contract::queue::pop_releasing(&mut self.events)
     }
 
     /// When [`Self::handle_timeout`] must next be called.

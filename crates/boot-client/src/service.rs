@@ -98,6 +98,8 @@ impl BootService {
         }
         if let Some(outcome) = boot.outcome() {
             record.outcome = Some(outcome.clone());
+            // The record outlives the boot (to the end of the run): no spare capacity.
+            record.events.shrink_to_fit();
             record.label = boot.keys().and_then(|keys| boot.volume().label(keys).ok());
             drop(record);
             if let Some(boot) = self.boot.take() {

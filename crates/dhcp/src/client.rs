@@ -230,11 +230,11 @@ impl Client {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        host_contract::queue::pop_releasing(&mut self.transmits)
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        host_contract::queue::pop_releasing(&mut self.events)
     }
 
     /// When the current attempt times out.

@@ -8,12 +8,14 @@
 //! - [`HostStack`]: the host's operations (now, adapters, bind, send, timers, set an address,
 //!   randomness), with the ordering guarantees a service may rely on listed in [`stack`].
 //! - [`Datagram`], [`AdapterInfo`], [`StackError`]: what flows across the contract.
+//! - [`queue`]: the cores' output queues, which give their buffers back once drained.
 //! - [`HostTime`]: a host's clock (nanoseconds since the run or the shell started) and
 //!   [`MacAddr`]: an adapter's link-layer address.
 //!
 //! This crate has no tokio, no simulator and no thread: it is types and traits only.
 
 mod mac;
+pub mod queue;
 pub mod stack;
 mod time;
 
