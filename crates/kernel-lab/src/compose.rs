@@ -572,6 +572,15 @@ pub fn compose(loaded: &Loaded, options: &ComposeOptions) -> Result<Vec<PathBuf>
 mod tests {
     use super::*;
 
+    /// The teacher's lab (`docker/lab.toml`) is one the docker lab accepts: a refusal found only
+    /// by CI's docker step (a WDS debug log left off, say) is found here first.
+    #[test]
+    fn the_shipped_docker_lab_has_no_refusal() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docker/lab.toml");
+        let loaded = scenario::model::load(&path).expect("docker/lab.toml loads");
+        assert_eq!(compose_refusals(&loaded), Vec::<String>::new());
+    }
+
     #[test]
     fn bridge_names_carry_the_run_id_fit_linux_and_never_clash() {
         let segments = ["corp", "branch-office-1", "branch-office-2"];
