@@ -9,6 +9,7 @@
 //!   randomness), with the ordering guarantees a service may rely on listed in [`stack`].
 //! - [`Datagram`], [`AdapterInfo`], [`StackError`]: what flows across the contract.
 //! - [`queue`]: the cores' output queues, which give their buffers back once drained.
+//! - [`rng::ParkedChaCha20`]: a seeded ChaCha20 stream kept as its position between draws.
 //! - [`HostTime`]: a host's clock (nanoseconds since the run or the shell started) and
 //!   [`MacAddr`]: an adapter's link-layer address.
 //!
@@ -16,6 +17,7 @@
 
 mod mac;
 pub mod queue;
+pub mod rng;
 pub mod stack;
 mod time;
 
