@@ -77,11 +77,8 @@ impl BootService {
         // (the contract applies an address to every datagram sent after `set_ipv4`; sending
         // first made the real shell's first request leave from 0.0.0.0).
         while let Some(event) = boot.poll_event() {
-            if let BootEvent::Dhcp {
-                adapter,
-                event: ClientEvent::Bound(lease),
-                ..
-            } = &event
+            if let BootEvent::Dhcp { adapter, event, .. } = &event
+                && let ClientEvent::Bound(lease) = &**event
             {
                 let _ = stack.set_ipv4(*adapter, Some(lease.network()));
             }
