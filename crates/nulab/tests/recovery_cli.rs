@@ -52,12 +52,18 @@ impl Drop for Server {
 }
 
 fn serve(dir: &Path) -> (Server, String) {
+    serve_with(dir, &[])
+}
+
+/// `serve` with more arguments (`--key-file PATH`, say).
+fn serve_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> (Server, String) {
     let mut child = nulab()
         .args(["recovery", "serve", "--listen", "127.0.0.1:0"])
         .arg("--db")
         .arg(dir.join("escrow.sqlite"))
         .arg("--ca-out")
         .arg(dir.join("ca.pem"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -560,24 +566,7 @@ fn enrol_and_operator_use_the_at_rest_key_and_refuse_without_it() {
     let d = dir.path();
     let db = d.join("escrow.sqlite");
     let key = d.join("elsewhere.key");
-    let mut child = nulab()
-        .args(["recovery", "serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .arg("--key-file")
-        .arg(&key)
-        .arg("--ca-out")
-        .arg(d.join("ca.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("listening line");
-    assert!(line.starts_with("https="), "{line:?}");
+    let (server, _) = serve_with(d, &["--key-file".as_ref(), key.as_os_str()]);
     drop(server);
     assert!(key.exists(), "serve wrote its at-rest key");
 
