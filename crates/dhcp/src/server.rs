@@ -346,11 +346,11 @@ impl Server {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        host_contract::queue::pop_releasing(&mut self.transmits)
     }
 
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        host_contract::queue::pop_releasing(&mut self.events)
     }
 
     /// When [`Server::handle_timeout`] must next be called: the earliest expiry of a lease,

@@ -155,6 +155,18 @@ fn pools() -> Vec<Pool> {
 /// The DHCP server at 10.0.0.2 on "servers"; `clients` DHCP clients either on the same
 /// segment or (relayed) on "clients" behind a router whose relay forwards to 10.0.0.2.
 fn lab(seed: u64, clients: usize, relayed: bool, adapter: AdapterConfig) -> Lab {
+    lab_with(seed, clients, relayed, adapter, DhcpServerService::new)
+}
+
+/// [`lab`] with the server's service made by `service` (`DhcpServerService::new` or
+/// `discarding_events`).
+fn lab_with(
+    seed: u64,
+    clients: usize,
+    relayed: bool,
+    adapter: AdapterConfig,
+    service: fn(Rc<RefCell<Server>>) -> DhcpServerService,
+) -> Lab {
     let mut sim = Simulation::new(seed);
     sim.enable_trace();
     // The trace names DHCP messages with the one wire reader.
@@ -190,7 +202,7 @@ fn lab(seed: u64, clients: usize, relayed: bool, adapter: AdapterConfig) -> Lab 
     ))));
     let shared = server.clone();
     sim.add_service(server_host, "dhcpd", move || {
-        Box::new(DhcpServerService::new(shared.clone()))
+        Box::new(service(shared.clone()))
     })
     .expect("service");
 
@@ -242,6 +254,34 @@ fn dora_on_one_segment_applies_the_lease_to_the_adapter() {
     for kind in ["DISCOVER", "OFFER", "REQUEST", "ACK"] {
         assert!(trace.contains(kind), "{kind} in the trace:\n{trace}");
     }
+}
+
+/// The scenario runner reads no server events: with `discarding_events` none are left queued
+/// after the DORAs (a storm's 100,000 piled up before), and the leases are the same.
+#[test]
+fn a_service_discarding_events_leaves_none_queued_and_leases_alike() {
+    let mut kept = lab(1, 2, false, AdapterConfig::dhcp());
+    let mut discarded = lab_with(
+        1,
+        2,
+        false,
+        AdapterConfig::dhcp(),
+        DhcpServerService::discarding_events,
+    );
+    for lab in [&mut kept, &mut discarded] {
+        lab.sim.run_until(SimTime::from_secs(5));
+    }
+    assert!(
+        kept.server.borrow_mut().poll_event().is_some(),
+        "new: the events wait for their reader"
+    );
+    assert_eq!(discarded.server.borrow_mut().poll_event(), None);
+    assert_eq!(kept.lease(0), discarded.lease(0));
+    assert_eq!(kept.lease(1), discarded.lease(1));
+    assert_eq!(
+        kept.server.borrow().counters(),
+        discarded.server.borrow().counters()
+    );
 }
 
 #[test]

@@ -513,7 +513,7 @@ fn dhcp_servers(
         let shared = server.clone();
         w.sim
             .add_service(host, "dhcpd", move || {
-                Box::new(DhcpServerService::new(shared.clone()))
+                Box::new(DhcpServerService::discarding_events(shared.clone()))
             })
             .map_err(|err| loaded.error_at(spec.name.span(), err.to_string()))?;
         w.names.by_ip.insert(
