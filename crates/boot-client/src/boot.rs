@@ -365,14 +365,15 @@ pub enum BootEvent {
         at: Duration,
         thumbprint: Thumbprint,
         /// Fingerprints ([`volume::fingerprint`]) of what the TPM released: the intermediate
-        /// key, the pre-computed key protector and the session key SK.
-        intermediate_key: String,
-        key_protector: String,
-        session_key: String,
+        /// key, the pre-computed key protector and the session key SK. `Box<str>`, not
+        /// `String`: this variant sets the size of every event (a storm keeps ten a client).
+        intermediate_key: Box<str>,
+        key_protector: Box<str>,
+        session_key: Box<str>,
         /// The exchange's line for a Network Unlock key log (`NKPU_SESSION`, thumbprint, the
         /// key protector's first 16 bytes, SK in hex; the format of `nulab doctor`'s key log),
         /// as `SSLKEYLOGFILE` lets Wireshark read TLS. A lab's client writes it; Windows does not.
-        key_log: String,
+        key_log: Box<str>,
     },
     /// Network Unlock is not tried, and why.
     NetworkUnlockSkipped { at: Duration, reason: String },
@@ -666,9 +667,9 @@ impl Boot {
                 self.events.push_back(BootEvent::NetworkUnlockReady {
                     at: now,
                     thumbprint: secrets.thumbprint,
-                    intermediate_key: secrets.intermediate_key_fingerprint(),
-                    key_protector: volume::fingerprint(secrets.key_protector.as_bytes()),
-                    session_key: volume::fingerprint(secrets.session_key.as_bytes()),
+                    intermediate_key: secrets.intermediate_key_fingerprint().into(),
+                    key_protector: volume::fingerprint(secrets.key_protector.as_bytes()).into(),
+                    session_key: volume::fingerprint(secrets.session_key.as_bytes()).into(),
                     key_log: format!(
                         "NKPU_SESSION {} {} {}",
                         secrets.thumbprint,
@@ -677,7 +678,8 @@ impl Boot {
                             .map(|b| format!("{b:02x}"))
                             .collect::<String>(),
                         secrets.session_key.to_hex()
-                    ),
+                    )
+                    .into(),
                 });
                 self.network_secrets = Some(secrets);
                 self.start_dhcp(now, 0);

@@ -247,7 +247,7 @@ mod tests {
             intermediate_key: "sha256:1111".into(),
             key_protector: "sha256:2222".into(),
             session_key: "sha256:3333".into(),
-            key_log: String::new(),
+            key_log: "".into(),
         }
     }
 

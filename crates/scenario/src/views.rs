@@ -716,7 +716,7 @@ pub fn key_log(result: &RunResult) -> String {
     for client in &result.clients {
         for event in &client.events {
             if let BootEvent::NetworkUnlockReady { key_log, .. } = event
-                && seen.insert(key_log.as_str())
+                && seen.insert(&**key_log)
             {
                 lines.push(key_log);
             }

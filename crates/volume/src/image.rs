@@ -260,6 +260,9 @@ impl Volume {
         };
         let aad = vmk_aad(self.id, id, protector.kind());
         protector.wrapped_vmk = WrappedKey::seal(protector_key, keys.vmk.as_ref(), &aad, rng);
+        // Grown by one, not doubled: a volume holds two or three protectors for its life, and a
+        // storm holds 100,000 volumes.
+        self.protectors.reserve_exact(1);
         self.protectors.push(protector);
         if self.metadata().len() > METADATA_AREA {
             self.protectors.pop();

@@ -41,7 +41,7 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
                 );
                 push(
                     "intermediate key",
-                    intermediate_key.clone(),
+                    intermediate_key.to_string(),
                     format!(
                         "released by the TPM at {} (phase 1, PCR 7 as sealed)",
                         seconds(*at)
@@ -49,12 +49,12 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
                 );
                 push(
                     "key protector",
-                    key_protector.clone(),
+                    key_protector.to_string(),
                     "released by the TPM (phase 1): RSA-OAEP of CK ‖ SK under the certificate, computed at enable time".into(),
                 );
                 push(
                     "session key SK",
-                    session_key.clone(),
+                    session_key.to_string(),
                     "released by the TPM (phase 1)".into(),
                 );
             }
