@@ -382,6 +382,10 @@ impl Simulation {
         let h = self.host_mut(host)?;
         let index = h.adapters.len();
         let label: Arc<str> = format!("{}/{name}", h.name).into();
+        // A host's lists grow by one, not to Vec's first capacity of four: a host has one or
+        // two adapters and services, and a storm has 100,000 hosts.
+        h.adapters.reserve_exact(1);
+        h.wiring.reserve_exact(1);
         h.adapters.push(AdapterInfo {
             name: name.to_owned(),
             mac,
@@ -426,6 +430,7 @@ impl Simulation {
             });
         }
         let service = h.services.len();
+        h.services.reserve_exact(1);
         h.services.push(ServiceSlot {
             name: name.into(),
             factory: Box::new(factory),
