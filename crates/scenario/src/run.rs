@@ -172,19 +172,21 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
 
     // The run is over: what the records hold moves into the result (a storm's boot events are
     // not copied).
+    let mut clients = clients;
     let client_results: Vec<ClientResult> = clients
-        .iter()
+        .iter_mut()
         .map(|c| {
             let mut record = c.record.borrow_mut();
             ClientResult {
                 name: c.name.clone(),
                 group: c.group.clone(),
-                setup: c.setup.clone(),
+                // Moved, not copied (the recovery lab below reads neither).
+                setup: std::mem::take(&mut c.setup),
                 events: std::mem::take(&mut record.events),
                 outcome: record.outcome.take(),
                 label: record.label.take(),
                 boot_at: c.boot_at,
-                checks: c.checks.clone(),
+                checks: c.checks.take(),
             }
         })
         .collect();

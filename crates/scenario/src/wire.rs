@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netsim::CapturedFrame;
-use nkpu::{KeyProtector, KeyProtectorReply, Message, Thumbprint};
+use nkpu::{KeyProtectorReply, Message, Thumbprint};
 
 /// One decoded frame. Names are shared (`Arc<str>`), not copied per frame: a 100,000-client
 /// storm decodes about 1.5 million frames.
@@ -41,7 +41,6 @@ pub enum PacketKind {
         family: &'static str,
         xid: u32,
         thumbprint: Thumbprint,
-        key_protector: Box<KeyProtector>,
     },
     UnlockReply {
         family: &'static str,
@@ -186,13 +185,11 @@ fn classify(src: SocketAddr, payload: &[u8]) -> PacketKind {
             family: "DHCPv4",
             xid: r.xid,
             thumbprint: r.thumbprint,
-            key_protector: Box::new(r.key_protector),
         },
         Ok(Message::V6Request(r)) => PacketKind::UnlockRequest {
             family: "DHCPv6",
             xid: xid24(r.xid),
             thumbprint: r.thumbprint,
-            key_protector: Box::new(r.key_protector),
         },
         Ok(Message::V4Reply(r)) => PacketKind::UnlockReply {
             family: "DHCPv4",
