@@ -377,12 +377,11 @@ pub enum BootEvent {
     },
     /// Network Unlock is not tried, and why.
     NetworkUnlockSkipped { at: Duration, reason: String },
-    /// Phase 2: what the UEFI DHCP client on an adapter did. Boxed: a lease inline made every
-    /// event of every boot 136 bytes (a storm keeps ten a client to the end of the run).
+    /// Phase 2: what the UEFI DHCP client on an adapter did.
     Dhcp {
         at: Duration,
         adapter: usize,
-        event: Box<ClientEvent>,
+        event: ClientEvent,
     },
     /// Phase 2: enumeration stopped at this adapter, whose DHCP failed.
     EnumerationStopped {
@@ -711,14 +710,14 @@ impl Boot {
                 let mut failed = None;
                 while let Some(event) = client.poll_event() {
                     match &event {
-                        ClientEvent::Bound(lease) => bound = Some(lease.clone()),
+                        ClientEvent::Bound(lease) => bound = Some((**lease).clone()),
                         ClientEvent::Failed(failure) => failed = Some(failure.to_string()),
                         _ => {}
                     }
                     self.events.push_back(BootEvent::Dhcp {
                         at: now,
                         adapter,
-                        event: Box::new(event),
+                        event,
                     });
                 }
                 if let Some(lease) = bound {

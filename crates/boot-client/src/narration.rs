@@ -109,7 +109,7 @@ impl Narrator<'_> {
             ),
             BootEvent::Dhcp { adapter, event, .. } => {
                 let name = self.adapter(*adapter);
-                let (level, text) = match &**event {
+                let (level, text) = match event {
                     ClientEvent::Sent { kind, attempt } => (
                         Info,
                         format!("[phase 2] {name} sends {kind} (attempt {attempt})"),

@@ -80,7 +80,7 @@ impl BootService {
         // first made the real shell's first request leave from 0.0.0.0).
         while let Some(event) = boot.poll_event() {
             if let BootEvent::Dhcp { adapter, event, .. } = &event
-                && let ClientEvent::Bound(lease) = &**event
+                && let ClientEvent::Bound(lease) = event
             {
                 let _ = stack.set_ipv4(*adapter, Some(lease.network()));
             }

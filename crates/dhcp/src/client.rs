@@ -141,8 +141,9 @@ pub enum ClientEvent {
     Sent { kind: &'static str, attempt: u32 },
     /// The client took an offer and requests it.
     Offered { server: Ipv4Addr, address: Ipv4Addr },
-    /// A lease: the shell applies the address.
-    Bound(Lease),
+    /// A lease: the shell applies the address. Boxed, as the rarest and largest event: the
+    /// others are a few words (a boot keeps every event of its DHCP client).
+    Bound(Box<Lease>),
     /// The client gave up.
     Failed(Failure),
 }
@@ -339,7 +340,8 @@ impl Client {
             ) if *chosen == server && message.yiaddr() == *address => {
                 let lease = lease_from_ack(now, &message, received.payload, server);
                 self.deadline = None;
-                self.events.push_back(ClientEvent::Bound(lease.clone()));
+                self.events
+                    .push_back(ClientEvent::Bound(Box::new(lease.clone())));
                 self.state = State::Bound(lease);
             }
             (State::Requesting { server: chosen, .. }, Some(MessageType::Nak))

@@ -148,7 +148,7 @@ impl DhcpClientService {
             match &event {
                 crate::ClientEvent::Bound(lease) => {
                     let _ = stack.set_ipv4(self.adapter, Some(lease.network()));
-                    record.lease = Some(lease.clone());
+                    record.lease = Some((**lease).clone());
                 }
                 crate::ClientEvent::Failed(failure) => record.failure = Some(failure.clone()),
                 _ => {}

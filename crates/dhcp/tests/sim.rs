@@ -117,7 +117,7 @@ impl Lab {
             .borrow()
             .iter()
             .find_map(|(_, e)| match e {
-                ClientEvent::Bound(lease) => Some(lease.clone()),
+                ClientEvent::Bound(lease) => Some((**lease).clone()),
                 _ => None,
             })
     }

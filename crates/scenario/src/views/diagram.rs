@@ -367,7 +367,7 @@ fn client_mark(event: &BootEvent) -> Option<(MarkKind, String, Option<usize>)> {
         BootEvent::NetworkUnlockSkipped { reason, .. } => {
             note(format!("phase 1: Network Unlock skipped ({reason})"))
         }
-        BootEvent::Dhcp { adapter, event, .. } => match &**event {
+        BootEvent::Dhcp { adapter, event, .. } => match event {
             ClientEvent::Bound(lease) => Some((
                 MarkKind::Note,
                 format!("phase 2: bound to {}", lease.network()),
