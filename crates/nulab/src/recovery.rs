@@ -232,8 +232,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// encryption at rest turned on is administered with its key; without one, unencrypted (the
 /// store itself refuses that for an encrypted database, and says so).
 fn open_admin_store(db: &Path, key_file: Option<PathBuf>) -> Result<Store> {
-    let key_file = key_file.or_else(|| Some(with_suffix(db, ".key")).filter(|p| p.exists()));
+    let key_file = key_file.or_else(|| Some(default_key_file(db)).filter(|p| p.exists()));
     Store::open_with_key_file(db, key_file.as_deref()).with_context(|| format!("{}", db.display()))
+}
+
+/// Where `serve` keeps the at-rest key when `--key-file` does not say: DB.key beside the
+/// database. The administration commands look for it there too.
+fn default_key_file(db: &Path) -> PathBuf {
+    with_suffix(db, ".key")
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -640,7 +646,7 @@ fn serve(
     let key_file = if no_encrypt {
         None
     } else {
-        let path = key_file.unwrap_or_else(|| with_suffix(&db, ".key"));
+        let path = key_file.unwrap_or_else(|| default_key_file(&db));
         if !path.exists() {
             AtRestKey::generate(&mut rand_core::OsRng).save_new(&path)?;
             errln!("nulab: new at-rest key written to {}", path.display());

@@ -88,7 +88,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         segments,
         dhcp_servers,
         wds,
-        clients,
+        mut clients,
         events,
         setup,
         names,
@@ -172,7 +172,6 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
 
     // The run is over: what the records hold moves into the result (a storm's boot events are
     // not copied).
-    let mut clients = clients;
     let client_results: Vec<ClientResult> = clients
         .iter_mut()
         .map(|c| {

@@ -45,8 +45,7 @@ pub enum PacketKind {
     UnlockReply {
         family: &'static str,
         xid: u32,
-        /// Boxed, as the request's key protector: the 60 bytes inline made every packet of a
-        /// storm's 1.5 million carry them.
+        /// Boxed: the 60 bytes inline made every packet of a storm's 1.5 million carry them.
         reply: Box<KeyProtectorReply>,
     },
     /// A Wake-on-LAN magic packet (UDP 9) for this MAC.
