@@ -37,6 +37,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dhcp::{AdapterFacts, Client, ClientConfig, ClientEvent, Lease, Received};
@@ -253,10 +254,27 @@ pub struct ConsoleInput {
     pub keys: Keystrokes,
 }
 
+/// What [`BootEvent::NetworkUnlockReady`] tells of the secrets the TPM released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    /// Fingerprints ([`volume::fingerprint`]) of what the TPM released: the intermediate key,
+    /// the pre-computed key protector and the session key SK.
+    pub intermediate_key: Box<str>,
+    pub key_protector: Box<str>,
+    pub session_key: Box<str>,
+    /// The exchange's line for a Network Unlock key log (`NKPU_SESSION`, thumbprint, the key
+    /// protector's first 16 bytes, SK in hex; the format of `nulab doctor`'s key log), as
+    /// `SSLKEYLOGFILE` lets Wireshark read TLS. A lab's client writes it; Windows does not.
+    pub key_log: Box<str>,
+}
+
 /// Everything about the machine and its user that is not the network.
 #[derive(Debug, Clone)]
 pub struct BootConfig {
     pub firmware: Firmware,
+    /// The interfaces a real shell opens, in firmware order (`nulab client`'s). A boot runs on
+    /// its host's adapters as the host reports them ([`crate::service::BootService`] reads them
+    /// at start), so a simulated machine leaves this empty.
     pub adapters: Vec<BootAdapter>,
     /// Transport order of the unlock exchange.
     pub order: Vec<Transport>,
@@ -364,16 +382,9 @@ pub enum BootEvent {
     NetworkUnlockReady {
         at: Duration,
         thumbprint: Thumbprint,
-        /// Fingerprints ([`volume::fingerprint`]) of what the TPM released: the intermediate
-        /// key, the pre-computed key protector and the session key SK. `Box<str>`, not
-        /// `String`: this variant sets the size of every event (a storm keeps ten a client).
-        intermediate_key: Box<str>,
-        key_protector: Box<str>,
-        session_key: Box<str>,
-        /// The exchange's line for a Network Unlock key log (`NKPU_SESSION`, thumbprint, the
-        /// key protector's first 16 bytes, SK in hex; the format of `nulab doctor`'s key log),
-        /// as `SSLKEYLOGFILE` lets Wireshark read TLS. A lab's client writes it; Windows does not.
-        key_log: Box<str>,
+        /// Boxed: the largest payload would set the size of every event (a storm keeps ten a
+        /// client).
+        released: Box<Released>,
     },
     /// Network Unlock is not tried, and why.
     NetworkUnlockSkipped { at: Duration, reason: String },
@@ -404,11 +415,11 @@ pub enum BootEvent {
     /// Phase 7: the network key came back and is combined with the TPM's intermediate key.
     KeysCombined {
         at: Duration,
-        network_key: String,
+        network_key: Box<str>,
         /// Fingerprints of CK and of the key it combines into with the intermediate key
         /// (nulab's model of the combination).
-        network_key_fingerprint: String,
-        combined_key: String,
+        network_key_fingerprint: Box<str>,
+        combined_key: Box<str>,
     },
     /// A protector failed or was skipped.
     ProtectorFailed(ProtectorFailure),
@@ -425,8 +436,8 @@ pub enum BootEvent {
         at: Duration,
         protector: ProtectorKind,
         /// Fingerprints of the volume master key and the disk key (FVEK) it unwrapped.
-        volume_master_key: String,
-        disk_key: String,
+        volume_master_key: Box<str>,
+        disk_key: Box<str>,
     },
 }
 
@@ -472,7 +483,11 @@ enum Stage {
 
 /// One boot.
 pub struct Boot {
-    config: BootConfig,
+    /// Shared with whoever starts the machine again (a simulated host's service factory): a
+    /// storm's 100,000 boots do not each copy it.
+    config: Arc<BootConfig>,
+    /// The machine's adapters as its host has them, in firmware order.
+    adapters: Vec<BootAdapter>,
     volume: Volume,
     tpm: Box<dyn Tpm>,
     /// Parked between draws (56 bytes, not `ChaCha20Rng`'s 320): the same stream.
@@ -483,7 +498,8 @@ pub struct Boot {
     stage: Stage,
     console: VecDeque<ConsoleInput>,
     failures: Vec<ProtectorFailure>,
-    keys: Option<VolumeKeys>,
+    /// Boxed: set once, at the end, and 96 bytes a boot would carry all along.
+    keys: Option<Box<VolumeKeys>>,
     outcome: Option<BootOutcome>,
     transmits: VecDeque<BootTransmit>,
     events: VecDeque<BootEvent>,
@@ -495,7 +511,8 @@ impl Boot {
     /// jitter), so a simulated boot replays exactly.
     pub fn start(
         now: Duration,
-        config: BootConfig,
+        config: Arc<BootConfig>,
+        adapters: Vec<BootAdapter>,
         volume: Volume,
         tpm: Box<dyn Tpm>,
         rng_seed: [u8; 32],
@@ -503,6 +520,7 @@ impl Boot {
         let console = config.console.iter().cloned().collect();
         let mut boot = Boot {
             config,
+            adapters,
             volume,
             tpm,
             rng: ParkedChaCha20::from_seed(rng_seed),
@@ -548,7 +566,7 @@ impl Boot {
 
     /// The volume's keys once it is unlocked.
     pub fn keys(&self) -> Option<&VolumeKeys> {
-        self.keys.as_ref()
+        self.keys.as_deref()
     }
 
     pub fn volume(&self) -> &Volume {
@@ -648,7 +666,7 @@ impl Boot {
         }
         let skip = if let Some(blocker) = self.config.firmware.network_unlock_blocker() {
             Some(blocker)
-        } else if self.config.adapters.is_empty() {
+        } else if self.adapters.is_empty() {
             Some("the machine has no network adapter".to_string())
         } else {
             None
@@ -666,19 +684,21 @@ impl Boot {
                 self.events.push_back(BootEvent::NetworkUnlockReady {
                     at: now,
                     thumbprint: secrets.thumbprint,
-                    intermediate_key: secrets.intermediate_key_fingerprint().into(),
-                    key_protector: volume::fingerprint(secrets.key_protector.as_bytes()).into(),
-                    session_key: volume::fingerprint(secrets.session_key.as_bytes()).into(),
-                    key_log: format!(
-                        "NKPU_SESSION {} {} {}",
-                        secrets.thumbprint,
-                        secrets.key_protector.as_bytes()[..16]
-                            .iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect::<String>(),
-                        secrets.session_key.to_hex()
-                    )
-                    .into(),
+                    released: Box::new(Released {
+                        intermediate_key: secrets.intermediate_key_fingerprint().into(),
+                        key_protector: volume::fingerprint(secrets.key_protector.as_bytes()).into(),
+                        session_key: volume::fingerprint(secrets.session_key.as_bytes()).into(),
+                        key_log: format!(
+                            "NKPU_SESSION {} {} {}",
+                            secrets.thumbprint,
+                            secrets.key_protector.as_bytes()[..16]
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect::<String>(),
+                            secrets.session_key.to_hex()
+                        )
+                        .into(),
+                    }),
                 });
                 self.network_secrets = Some(secrets);
                 self.start_dhcp(now, 0);
@@ -691,7 +711,7 @@ impl Boot {
     }
 
     fn start_dhcp(&mut self, now: Duration, adapter: usize) {
-        let Some(config) = self.config.adapters.get(adapter) else {
+        let Some(config) = self.adapters.get(adapter) else {
             return self.network_unlock_failed(now);
         };
         let mut client = Box::new(Client::new(self.config.dhcp.clone(), config.facts, adapter));
@@ -776,7 +796,7 @@ impl Boot {
         let Some(secrets) = &self.network_secrets else {
             return self.network_unlock_failed(now);
         };
-        let config = &self.config.adapters[adapter];
+        let config = &self.adapters[adapter];
         let v4 = V4Lease {
             client_mac: config.facts.mac,
             address: lease.address,
@@ -817,13 +837,14 @@ impl Boot {
     fn combine(&mut self, now: Duration, client_key: &ClientKey) {
         self.events.push_back(BootEvent::KeysCombined {
             at: now,
-            network_key: client_key.short(),
-            network_key_fingerprint: volume::fingerprint(client_key.as_bytes()),
+            network_key: client_key.short().into(),
+            network_key_fingerprint: volume::fingerprint(client_key.as_bytes()).into(),
             combined_key: self
                 .network_secrets
                 .as_ref()
                 .map(|secrets| secrets.combined_key_fingerprint(client_key))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
         });
         let result = match &self.network_secrets {
             Some(secrets) => self.volume.unlock_with_network_key(secrets, client_key),
@@ -1002,13 +1023,13 @@ impl Boot {
 
     fn unlocked(&mut self, now: Duration, protector: ProtectorKind, keys: VolumeKeys) {
         let (volume_master_key, disk_key) = keys.fingerprints();
-        self.keys = Some(keys);
+        self.keys = Some(Box::new(keys));
         self.stage = Stage::Done;
         self.events.push_back(BootEvent::Unlocked {
             at: now,
             protector,
-            volume_master_key,
-            disk_key,
+            volume_master_key: volume_master_key.into(),
+            disk_key: disk_key.into(),
         });
         self.outcome = Some(BootOutcome {
             result: BootResult::Unlocked { protector, at: now },
@@ -1032,10 +1053,7 @@ impl Boot {
     }
 
     fn adapter_name(&self, adapter: usize) -> &str {
-        self.config
-            .adapters
-            .get(adapter)
-            .map_or("?", |a| a.name.as_str())
+        self.adapters.get(adapter).map_or("?", |a| a.name.as_str())
     }
 }
 
@@ -1105,7 +1123,14 @@ mod tests {
             ..BootConfig::default()
         };
         (
-            Boot::start(Duration::ZERO, config, volume, Box::new(tpm), [3; 32]),
+            Boot::start(
+                Duration::ZERO,
+                Arc::new(config),
+                Vec::new(),
+                volume,
+                Box::new(tpm),
+                [3; 32],
+            ),
             password,
         )
     }

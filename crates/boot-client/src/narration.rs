@@ -6,7 +6,7 @@
 //! between them is only what the reader has elsewhere: the interface names of real adapters,
 //! and the certificate's full thumbprint where no setup section shows it.
 
-use crate::boot::{BootEvent, BootTrigger};
+use crate::boot::{BootEvent, BootTrigger, Released};
 use crate::exchange::ExchangeEvent;
 use dhcp::ClientEvent;
 use volume::ProtectorKind;
@@ -83,11 +83,15 @@ impl Narrator<'_> {
             ),
             BootEvent::NetworkUnlockReady {
                 thumbprint,
-                intermediate_key,
-                key_protector,
-                session_key,
+                released,
                 ..
             } => {
+                let Released {
+                    intermediate_key,
+                    key_protector,
+                    session_key,
+                    ..
+                } = &**released;
                 let thumbprint = thumbprint.to_string();
                 let thumbprint = if self.full_thumbprint {
                     thumbprint
@@ -244,10 +248,12 @@ mod tests {
         BootEvent::NetworkUnlockReady {
             at: Duration::ZERO,
             thumbprint: nkpu::Thumbprint::from_bytes([0xab; 20]),
-            intermediate_key: "sha256:1111".into(),
-            key_protector: "sha256:2222".into(),
-            session_key: "sha256:3333".into(),
-            key_log: "".into(),
+            released: Box::new(Released {
+                intermediate_key: "sha256:1111".into(),
+                key_protector: "sha256:2222".into(),
+                session_key: "sha256:3333".into(),
+                key_log: "".into(),
+            }),
         }
     }
 

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use dhcp::ClientEvent;
 use dhcp::service::host_time;
@@ -42,9 +43,10 @@ pub struct BootRecord {
 /// The boot manager on a simulated host. The adapters come from the host's simulated
 /// adapters (MAC, link, DHCP configuration, UEFI driver), in the host's order.
 pub struct BootService {
-    /// Until the instance starts and moves it into the boot; boxed, so a started service does
-    /// not keep an empty configuration's 336 bytes (a storm holds 100,000 services).
-    config: Option<Box<BootConfig>>,
+    /// Until the instance starts and hands it to the boot; shared with whoever made the
+    /// service (a simulated host's factory keeps one configuration for every restart, and a
+    /// storm holds 100,000 hosts).
+    config: Option<Arc<BootConfig>>,
     machine: Rc<RefCell<Machine>>,
     record: Rc<RefCell<BootRecord>>,
     /// Boxed, so a machine that has finished booting gives its boot's memory back (a storm
@@ -54,14 +56,15 @@ pub struct BootService {
 }
 
 impl BootService {
-    /// `config.adapters` is filled in from the host at start; the rest is used as given.
+    /// The boot runs on the host's adapters (read at start), not on `config.adapters`; the
+    /// rest is used as given.
     pub fn new(
-        config: BootConfig,
+        config: impl Into<Arc<BootConfig>>,
         machine: Rc<RefCell<Machine>>,
         record: Rc<RefCell<BootRecord>>,
     ) -> Self {
         Self {
-            config: Some(Box::new(config)),
+            config: Some(config.into()),
             machine,
             record,
             boot: None,
@@ -123,12 +126,11 @@ impl Service for BootService {
         let now = stack.now().since_start();
         let _ = stack.bind(dhcp::CLIENT_PORT);
         let _ = stack.bind(dhcp::V6_CLIENT_PORT);
-        // An instance starts once (a restart is a new instance): its configuration moves into
-        // the boot rather than being copied (a storm holds 100,000 of them).
-        let Some(mut config) = self.config.take().map(|config| *config) else {
+        // An instance starts once (a restart is a new instance).
+        let Some(config) = self.config.take() else {
             return;
         };
-        config.adapters = stack
+        let adapters = stack
             .adapters()
             .iter()
             .map(|a| BootAdapter {
@@ -158,7 +160,9 @@ impl Service for BootService {
         };
         let mut seed = [0u8; 32];
         stack.rng().fill_bytes(&mut seed);
-        self.boot = Some(Box::new(Boot::start(now, config, volume, tpm, seed)));
+        self.boot = Some(Box::new(Boot::start(
+            now, config, adapters, volume, tpm, seed,
+        )));
         self.flush(stack);
     }
 

@@ -246,7 +246,7 @@ fn unlocks_across_a_relay_that_forwards_to_wds() {
         .borrow()
         .log_lines()
         .iter()
-        .map(|l| l.message.clone())
+        .map(|l| l.message.to_string())
         .collect::<Vec<_>>()
         .join("\n");
     assert!(log.contains("key returned to 10.0.9.1:67"), "{log}");

@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
 use aws_lc_rs::rsa::{Pkcs1PrivateDecryptingKey, PrivateDecryptingKey};
 use rsa::traits::PublicKeyParts;
@@ -30,8 +31,11 @@ const RSA_BITS: usize = 2048;
 
 /// KP: the 256-byte RSA ciphertext of CK ‖ SK. No nonce or timestamp is inside, so a client may
 /// pre-compute it (boot firmware may be unable to do RSA).
+///
+/// Shared, not copied: the volume's protector, the TPM's released secrets, the exchange and
+/// each request it encodes hold one block (a clone counts a reference; a storm keeps 100,000).
 #[derive(Clone, PartialEq, Eq)]
-pub struct KeyProtector([u8; KEY_PROTECTOR_LEN]);
+pub struct KeyProtector(Arc<[u8; KEY_PROTECTOR_LEN]>);
 
 /// Why a key protector could not be made or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,8 +57,8 @@ pub enum KeyProtectorError {
 }
 
 impl KeyProtector {
-    pub const fn from_bytes(bytes: [u8; KEY_PROTECTOR_LEN]) -> Self {
-        Self(bytes)
+    pub fn from_bytes(bytes: [u8; KEY_PROTECTOR_LEN]) -> Self {
+        Self(Arc::new(bytes))
     }
 
     /// Builds the KP from its two halves as DHCPv4 carries them (option 43 sub-option 2, then
@@ -63,7 +67,7 @@ impl KeyProtector {
         let mut bytes = [0u8; KEY_PROTECTOR_LEN];
         bytes[..128].copy_from_slice(first);
         bytes[128..].copy_from_slice(second);
-        Self(bytes)
+        Self::from_bytes(bytes)
     }
 
     pub fn as_bytes(&self) -> &[u8; KEY_PROTECTOR_LEN] {
@@ -105,7 +109,7 @@ impl KeyProtector {
         let result = with_public_op(public_key, |op| op.encrypt_raw(&block));
         block.zeroize();
         match result {
-            Ok(bytes) => Ok(Self(bytes)),
+            Ok(bytes) => Ok(Self::from_bytes(bytes)),
             Err(RsaPublicKeyError::ModulusBits(bits)) => Err(KeyProtectorError::WrongKeySize(bits)),
             Err(RsaPublicKeyError::Unusable) => Err(KeyProtectorError::Encrypt(
                 "the public key's modulus or exponent is unusable".into(),
@@ -142,7 +146,7 @@ fn with_public_op<T>(
 
 impl fmt::Debug for KeyProtector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyProtector({})", shorten(&self.0))
+        write!(f, "KeyProtector({})", shorten(&self.0[..]))
     }
 }
 

@@ -227,10 +227,10 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         seed,
         args.limit,
         |event| {
-            if let (BootEvent::NetworkUnlockReady { key_log, .. }, Some(path)) =
+            if let (BootEvent::NetworkUnlockReady { released, .. }, Some(path)) =
                 (event, &args.keylog)
             {
-                key_log_written = Some(append_key_log(path, key_log));
+                key_log_written = Some(append_key_log(path, &released.key_log));
             }
             // The boot's one wording (the simulator's transcript tells it alike), with the
             // interfaces' names and the whole thumbprint (no setup section shows it here).

@@ -141,7 +141,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
             let line = unlock_server::provider::LogLine {
                 at,
                 level: Level::Info,
-                message: format!("counter summary: {text}"),
+                message: format!("counter summary: {text}").into(),
             };
             let _ = writeln!(file, "{}", wds::format_log_line(&line));
         }
@@ -178,7 +178,7 @@ fn log_json(line: &unlock_server::provider::LogLine) -> Result<(), output::Outpu
         "type": "log",
         "at_seconds": line.at.as_secs_f64(),
         "level": level,
-        "message": line.message,
+        "message": line.message.to_string(),
     });
     outln!("{value}")
 }

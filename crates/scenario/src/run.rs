@@ -437,7 +437,10 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
             });
         }
         for words in &expect.log_contains {
-            let found = server.log.iter().any(|l| l.message.contains(words));
+            let found = server
+                .log
+                .iter()
+                .any(|l| l.message.to_string().contains(words));
             checks.push(Check {
                 expectation: format!("{}'s log says {words:?}", server.name),
                 met: found,
@@ -445,7 +448,10 @@ fn check(loaded: &Loaded, result: &RunResult) -> Result<Vec<Check>, ScenarioErro
             });
         }
         for words in &expect.log_lacks {
-            let found = server.log.iter().find(|l| l.message.contains(words));
+            let found = server
+                .log
+                .iter()
+                .find(|l| l.message.to_string().contains(words));
             checks.push(Check {
                 expectation: format!("{}'s log does not say {words:?}", server.name),
                 met: found.is_none(),

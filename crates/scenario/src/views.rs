@@ -209,8 +209,8 @@ fn timeline(result: &RunResult) -> Vec<Line> {
     // decrypts and replies), as do its drops and service events.
     for (si, server) in result.servers.iter().enumerate() {
         for (li, line) in server.log.iter().enumerate() {
-            let text = if line.message.starts_with("[phase") {
-                line.message.clone()
+            let text = if line.message.phase().is_some() {
+                line.message.to_string()
             } else {
                 format!("[WDS] {}", line.message)
             };
@@ -715,10 +715,10 @@ pub fn key_log(result: &RunResult) -> String {
     let mut seen: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for client in &result.clients {
         for event in &client.events {
-            if let BootEvent::NetworkUnlockReady { key_log, .. } = event
-                && seen.insert(&**key_log)
+            if let BootEvent::NetworkUnlockReady { released, .. } = event
+                && seen.insert(&*released.key_log)
             {
-                lines.push(key_log);
+                lines.push(&released.key_log);
             }
         }
     }

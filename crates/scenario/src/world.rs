@@ -2028,13 +2028,14 @@ fn build_client(
         TriggerSpec::ResumeFromHibernation => BootTrigger::ResumeFromHibernation,
         TriggerSpec::WakeOnLan => BootTrigger::WakeOnLan,
     };
-    let config = BootConfig {
+    // One configuration for every start of this machine, shared by each boot.
+    let config = Arc::new(BootConfig {
         firmware,
         order,
         console,
         trigger,
         ..BootConfig::default()
-    };
+    });
     let owner_auth = (!spec.management_points.is_empty()).then(|| tpm.owner_auth_full());
     // Only a client with an agent keeps a second copy of its disk.
     let enabled_volume = owner_auth.as_ref().map(|_| volume.clone());
@@ -2056,7 +2057,7 @@ fn build_client(
     let shared_record = record.clone();
     let asleep = trigger == BootTrigger::WakeOnLan;
     sim.add_service(host, "bootmgr", move || {
-        let boot = BootService::new(config.clone(), machine.clone(), shared_record.clone());
+        let boot = BootService::new(Arc::clone(&config), machine.clone(), shared_record.clone());
         if asleep {
             // Asleep until a magic packet for it arrives (`wake_on_lan` sends it at boot_at).
             Box::new(crate::wake::Sleeping::new(boot))

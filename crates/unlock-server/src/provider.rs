@@ -38,6 +38,7 @@
 //! source address when `ciaddr` is 0; for DHCPv6 it checks the source address.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,7 +221,125 @@ pub enum Outcome {
 pub struct LogLine {
     pub at: Duration,
     pub level: Level,
-    pub message: String,
+    pub message: LogMessage,
+}
+
+/// What a log line says: what happened, in the words [`fmt::Display`] writes when the line is
+/// shown. Kept as facts rather than text because a storm's provider logs five lines a client
+/// (two ignored DHCP messages and phases 4 to 6): 100,000 clients' lines as text would be
+/// half a gigabyte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogMessage {
+    /// A line of the shell or of a rare event, in words.
+    Text(Box<str>),
+    /// Phase 4: a request passed the cheap checks.
+    Recognised {
+        client: IpAddr,
+        xid: Xid,
+        thumbprint: Thumbprint,
+    },
+    /// Phase 5: the key protector decrypted (boxed: rare beside the others' sizes).
+    Decrypted(Box<DecryptedKeys>),
+    /// Phase 6: the reply went out.
+    Replied {
+        client: IpAddr,
+        thumbprint: Thumbprint,
+        destination: SocketAddr,
+    },
+    /// A datagram dropped, and why (boxed: most drops carry no data, some a whole string).
+    Dropped {
+        source: SocketAddr,
+        reason: Box<DropReason>,
+    },
+}
+
+/// What the phase 5 line names: the client, the certificate, short forms of CK and SK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecryptedKeys {
+    pub client: IpAddr,
+    pub thumbprint: Thumbprint,
+    pub network_key: String,
+    pub session_key: String,
+}
+
+/// A request's transaction id as the log shows it: DHCPv4's 32 bits, DHCPv6's 24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xid {
+    V4(u32),
+    V6([u8; 3]),
+}
+
+impl fmt::Display for Xid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Xid::V4(xid) => write!(f, "{xid:08x}"),
+            Xid::V6([a, b, c]) => write!(f, "{a:02x}{b:02x}{c:02x}"),
+        }
+    }
+}
+
+impl LogMessage {
+    /// The phase the line tells (4, 5 or 6), if it tells one.
+    pub fn phase(&self) -> Option<u8> {
+        match self {
+            LogMessage::Recognised { .. } => Some(4),
+            LogMessage::Decrypted(_) => Some(5),
+            LogMessage::Replied { .. } => Some(6),
+            LogMessage::Text(_) | LogMessage::Dropped { .. } => None,
+        }
+    }
+
+    /// The reason, when the line tells a drop.
+    pub fn drop_reason(&self) -> Option<&DropReason> {
+        match self {
+            LogMessage::Dropped { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LogMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogMessage::Text(text) => f.write_str(text),
+            LogMessage::Recognised {
+                client,
+                xid,
+                thumbprint,
+            } => write!(
+                f,
+                "[phase 4] Network Unlock request from {client} (xid {xid}) recognised: certificate {thumbprint} is in the store and the subnet policy allows the client"
+            ),
+            LogMessage::Decrypted(keys) => write!(
+                f,
+                "[phase 5] key protector from {} decrypted with the private key of certificate {}: network key CK {}, session key SK {}",
+                keys.client, keys.thumbprint, keys.network_key, keys.session_key
+            ),
+            LogMessage::Replied {
+                client,
+                thumbprint,
+                destination,
+            } => write!(
+                f,
+                "[phase 6] Network Unlock request from {client} with certificate {thumbprint}: CK sealed under SK (AES-256-CCM, zero nonce, tag first), key returned to {destination}"
+            ),
+            LogMessage::Dropped { source, reason } => {
+                write!(f, "dropped a datagram from {source}: {reason}")
+            }
+        }
+    }
+}
+
+impl From<String> for LogMessage {
+    fn from(text: String) -> Self {
+        LogMessage::Text(text.into())
+    }
+}
+
+impl From<&str> for LogMessage {
+    fn from(text: &str) -> Self {
+        LogMessage::Text(text.into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -322,7 +441,7 @@ impl Provider {
                         self.log(
                             now,
                             Level::Error,
-                            format!("bde-network-unlock.ini {problem}"),
+                            format!("bde-network-unlock.ini {problem}").into(),
                         );
                     }
                     self.log(
@@ -345,7 +464,11 @@ impl Provider {
             line: 0,
             message: format!("cannot be read: {why}"),
         };
-        self.log(now, Level::Error, format!("bde-network-unlock.ini {why}"));
+        self.log(
+            now,
+            Level::Error,
+            format!("bde-network-unlock.ini {why}").into(),
+        );
         self.log(
             now,
             Level::Error,
@@ -363,7 +486,7 @@ impl Provider {
     pub fn set_service_running(&mut self, now: Duration, running: bool) {
         self.service_running = running;
         let what = if running { "started" } else { "stopped" };
-        self.log(now, Level::Info, format!("WDS service {what}"));
+        self.log(now, Level::Info, format!("WDS service {what}").into());
     }
 
     /// `Install-WindowsFeature BitLocker-NetworkUnlock` (or its removal): without the feature
@@ -378,7 +501,7 @@ impl Provider {
         self.log(
             now,
             Level::Info,
-            format!("the BitLocker-NetworkUnlock feature is {what}"),
+            format!("the BitLocker-NetworkUnlock feature is {what}").into(),
         );
     }
 
@@ -418,7 +541,11 @@ impl Provider {
         } else {
             "unregistered"
         };
-        self.log(now, Level::Info, format!("Network Unlock provider {what}"));
+        self.log(
+            now,
+            Level::Info,
+            format!("Network Unlock provider {what}").into(),
+        );
     }
 
     /// Counters by label (`replied`, `drop.<reason>`), in label order.
@@ -438,15 +565,15 @@ impl Provider {
     /// Logs an error of the shell around the provider (a port it cannot bind, a send that
     /// failed).
     pub fn note_error(&mut self, at: Duration, message: String) {
-        self.log(at, Level::Error, message);
+        self.log(at, Level::Error, message.into());
     }
 
     /// Logs an event of the shell around the provider.
     pub fn note_info(&mut self, at: Duration, message: String) {
-        self.log(at, Level::Info, message);
+        self.log(at, Level::Info, message.into());
     }
 
-    fn log(&mut self, at: Duration, level: Level, message: String) {
+    fn log(&mut self, at: Duration, level: Level, message: LogMessage) {
         if !self.debug_log {
             return;
         }
@@ -477,12 +604,11 @@ impl Provider {
                 self.log(
                     now,
                     Level::Debug,
-                    format!(
-                        "[phase 4] Network Unlock request from {} (xid {}) recognised: certificate {} is in the store and the subnet policy allows the client",
-                        job.client,
-                        job.xid(),
-                        job.thumbprint
-                    ),
+                    LogMessage::Recognised {
+                        client: job.client,
+                        xid: job.xid(),
+                        thumbprint: job.thumbprint,
+                    },
                 );
                 Classified::Decrypt(job)
             }
@@ -498,23 +624,26 @@ impl Provider {
         match done.result {
             Ok(transmit) => {
                 self.count("replied".into());
-                if let Some((ck, sk)) = &done.keys {
+                if let Some((ck, sk)) = done.keys {
                     self.log(
                         now,
                         Level::Debug,
-                        format!(
-                            "[phase 5] key protector from {} decrypted with the private key of certificate {}: network key CK {ck}, session key SK {sk}",
-                            done.client, done.thumbprint
-                        ),
+                        LogMessage::Decrypted(Box::new(DecryptedKeys {
+                            client: done.client,
+                            thumbprint: done.thumbprint,
+                            network_key: ck,
+                            session_key: sk,
+                        })),
                     );
                 }
                 self.log(
                     now,
                     Level::Info,
-                    format!(
-                        "[phase 6] Network Unlock request from {} with certificate {}: CK sealed under SK (AES-256-CCM, zero nonce, tag first), key returned to {}",
-                        done.client, done.thumbprint, transmit.destination
-                    ),
+                    LogMessage::Replied {
+                        client: done.client,
+                        thumbprint: done.thumbprint,
+                        destination: transmit.destination,
+                    },
                 );
                 Outcome::Replied {
                     thumbprint: done.thumbprint,
@@ -529,8 +658,9 @@ impl Provider {
         }
     }
 
-    /// Counts and logs a job the shell could not queue: [`DropReason::Overloaded`].
-    pub fn shed(&mut self, now: Duration, job: Box<DecryptJob>) -> Outcome {
+    /// Counts and logs a job the shell could not queue: [`DropReason::Overloaded`]. The shell
+    /// drops the job.
+    pub fn shed(&mut self, now: Duration, job: &DecryptJob) -> Outcome {
         let reason = DropReason::Overloaded;
         self.record_drop(now, job.source, &reason);
         Outcome::Dropped(reason)
@@ -551,7 +681,10 @@ impl Provider {
         self.log(
             now,
             level,
-            format!("dropped a datagram from {source}: {reason}"),
+            LogMessage::Dropped {
+                source,
+                reason: Box::new(reason.clone()),
+            },
         );
     }
 
@@ -660,11 +793,11 @@ impl DecryptJob {
         self.source
     }
 
-    /// The request's transaction id in hex, for the log.
-    fn xid(&self) -> String {
+    /// The request's transaction id, for the log.
+    fn xid(&self) -> Xid {
         match &self.request {
-            JobRequest::V4(r) => format!("{:08x}", r.xid),
-            JobRequest::V6(r, _) => format!("{:02x}{:02x}{:02x}", r.xid[0], r.xid[1], r.xid[2]),
+            JobRequest::V4(r) => Xid::V4(r.xid),
+            JobRequest::V6(r, _) => Xid::V6(r.xid),
         }
     }
 

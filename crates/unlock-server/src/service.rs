@@ -170,7 +170,7 @@ impl Service for UnlockService {
         let token = self.next_token;
         match processor.accept(now, token, job) {
             Err(job) => {
-                self.provider.borrow_mut().shed(now, job);
+                self.provider.borrow_mut().shed(now, &job);
             }
             Ok(due) => {
                 self.next_token += 1;

@@ -354,7 +354,7 @@ impl Volume {
         let unlock_key = network_unlock_key(&tpm_key, &network_key);
         let detail = ProtectorDetail::NetworkUnlock {
             thumbprint: certificate.thumbprint(),
-            key_protector: Box::new(key_protector),
+            key_protector,
             pcrs,
             sealed,
         };
@@ -550,7 +550,7 @@ impl Volume {
         Ok(NetworkUnlockSecrets {
             protector: protector.id,
             thumbprint: *thumbprint,
-            key_protector: (**key_protector).clone(),
+            key_protector: key_protector.clone(),
             session_key,
             tpm_key,
         })

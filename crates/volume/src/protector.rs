@@ -184,8 +184,8 @@ pub enum ProtectorDetail {
     /// at every boot; the sealed blob releases the TPM intermediate key and SK.
     NetworkUnlock {
         thumbprint: Thumbprint,
-        /// Boxed: 256 bytes would make every other variant as large.
-        key_protector: Box<KeyProtector>,
+        /// Shared with the secrets a boot releases (see [`KeyProtector`]).
+        key_protector: KeyProtector,
         pcrs: PcrSelection,
         sealed: SealedBlob,
     },
@@ -265,9 +265,9 @@ impl Protector {
             }
             ProtectorKind::NetworkUnlock => ProtectorDetail::NetworkUnlock {
                 thumbprint: Thumbprint::from_bytes(r.array::<THUMBPRINT_LEN>("thumbprint")?),
-                key_protector: Box::new(KeyProtector::from_bytes(
+                key_protector: KeyProtector::from_bytes(
                     r.array::<KEY_PROTECTOR_LEN>("key protector")?,
-                )),
+                ),
                 pcrs: pcrs(&mut r)?,
                 sealed: SealedBlob::from_bytes(r.blob("sealed blob")?.to_vec()),
             },

@@ -15,6 +15,7 @@ use std::time::Duration;
 use boot_client::boot::BootEvent;
 use boot_client::exchange::ExchangeEvent;
 use dhcp::ClientEvent;
+use unlock_server::provider::DropReason;
 use volume::ProtectorKind;
 
 use crate::run::RunResult;
@@ -168,31 +169,25 @@ impl Diagram {
                 continue;
             };
             for line in &server.log {
+                let message = line.message.to_string();
                 let theirs = drawn.len() == clients.len()
-                    || drawn_addresses.iter().any(|a| mentions(&line.message, a));
+                    || drawn_addresses.iter().any(|a| mentions(&message, a));
                 if !theirs {
                     continue;
                 }
-                let (kind, text) = if let Some(rest) = line.message.strip_prefix("[phase ") {
-                    let phase = rest.chars().next().unwrap_or('?');
-                    let what = match phase {
-                        '4' => "request recognised",
-                        '5' => "key protector RSA-decrypted",
-                        '6' => "CK sealed under SK, replied",
-                        _ => "",
-                    };
-                    (MarkKind::Note, format!("phase {phase}: {what}"))
-                } else if line.message.ends_with("not a Network Unlock message") {
+                let (kind, text) = match (line.message.phase(), line.message.drop_reason()) {
+                    (Some(phase), _) => {
+                        let what = match phase {
+                            4 => "request recognised",
+                            5 => "key protector RSA-decrypted",
+                            _ => "CK sealed under SK, replied",
+                        };
+                        (MarkKind::Note, format!("phase {phase}: {what}"))
+                    }
                     // Every ordinary DHCP frame the WDS sees: not worth a mark.
-                    continue;
-                } else if line.message.starts_with("dropped") {
-                    let why = line
-                        .message
-                        .split_once(": ")
-                        .map_or(line.message.as_str(), |(_, why)| why);
-                    (MarkKind::Drop, format!("dropped: {why}"))
-                } else {
-                    (MarkKind::Note, line.message.clone())
+                    (None, Some(DropReason::NotNetworkUnlock)) => continue,
+                    (None, Some(reason)) => (MarkKind::Drop, format!("dropped: {reason}")),
+                    (None, None) => (MarkKind::Note, message),
                 };
                 diagram.marks.push(Mark {
                     at: line.at,

@@ -6,8 +6,10 @@
 //! the reply from the captured frame.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
-use boot_client::boot::BootEvent;
+use boot_client::boot::{BootEvent, Released};
+use unlock_server::provider::LogMessage;
 
 use crate::run::{ClientResult, RunResult};
 use crate::text::esc;
@@ -29,11 +31,14 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
             BootEvent::NetworkUnlockReady {
                 at,
                 thumbprint,
-                intermediate_key,
-                key_protector,
-                session_key,
-                ..
+                released,
             } => {
+                let Released {
+                    intermediate_key,
+                    key_protector,
+                    session_key,
+                    ..
+                } = &**released;
                 push(
                     "certificate",
                     thumbprint.to_string(),
@@ -74,7 +79,7 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
                 );
                 push(
                     "combined key",
-                    combined_key.clone(),
+                    combined_key.to_string(),
                     "SHA-256 of the intermediate key and CK (phase 7): nulab's model, not Windows' undocumented combination".into(),
                 );
             }
@@ -86,7 +91,7 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
             } => {
                 push(
                     "volume master key",
-                    volume_master_key.clone(),
+                    volume_master_key.to_string(),
                     format!(
                         "unwrapped by the volume with the {} protector at {} (phase 8)",
                         protector.manage_bde_name(),
@@ -95,7 +100,7 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
                 );
                 push(
                     "disk key (FVEK)",
-                    disk_key.clone(),
+                    disk_key.to_string(),
                     "unwrapped under the VMK; decrypts sector 0 (phase 8)".into(),
                 );
             }
@@ -103,25 +108,22 @@ fn rows(result: &RunResult, client: &ClientResult) -> Vec<Row> {
         }
     }
     // The server's side: its phase 5 line for this client's address, and the reply frame.
-    let addresses: Vec<String> = result
+    let addresses: Vec<IpAddr> = result
         .packets()
         .filter(|p| *p.from == *client.name && p.is_unlock_request())
-        .map(|p| p.src.ip().to_string())
+        .map(|p| p.src.ip())
         .collect();
     for server in &result.servers {
-        if let Some(line) = server.log.iter().find(|l| {
-            l.message.starts_with("[phase 5]")
-                && addresses
-                    .iter()
-                    .any(|a| l.message.contains(&format!("from {a} ")))
+        if let Some((line, keys)) = server.log.iter().find_map(|l| match &l.message {
+            LogMessage::Decrypted(keys) if addresses.contains(&keys.client) => Some((l, keys)),
+            _ => None,
         }) {
-            let keys = line
-                .message
-                .split_once("network key ")
-                .map_or(line.message.as_str(), |(_, keys)| keys);
             push(
                 "CK and SK at the WDS",
-                keys.to_string(),
+                format!(
+                    "CK {}, session key SK {}",
+                    keys.network_key, keys.session_key
+                ),
                 format!(
                     "RSA-decrypted from the key protector by {} at {} (phase 5, its log)",
                     server.name,

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use boot_client::boot::BootResult;
+use unlock_server::provider::DropReason;
 
 use crate::run::RunResult;
 use crate::text::esc;
@@ -63,18 +64,21 @@ pub fn in_hand(log: &[unlock_server::provider::LogLine]) -> Vec<(Duration, usize
     let mut n = 0usize;
     let mut points = Vec::new();
     for line in log {
-        let m = &line.message;
-        if m.starts_with("[phase 4]") {
-            n += 1;
-        } else if m.starts_with("[phase 6]")
-            || (m.starts_with("dropped")
-                && (m.contains("overloaded")
-                    || m.contains("does not decrypt")
-                    || m.contains("decrypts to")))
-        {
-            n = n.saturating_sub(1);
-        } else {
-            continue;
+        // A request leaves the server's hands when it is answered or dropped after it was
+        // recognised: shed from a full queue, or undecryptable.
+        let late_drop = matches!(
+            line.message.drop_reason(),
+            Some(
+                DropReason::Overloaded
+                    | DropReason::Undecryptable
+                    | DropReason::WrongPlaintextLength(_)
+            )
+        );
+        match line.message.phase() {
+            Some(4) => n += 1,
+            Some(6) => n = n.saturating_sub(1),
+            _ if late_drop => n = n.saturating_sub(1),
+            _ => continue,
         }
         match points.last_mut() {
             Some((at, count)) if *at == line.at => *count = n,
@@ -196,7 +200,8 @@ pub fn html(result: &RunResult, drawn: &BTreeSet<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use unlock_server::provider::{Level, LogLine};
+    use std::net::{IpAddr, SocketAddr};
+    use unlock_server::provider::{Level, LogLine, LogMessage, Xid};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -222,22 +227,36 @@ mod tests {
 
     #[test]
     fn requests_in_hand_rise_at_phase_4_and_fall_at_phase_6_or_a_late_drop() {
-        let line = |at, message: &str| LogLine {
+        let line = |at, message: LogMessage| LogLine {
             at: ms(at),
             level: Level::Debug,
-            message: message.into(),
+            message,
+        };
+        let client = |last: u8| IpAddr::from([10, 0, 4, last]);
+        let thumbprint = nkpu::Thumbprint::from_bytes([7; 20]);
+        let recognised = |last| LogMessage::Recognised {
+            client: client(last),
+            xid: Xid::V4(u32::from(last)),
+            thumbprint,
+        };
+        let replied = |last| LogMessage::Replied {
+            client: client(last),
+            thumbprint,
+            destination: SocketAddr::new(client(last), 68),
+        };
+        let dropped = |last, reason| LogMessage::Dropped {
+            source: SocketAddr::new(client(last), 68),
+            reason: Box::new(reason),
         };
         let log = [
-            line(1, "[phase 4] a"),
-            line(1, "[phase 4] b"),
-            line(2, "dropped a datagram from x: not a Network Unlock message"),
-            line(3, "[phase 4] c"),
-            line(4, "[phase 6] a"),
-            line(
-                5,
-                "dropped a datagram from y: overloaded: every worker is busy",
-            ),
-            line(6, "[phase 6] b"),
+            line(1, recognised(1)),
+            line(1, recognised(2)),
+            line(2, dropped(9, DropReason::NotNetworkUnlock)),
+            line(3, recognised(3)),
+            line(4, replied(1)),
+            line(5, dropped(2, DropReason::Overloaded)),
+            line(6, "a shell's note".into()),
+            line(6, replied(3)),
         ];
         assert_eq!(
             in_hand(&log),
