@@ -269,7 +269,7 @@ pub struct Released {
 }
 
 /// Everything about the machine and its user that is not the network.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootConfig {
     pub firmware: Firmware,
     /// The interfaces a real shell opens, in firmware order (`nulab client`'s). A boot runs on
@@ -797,15 +797,18 @@ impl Boot {
             return self.network_unlock_failed(now);
         };
         let config = &self.adapters[adapter];
+        let mut options: Vec<_> = lease
+            .options
+            .iter()
+            .filter_map(|o| nkpu::v4::LeaseOption::new(o.code, o.data.clone()))
+            .collect();
+        // Kept for the exchange's life: no spare capacity.
+        options.shrink_to_fit();
         let v4 = V4Lease {
             client_mac: config.facts.mac,
             address: lease.address,
             dhcp_server: lease.server_id,
-            options: lease
-                .options
-                .iter()
-                .filter_map(|o| nkpu::v4::LeaseOption::new(o.code, o.data.clone()))
-                .collect(),
+            options,
         };
         let v6 = config.ipv6_link_local.map(|link_local| V6Link {
             link_local,

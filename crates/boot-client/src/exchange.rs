@@ -153,7 +153,8 @@ pub enum ExchangeEvent {
     /// A datagram that was not the reply we wait for, and why.
     Ignored {
         at: Duration,
-        why: String,
+        /// `Box<str>`: this variant sets the size of every event, and a storm keeps them all.
+        why: Box<str>,
     },
     TransportFailed {
         at: Duration,
@@ -302,8 +303,10 @@ impl UnlockExchange {
         if let Some(attempt) = &mut self.current {
             attempt.ignored += 1;
         }
-        self.events
-            .push_back(ExchangeEvent::Ignored { at: now, why });
+        self.events.push_back(ExchangeEvent::Ignored {
+            at: now,
+            why: why.into(),
+        });
     }
 
     fn next_attempt(&mut self, now: Duration) {

@@ -33,7 +33,8 @@ pub struct Machine {
 #[derive(Debug, Default)]
 pub struct BootRecord {
     pub events: Vec<BootEvent>,
-    pub outcome: Option<BootOutcome>,
+    /// Boxed: set once, at the end (a storm keeps 100,000 records from the start).
+    pub outcome: Option<Box<BootOutcome>>,
     /// The volume label read from decrypted sector 0: proof the data decrypts.
     pub label: Option<String>,
     /// Datagrams the client sent.
@@ -99,7 +100,7 @@ impl BootService {
             let _ = stack.send(t.adapter, t.source, t.destination, Bytes::from(t.payload));
         }
         if let Some(outcome) = boot.outcome() {
-            record.outcome = Some(outcome.clone());
+            record.outcome = Some(Box::new(outcome.clone()));
             // The record outlives the boot (to the end of the run): no spare capacity.
             record.events.shrink_to_fit();
             record.label = boot.keys().and_then(|keys| boot.volume().label(keys).ok());

@@ -291,7 +291,7 @@ fn forged_and_foreign_replies_are_ignored_and_the_real_one_kept() {
     assert!(
         matches!(outcome, ExchangeOutcome::Unlocked { ref client_key, .. } if *client_key == s.ck)
     );
-    let ignored: Vec<&String> = events
+    let ignored: Vec<&Box<str>> = events
         .iter()
         .filter_map(|e| match e {
             ExchangeEvent::Ignored { why, .. } => Some(why),

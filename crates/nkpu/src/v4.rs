@@ -54,7 +54,9 @@ const BOOTREPLY: u8 = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseOption {
     code: u8,
-    data: Vec<u8>,
+    /// Exactly the data's length (a boxed slice, not a `Vec`): a storm's clients and the
+    /// requests queued at the server each keep half a dozen.
+    data: Box<[u8]>,
 }
 
 impl LeaseOption {
@@ -73,7 +75,10 @@ impl LeaseOption {
                 | OPT_MESSAGE_TYPE
                 | OPT_RELAY_AGENT
         );
-        (!reserved && (1..=255).contains(&data.len())).then_some(Self { code, data })
+        (!reserved && (1..=255).contains(&data.len())).then(|| Self {
+            code,
+            data: data.into_boxed_slice(),
+        })
     }
 
     pub fn code(&self) -> u8 {
@@ -160,7 +165,7 @@ impl Request {
         msg.set_secs(self.secs);
         let opts = msg.opts_mut();
         for option in &self.lease_options {
-            insert_raw(opts, option.code, option.data.clone());
+            insert_raw(opts, option.code, option.data.to_vec());
         }
         let mut vendor_info = Vec::with_capacity(REQUEST_OPT43_LEN);
         suboptions::write(&mut vendor_info, Width::One, 1, self.thumbprint.as_bytes());
@@ -330,13 +335,15 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     )?;
     let vivso = options::required(&options, OPT_VIVSO.into())?;
     let second_half = read_vivso(vivso)?;
-    let lease_options = options
+    let mut lease_options: Vec<LeaseOption> = options
         .iter()
         .filter_map(|o| {
             let code = u8::try_from(o.code).ok()?;
             LeaseOption::new(code, o.data.to_vec())
         })
         .collect();
+    // A request waits in the server's queue: no spare capacity.
+    lease_options.shrink_to_fit();
     Ok(Message::V4Request(Request {
         xid: header.xid(),
         secs: header.secs(),

@@ -135,7 +135,7 @@ pub async fn run_boot(
         let Some(outcome) = record.outcome.take() else {
             return Err(ShellError::TimedOut(limit));
         };
-        (outcome, record.label.take())
+        (*outcome, record.label.take())
     };
     let mut machine = machine.borrow_mut();
     let (Some(volume), Some(tpm)) = (machine.volume.take(), machine.tpm.take()) else {

@@ -4,6 +4,7 @@
 //! scenario's expectations. The views (transcript, diagrams, logs, JSON) are made from it.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use boot_client::boot::{BootEvent, BootOutcome, BootResult, Prompt};
@@ -18,6 +19,19 @@ use crate::model::{Loaded, ScenarioError, TranscriptDetail};
 use crate::recovery::{self, RecoveryResult};
 use crate::wire::{self, Packet};
 use crate::world::{self, Action, FaultWindow, World, sim_time};
+
+/// What the process calls to hand memory it has freed back to the system: set once, by the
+/// binary that chose the allocator (`nulab`'s jemalloc purges its arenas).
+static RELEASE_FREED_MEMORY: OnceLock<fn()> = OnceLock::new();
+
+/// Tells the runner how this process hands freed memory back. The runner calls it when the
+/// simulation is over and dropped, before the captures are decoded for the views: an allocator
+/// keeps freed pages for a while (jemalloc ten seconds), and a storm's simulation frees most of
+/// a gigabyte just before the views need a third of that again, so without it the run's peak is
+/// both at once. The first hook set stays.
+pub fn set_release_freed_memory(hook: fn()) {
+    let _ = RELEASE_FREED_MEMORY.set(hook);
+}
 
 /// One client's boot.
 #[derive(Debug, Clone)]
@@ -182,7 +196,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
                 // Moved, not copied (the recovery lab below reads neither).
                 setup: std::mem::take(&mut c.setup),
                 events: std::mem::take(&mut record.events),
-                outcome: record.outcome.take(),
+                outcome: record.outcome.take().map(|outcome| *outcome),
                 label: record.label.take(),
                 boot_at: c.boot_at,
                 checks: c.checks.take(),
@@ -192,7 +206,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
     let servers: Vec<ServerResult> = wds
         .iter()
         .map(|w| {
-            let provider = w.provider.borrow();
+            let mut provider = w.provider.borrow_mut();
             ServerResult {
                 name: w.name.clone(),
                 counters: provider
@@ -200,7 +214,9 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
                     .iter()
                     .map(|(k, v)| (k.clone(), *v))
                     .collect(),
-                log: provider.log_lines().to_vec(),
+                // Moved, not copied: the run is over and nothing reads the provider's log
+                // again.
+                log: provider.take_log(),
             }
         })
         .collect();
@@ -212,6 +228,9 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
     // The simulation is over: its hosts (a storm's 10,000 machines with their disks and boot
     // state) go before the captures are read back for the views.
     drop(sim);
+    if let Some(release) = RELEASE_FREED_MEMORY.get() {
+        release();
+    }
     let mut decoded: Vec<(String, Vec<Packet>, SpilledCapture)> = Vec::new();
     for segment in segments {
         let unreadable = |err: netsim::CaptureError| {

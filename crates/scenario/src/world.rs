@@ -40,7 +40,7 @@ use volume::policy::{
 use volume::{ProtectorKind, Volume};
 
 use crate::capture::SpilledCapture;
-use crate::model::{ClientSpec, FaultSpec, Loaded, ScenarioError, TriggerSpec};
+use crate::model::{ClientSpec, FaultSpec, Loaded, ScenarioError, TranscriptDetail, TriggerSpec};
 use crate::wire::Names;
 
 pub use dhcp::service::sim_time;
@@ -768,12 +768,23 @@ fn clients(
             minimum_pin_length(loaded)?.digits()
         ));
     }
+    // Every machine's entry, to the end of the run: exactly as many as there are.
+    let total = s.clients.iter().fold(0usize, |sum, spec| {
+        sum.saturating_add(usize::try_from(spec.count).unwrap_or(usize::MAX))
+    });
     let mut clients = Vec::new();
+    clients.try_reserve_exact(total).map_err(|_| {
+        loaded.error_at(
+            0..0,
+            format!("{total} clients need more memory than this machine can give"),
+        )
+    })?;
     for (group_index, spec) in s.clients.iter().enumerate() {
         let seeds: Vec<u64> = (0..spec.count)
             .map(|instance| machine_seed(seed, group_index, instance))
             .collect();
         let histories = machine_histories(loaded, spec, &seeds, certificates)?;
+        let mut shared_config = None;
         for (instance, history) in (1..).zip(histories) {
             let name = if spec.count == 1 {
                 spec.name.get_ref().clone()
@@ -787,7 +798,7 @@ fn clients(
                 name,
                 history,
                 segments,
-                (&mut w.names, &mut w.nodes),
+                (&mut w.names, &mut w.nodes, &mut shared_config),
             )?;
             clients.push(client);
         }
@@ -1931,7 +1942,12 @@ fn build_client(
     name: String,
     history: MachineHistory,
     segments: &[NamedSegment],
-    (names, nodes): (&mut Names, &mut Vec<PlacedNode>),
+    // The run's names and nodes, and the configuration of the group's previous machine.
+    (names, nodes, shared_config): (
+        &mut Names,
+        &mut Vec<PlacedNode>,
+        &mut Option<Arc<BootConfig>>,
+    ),
 ) -> Result<ClientMachine, ScenarioError> {
     let at = |span: std::ops::Range<usize>, message: String| loaded.error_at(span, message);
     let host = sim.add_host(&name);
@@ -1978,6 +1994,13 @@ fn build_client(
         setup,
         checks,
     } = history;
+    // Only a full transcript prints a machine's own setup lines: a summary's run (a storm's
+    // 100,000 machines) does not keep them.
+    let setup = if loaded.scenario.transcript == TranscriptDetail::Full {
+        setup
+    } else {
+        Vec::new()
+    };
 
     let mut order = Vec::new();
     for transport in &spec.order {
@@ -2028,14 +2051,21 @@ fn build_client(
         TriggerSpec::ResumeFromHibernation => BootTrigger::ResumeFromHibernation,
         TriggerSpec::WakeOnLan => BootTrigger::WakeOnLan,
     };
-    // One configuration for every start of this machine, shared by each boot.
-    let config = Arc::new(BootConfig {
+    let config = BootConfig {
         firmware,
         order,
         console,
         trigger,
         ..BootConfig::default()
-    });
+    };
+    // One configuration for every start of this machine, and for the machines before it that
+    // boot alike: a group's machines differ only where a console types a machine's own recovery
+    // password, and a storm's 100,000 do not each keep a copy.
+    let config = match shared_config.take() {
+        Some(shared) if *shared == config => shared,
+        _ => Arc::new(config),
+    };
+    *shared_config = Some(Arc::clone(&config));
     let owner_auth = (!spec.management_points.is_empty()).then(|| tpm.owner_auth_full());
     // Only a client with an agent keeps a second copy of its disk.
     let enabled_volume = owner_auth.as_ref().map(|_| volume.clone());

@@ -15,7 +15,7 @@ use std::time::Duration;
 use boot_client::boot::BootEvent;
 use boot_client::exchange::ExchangeEvent;
 use dhcp::ClientEvent;
-use unlock_server::provider::DropReason;
+use unlock_server::provider::{DropReason, LogMessage};
 use volume::ProtectorKind;
 
 use crate::run::RunResult;
@@ -163,15 +163,19 @@ impl Diagram {
                 });
             }
         }
-        let drawn_addresses: Vec<String> = drawn_addresses.iter().map(IpAddr::to_string).collect();
+        let drawn_texts: Vec<String> = drawn_addresses.iter().map(IpAddr::to_string).collect();
         for server in &result.servers {
             let Some(lane) = diagram.lanes.iter().position(|l| l.host == server.name) else {
                 continue;
             };
             for line in &server.log {
-                let message = line.message.to_string();
                 let theirs = drawn.len() == clients.len()
-                    || drawn_addresses.iter().any(|a| mentions(&message, a));
+                    || match &line.message {
+                        LogMessage::Text(text) => drawn_texts.iter().any(|a| mentions(text, a)),
+                        message => message
+                            .addresses()
+                            .any(|address| drawn_addresses.contains(&address)),
+                    };
                 if !theirs {
                     continue;
                 }
@@ -187,7 +191,7 @@ impl Diagram {
                     // Every ordinary DHCP frame the WDS sees: not worth a mark.
                     (None, Some(DropReason::NotNetworkUnlock)) => continue,
                     (None, Some(reason)) => (MarkKind::Drop, format!("dropped: {reason}")),
-                    (None, None) => (MarkKind::Note, message),
+                    (None, None) => (MarkKind::Note, line.message.to_string()),
                 };
                 diagram.marks.push(Mark {
                     at: line.at,
