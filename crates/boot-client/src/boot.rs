@@ -506,7 +506,8 @@ pub struct Boot {
 }
 
 impl Boot {
-    /// Powers on at `now`: reads the protectors and starts on the first one that applies.
+    /// Powers on at `now` with `adapters` (the host's, in firmware order): reads the protectors
+    /// and starts on the first one that applies.
     /// `rng_seed` drives every random choice of the boot (DHCP and unlock transaction ids,
     /// jitter), so a simulated boot replays exactly.
     pub fn start(

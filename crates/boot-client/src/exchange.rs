@@ -153,7 +153,8 @@ pub enum ExchangeEvent {
     /// A datagram that was not the reply we wait for, and why.
     Ignored {
         at: Duration,
-        /// `Box<str>`: this variant sets the size of every event, and a storm keeps them all.
+        /// `Box<str>`, not `String`: the largest variant sets the size of every event, and a
+        /// storm keeps them all.
         why: Box<str>,
     },
     TransportFailed {
