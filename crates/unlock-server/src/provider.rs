@@ -91,6 +91,27 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Whether the request was recognised (phase 4, counted in hand) before it was dropped:
+    /// shed from a full queue, or undecryptable at step 5. Every other reason drops it before.
+    pub fn after_recognition(&self) -> bool {
+        match self {
+            DropReason::Overloaded
+            | DropReason::Undecryptable
+            | DropReason::WrongPlaintextLength(_) => true,
+            DropReason::ServiceStopped
+            | DropReason::FeatureNotInstalled
+            | DropReason::ProviderUnregistered
+            | DropReason::PolicyInvalid
+            | DropReason::NotNetworkUnlock
+            | DropReason::NotARequest
+            | DropReason::Malformed(_)
+            | DropReason::UnknownCertificate(_)
+            | DropReason::CertificateRemoved(_)
+            | DropReason::SubnetDenied(_)
+            | DropReason::CertificateDisabled(_) => false,
+        }
+    }
+
     /// The counter this drop is counted under.
     pub fn label(&self) -> String {
         match self {

@@ -169,6 +169,27 @@ fn dropped(p: &mut Provider, bytes: &[u8], src: SocketAddr) -> DropReason {
     }
 }
 
+/// `DropReason::after_recognition` says what the provider does: a request it drops at step 5
+/// was recognised (phase 4 logged) first; one it drops at a cheap check never was.
+#[test]
+fn only_drops_after_recognition_follow_a_phase_4_line() {
+    let (mut p, _) = provider();
+    let addr = Ipv4Addr::new(10, 0, 4, 110);
+    let (_, other_public) = key("test-b-rsa2048.pk8");
+    let foreign = v4_request(&client(&other_public, 8), THUMB_A, addr).encode();
+    let late = dropped(&mut p, &foreign, from(addr));
+    let early = dropped(&mut p, b"not dhcp", from(addr));
+    let log = p.take_log();
+    let phases: Vec<Option<u8>> = log.iter().map(|l| l.message.phase()).collect();
+    let reasons: Vec<bool> = log
+        .iter()
+        .filter_map(|l| l.message.drop_reason().map(DropReason::after_recognition))
+        .collect();
+    assert_eq!(phases, [Some(4), None, None], "{log:?}");
+    assert_eq!(reasons, [true, false]);
+    assert!(late.after_recognition() && !early.after_recognition());
+}
+
 #[test]
 fn unknown_and_removed_certificates_are_dropped_and_counted() {
     let (mut p, public) = provider();

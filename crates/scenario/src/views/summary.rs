@@ -65,15 +65,11 @@ pub fn in_hand(log: &[unlock_server::provider::LogLine]) -> Vec<(Duration, usize
     let mut points = Vec::new();
     for line in log {
         // A request leaves the server's hands when it is answered or dropped after it was
-        // recognised: shed from a full queue, or undecryptable.
-        let late_drop = matches!(
-            line.message.drop_reason(),
-            Some(
-                DropReason::Overloaded
-                    | DropReason::Undecryptable
-                    | DropReason::WrongPlaintextLength(_)
-            )
-        );
+        // recognised.
+        let late_drop = line
+            .message
+            .drop_reason()
+            .is_some_and(DropReason::after_recognition);
         match line.message.phase() {
             Some(4) => n += 1,
             Some(6) => n = n.saturating_sub(1),
