@@ -555,15 +555,16 @@ impl Simulation {
     }
 
     /// Ends the capture of `segment`: a stream is flushed (its first error, if any, comes back
-    /// here), frames kept in memory are dropped.
-    pub fn finish_capture(&mut self, segment: SegmentId) -> Result<(), CaptureError> {
+    /// here), frames kept in memory are dropped. How many frames the capture holds (a reader
+    /// of the stream can size its buffers from it).
+    pub fn finish_capture(&mut self, segment: SegmentId) -> Result<usize, CaptureError> {
         let seg = self
             .segments
             .get_mut(seg_index(segment))
             .ok_or(CaptureError::NoSuchSegment)?;
         match seg.capture.take() {
             Some(Capture::Stream(stream)) => stream.finish(),
-            Some(Capture::Frames(_)) => Ok(()),
+            Some(Capture::Frames(frames)) => Ok(frames.len()),
             None => Err(CaptureError::NotCaptured),
         }
     }

@@ -242,6 +242,8 @@ pub fn parse_ethernet_frame(time: SimTime, bytes: &[u8]) -> Option<CapturedFrame
 pub struct PcapStream {
     writer: PcapWriter<Box<dyn std::io::Write>>,
     error: Option<CaptureError>,
+    /// Frames written.
+    frames: usize,
 }
 
 impl PcapStream {
@@ -250,6 +252,7 @@ impl PcapStream {
         Ok(PcapStream {
             writer: PcapWriter::with_header(out, pcap_header())?,
             error: None,
+            frames: 0,
         })
     }
 
@@ -263,21 +266,22 @@ impl PcapStream {
         };
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let timestamp = PCAP_EPOCH + frame.time.since_start();
-        if let Err(err) = self
+        match self
             .writer
             .write_packet(&PcapPacket::new(timestamp, len, &bytes))
         {
-            self.error = Some(err.into());
+            Ok(_) => self.frames += 1,
+            Err(err) => self.error = Some(err.into()),
         }
     }
 
-    /// Flushes the stream; the first error of the capture, if any.
-    pub fn finish(self) -> Result<(), CaptureError> {
+    /// Flushes the stream: how many frames it holds, or the first error of the capture.
+    pub fn finish(self) -> Result<usize, CaptureError> {
         if let Some(err) = self.error {
             return Err(err);
         }
         self.writer.into_writer().flush()?;
-        Ok(())
+        Ok(self.frames)
     }
 }
 
@@ -518,7 +522,11 @@ mod tests {
         for f in &frames {
             stream.record_frame(f);
         }
-        stream.finish().expect("flushed");
+        assert_eq!(
+            stream.finish().expect("flushed"),
+            frames.len(),
+            "frames counted"
+        );
         assert_eq!(*out.borrow(), pcap_bytes(&frames).expect("pcap"));
     }
 

@@ -220,10 +220,11 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
             }
         })
         .collect();
+    let mut frame_counts = Vec::with_capacity(segments.len());
     for segment in &segments {
-        sim.finish_capture(segment.id).map_err(|err| {
+        frame_counts.push(sim.finish_capture(segment.id).map_err(|err| {
             loaded.error_at(0..0, format!("capturing segment {}: {err}", segment.name))
-        })?;
+        })?);
     }
     // The simulation is over: its hosts (a storm's 10,000 machines with their disks and boot
     // state) go before the captures are read back for the views.
@@ -232,7 +233,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         release();
     }
     let mut decoded: Vec<(String, Vec<Packet>, SpilledCapture)> = Vec::new();
-    for segment in segments {
+    for (segment, count) in segments.into_iter().zip(frame_counts) {
         let unreadable = |err: netsim::CaptureError| {
             loaded.error_at(
                 0..0,
@@ -240,10 +241,9 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
             )
         };
         let frames = segment.capture.frames().map_err(unreadable)?;
-        let mut packets = wire::decode(&segment.name, frames, &names).map_err(unreadable)?;
-        // Collected from a stream of unknown length: up to half the capacity would be spare,
-        // and the result keeps every segment's packets to the end (0.3 GB at 100,000 clients).
-        packets.shrink_to_fit();
+        // Allocated at the capture's size: the result keeps every segment's packets to the end
+        // (0.3 GB at 100,000 clients).
+        let packets = wire::decode(&segment.name, frames, count, &names).map_err(unreadable)?;
         decoded.push((segment.name, packets, segment.capture));
     }
 

@@ -141,36 +141,40 @@ fn is_group(ip: IpAddr) -> bool {
 }
 
 /// Decodes the frames of one segment as they are read: a storm's capture (hundreds of
-/// megabytes at 100,000 clients) is never held in memory whole, only its decoding.
+/// megabytes at 100,000 clients) is never held in memory whole, only its decoding. `count` is
+/// how many frames the capture holds (the result is allocated once, at its size; a wrong count
+/// costs only reallocation).
 pub fn decode<E>(
     segment: &str,
     frames: impl IntoIterator<Item = Result<CapturedFrame, E>>,
+    count: usize,
     names: &Names,
 ) -> Result<Vec<Packet>, E> {
     let segment: Arc<str> = segment.into();
-    frames
-        .into_iter()
-        .map(|frame| {
-            let frame = frame?;
-            let payload: &[u8] = &frame.payload;
-            let kind = match boot_client::boot::magic_packet_target(payload) {
-                Some(mac) if frame.dst.port() == boot_client::boot::WAKE_ON_LAN_PORT => {
-                    PacketKind::WakeOnLan(mac)
-                }
-                _ => classify(frame.src, payload),
-            };
-            Ok(Packet {
-                at: frame.time.since_start(),
-                segment: segment.clone(),
-                from: names.name(frame.src_mac.0, frame.src),
-                to: names.name(frame.dst_mac.0, frame.dst),
-                src: frame.src,
-                dst: frame.dst,
-                kind,
-                len: payload.len(),
-            })
-        })
-        .collect()
+    let mut packets = Vec::with_capacity(count);
+    for frame in frames {
+        let frame = frame?;
+        let payload: &[u8] = &frame.payload;
+        // The port first: looking for a magic packet scans the whole payload.
+        let wake = (frame.dst.port() == boot_client::boot::WAKE_ON_LAN_PORT)
+            .then(|| boot_client::boot::magic_packet_target(payload))
+            .flatten();
+        let kind = match wake {
+            Some(mac) => PacketKind::WakeOnLan(mac),
+            None => classify(frame.src, payload),
+        };
+        packets.push(Packet {
+            at: frame.time.since_start(),
+            segment: segment.clone(),
+            from: names.name(frame.src_mac.0, frame.src),
+            to: names.name(frame.dst_mac.0, frame.dst),
+            src: frame.src,
+            dst: frame.dst,
+            kind,
+            len: payload.len(),
+        });
+    }
+    Ok(packets)
 }
 
 fn classify(src: SocketAddr, payload: &[u8]) -> PacketKind {
