@@ -594,7 +594,9 @@ impl Boot {
         self.advance(now);
     }
 
-    /// A datagram for the client's ports (68, 546) that arrived on `adapter`.
+    /// A datagram for the client's ports (68, 546) that arrived on `adapter`. Whether the boot
+    /// took it; false when it was dropped unseen (another client's offers and acks, ordinary
+    /// DHCP traffic during the exchange): then the boot has nothing new to poll.
     pub fn handle_datagram(
         &mut self,
         now: Duration,
@@ -602,8 +604,8 @@ impl Boot {
         source: SocketAddr,
         destination: SocketAddr,
         payload: &[u8],
-    ) {
-        match &mut self.stage {
+    ) -> bool {
+        let taken = match &mut self.stage {
             Stage::Dhcp {
                 adapter: current,
                 client,
@@ -621,9 +623,14 @@ impl Boot {
                 adapter: current,
                 exchange,
             } if *current == adapter => exchange.handle_datagram(now, payload),
-            _ => {}
+            _ => false,
+        };
+        // A datagram dropped unseen changed nothing: every entry point ends with `advance`,
+        // so there is nothing new to move into the boot's queues.
+        if taken {
+            self.advance(now);
         }
-        self.advance(now);
+        taken
     }
 
     /// Moves what the current sub-machine produced into the boot's queues.

@@ -262,10 +262,11 @@ impl UnlockExchange {
         }
     }
 
-    /// A datagram that arrived on the client's port (68 or 546).
-    pub fn handle_datagram(&mut self, now: Duration, payload: &[u8]) {
+    /// A datagram that arrived on the client's port (68 or 546). Whether the exchange took it
+    /// (an event or its outcome); false for ordinary DHCP traffic, dropped unseen.
+    pub fn handle_datagram(&mut self, now: Duration, payload: &[u8]) -> bool {
         let Some(attempt) = &mut self.current else {
-            return;
+            return false;
         };
         let decoded = match attempt.transport {
             Transport::DhcpV4 => v4::decode(payload),
@@ -275,14 +276,21 @@ impl UnlockExchange {
             Ok(Message::V4Reply(r)) if r.xid == attempt.xid => r.reply,
             Ok(Message::V6Reply(r)) if xid24(r.xid) == attempt.xid & 0x00ff_ffff => r.reply,
             Ok(Message::V4Reply(_) | Message::V6Reply(_)) => {
-                return self.ignore(now, "a Network Unlock reply for another transaction".into());
+                self.ignore(now, "a Network Unlock reply for another transaction".into());
+                return true;
             }
-            Ok(_) => return self.ignore(now, "a Network Unlock request, not a reply".into()),
+            Ok(_) => {
+                self.ignore(now, "a Network Unlock request, not a reply".into());
+                return true;
+            }
             Err(err) if err.is_not_network_unlock() => {
                 // Ordinary DHCP traffic on the segment is harmless and not worth counting.
-                return;
+                return false;
             }
-            Err(err) => return self.ignore(now, format!("malformed: {err}")),
+            Err(err) => {
+                self.ignore(now, format!("malformed: {err}"));
+                return true;
+            }
         };
         match reply.open(&self.secrets.session_key) {
             Ok(client_key) => {
@@ -298,6 +306,7 @@ impl UnlockExchange {
             }
             Err(err) => self.ignore(now, err.to_string()),
         }
+        true
     }
 
     fn ignore(&mut self, now: Duration, why: String) {

@@ -169,10 +169,14 @@ impl Service for BootService {
 
     fn on_datagram(&mut self, stack: &mut dyn HostStack, d: Datagram) {
         let now = stack.now().since_start();
-        if let Some(boot) = self.boot.as_mut() {
-            boot.handle_datagram(now, d.adapter, d.src, d.dst, &d.payload);
+        let Some(boot) = self.boot.as_mut() else {
+            return;
+        };
+        // Most datagrams of a busy segment are other clients' broadcasts, dropped unseen:
+        // nothing to flush then (a storm's clients receive two million of them).
+        if boot.handle_datagram(now, d.adapter, d.src, d.dst, &d.payload) {
+            self.flush(stack);
         }
-        self.flush(stack);
     }
 
     fn on_timer(&mut self, stack: &mut dyn HostStack, _: u64) {

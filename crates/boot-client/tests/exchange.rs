@@ -281,11 +281,27 @@ fn forged_and_foreign_replies_are_ignored_and_the_real_one_kept() {
                 &SessionKey::from_bytes([0x66; 32]),
                 &ClientKey::from_bytes([0x66; 32]),
             );
-            exchange.handle_datagram(now, &forged.encode());
+            assert!(
+                exchange.handle_datagram(now, &forged.encode()),
+                "taken: an event"
+            );
             // Another client's transaction.
             let mut foreign = real;
             foreign.xid ^= 1;
-            exchange.handle_datagram(now, &foreign.encode());
+            assert!(
+                exchange.handle_datagram(now, &foreign.encode()),
+                "taken: an event"
+            );
+            // Ordinary DHCP traffic (a BOOTP reply with no Network Unlock option): dropped
+            // unseen, not taken.
+            let mut plain = vec![0u8; 240];
+            plain[0] = 2;
+            plain[236..240].copy_from_slice(&[99, 130, 83, 99]);
+            plain.extend_from_slice(&[53, 1, 2, 255]);
+            assert!(
+                !exchange.handle_datagram(now, &plain),
+                "ordinary DHCP is not taken"
+            );
         },
     );
     assert!(
@@ -318,8 +334,19 @@ proptest! {
             s.secrets.clone(),
             Box::new(ChaCha20Rng::seed_from_u64(1)),
         );
+        while exchange.poll_transmit().is_some() {}
+        while exchange.poll_event().is_some() {}
         for d in &datagrams {
-            exchange.handle_datagram(Duration::ZERO, d);
+            let deadline = exchange.poll_timeout();
+            let taken = exchange.handle_datagram(Duration::ZERO, d);
+            if !taken {
+                // Not taken: nothing changed that a caller could poll.
+                prop_assert!(exchange.poll_event().is_none());
+                prop_assert!(exchange.poll_transmit().is_none());
+                prop_assert!(exchange.outcome().is_none());
+                prop_assert_eq!(exchange.poll_timeout(), deadline);
+            }
+            while exchange.poll_event().is_some() {}
         }
         let unlocked = matches!(exchange.outcome(), Some(ExchangeOutcome::Unlocked { .. }));
         prop_assert!(!unlocked);

@@ -292,38 +292,41 @@ impl Client {
         self.deadline = None;
     }
 
-    /// Handle one datagram received on UDP 68 of this client's interface.
-    pub fn handle(&mut self, now: Duration, received: Received<'_>, rng: &mut dyn RngCore) {
+    /// Handle one datagram received on UDP 68 of this client's interface. Whether the client
+    /// took it (its state, events or transmits changed); false when it was dropped unseen, as
+    /// another client's offers and acks on a shared segment are, so that a caller can skip
+    /// looking for output.
+    pub fn handle(&mut self, now: Duration, received: Received<'_>, rng: &mut dyn RngCore) -> bool {
         if received.interface != self.interface {
-            return;
+            return false;
         }
         // The fixed header first: on a busy segment most broadcasts are other clients' offers
         // and acks, and decoding each (dhcproto) was most of a storm's DHCP cost. What this
         // skips, the checks after the decode would refuse anyway.
         if !addressed_to(received.payload, self.xid, &self.facts.mac) {
-            return;
+            return false;
         }
         if !raw::v4_safe_for_dhcproto(received.payload) {
-            return;
+            return false;
         }
         let Ok(message) = Message::decode(&mut Decoder::new(received.payload)) else {
-            return;
+            return false;
         };
         if message.opcode() != Opcode::BootReply
             || message.xid() != self.xid
             || message.chaddr().get(..6) != Some(&self.facts.mac[..])
         {
-            return;
+            return false;
         }
         let server = match message.opts().get(OptionCode::ServerIdentifier) {
             Some(DhcpOption::ServerIdentifier(addr)) => *addr,
-            _ => return,
+            _ => return false,
         };
         match (&self.state, message.opts().msg_type()) {
             (State::Selecting, Some(MessageType::Offer)) => {
                 let address = message.yiaddr();
                 if address.is_unspecified() || address.is_broadcast() {
-                    return;
+                    return false;
                 }
                 self.events
                     .push_back(ClientEvent::Offered { server, address });
@@ -353,8 +356,9 @@ impl Client {
                 };
                 self.fail(Failure::Nak { server, message });
             }
-            _ => {}
+            _ => return false,
         }
+        true
     }
 
     fn fail(&mut self, failure: Failure) {

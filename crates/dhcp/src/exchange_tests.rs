@@ -569,6 +569,43 @@ fn a_wrong_requested_address_is_naked() {
 }
 
 #[test]
+fn only_a_reply_for_the_client_is_taken_and_one_dropped_unseen_leaves_nothing_to_poll() {
+    let mut server = server();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let mut ours = Client::new(ClientConfig::default(), AdapterFacts::ready(mac(1)), 0);
+    let mut other = Client::new(ClientConfig::default(), AdapterFacts::ready(mac(2)), 0);
+    ours.start(Duration::ZERO, &mut rng);
+    other.start(Duration::ZERO, &mut rng);
+    server.handle(Duration::ZERO, received(&ours.poll_transmit().expect("d")));
+    let our_offer = server.poll_transmit().expect("our offer");
+    server.handle(Duration::ZERO, received(&other.poll_transmit().expect("d")));
+    let their_offer = server.poll_transmit().expect("their offer");
+    while ours.poll_event().is_some() {}
+    let deadline = ours.poll_timeout();
+    // Another client's offer (the same segment's broadcast): dropped unseen.
+    assert!(!ours.handle(Duration::ZERO, received(&their_offer), &mut rng));
+    assert!(ours.poll_transmit().is_none() && ours.poll_event().is_none());
+    assert_eq!(ours.poll_timeout(), deadline);
+    // A reply on another interface, likewise.
+    let mut elsewhere = received(&our_offer);
+    elsewhere.interface = 1;
+    assert!(!ours.handle(Duration::ZERO, elsewhere, &mut rng));
+    assert!(ours.poll_transmit().is_none() && ours.poll_event().is_none());
+    // Its own: taken, with an event and the REQUEST to show for it.
+    assert!(ours.handle(Duration::ZERO, received(&our_offer), &mut rng));
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| ours.poll_event()).collect();
+    assert!(matches!(events.first(), Some(ClientEvent::Offered { .. })));
+    assert_eq!(
+        kind(&ours.poll_transmit().expect("request").payload),
+        Some(MessageType::Request)
+    );
+    assert!(ours.poll_transmit().is_none());
+    // The same offer again, now that the client is requesting: nothing to do, not taken.
+    assert!(!ours.handle(Duration::ZERO, received(&our_offer), &mut rng));
+    assert!(ours.poll_transmit().is_none() && ours.poll_event().is_none());
+}
+
+#[test]
 fn a_nak_ends_the_client_with_its_reason() {
     let mut server = server();
     let mut client = Client::new(ClientConfig::default(), AdapterFacts::ready(mac(1)), 0);
@@ -853,7 +890,15 @@ proptest! {
                 *b = byte;
             }
         }
-        client.handle(Duration::ZERO, received(&offer), &mut rng);
+        while client.poll_event().is_some() {}
+        let deadline = client.poll_timeout();
+        let taken = client.handle(Duration::ZERO, received(&offer), &mut rng);
+        if !taken {
+            // Not taken: nothing changed that a caller could poll.
+            prop_assert!(client.poll_event().is_none());
+            prop_assert!(client.poll_transmit().is_none());
+            prop_assert_eq!(client.poll_timeout(), deadline);
+        }
         if let Some(request) = client.poll_transmit() {
             server.handle(Duration::ZERO, received(&request));
         }
