@@ -278,16 +278,6 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if op != BOOTREQUEST && op != BOOTREPLY {
         return Err(DecodeError::UnknownOpcode(op));
     }
-    let header = dhcp::Message::from_bytes(&bytes[..OPTIONS_OFFSET]).map_err(|_| {
-        DecodeError::Truncated {
-            what: "DHCPv4 header",
-            needed: OPTIONS_OFFSET,
-            available: bytes.len(),
-        }
-    })?;
-    let mut client_mac = [0u8; 6];
-    client_mac.copy_from_slice(&bytes[28..34]);
-
     let options = options::walk_v4(&bytes[OPTIONS_OFFSET..])?;
     options::no_duplicates(&options)?;
     if options::unique(&options, OPT_OVERLOAD.into())?.is_some() {
@@ -299,6 +289,18 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if htype != 1 || hlen != 6 {
         return Err(DecodeError::NotEthernet { htype, hlen });
     }
+    // The fixed header's fields, once the message is known to be ours: an ordinary DHCP
+    // message (most of what a client hears on a busy segment) is refused above without it.
+    // dhcproto reads the 240 bytes checked above without fail; the error is kept for safety.
+    let header = dhcp::Message::from_bytes(&bytes[..OPTIONS_OFFSET]).map_err(|_| {
+        DecodeError::Truncated {
+            what: "DHCPv4 header",
+            needed: OPTIONS_OFFSET,
+            available: bytes.len(),
+        }
+    })?;
+    let mut client_mac = [0u8; 6];
+    client_mac.copy_from_slice(&bytes[28..34]);
     if let Some(message_type) = options::unique(&options, OPT_MESSAGE_TYPE.into())? {
         return Err(DecodeError::HasMessageType(
             message_type.first().copied().unwrap_or(0),
