@@ -779,13 +779,25 @@ fn clients(
             format!("{total} clients need more memory than this machine can give"),
         )
     })?;
-    for (group_index, spec) in s.clients.iter().enumerate() {
-        let seeds: Vec<u64> = (0..spec.count)
-            .map(|instance| machine_seed(seed, group_index, instance))
+    // Every machine's history in one pass over every core (a storm has a `[[client]]` per
+    // branch: a pass per group started and ended two threads a hundred times).
+    let jobs: Vec<(&ClientSpec, u64)> = s
+        .clients
+        .iter()
+        .enumerate()
+        .flat_map(|(group_index, spec)| {
+            (0..spec.count).map(move |instance| (spec, machine_seed(seed, group_index, instance)))
+        })
+        .collect();
+    let mut histories = machine_histories(loaded, &jobs, certificates)?.into_iter();
+    drop(jobs);
+    for spec in &s.clients {
+        let group: Vec<MachineHistory> = histories
+            .by_ref()
+            .take(usize::try_from(spec.count).unwrap_or(usize::MAX))
             .collect();
-        let histories = machine_histories(loaded, spec, &seeds, certificates)?;
         let mut shared_config = None;
-        for (instance, history) in (1..).zip(histories) {
+        for (instance, history) in (1..).zip(group) {
             let name = if spec.count == 1 {
                 spec.name.get_ref().clone()
             } else {
@@ -1619,35 +1631,35 @@ struct MachineHistory {
     checks: Option<ClientChecks>,
 }
 
-/// The histories of `instances` of `spec`, in order, made on every core.
+/// The histories of the machines `jobs` names (each `[[client]]` and machine seed), in order,
+/// made on every core: a thread per core, each taking a contiguous share.
 fn machine_histories(
     loaded: &Loaded,
-    spec: &ClientSpec,
-    seeds: &[u64],
+    jobs: &[(&ClientSpec, u64)],
     certificates: &[NamedCertificate],
 ) -> Result<Vec<MachineHistory>, ScenarioError> {
     // Below this, the threads cost more than they save.
     const PARALLEL_FROM: usize = 32;
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if seeds.len() < PARALLEL_FROM || threads == 1 {
-        return seeds
+    if jobs.len() < PARALLEL_FROM || threads == 1 {
+        return jobs
             .iter()
-            .map(|seed| machine_history(loaded, spec, *seed, certificates))
+            .map(|(spec, seed)| machine_history(loaded, spec, *seed, certificates))
             .collect();
     }
-    let chunk = seeds.len().div_ceil(threads);
+    let chunk = jobs.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = seeds
+        let workers: Vec<_> = jobs
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|seed| machine_history(loaded, spec, *seed, certificates))
+                        .map(|(spec, seed)| machine_history(loaded, spec, *seed, certificates))
                         .collect::<Result<Vec<_>, _>>()
                 })
             })
             .collect();
-        let mut histories = Vec::with_capacity(seeds.len());
+        let mut histories = Vec::with_capacity(jobs.len());
         for worker in workers {
             match worker.join() {
                 Ok(part) => histories.extend(part?),
