@@ -67,13 +67,18 @@ impl Measured {
     /// The CPU time of as many bare RSA-2048 private-key operations as clients, at OpenSSL's
     /// rate.
     fn openssl_cpu(&self) -> f64 {
-        self.clients as f64 / self.openssl_per_second
+        openssl_cpu(self.clients, self.openssl_per_second)
     }
 
     /// The storm's CPU time over OpenSSL's for as many operations.
     fn cpu_ratio(&self) -> f64 {
         self.cpu.as_secs_f64() / self.openssl_cpu()
     }
+}
+
+/// The CPU seconds of `clients` bare RSA-2048 private-key operations at OpenSSL's rate.
+fn openssl_cpu(clients: usize, per_second: f64) -> f64 {
+    clients as f64 / per_second
 }
 
 /// The median of each figure over runs of one size.
@@ -216,7 +221,7 @@ pub fn run(root: &Path) -> Result<()> {
             m.cpu.as_secs_f64(),
             cell(&|cpu, _| format!("{cpu:.2} s")),
             m.openssl_per_second,
-            m.clients as f64 / m.openssl_per_second,
+            openssl_cpu(m.clients, m.openssl_per_second),
             m.cpu_ratio,
             cell(&|cpu, _| format!("{:.2}×", cpu / (m.clients as f64 / 3965.0))),
             m.cpu.as_secs_f64() * 1e6 / m.clients as f64,

@@ -447,7 +447,7 @@ mod seeded_key {
 
     /// One Miller-Rabin round to base 2 with aws-lc's Montgomery exponentiation (its assembly,
     /// several times faster than num-bigint-dig's), the first step of the crate's test.
-    mod base_two {
+    pub(super) mod base_two {
         use aws_lc_sys as sys;
 
         /// A BIGNUM, BN_CTX or BN_MONT_CTX that this module owns and frees once.
@@ -473,7 +473,7 @@ mod seeded_key {
         /// Whether the odd big-endian number `n` (above 3) is a strong probable prime to base 2:
         /// with `n - 1 = d * 2^s`, `2^d = 1` or `2^(d * 2^r) = n - 1` for some `r < s` (mod n).
         /// None if aws-lc fails (an allocation).
-        pub(super) fn strong_probable_prime(n: &[u8]) -> Option<bool> {
+        pub(in super::super) fn strong_probable_prime(n: &[u8]) -> Option<bool> {
             // SAFETY: every pointer handed to aws-lc is a live, non-null object of the right
             // type that this function owns (`Owned`, freed on every return path after its last
             // use); `n` is a live slice read for exactly its length. aws-lc's functions here
@@ -515,12 +515,6 @@ mod seeded_key {
                 Some(false)
             }
         }
-    }
-
-    /// The base-2 round, for the tests.
-    #[cfg(test)]
-    pub(super) fn base_two_round(n: &[u8]) -> Option<bool> {
-        base_two::strong_probable_prime(n)
     }
 
     /// A big-endian number modulo any `m` (in 128-bit arithmetic).
@@ -702,8 +696,10 @@ mod tests {
     #[test]
     fn the_base_two_round_tells_primes_from_composites_as_miller_rabin_does() {
         use num_bigint_dig::BigUint;
-        let test =
-            |n: u64| seeded_key::base_two_round(&BigUint::from(n).to_bytes_be()).expect("aws-lc");
+        let test = |n: u64| {
+            seeded_key::base_two::strong_probable_prime(&BigUint::from(n).to_bytes_be())
+                .expect("aws-lc")
+        };
         // Primes pass, whatever the power of two in n - 1.
         for prime in [
             5u64,

@@ -792,10 +792,9 @@ fn clients(
     let mut histories = machine_histories(loaded, &jobs, certificates)?.into_iter();
     drop(jobs);
     for spec in &s.clients {
-        let group: Vec<MachineHistory> = histories
+        let group = histories
             .by_ref()
-            .take(usize::try_from(spec.count).unwrap_or(usize::MAX))
-            .collect();
+            .take(usize::try_from(spec.count).unwrap_or(usize::MAX));
         let mut shared_config = None;
         for (instance, history) in (1..).zip(group) {
             let name = if spec.count == 1 {
