@@ -111,7 +111,10 @@ fn render<W: Write>(result: &RunResult, output: &Output<'_>, mut out: W) -> std:
         Output::Json => views::json(result),
         Output::Mermaid => views::mermaid(result),
         Output::Html => views::html(result),
-        Output::WdsLog(server) => views::wds_log(result, server),
+        Output::WdsLog(server) => {
+            views::write_wds_log(result, server, &mut out)?;
+            return Ok(out);
+        }
         Output::BitLockerLog(client) => views::bitlocker_log(client),
         Output::Pcap(capture) => return capture.copy_to(out),
         Output::Rendered(bytes) => {

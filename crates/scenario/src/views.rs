@@ -647,7 +647,20 @@ fn svg(result: &RunResult, drawn: &BTreeSet<String>) -> String {
 /// The WDS debug log of one server, in the spirit of
 /// Microsoft-Windows-Deployment-Services-Diagnostics/Debug (simulated time, no wall clock).
 pub fn wds_log(result: &RunResult, server: &str) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and every line is UTF-8 text.
+    let _ = write_wds_log(result, server, &mut out);
+    String::from_utf8(out)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+}
+
+/// [`wds_log`] written line by line into `out`: a storm's log is ten megabytes, not worth
+/// building whole before it is written.
+pub fn write_wds_log(
+    result: &RunResult,
+    server: &str,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     if let Some(server) = result.servers.iter().find(|s| s.name == server) {
         for line in &server.log {
             let level = match line.level {
@@ -655,15 +668,15 @@ pub fn wds_log(result: &RunResult, server: &str) -> String {
                 Level::Info => "Information",
                 Level::Error => "Error",
             };
-            let _ = writeln!(
+            writeln!(
                 out,
                 "{} [WDSServer] [BitLocker Network Unlock] {level}: {}",
                 seconds(line.at),
                 line.message
-            );
+            )?;
         }
     }
-    out
+    Ok(())
 }
 
 /// The client's BitLocker event log (Microsoft-Windows-BitLocker/BitLocker Management, in

@@ -278,10 +278,20 @@ fn shift(mark: &mut Mark, from: usize) {
 /// relayed DHCPv4 frames of its DORA exchanges (by xid and chaddr).
 pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<&'a Packet> {
     let all = drawn.len() >= result.clients.len();
-    let mine = |p: &Packet| drawn.contains(&*p.from) || drawn.contains(&*p.to);
-    let xids: BTreeSet<u32> = result
+    // Whether a drawn client sent or was sent each packet, asked once per packet (a storm's
+    // hundred thousand packets against the drawn names).
+    let mine: Vec<bool> = result
         .packets()
-        .filter(|p| mine(p))
+        .map(|p| drawn.contains(&*p.from) || drawn.contains(&*p.to))
+        .collect();
+    let own = || {
+        result
+            .packets()
+            .zip(&mine)
+            .filter(|(_, m)| **m)
+            .map(|(p, _)| p)
+    };
+    let xids: BTreeSet<u32> = own()
         .filter_map(|p| match &p.kind {
             PacketKind::UnlockRequest { xid, .. } => Some(*xid),
             _ => None,
@@ -289,15 +299,12 @@ pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<
         .collect();
     // A relayed DORA frame is neither from nor to its client: its exchange (xid and chaddr,
     // both, since a storm's clients may draw the same xid) is one the client's own frames hold.
-    let exchanges: BTreeSet<(u32, [u8; 6])> = result
-        .packets()
-        .filter(|p| mine(p))
-        .filter_map(Packet::dhcp4_exchange)
-        .collect();
+    let exchanges: BTreeSet<(u32, [u8; 6])> = own().filter_map(Packet::dhcp4_exchange).collect();
     let mut packets: Vec<&Packet> = result
         .packets()
-        .filter(|p| {
-            all || mine(p)
+        .zip(&mine)
+        .filter(|(p, mine)| {
+            all || **mine
                 || match &p.kind {
                     PacketKind::UnlockRequest { xid, .. } | PacketKind::UnlockReply { xid, .. } => {
                         xids.contains(xid)
@@ -306,6 +313,7 @@ pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<
                     _ => false,
                 }
         })
+        .map(|(p, _)| p)
         .collect();
     packets.sort_by_key(|p| p.at);
     packets
