@@ -423,16 +423,22 @@ fn run_scenarios(args: &RunArgs) -> Result<ExitCode> {
 fn run_one(loaded: &Loaded, args: &RunArgs, transcript: bool) -> Result<Finished> {
     let started = Instant::now();
     let seed = args.seed.unwrap_or(loaded.scenario.seed);
-    let result = match scenario::run(loaded, Some(seed)) {
+    let dir = args.out.join(&loaded.name);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot write the outputs into {}", dir.display()))?;
+    // The captures are written into the output directory as the run goes (no copy after).
+    let result = match scenario::run_into(loaded, Some(seed), Some(&dir)) {
         Ok(result) => result,
         Err(err) => {
+            // Nothing was written (a capture the run started is deleted with it): no empty
+            // directory either. `remove_dir` leaves a directory with files in it alone.
+            let _ = std::fs::remove_dir(&dir);
             return Ok(Finished {
                 summary: ScenarioSummary::error(loaded, seed, started.elapsed(), err.to_string()),
                 transcript: None,
             });
         }
     };
-    let dir = args.out.join(&result.name);
     scenario::write_outputs(&result, &dir)
         .with_context(|| format!("cannot write the outputs into {}", dir.display()))?;
     Ok(Finished {

@@ -72,6 +72,18 @@ fn run_writes_every_output_and_passes() {
         let bytes = std::fs::read(dir.join(file)).unwrap();
         assert!(!bytes.is_empty(), "{file} is empty");
     }
+    // The capture was written in place as the run went, and renamed to its output's name.
+    let pcap = std::fs::read(dir.join("corp.pcap")).unwrap();
+    assert_eq!(
+        pcap[..4],
+        [0xa1, 0xb2, 0x3c, 0x4d],
+        "big-endian, nanoseconds"
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".partial")), "{names:?}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("result.json")).unwrap()).unwrap();
     assert_eq!(json["passed"], true);

@@ -41,7 +41,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use model::{Loaded, ScenarioError, load, load_catalogue, load_whole_catalogue, resolve};
-pub use run::{RunResult, run};
+pub use run::{RunResult, run, run_into};
 
 /// One file a run writes, rendered only when it is written (a storm's views are never all in
 /// memory at once).
@@ -144,6 +144,13 @@ pub fn write_outputs(result: &RunResult, dir: &Path) -> std::io::Result<Vec<Path
     let mut written = Vec::new();
     for (name, output) in output_list(result) {
         let path = dir.join(name);
+        // A capture the run wrote into this directory is already there, under another name.
+        if let Output::Pcap(capture) = &output
+            && capture.move_to(&path)?
+        {
+            written.push(path);
+            continue;
+        }
         let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
         render(result, &output, file)?.flush()?;
         written.push(path);

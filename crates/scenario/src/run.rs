@@ -4,6 +4,7 @@
 //! scenario's expectations. The views (transcript, diagrams, logs, JSON) are made from it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -96,6 +97,17 @@ impl RunResult {
 
 /// Runs `loaded` with `seed` (the scenario's own when `None`).
 pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioError> {
+    run_into(loaded, seed, None)
+}
+
+/// [`run`] for a run whose outputs go into `dir`: the segments' captures are written there
+/// as the run goes, and [`crate::write_outputs`] into the same directory renames them into
+/// place instead of copying them.
+pub fn run_into(
+    loaded: &Loaded,
+    seed: Option<u64>,
+    dir: Option<&Path>,
+) -> Result<RunResult, ScenarioError> {
     let seed = seed.unwrap_or(loaded.scenario.seed);
     let World {
         mut sim,
@@ -108,7 +120,7 @@ pub fn run(loaded: &Loaded, seed: Option<u64>) -> Result<RunResult, ScenarioErro
         names,
         faults,
         ..
-    } = world::build(loaded, seed)?;
+    } = world::build_capturing_into(loaded, seed, dir)?;
     let end = sim_time(loaded.scenario.duration);
 
     let mut applied = Vec::new();

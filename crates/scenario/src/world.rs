@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -242,6 +243,16 @@ struct WorldInProgress<'a> {
 
 /// Builds the world of `loaded` with `seed`, one table of the scenario after the other.
 pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
+    build_capturing_into(loaded, seed, None)
+}
+
+/// [`build`], with each segment's capture written into `captures` (the run's output
+/// directory, [`SpilledCapture::create_in`]) rather than a temporary file.
+pub fn build_capturing_into(
+    loaded: &Loaded,
+    seed: u64,
+    captures: Option<&Path>,
+) -> Result<World, ScenarioError> {
     let mut w = WorldInProgress {
         loaded,
         sim: Simulation::new(seed),
@@ -250,7 +261,7 @@ pub fn build(loaded: &Loaded, seed: u64) -> Result<World, ScenarioError> {
         nodes: Vec::new(),
     };
     let certificates = certificates(&mut w)?;
-    let segments = segments(&mut w)?;
+    let segments = segments(&mut w, captures)?;
     let router_addresses = routers(&mut w, &segments)?;
     let dhcp_servers = dhcp_servers(&mut w, &segments, &router_addresses)?;
     let wds = wds_servers(&mut w, &segments, &certificates, &dhcp_servers)?;
@@ -356,7 +367,10 @@ fn certificates(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedCertificate>, Sc
 }
 
 /// `[[segment]]`: each with its subnet, latency and capture.
-fn segments(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedSegment>, ScenarioError> {
+fn segments(
+    w: &mut WorldInProgress<'_>,
+    captures: Option<&Path>,
+) -> Result<Vec<NamedSegment>, ScenarioError> {
     let loaded = w.loaded;
     let s = &loaded.scenario;
     let mut segments = Vec::new();
@@ -373,7 +387,11 @@ fn segments(w: &mut WorldInProgress<'_>) -> Result<Vec<NamedSegment>, ScenarioEr
                 format!("cannot capture segment {}: {err}", spec.name.get_ref()),
             )
         };
-        let (capture, writer) = SpilledCapture::create().map_err(|err| capture_error(&err))?;
+        let (capture, writer) = match captures {
+            Some(dir) => SpilledCapture::create_in(dir, spec.name.get_ref()),
+            None => SpilledCapture::create(),
+        }
+        .map_err(|err| capture_error(&err))?;
         w.sim
             .capture_to(id, writer)
             .map_err(|err| capture_error(&err))?;
