@@ -699,10 +699,7 @@ impl Boot {
                         key_log: format!(
                             "NKPU_SESSION {} {} {}",
                             secrets.thumbprint,
-                            secrets.key_protector.as_bytes()[..16]
-                                .iter()
-                                .map(|b| format!("{b:02x}"))
-                                .collect::<String>(),
+                            hex::encode(&secrets.key_protector.as_bytes()[..16]),
                             secrets.session_key.to_hex()
                         )
                         .into(),

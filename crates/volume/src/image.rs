@@ -664,7 +664,8 @@ impl Volume {
     }
 
     fn metadata(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Room for the usual two or three protectors without growing.
+        let mut out = Vec::with_capacity(2048);
         out.extend_from_slice(METADATA_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         put_wrapped_key(&mut out, &self.wrapped_fvek);

@@ -209,14 +209,18 @@ impl Protector {
     }
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        let mut body = Vec::new();
+        // The entry is a blob: its length, then the body, written in place and the length
+        // filled in after (no body buffer of its own: a storm encodes 40,000 entries).
+        let start = out.len();
+        out.extend_from_slice(&[0, 0]);
+        let body = out;
         body.extend_from_slice(&self.kind().code().to_le_bytes());
         body.extend_from_slice(&self.id.0);
-        put_wrapped_key(&mut body, &self.wrapped_vmk);
+        put_wrapped_key(body, &self.wrapped_vmk);
         match &self.detail {
             ProtectorDetail::Tpm { pcrs, sealed } | ProtectorDetail::TpmAndPin { pcrs, sealed } => {
                 body.extend_from_slice(&pcrs.bitmap().to_le_bytes());
-                put_blob(&mut body, sealed.as_bytes());
+                put_blob(body, sealed.as_bytes());
             }
             ProtectorDetail::NetworkUnlock {
                 thumbprint,
@@ -227,7 +231,7 @@ impl Protector {
                 body.extend_from_slice(thumbprint.as_bytes());
                 body.extend_from_slice(key_protector.as_bytes());
                 body.extend_from_slice(&pcrs.bitmap().to_le_bytes());
-                put_blob(&mut body, sealed.as_bytes());
+                put_blob(body, sealed.as_bytes());
             }
             ProtectorDetail::RecoveryPassword {
                 salt,
@@ -236,11 +240,13 @@ impl Protector {
             } => {
                 body.extend_from_slice(salt);
                 body.extend_from_slice(&iterations.to_le_bytes());
-                put_wrapped_key(&mut body, key_under_vmk);
+                put_wrapped_key(body, key_under_vmk);
             }
             ProtectorDetail::StartupKey => {}
         }
-        put_blob(out, &body);
+        let len =
+            u16::try_from(body.len() - start - 2).expect("metadata blobs are far below 64 KiB");
+        body[start..start + 2].copy_from_slice(&len.to_le_bytes());
     }
 
     pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, EntryError> {

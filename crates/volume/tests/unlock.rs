@@ -511,3 +511,43 @@ fn the_same_seed_builds_the_same_image() {
     };
     assert_eq!(build(), build());
 }
+
+/// The image format does not move: a volume with a protector of each family stored in the
+/// metadata (TPM and PIN, Network Unlock, recovery password, startup key) from fixed seeds
+/// and a fixed certificate has these bytes (their SHA-256, taken from the encoder before it
+/// wrote entries in place).
+#[test]
+fn the_image_bytes_of_every_protector_kind_are_fixed() {
+    use sha2::{Digest, Sha256};
+    let Lab {
+        mut volume,
+        keys,
+        mut tpm,
+        ..
+    } = lab();
+    let mut store = NetworkUnlockCertificateStore::default();
+    store.install(
+        NetworkUnlockCertificate::from_der(&network_unlock_certificate("test-a-rsa2048.pk8", true))
+            .expect("a valid Network Unlock certificate"),
+    );
+    let policy = GroupPolicy {
+        startup_pin: StartupPin::Require,
+        allow_network_unlock: true,
+    };
+    let outcome = apply_at_reboot(
+        &policy,
+        &store,
+        &mut volume,
+        &keys,
+        &mut tpm,
+        PcrSelection::SECURE_BOOT,
+        &mut rng(5),
+    )
+    .expect("reboot");
+    assert!(matches!(outcome, RebootOutcome::Added { .. }));
+    let digest = hex::encode(Sha256::digest(volume.to_bytes()));
+    assert_eq!(
+        digest,
+        "5a2b8f5c116555b43f87c8bae199f1641b355134d50b860369a18a1844b20a60"
+    );
+}
