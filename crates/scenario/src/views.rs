@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use boot_client::boot::{BootEvent, BootResult};
 use boot_client::narration::{self, Narrator};
-use serde_json::json;
 use unlock_server::provider::Level;
 
 use crate::model::TranscriptDetail;
@@ -750,11 +749,11 @@ pub fn key_log(result: &RunResult) -> String {
 
 /// The machine-readable result.
 pub fn json(result: &RunResult) -> String {
-    let clients: Vec<_> = result
+    let clients = result
         .clients
         .iter()
         .map(|c| {
-            let (state, protector, at) = match c.outcome.as_ref().map(|o| &o.result) {
+            let (state, unlocked_by, at_seconds) = match c.outcome.as_ref().map(|o| &o.result) {
                 Some(BootResult::Unlocked { protector, at }) => (
                     "unlocked",
                     Some(protector.cli_name()),
@@ -773,70 +772,149 @@ pub fn json(result: &RunResult) -> String {
                 Some(BootResult::Stuck { at }) => ("stuck", None, Some(at.as_secs_f64())),
                 None => ("booting", None, None),
             };
-            json!({
-                "name": c.name,
-                "state": state,
-                "unlocked_by": protector,
-                "at_seconds": at,
-                "failures": c.outcome.as_ref().map(|o| o.failures.iter().map(|f| json!({
-                    "protector": f.protector.cli_name(),
-                    "reason": f.reason,
-                    "at_seconds": f.at.as_secs_f64(),
-                })).collect::<Vec<_>>()).unwrap_or_default(),
-            })
+            json_view::Client {
+                at_seconds,
+                failures: c.outcome.as_ref().map_or_else(Vec::new, |o| {
+                    o.failures
+                        .iter()
+                        .map(|f| json_view::Failure {
+                            at_seconds: f.at.as_secs_f64(),
+                            protector: f.protector.cli_name(),
+                            reason: &f.reason,
+                        })
+                        .collect()
+                }),
+                name: &c.name,
+                state,
+                unlocked_by,
+            }
         })
         .collect();
-    let servers: Vec<_> = result
+    let servers = result
         .servers
         .iter()
-        .map(|s| {
-            json!({
-                "name": s.name,
-                "counters": s.counters.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            })
+        .map(|s| json_view::Server {
+            counters: s.counters.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            name: &s.name,
         })
         .collect();
-    let segments: Vec<_> = result
+    let segments = result
         .segments
         .iter()
-        .map(|(name, packets, _)| {
-            json!({
-                "name": name,
-                "frames": packets.len(),
-                "nkpu_requests": packets.iter().filter(|p| p.is_unlock_request()).count(),
-                "nkpu_replies": packets.iter().filter(|p| p.is_unlock_reply()).count(),
-            })
+        .map(|(name, packets, _)| json_view::Segment {
+            frames: packets.len(),
+            name,
+            nkpu_replies: packets.iter().filter(|p| p.is_unlock_reply()).count(),
+            nkpu_requests: packets.iter().filter(|p| p.is_unlock_request()).count(),
         })
         .collect();
-    let value = json!({
-        "scenario": result.name,
-        "title": result.title,
-        "seed": result.seed,
-        "passed": result.passed(),
-        "checks": result.checks,
-        "clients": clients,
-        "servers": servers,
-        "segments": segments,
-    });
-    let mut value = value;
-    // The scenario's faults with their windows (scenarios without faults write what they did).
-    if !result.faults.is_empty()
-        && let Some(map) = value.as_object_mut()
-    {
-        let faults = result.faults.iter().map(|f| {
-            json!({"fault": f.description, "scope": f.scope, "from_s": f.from.as_secs_f64(), "to_s": f.to.as_secs_f64()})
-        });
-        map.insert("faults".into(), faults.collect::<Vec<_>>().into());
-    }
-    if let (Some(recovery), Some(map)) = (
-        recovery_views::json(result.recovery.as_ref()),
-        value.as_object_mut(),
-    ) {
-        map.insert("recovery".into(), recovery);
-    }
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    let view = json_view::Run {
+        checks: result
+            .checks
+            .iter()
+            .map(|c| json_view::Check {
+                actual: c.actual.as_deref(),
+                expectation: &c.expectation,
+                met: c.met,
+            })
+            .collect(),
+        clients,
+        // The scenario's faults with their windows (scenarios without faults write what they
+        // did).
+        faults: (!result.faults.is_empty()).then(|| {
+            result
+                .faults
+                .iter()
+                .map(|f| json_view::Fault {
+                    fault: &f.description,
+                    from_s: f.from.as_secs_f64(),
+                    scope: &f.scope,
+                    to_s: f.to.as_secs_f64(),
+                })
+                .collect()
+        }),
+        passed: result.passed(),
+        recovery: recovery_views::json(result.recovery.as_ref()),
+        scenario: &result.name,
+        seed: result.seed,
+        segments,
+        servers,
+        title: &result.title,
+    };
+    let mut text = serde_json::to_string_pretty(&view).unwrap_or_default();
     text.push('\n');
     text
+}
+
+/// `result.json`'s shape, serialized straight from the run (a storm's 10,000 clients were a
+/// `serde_json::Value` tree first). Every object's fields are in alphabetical order, as
+/// `serde_json`'s maps write them, so the file reads as it always has.
+mod json_view {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub(super) struct Run<'a> {
+        pub checks: Vec<Check<'a>>,
+        pub clients: Vec<Client<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub faults: Option<Vec<Fault<'a>>>,
+        pub passed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub recovery: Option<serde_json::Value>,
+        pub scenario: &'a str,
+        pub seed: u64,
+        pub segments: Vec<Segment<'a>>,
+        pub servers: Vec<Server<'a>>,
+        pub title: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Check<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub actual: Option<&'a str>,
+        pub expectation: &'a str,
+        pub met: bool,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Client<'a> {
+        pub at_seconds: Option<f64>,
+        pub failures: Vec<Failure<'a>>,
+        pub name: &'a str,
+        pub state: &'static str,
+        pub unlocked_by: Option<&'static str>,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Failure<'a> {
+        pub at_seconds: f64,
+        pub protector: &'static str,
+        pub reason: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Server<'a> {
+        pub counters: BTreeMap<&'a str, u64>,
+        pub name: &'a str,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Segment<'a> {
+        pub frames: usize,
+        pub name: &'a str,
+        pub nkpu_replies: usize,
+        pub nkpu_requests: usize,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct Fault<'a> {
+        pub fault: &'a str,
+        pub from_s: f64,
+        pub scope: &'a str,
+        pub to_s: f64,
+    }
 }
 
 fn wrap(text: &str, width: usize) -> Vec<String> {
