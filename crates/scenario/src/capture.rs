@@ -64,7 +64,7 @@ impl SpilledCapture {
     ) -> Result<impl Iterator<Item = Result<CapturedFrame, CaptureError>> + '_, CaptureError> {
         let mut file = &self.file;
         file.seek(SeekFrom::Start(0))?;
-        // Unbuffered: the read-back reads a quarter of a megabyte at a time itself.
+        // Unbuffered: the read-back reads 64 KiB at a time itself.
         netsim::wire::read_pcap(file)
     }
 
