@@ -41,12 +41,15 @@ const MAX_PEAK_MIB_100K: f64 = 1024.0;
 const MAX_GROWTH: f64 = 1.25;
 
 /// The storm as c67f373 measured it, before issue 17's work (clients, CPU seconds, peak MiB;
-/// OpenSSL then did 3,965 private-key operations a second on one core).
+/// OpenSSL then did [`BEFORE_OPENSSL_PER_SECOND`] private-key operations a second on one core).
 const BEFORE: [(usize, f64, f64); 3] = [
     (1_000, 0.96, 42.0),
     (10_000, 8.51, 251.0),
     (100_000, 198.96, 2355.0),
 ];
+
+/// OpenSSL's rate when [`BEFORE`] was measured.
+const BEFORE_OPENSSL_PER_SECOND: f64 = 3965.0;
 
 /// How long each OpenSSL measurement beside a storm runs.
 const OPENSSL_SECONDS: u32 = 5;
@@ -199,7 +202,7 @@ pub fn run(root: &Path) -> Result<()> {
          -seconds {OPENSSL_SECONDS} rsa2048` measured on one core right before each storm, and \
          each storm's ratio is against its own OpenSSL measurement. Each figure is the median \
          of {runs} run(s) of that size (the ratio too: the median of the runs' ratios); \
-         \"before\" is c67f373, before issue 17's work (OpenSSL then: 3965/s).\n\n\
+         \"before\" is c67f373, before issue 17's work (OpenSSL then: {BEFORE_OPENSSL_PER_SECOND}/s).\n\n\
          The two per-client columns split the CPU time: the provider's decrypt threads \
          (one RSA-2048 decryption, the reply's sealing and encoding per client; compare \
          OpenSSL's time per operation, 1/rate) and everything else (world building, the \
@@ -223,7 +226,10 @@ pub fn run(root: &Path) -> Result<()> {
             m.openssl_per_second,
             openssl_cpu(m.clients, m.openssl_per_second),
             m.cpu_ratio,
-            cell(&|cpu, _| format!("{:.2}×", cpu / (m.clients as f64 / 3965.0))),
+            cell(&|cpu, _| format!(
+                "{:.2}×",
+                cpu / openssl_cpu(m.clients, BEFORE_OPENSSL_PER_SECOND)
+            )),
             m.cpu.as_secs_f64() * 1e6 / m.clients as f64,
             m.decrypt_cpu.as_secs_f64() * 1e6 / m.clients as f64,
             m.cpu.saturating_sub(m.decrypt_cpu).as_secs_f64() * 1e6 / m.clients as f64,

@@ -809,15 +809,7 @@ pub fn json(result: &RunResult) -> String {
         })
         .collect();
     let view = json_view::Run {
-        checks: result
-            .checks
-            .iter()
-            .map(|c| json_view::Check {
-                actual: c.actual.as_deref(),
-                expectation: &c.expectation,
-                met: c.met,
-            })
-            .collect(),
+        checks: &result.checks,
         clients,
         // The scenario's faults with their windows (scenarios without faults write what they
         // did).
@@ -856,7 +848,7 @@ mod json_view {
 
     #[derive(Serialize)]
     pub(super) struct Run<'a> {
-        pub checks: Vec<Check<'a>>,
+        pub checks: &'a [crate::check::Check],
         pub clients: Vec<Client<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         pub faults: Option<Vec<Fault<'a>>>,
@@ -868,14 +860,6 @@ mod json_view {
         pub segments: Vec<Segment<'a>>,
         pub servers: Vec<Server<'a>>,
         pub title: &'a str,
-    }
-
-    #[derive(Serialize)]
-    pub(super) struct Check<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        pub actual: Option<&'a str>,
-        pub expectation: &'a str,
-        pub met: bool,
     }
 
     #[derive(Serialize)]
