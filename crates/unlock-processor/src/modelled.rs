@@ -68,19 +68,30 @@ impl Results {
         }
     }
 
-    /// Waits until `token`'s result is in, and takes it.
-    fn take(&self, token: u64) -> Option<Decrypted> {
+    /// Takes `token`'s result. If it is not in yet, waits until it is and until `then`'s is
+    /// too (a later job on the pool, or `token` itself): the simulator, faster than the pool,
+    /// would otherwise sleep and be woken for every result in turn, a system call and a context
+    /// switch on both sides each time, where one wake now covers the results up to `then`.
+    fn take(&self, token: u64, then: u64) -> Option<Decrypted> {
         let mut shelf = self.shelf.lock().ok()?;
-        loop {
-            if let Some(result) = shelf.done.remove(&token) {
-                shelf.awaited = None;
-                return result;
+        if !shelf.done.contains_key(&token) {
+            // `then` first: the pool takes jobs in order, so `token` is in by then (if it is
+            // not, the second round waits for it alone).
+            for wanted in [then, token] {
+                while !shelf.done.contains_key(&wanted) {
+                    shelf.awaited = Some(wanted);
+                    shelf = self.ready.wait(shelf).ok()?;
+                }
             }
-            shelf.awaited = Some(token);
-            shelf = self.ready.wait(shelf).ok()?;
+            shelf.awaited = None;
         }
+        shelf.done.remove(&token).flatten()
     }
 }
+
+/// How many results one wake of a waiting simulator covers at most (the one it needs and the
+/// next jobs on the pool after it).
+const WAKE_BATCH: usize = 16;
 
 /// A job's way back to [`Results`]: puts its result, or `None` if it is dropped unsent (the
 /// worker panicked), so `finish` never waits for a result that cannot come.
@@ -190,8 +201,17 @@ impl Processor for ModelledCpu {
 
     fn finish(&mut self, token: u64) -> Option<Decrypted> {
         if self.pending.remove(&token)? {
-            // The one place the simulator waits for a worker: the reply is due now.
-            self.results.take(token)
+            // The one place the simulator waits for a worker: the reply is due now. If it
+            // must wait, it waits for the next few jobs on the pool too.
+            let then = self
+                .pending
+                .range(token..)
+                .filter(|(_, on_pool)| **on_pool)
+                .map(|(later, _)| *later)
+                .take(WAKE_BATCH - 1)
+                .last()
+                .unwrap_or(token);
+            self.results.take(token, then)
         } else {
             self.ran_here.remove(&token)
         }
@@ -215,8 +235,8 @@ mod tests {
 
     const THUMB: Thumbprint = Thumbprint::from_bytes([0xaa; 20]);
 
-    /// A provider holding the test key, and two decrypt jobs it made.
-    fn jobs() -> (Provider, Vec<DecryptJob>) {
+    /// A provider holding the test key, and `n` decrypt jobs it made.
+    fn jobs(n: u8) -> (Provider, Vec<DecryptJob>) {
         let der = std::fs::read(format!(
             "{}/../../fixtures/keys/test-a-rsa2048.pk8",
             env!("CARGO_MANIFEST_DIR")
@@ -228,7 +248,7 @@ mod tests {
         let mut provider = Provider::new(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
         provider.add_certificate(THUMB, ProviderKey::from_pkcs8_der(&der).unwrap());
         let source: SocketAddr = "10.0.4.110:68".parse().unwrap();
-        let jobs = (0..2u8)
+        let jobs = (0..n)
             .map(|i| {
                 let mut rng = ChaCha20Rng::seed_from_u64(u64::from(i));
                 let ck = ClientKey::random(&mut rng);
@@ -267,7 +287,7 @@ mod tests {
             queue: None,
         };
         let mut modelled = ModelledCpu::new(cpu, pool);
-        let (mut provider, jobs) = jobs();
+        let (mut provider, jobs) = jobs(2);
         let mut jobs = jobs.into_iter();
         assert!(
             modelled
@@ -287,6 +307,59 @@ mod tests {
         assert_eq!(on_pool, Some(false), "ran here, not on the pool");
         assert!(!stale, "no stale result for the job the pool refused");
         for token in [2, 1] {
+            let done = modelled.finish(token).unwrap();
+            let outcome = provider.complete(Duration::ZERO, done);
+            assert!(matches!(outcome, Outcome::Replied { .. }), "{outcome:?}");
+        }
+        assert!(modelled.results.shelf.lock().unwrap().done.is_empty());
+    }
+
+    #[test]
+    fn a_waiting_simulator_is_woken_once_for_the_next_jobs_too() {
+        // The worker is held until the simulator waits: the first result it needs is not in,
+        // so it waits for the first WAKE_BATCH jobs' results, then finds them all ready.
+        let (pool, gate) = DecryptPool::held(32);
+        let cpu = ServerCpu {
+            cores: 1,
+            decrypt_time: Duration::from_millis(1),
+            queue: None,
+        };
+        let mut modelled = ModelledCpu::new(cpu, pool);
+        let (mut provider, jobs) = jobs(20);
+        for (token, job) in (1..).zip(jobs) {
+            assert!(
+                modelled
+                    .accept(Duration::ZERO, token, Box::new(job))
+                    .is_ok()
+            );
+        }
+        let results = Arc::clone(&modelled.results);
+        let opener = std::thread::spawn(move || {
+            let awaited = loop {
+                if let Some(token) = results.shelf.lock().unwrap().awaited {
+                    break token;
+                }
+                std::thread::yield_now();
+            };
+            drop(gate);
+            awaited
+        });
+        let first = modelled.finish(1).unwrap();
+        let awaited = opener.join().unwrap();
+        assert_eq!(
+            awaited, WAKE_BATCH as u64,
+            "waited for the batch's last job first"
+        );
+        let ready = modelled.results.shelf.lock().unwrap().done.len();
+        assert!(
+            ready >= WAKE_BATCH - 1,
+            "{ready} results ready after one wake"
+        );
+        assert!(matches!(
+            provider.complete(Duration::ZERO, first),
+            Outcome::Replied { .. }
+        ));
+        for token in 2..=20 {
             let done = modelled.finish(token).unwrap();
             let outcome = provider.complete(Duration::ZERO, done);
             assert!(matches!(outcome, Outcome::Replied { .. }), "{outcome:?}");
