@@ -20,6 +20,10 @@ use volume::Volume;
 
 use crate::boot::{Boot, BootAdapter, BootConfig, BootEvent, BootOutcome};
 
+/// The events a boot that unlocks over the network records (protectors found, secrets
+/// released, DORA, the exchange, unlocked).
+const EVENTS_OF_A_NETWORK_UNLOCK: usize = 10;
+
 /// What lasts across boots: the disk and the TPM.
 pub struct Machine {
     /// `None` while a boot holds it (moved, not copied: a storm's 10,000 disks are not
@@ -87,6 +91,11 @@ impl BootService {
                 && let ClientEvent::Bound(lease) = event
             {
                 let _ = stack.set_ipv4(*adapter, Some(lease.network()));
+            }
+            if record.events.capacity() == 0 {
+                // A boot that unlocks over the network records ten events: room for them at
+                // once, not grown from four to eight to sixteen and cut back to ten.
+                record.events.reserve_exact(EVENTS_OF_A_NETWORK_UNLOCK);
             }
             record.events.push(event);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use boot_client::boot::{BootEvent, BootOutcome, BootResult, Prompt};
 use netsim::SimTime;
-use unlock_server::provider::LogLine;
+use unlock_server::provider::Log;
 use volume::ProtectorKind;
 
 pub use crate::check::Check;
@@ -53,7 +53,7 @@ pub struct ClientResult {
 pub struct ServerResult {
     pub name: String,
     pub counters: Vec<(String, u64)>,
-    pub log: Vec<LogLine>,
+    pub log: Log,
 }
 
 /// A server event that happened.

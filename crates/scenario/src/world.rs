@@ -1670,9 +1670,14 @@ fn machine_histories(
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
-                    part.iter()
-                        .map(|(spec, seed)| machine_history(loaded, spec, *seed, certificates))
-                        .collect::<Result<Vec<_>, _>>()
+                    // Pushed into a list of the share's size: collecting through `Result`
+                    // loses the length, and the list (a TPM and a volume inline in each
+                    // history) was grown by copying it again and again.
+                    let mut histories = Vec::with_capacity(part.len());
+                    for (spec, seed) in part {
+                        histories.push(machine_history(loaded, spec, *seed, certificates)?);
+                    }
+                    Ok::<_, ScenarioError>(histories)
                 })
             })
             .collect();

@@ -245,6 +245,79 @@ pub struct LogLine {
     pub message: LogMessage,
 }
 
+/// The provider's log lines in order, kept in blocks: a storm's log is the largest list of a
+/// run (half a million lines at 100,000 clients), and one `Vec` would be copied whole (into
+/// freshly faulted pages) each time it grew. Blocks grow to [`Log::LARGEST_BLOCK`] lines, so at
+/// most one block's room is spare.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Log {
+    blocks: Vec<Vec<LogLine>>,
+    len: usize,
+}
+
+impl Log {
+    const FIRST_BLOCK: usize = 16;
+    const LARGEST_BLOCK: usize = 4096;
+
+    pub fn push(&mut self, line: LogLine) {
+        match self.blocks.last_mut() {
+            Some(block) if block.len() < block.capacity() => block.push(line),
+            _ => {
+                // As many lines as there are (doubling the log) up to the largest block.
+                let room = self.len.clamp(Log::FIRST_BLOCK, Log::LARGEST_BLOCK);
+                let mut block = Vec::with_capacity(room);
+                block.push(line);
+                self.blocks.push(block);
+            }
+        }
+        self.len += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &LogLine> + Clone {
+        self.blocks.iter().flatten()
+    }
+
+    pub fn last(&self) -> Option<&LogLine> {
+        self.blocks.last().and_then(|block| block.last())
+    }
+}
+
+impl<'a> IntoIterator for &'a Log {
+    type Item = &'a LogLine;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<LogLine>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.blocks.iter().flatten()
+    }
+}
+
+impl IntoIterator for Log {
+    type Item = LogLine;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<LogLine>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.blocks.into_iter().flatten()
+    }
+}
+
+impl FromIterator<LogLine> for Log {
+    fn from_iter<I: IntoIterator<Item = LogLine>>(lines: I) -> Log {
+        let mut log = Log::default();
+        for line in lines {
+            log.push(line);
+        }
+        log
+    }
+}
+
 /// What a log line says: what happened, in the words [`fmt::Display`] writes when the line is
 /// shown. Kept as facts rather than text because a storm's provider logs five lines a client
 /// (two ignored DHCP messages and phases 4 to 6): 100,000 clients' lines as text would be
@@ -407,7 +480,7 @@ pub struct Provider {
     counters: BTreeMap<String, u64>,
     /// The debug log channel is enabled: lines are recorded.
     debug_log: bool,
-    log: Vec<LogLine>,
+    log: Log,
 }
 
 impl Provider {
@@ -424,7 +497,7 @@ impl Provider {
             server_duid: server_duid.into(),
             counters: BTreeMap::new(),
             debug_log: true,
-            log: Vec::new(),
+            log: Log::default(),
         }
     }
 
@@ -595,7 +668,7 @@ impl Provider {
     }
 
     /// Everything logged so far.
-    pub fn log_lines(&self) -> &[LogLine] {
+    pub fn log_lines(&self) -> &Log {
         &self.log
     }
 
@@ -613,12 +686,6 @@ impl Provider {
     fn log(&mut self, at: Duration, level: Level, message: LogMessage) {
         if !self.debug_log {
             return;
-        }
-        if self.log.len() == self.log.capacity() {
-            // Grown by a quarter, not doubled: a storm's log is the largest list of a run
-            // (half a million lines at 100,000 clients), and doubling would leave up to half
-            // of it spare.
-            self.log.reserve_exact(self.log.len() / 4 + 16);
         }
         self.log.push(LogLine { at, level, message });
     }
@@ -711,7 +778,7 @@ impl Provider {
 
     /// Hands over the log lines written since the last call (a long-running shell writes them
     /// out and must not keep them all in memory).
-    pub fn take_log(&mut self) -> Vec<LogLine> {
+    pub fn take_log(&mut self) -> Log {
         std::mem::take(&mut self.log)
     }
 
@@ -911,5 +978,51 @@ fn v4_destination(request: &v4::Request) -> SocketAddr {
         SocketAddr::new(Ipv4Addr::BROADCAST.into(), 68)
     } else {
         SocketAddr::new(request.ciaddr.into(), 68)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(i: usize) -> LogLine {
+        LogLine {
+            at: Duration::from_millis(i as u64),
+            level: Level::Info,
+            message: LogMessage::Text(format!("line {i}").into()),
+        }
+    }
+
+    proptest! {
+        /// Any number of lines comes back in order, whole, by reference and by value, and the
+        /// room kept spare is at most one block's.
+        #[test]
+        fn a_log_keeps_its_lines_in_order(n in 0usize..10_000) {
+            let log: Log = (0..n).map(line).collect();
+            prop_assert_eq!(log.len(), n);
+            prop_assert_eq!(log.is_empty(), n == 0);
+            let last = n.checked_sub(1).map(line);
+            prop_assert_eq!(log.last(), last.as_ref());
+            let lines: Vec<LogLine> = (0..n).map(line).collect();
+            prop_assert!(log.iter().eq(lines.iter()));
+            prop_assert!(log.iter().rev().map(|l| l.at).eq((0..n).rev().map(|i| line(i).at)));
+            let room: usize = log.blocks.iter().map(Vec::capacity).sum();
+            prop_assert!(room - n < Log::LARGEST_BLOCK, "{} for {}", room, n);
+            prop_assert!(log.into_iter().eq((0..n).map(line)));
+        }
+    }
+
+    #[test]
+    fn a_long_log_spares_less_than_a_block() {
+        let n = 3 * Log::LARGEST_BLOCK + 5;
+        let log: Log = (0..n).map(line).collect();
+        let room: usize = log.blocks.iter().map(Vec::capacity).sum();
+        assert!(room - n < Log::LARGEST_BLOCK, "{room} for {n}");
+        assert!(
+            log.blocks
+                .iter()
+                .all(|b| b.capacity() <= Log::LARGEST_BLOCK)
+        );
     }
 }

@@ -60,7 +60,9 @@ pub fn histogram(times: &[Duration], bins: usize) -> Vec<(Duration, Duration, us
 }
 
 /// A server's requests in hand (queued or being decrypted) after each change: (time, count).
-pub fn in_hand(log: &[unlock_server::provider::LogLine]) -> Vec<(Duration, usize)> {
+pub fn in_hand<'a>(
+    log: impl IntoIterator<Item = &'a unlock_server::provider::LogLine>,
+) -> Vec<(Duration, usize)> {
     let mut n = 0usize;
     let mut points = Vec::new();
     for line in log {
