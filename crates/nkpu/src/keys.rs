@@ -112,7 +112,10 @@ impl Thumbprint {
 impl fmt::Display for Thumbprint {
     /// Lowercase hex without spaces, the form `bde-network-unlock.ini` section headers use.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        // On the stack: a storm's WDS log writes a thumbprint on most of its lines.
+        let mut text = [0u8; 40];
+        hex::encode_to_slice(self.0, &mut text).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 

@@ -48,8 +48,9 @@ pub use run::{RunResult, run, run_into};
 enum Output<'a> {
     Transcript,
     Json,
-    Mermaid,
-    Html,
+    /// Both drawings share one [`views::Drawing`] (a storm's frames sifted once).
+    Mermaid(std::rc::Rc<views::Drawing>),
+    Html(std::rc::Rc<views::Drawing>),
     Pcap(&'a capture::SpilledCapture),
     WdsLog(&'a str),
     BitLockerLog(&'a run::ClientResult),
@@ -59,11 +60,15 @@ enum Output<'a> {
 
 /// The files of `result`, by name, in a fixed order.
 fn output_list(result: &RunResult) -> Vec<(String, Output<'_>)> {
+    let drawing = std::rc::Rc::new(views::Drawing::of(result));
     let mut files = vec![
         ("transcript.txt".to_string(), Output::Transcript),
         ("result.json".to_string(), Output::Json),
-        ("sequence.mmd".to_string(), Output::Mermaid),
-        ("report.html".to_string(), Output::Html),
+        (
+            "sequence.mmd".to_string(),
+            Output::Mermaid(std::rc::Rc::clone(&drawing)),
+        ),
+        ("report.html".to_string(), Output::Html(drawing)),
     ];
     for (segment, _, capture) in &result.segments {
         files.push((format!("{segment}.pcap"), Output::Pcap(capture)));
@@ -109,8 +114,8 @@ fn render<W: Write>(result: &RunResult, output: &Output<'_>, mut out: W) -> std:
     let text = match output {
         Output::Transcript => views::transcript(result),
         Output::Json => views::json(result),
-        Output::Mermaid => views::mermaid(result),
-        Output::Html => views::html(result),
+        Output::Mermaid(drawing) => views::mermaid(result, drawing),
+        Output::Html(drawing) => views::html(result, drawing),
         Output::WdsLog(server) => {
             views::write_wds_log(result, server, &mut out)?;
             return Ok(out);

@@ -278,13 +278,43 @@ fn drawn_clients(result: &RunResult) -> BTreeSet<String> {
     drawn
 }
 
+/// What the report and `sequence.mmd` both draw, found once for both: the drawn clients, the
+/// frames kept for them ([`diagram::kept_positions`]: a storm's hundred thousand frames sifted
+/// by name) and the sequence diagram.
+pub struct Drawing {
+    drawn: BTreeSet<String>,
+    /// The kept frames as positions in `RunResult::segments`, in time order.
+    kept: Vec<(usize, usize)>,
+    diagram: Diagram,
+}
+
+impl Drawing {
+    pub fn of(result: &RunResult) -> Drawing {
+        let drawn = drawn_clients(result);
+        let kept = diagram::kept_positions(result, &drawn);
+        let diagram = Diagram::build(result, &drawn, &packets_at(result, &kept));
+        Drawing {
+            drawn,
+            kept,
+            diagram,
+        }
+    }
+}
+
+/// The packets at `positions` in `result.segments`.
+fn packets_at<'a>(result: &'a RunResult, positions: &[(usize, usize)]) -> Vec<&'a Packet> {
+    positions
+        .iter()
+        .map(|&(segment, index)| &result.segments[segment].1[index])
+        .collect()
+}
+
 /// The Mermaid sequence diagram: one participant per host adapter (boxed per host), a
 /// broadcast or multicast as an arrow to each host on its segment, phases as notes, drops
 /// (✗) and time-outs (⏱) marked. A large run draws its sampled clients only, so the file
 /// stays far under Mermaid's text limit (50,000 characters by default).
-pub fn mermaid(result: &RunResult) -> String {
-    let drawn = drawn_clients(result);
-    let diagram = Diagram::build(result, &drawn);
+pub fn mermaid(result: &RunResult, drawing: &Drawing) -> String {
+    let Drawing { drawn, diagram, .. } = drawing;
     let mut out = String::from("sequenceDiagram\n");
     if drawn.len() < result.clients.len() {
         let _ = writeln!(
@@ -382,7 +412,7 @@ fn mermaid_text(text: &str) -> String {
 /// script errors for the browser test), a PASSED/FAILED banner, links to every file of the
 /// run, an SVG sequence diagram (sampled clients and a summary for large runs), the key
 /// chains, the decoded packets and the transcript.
-pub fn html(result: &RunResult) -> String {
+pub fn html(result: &RunResult, drawing: &Drawing) -> String {
     let mut out = String::new();
     let title = format!("{}: {}", result.name, result.title);
     let passed = result.passed();
@@ -442,21 +472,21 @@ pub fn html(result: &RunResult) -> String {
         let _ = writeln!(out, "<li>{}</li>", esc(&line));
     }
     out.push_str("</ul>\n");
-    let drawn = drawn_clients(result);
+    let drawn = &drawing.drawn;
     if drawn.len() < result.clients.len() {
-        out.push_str(&summary::html(result, &drawn));
+        out.push_str(&summary::html(result, drawn));
     }
     out.push_str("<h2 id=\"sequence\">Sequence</h2>\n");
     if result.packets().next().is_none() {
         out.push_str("<p>No frame crossed a simulated segment in this run: the boot unlocked without the network, and the recovery escrow (HTTPS between the lab's hosts, not in the pcaps) is drawn under Recovery escrow below.</p>\n");
     }
-    out.push_str(&svg(result, &drawn));
+    out.push_str(&svg(&drawing.diagram));
     out.push_str(&key_chain::html(
         result,
         result.clients.iter().filter(|c| drawn.contains(&c.name)),
     ));
     out.push_str("<h2 id=\"packets\">Packets</h2>\n");
-    let packets = diagram_packets(result, &drawn);
+    let packets = packets_at(result, &drawing.kept[..drawing.kept.len().min(PACKET_ROWS)]);
     let total = result.packets().count();
     if packets.len() < total {
         let _ = writeln!(
@@ -499,13 +529,6 @@ const SELF_CHECK: &str = "(function(){var h=document.documentElement;window.oner
 /// At most this many rows in the report's packet table.
 const PACKET_ROWS: usize = 300;
 
-/// The frames of the report's packet table: those of the drawn clients and the servers.
-fn diagram_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<&'a Packet> {
-    let mut packets = diagram::kept_packets(result, drawn);
-    packets.truncate(PACKET_ROWS);
-    packets
-}
-
 /// The names of the files a run writes beside the report (as the crate's output list names
 /// them).
 fn file_names(result: &RunResult) -> Vec<String> {
@@ -538,8 +561,7 @@ fn file_names(result: &RunResult) -> Vec<String> {
     names
 }
 
-fn svg(result: &RunResult, drawn: &BTreeSet<String>) -> String {
-    let diagram = Diagram::build(result, drawn);
+fn svg(diagram: &Diagram) -> String {
     let column = 140;
     let row = 20;
     let top = 62;

@@ -6,7 +6,7 @@
 //! component that logged them (the boot client's events, the provider's own log); drops and
 //! time-outs as marks. Which hosts are on a segment is read from the capture: a host that
 //! never sent on a segment is not drawn on it. Large runs draw only a few sampled clients
-//! ([`Diagram::build`] takes the clients to draw); the rest is the summary's.
+//! ([`Diagram::build`] takes the clients to draw and their frames); the rest is the summary's.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -70,21 +70,21 @@ pub struct Diagram {
 
 impl Diagram {
     /// The diagram of `result`, drawing the frames and notes of the clients in `drawn` (all of
-    /// them for a small run) and of every other host.
-    pub fn build(result: &RunResult, drawn: &BTreeSet<String>) -> Diagram {
+    /// them for a small run) and of every other host; `packets` are the frames
+    /// [`kept_positions`] keeps for `drawn`.
+    pub fn build(result: &RunResult, drawn: &BTreeSet<String>, packets: &[&Packet]) -> Diagram {
         let clients: BTreeSet<&str> = result.clients.iter().map(|c| c.name.as_str()).collect();
         let sampled = drawn.len() < clients.len();
-        let packets = kept_packets(result, drawn);
         // Addresses the drawn clients sent from, to tell which server lines are theirs.
         let mut drawn_addresses: BTreeSet<IpAddr> = BTreeSet::new();
         let mut diagram = Diagram::default();
-        for p in &packets {
+        for p in packets {
             diagram.lane(&p.from, &p.segment);
             if clients.contains(&*p.from) && !p.src.ip().is_unspecified() {
                 drawn_addresses.insert(p.src.ip());
             }
         }
-        for p in &packets {
+        for p in packets {
             if &*p.to != "broadcast" {
                 diagram.lane(&p.to, &p.segment);
             }
@@ -94,7 +94,7 @@ impl Diagram {
                 diagram.lane(&client.name, "no traffic");
             }
         }
-        for p in &packets {
+        for p in packets {
             let from = diagram.lane(&p.from, &p.segment);
             let group = is_group(p.dst.ip()).then(|| p.dst.ip().to_string());
             let to: Vec<usize> = if group.is_some() {
@@ -273,10 +273,11 @@ fn shift(mark: &mut Mark, from: usize) {
     }
 }
 
-/// The frames drawn: all of them when every client is drawn; else those a drawn client sent
-/// or was sent, the relayed Network Unlock requests and replies of its transactions, and the
-/// relayed DHCPv4 frames of its DORA exchanges (by xid and chaddr).
-pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<&'a Packet> {
+/// The frames drawn, as positions in `result.segments` (segment, then packet) in time order:
+/// all of them when every client is drawn; else those a drawn client sent or was sent, the
+/// relayed Network Unlock requests and replies of its transactions, and the relayed DHCPv4
+/// frames of its DORA exchanges (by xid and chaddr).
+pub fn kept_positions(result: &RunResult, drawn: &BTreeSet<String>) -> Vec<(usize, usize)> {
     let all = drawn.len() >= result.clients.len();
     // Whether a drawn client sent or was sent each packet, asked once per packet (a storm's
     // hundred thousand packets against the drawn names).
@@ -300,10 +301,16 @@ pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<
     // A relayed DORA frame is neither from nor to its client: its exchange (xid and chaddr,
     // both, since a storm's clients may draw the same xid) is one the client's own frames hold.
     let exchanges: BTreeSet<(u32, [u8; 6])> = own().filter_map(Packet::dhcp4_exchange).collect();
-    let mut packets: Vec<&Packet> = result
+    let positions = result
+        .segments
+        .iter()
+        .enumerate()
+        .flat_map(|(segment, (_, packets, _))| (0..packets.len()).map(move |i| (segment, i)));
+    let mut packets: Vec<(&Packet, (usize, usize))> = result
         .packets()
+        .zip(positions)
         .zip(&mine)
-        .filter(|(p, mine)| {
+        .filter(|((p, _), mine)| {
             all || **mine
                 || match &p.kind {
                     PacketKind::UnlockRequest { xid, .. } | PacketKind::UnlockReply { xid, .. } => {
@@ -313,10 +320,10 @@ pub fn kept_packets<'a>(result: &'a RunResult, drawn: &BTreeSet<String>) -> Vec<
                     _ => false,
                 }
         })
-        .map(|(p, _)| p)
+        .map(|(kept, _)| kept)
         .collect();
-    packets.sort_by_key(|p| p.at);
-    packets
+    packets.sort_by_key(|(p, _)| p.at);
+    packets.into_iter().map(|(_, position)| position).collect()
 }
 
 /// Whether a log line names `address`, an IP address as text (not merely a longer address it
