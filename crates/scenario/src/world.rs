@@ -807,7 +807,9 @@ fn clients(
             (0..spec.count).map(move |instance| (spec, machine_seed(seed, group_index, instance)))
         })
         .collect();
-    let mut histories = machine_histories(loaded, &jobs, certificates)?.into_iter();
+    let mut histories = machine_histories(loaded, &jobs, certificates)?
+        .into_iter()
+        .flatten();
     drop(jobs);
     for spec in &s.clients {
         let group = histories
@@ -1649,47 +1651,44 @@ struct MachineHistory {
 }
 
 /// The histories of the machines `jobs` names (each `[[client]]` and machine seed), in order,
-/// made on every core: a thread per core, each taking a contiguous share.
+/// made on every core: a thread per core, each taking a contiguous share. Handed back as the
+/// shares' lists, in order, not gathered into one (a storm's histories hold a TPM and a volume
+/// each: gathering copied ten megabytes at 10,000 machines and held both copies at once).
 fn machine_histories(
     loaded: &Loaded,
     jobs: &[(&ClientSpec, u64)],
     certificates: &[NamedCertificate],
-) -> Result<Vec<MachineHistory>, ScenarioError> {
+) -> Result<Vec<Vec<MachineHistory>>, ScenarioError> {
     // Below this, the threads cost more than they save.
     const PARALLEL_FROM: usize = 32;
+    // Pushed into a list of the share's size: collecting through `Result` loses the length,
+    // and the list was grown by copying it again and again.
+    let share = |part: &[(&ClientSpec, u64)]| {
+        let mut histories = Vec::with_capacity(part.len());
+        for (spec, seed) in part {
+            histories.push(machine_history(loaded, spec, *seed, certificates)?);
+        }
+        Ok::<_, ScenarioError>(histories)
+    };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if jobs.len() < PARALLEL_FROM || threads == 1 {
-        return jobs
-            .iter()
-            .map(|(spec, seed)| machine_history(loaded, spec, *seed, certificates))
-            .collect();
+        return Ok(vec![share(jobs)?]);
     }
     let chunk = jobs.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let workers: Vec<_> = jobs
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    // Pushed into a list of the share's size: collecting through `Result`
-                    // loses the length, and the list (a TPM and a volume inline in each
-                    // history) was grown by copying it again and again.
-                    let mut histories = Vec::with_capacity(part.len());
-                    for (spec, seed) in part {
-                        histories.push(machine_history(loaded, spec, *seed, certificates)?);
-                    }
-                    Ok::<_, ScenarioError>(histories)
-                })
-            })
+            .map(|part| scope.spawn(move || share(part)))
             .collect();
-        let mut histories = Vec::with_capacity(jobs.len());
+        let mut shares = Vec::with_capacity(workers.len());
         for worker in workers {
             match worker.join() {
-                Ok(part) => histories.extend(part?),
+                Ok(part) => shares.push(part?),
                 // A panic in a worker is a bug: let it surface as one.
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        Ok(histories)
+        Ok(shares)
     })
 }
 
