@@ -692,7 +692,7 @@ pub fn write_wds_log(
             writeln!(
                 out,
                 "{} [WDSServer] [BitLocker Network Unlock] {level}: {}",
-                seconds(line.at),
+                crate::world::Seconds(line.at),
                 line.message
             )?;
         }

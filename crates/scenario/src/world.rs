@@ -2297,7 +2297,16 @@ fn measurement(what: &str) -> [u8; 32] {
 /// Seconds with microsecond precision, for the transcript (a switched LAN answers in tens of
 /// microseconds).
 pub fn seconds(at: Duration) -> String {
-    format!("{}.{:06}s", at.as_secs(), at.subsec_micros())
+    Seconds(at).to_string()
+}
+
+/// [`seconds`] written straight into a formatter (a storm's WDS log writes one a line).
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+    }
 }
 
 #[cfg(test)]
