@@ -12,10 +12,35 @@
 //!   vendor class (`BITLOCKER`) that marks a Network Unlock request.
 //! - [`summarise`]: one line naming a UDP datagram (`DHCPv4 DISCOVER xid=0x0000abcd (Network
 //!   Unlock)`), the summariser the simulator's trace is given.
+//! - [`encode_exact`]: a dhcproto message's bytes in a list of exactly their length, the
+//!   encoder every crate that sends DHCP uses.
 //!
 //! Nothing here panics on bytes from the wire (proptest below).
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+
+use dhcproto::{Encodable, Encoder};
+
+/// `message` encoded into a list of exactly its length. dhcproto's `to_vec` starts at 512
+/// bytes and grows by doubling, so a 300-byte DHCPDISCOVER kept 512 and a 600-byte Network
+/// Unlock request 1,024 (grown once on the way), and a sender cut them back with another copy;
+/// a storm holds thousands in flight. This encodes into one buffer per thread, kept between
+/// calls, and copies out the bytes.
+pub fn encode_exact<T: Encodable>(message: &T) -> Result<Vec<u8>, dhcproto::error::EncodeError> {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1500));
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            message.encode(&mut Encoder::new(&mut scratch))?;
+            Ok(scratch.as_slice().to_vec())
+        }
+        // Only if an encoder called back in here: no shared buffer then.
+        Err(_) => message.to_vec(),
+    })
+}
 
 /// The DHCP magic cookie that follows the fixed BOOTP header (RFC 2131 section 3).
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];

@@ -150,3 +150,37 @@ proptest! {
         prop_assert!(text.starts_with("DHCP"));
     }
 }
+
+proptest! {
+    /// The exact encoding is dhcproto's, byte for byte, in a list with no spare room, for
+    /// messages of any size (the thread's buffer is reused across them).
+    #[test]
+    fn an_exact_encoding_is_dhcprotos_without_spare_room(
+        xid in any::<u32>(),
+        chaddr in any::<[u8; 6]>(),
+        options in proptest::collection::vec(
+            (224u8..=254, proptest::collection::vec(any::<u8>(), 0..=255)),
+            0..8,
+        ),
+        v6_xid in any::<[u8; 3]>(),
+    ) {
+        use dhcproto::v4;
+        let mut message = v4::Message::default();
+        message.set_xid(xid).set_chaddr(&chaddr);
+        message.opts_mut().insert(v4::DhcpOption::MessageType(v4::MessageType::Discover));
+        for (code, data) in options {
+            message
+                .opts_mut()
+                .insert(v4::DhcpOption::Unknown(v4::UnknownOption::new(code.into(), data)));
+        }
+        let exact = encode_exact(&message).expect("encodes");
+        prop_assert_eq!(&exact, &message.to_vec().expect("encodes"));
+        prop_assert_eq!(exact.len(), exact.capacity());
+
+        let mut v6 = dhcproto::v6::Message::new(dhcproto::v6::MessageType::InformationRequest);
+        v6.set_xid(v6_xid);
+        let exact = encode_exact(&v6).expect("encodes");
+        prop_assert_eq!(&exact, &v6.to_vec().expect("encodes"));
+        prop_assert_eq!(exact.len(), exact.capacity());
+    }
+}

@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable};
+use dhcproto::{Decodable, Decoder};
 use ipnet::Ipv4Net;
 use rand_core::RngCore;
 
@@ -453,7 +453,7 @@ impl Client {
     }
 
     fn push(&mut self, message: Message, src: SocketAddrV4, dst: SocketAddrV4) {
-        let Ok(payload) = message.to_vec() else {
+        let Ok(payload) = dhcp_wire::encode_exact(&message) else {
             // Our own options always encode; a vendor class over 255 bytes is the only way
             // to get here, and then there is nothing sensible to send.
             return;

@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable};
+use dhcproto::{Decodable, Decoder};
 use ipnet::Ipv4Net;
 
 use crate::{CLIENT_PORT, Interface, Received, SERVER_PORT, Transmit, raw};
@@ -805,7 +805,7 @@ impl Server {
     }
 
     fn send(&mut self, request: &Request, reply: Message, dst: SocketAddrV4) {
-        let Ok(payload) = reply.to_vec() else {
+        let Ok(payload) = dhcp_wire::encode_exact(&reply) else {
             // Only reachable if an option outgrew 255 bytes, which our own options cannot.
             self.drop_for(DropReason::Malformed);
             return;

@@ -12,7 +12,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use dhcproto::v6::{DhcpOption, Message, MessageType, ORO, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable};
+use dhcproto::{Decodable, Decoder};
 use rand_core::RngCore;
 
 use crate::{Interface, Received, Transmit, V6_CLIENT_PORT, V6_SERVER_PORT, raw};
@@ -194,7 +194,7 @@ impl InfoRequester {
         opts.insert(DhcpOption::ORO(ORO {
             opts: vec![OptionCode::DomainNameServers],
         }));
-        let Ok(payload) = message.to_vec() else {
+        let Ok(payload) = dhcp_wire::encode_exact(&message) else {
             return;
         };
         self.transmits.push_back(Transmit {
@@ -285,7 +285,7 @@ impl InfoServer {
         if !self.dns.is_empty() {
             opts.insert(DhcpOption::DomainNameServers(self.dns.clone()));
         }
-        let Ok(payload) = reply.to_vec() else {
+        let Ok(payload) = dhcp_wire::encode_exact(&reply) else {
             self.counters.dropped += 1;
             return;
         };

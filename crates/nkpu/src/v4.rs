@@ -17,7 +17,7 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::{Decodable, Encodable, v4 as dhcp};
+use dhcproto::{Decodable, v4 as dhcp};
 
 use crate::options::{self, RawOption};
 use crate::suboptions::{self, Width};
@@ -254,7 +254,7 @@ fn insert_raw(opts: &mut dhcp::DhcpOptions, code: u8, data: Vec<u8>) {
 }
 
 fn to_bytes(msg: &dhcp::Message) -> Vec<u8> {
-    msg.to_vec()
+    dhcp_wire::encode_exact(msg)
         .expect("a Network Unlock message has no option over 255 bytes and always encodes")
 }
 
