@@ -278,6 +278,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if op != BOOTREQUEST && op != BOOTREPLY {
         return Err(DecodeError::UnknownOpcode(op));
     }
+    if plainly_not_network_unlock(&bytes[OPTIONS_OFFSET..]) {
+        return Err(DecodeError::MissingVendorClass);
+    }
     let options = options::walk_v4(&bytes[OPTIONS_OFFSET..])?;
     options::no_duplicates(&options)?;
     if options::unique(&options, OPT_OVERLOAD.into())?.is_some() {
@@ -377,6 +380,36 @@ fn check_vendor_class(options: &[RawOption<'_>]) -> Result<(), DecodeError> {
     }
 }
 
+/// Whether `options` (a DHCPv4 options field) is well formed up to its End, holds no option
+/// twice, and has neither an overload (52) nor a vendor class (60): then [`decode`] can only say
+/// [`DecodeError::MissingVendorClass`], and says it without listing the options. Most of what a
+/// client or a WDS server hears on a busy segment is such an ordinary DHCP message. Anything
+/// else (a vendor class, or a fault the full walk names) takes the full walk.
+fn plainly_not_network_unlock(mut options: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    while let Some((&code, rest)) = options.split_first() {
+        match code {
+            0 => options = rest,
+            255 => return true,
+            OPT_VENDOR_CLASS | OPT_OVERLOAD => return false,
+            _ => {
+                let Some((&len, rest)) = rest.split_first() else {
+                    return false;
+                };
+                let len = usize::from(len);
+                let slot = &mut seen[usize::from(code)];
+                if rest.len() < len || *slot {
+                    return false;
+                }
+                *slot = true;
+                options = &rest[len..];
+            }
+        }
+    }
+    // No End: the full walk names the fault.
+    false
+}
+
 /// Option 125: enterprise 311, data length 130, sub-option 1 of 128 bytes.
 fn read_vivso(vivso: &[u8]) -> Result<&[u8; 128], DecodeError> {
     let code = OPT_VIVSO.into();
@@ -412,4 +445,86 @@ fn read_vivso(vivso: &[u8]) -> Result<&[u8; 128], DecodeError> {
     Ok(second_half
         .try_into()
         .expect("length checked by read_exact"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the full walk says of an options field, as far as `decode` goes before the vendor
+    /// class is known to be there.
+    fn full_walk(options: &[u8]) -> Result<(), DecodeError> {
+        let walked = options::walk_v4(options)?;
+        options::no_duplicates(&walked)?;
+        if options::unique(&walked, OPT_OVERLOAD.into())?.is_some() {
+            return Err(DecodeError::OptionOverload);
+        }
+        check_vendor_class(&walked)
+    }
+
+    /// Options fields that are often well formed: option headers with fitting lengths, pads,
+    /// an End or not, now and then a code that repeats or a vendor class.
+    fn options_field() -> impl Strategy<Value = Vec<u8>> {
+        let option = (
+            prop_oneof![Just(0u8), Just(53), Just(60), Just(52), any::<u8>()],
+            proptest::collection::vec(any::<u8>(), 0..6),
+        )
+            .prop_map(|(code, data)| match code {
+                0 | 255 => vec![code],
+                _ => {
+                    let mut o = vec![code, data.len() as u8];
+                    o.extend(data);
+                    o
+                }
+            });
+        (
+            proptest::collection::vec(option, 0..8),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..3),
+        )
+            .prop_map(|(options, end, tail)| {
+                let mut field: Vec<u8> = options.concat();
+                if end {
+                    field.push(255);
+                }
+                field.extend(tail);
+                field
+            })
+    }
+
+    proptest! {
+        /// The shortcut says "not Network Unlock" only where the full walk says exactly that.
+        #[test]
+        fn the_shortcut_agrees_with_the_full_walk(field in options_field()) {
+            if plainly_not_network_unlock(&field) {
+                prop_assert_eq!(full_walk(&field), Err(DecodeError::MissingVendorClass));
+            }
+        }
+
+        #[test]
+        fn the_shortcut_agrees_on_arbitrary_bytes(field in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if plainly_not_network_unlock(&field) {
+                prop_assert_eq!(full_walk(&field), Err(DecodeError::MissingVendorClass));
+            }
+        }
+    }
+
+    #[test]
+    fn the_shortcut_takes_ordinary_dhcp_and_leaves_the_rest() {
+        // DHCPDISCOVER with a parameter list, then End.
+        assert!(plainly_not_network_unlock(&[53, 1, 1, 55, 2, 1, 3, 255]));
+        // A vendor class, an overload, a duplicate, no End, a truncated option: the full walk.
+        for field in [
+            &[
+                60, 9, b'B', b'I', b'T', b'L', b'O', b'C', b'K', b'E', b'R', 255,
+            ][..],
+            &[52, 1, 3, 255],
+            &[53, 1, 1, 53, 1, 3, 255],
+            &[53, 1, 1],
+            &[53, 4, 1, 255],
+        ] {
+            assert!(!plainly_not_network_unlock(field), "{field:?}");
+        }
+    }
 }
