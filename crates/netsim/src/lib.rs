@@ -57,7 +57,9 @@
 //! ```
 //!
 //! Modules: [`stack`] (the service contract, from the `host-contract` crate), `topology` (segments, hosts, adapters, routers),
-//! `sim` (the event loop and delivery), `router` (forwarding and the DHCP relay), [`fault`]
+//! `sim` (the event loop and delivery), `queue` (its events in order: lanes for frames
+//! arriving a fixed latency after they were sent, a heap for the rest), `router` (forwarding
+//! and the DHCP relay), [`fault`]
 //! (the rule chain), [`trace`] (events and their text), [`wire`] (Ethernet/IP/UDP framing and
 //! pcap), [`bootp`] (the DHCPv4 header fields a relay rewrites).
 //!
@@ -67,6 +69,7 @@
 
 pub mod bootp;
 pub mod fault;
+mod queue;
 mod router;
 mod sim;
 mod topology;

@@ -12,8 +12,6 @@
 //! gets an event of its own. Payloads are shared (`Bytes`), never copied per receiver, except
 //! for a copy that a fault corrupts.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +23,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRngCore, SeedableRng};
 
 use crate::fault::{self, Fate, FaultRule};
+use crate::queue::EventQueue;
 use crate::stack::{AdapterIndex, AdapterInfo, Datagram, HostStack, Service, StackError};
 use crate::topology::{
     AdapterConfig, AdapterId, Attachment, Capture, Host, HostId, InterfaceId, NodeId, Router,
@@ -108,30 +107,6 @@ enum Control {
     Restart(u32),
     StopService { host: u32, service: usize },
     StartService { host: u32, service: usize },
-}
-
-struct Scheduled {
-    time: SimTime,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    /// Reversed: `BinaryHeap` is a max-heap and the earliest event must come out first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.time, other.seq).cmp(&(self.time, self.seq))
-    }
 }
 
 /// What a service asked its stack for during one callback.
@@ -252,8 +227,7 @@ impl HostStack for SimStack<'_> {
 pub struct Simulation {
     seed: u64,
     now: SimTime,
-    seq: u64,
-    queue: BinaryHeap<Scheduled>,
+    queue: EventQueue<Event>,
     rng: ChaCha20Rng,
     pub(crate) segments: Vec<Segment>,
     pub(crate) hosts: Vec<Host>,
@@ -278,8 +252,7 @@ impl Simulation {
         Simulation {
             seed,
             now: SimTime::ZERO,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             rng: ChaCha20Rng::seed_from_u64(seed),
             segments: Vec::new(),
             hosts: Vec::new(),
@@ -710,17 +683,13 @@ impl Simulation {
     /// With services that set timers forever, this is the way to bound a run.
     pub fn run_until(&mut self, end: SimTime) {
         self.boot_pending();
-        while self.queue.peek().is_some_and(|top| top.time <= end) {
+        while self.queue.peek_time().is_some_and(|time| time <= end) {
             self.step();
         }
         if self.now < end {
             self.now = end;
         }
-        // A burst (a storm's broadcasts) leaves the queue's buffer far larger than what is
-        // still pending: give the slack back rather than carry it to the end of the run.
-        if self.queue.capacity() > 4 * self.queue.len().max(1024) {
-            self.queue.shrink_to_fit();
-        }
+        self.queue.shrink_slack();
     }
 
     /// Runs for `duration` of simulated time from now.
@@ -731,18 +700,18 @@ impl Simulation {
     /// Processes the next event, if any; returns whether there was one.
     pub fn step(&mut self) -> bool {
         self.boot_pending();
-        let Some(next) = self.queue.pop() else {
+        let Some((time, event)) = self.queue.pop() else {
             return false;
         };
-        self.now = next.time;
+        self.now = time;
         self.stats.events += 1;
-        self.handle(next.event);
+        self.handle(event);
         true
     }
 
     /// The time of the next pending event.
     pub fn next_event_time(&self) -> Option<SimTime> {
-        self.queue.peek().map(|s| s.time)
+        self.queue.peek_time()
     }
 
     fn boot_pending(&mut self) {
@@ -750,18 +719,13 @@ impl Simulation {
             let index = self.booted_hosts;
             self.booted_hosts += 1;
             let now = self.now;
-            self.schedule(now, Event::Boot(index_u32(index)));
+            self.queue
+                .push_after(now, Duration::ZERO, Event::Boot(index_u32(index)));
         }
     }
 
     fn schedule(&mut self, at: SimTime, event: Event) {
-        let time = at.max(self.now);
-        self.seq += 1;
-        self.queue.push(Scheduled {
-            time,
-            seq: self.seq,
-            event,
-        });
+        self.queue.push(at.max(self.now), event);
     }
 
     fn handle(&mut self, event: Event) {
@@ -1140,9 +1104,12 @@ impl Simulation {
                 Capture::Stream(stream) => stream.record_frame(&captured),
             }
         }
-        let at = now + seg.config.latency;
-        self.schedule(
-            at,
+        // A segment's frames arrive in the order they were sent: the queue's lane for its
+        // latency keeps them so.
+        let latency = seg.config.latency;
+        self.queue.push_after(
+            now,
+            latency,
             Event::Arrive {
                 segment: segment.0,
                 target,
