@@ -10,10 +10,13 @@
 //! machine's load falls on each alike, and writes one table with a row per size: the median of
 //! each figure, beside the figures of c67f373 (before issue 17's work) for comparison.
 //!
-//! OpenSSL is measured right before each storm (`openssl speed -seconds 5 rsa2048`), and each
-//! storm's CPU ratio is taken against that measurement: on a shared machine the speed of a core
-//! moves by 10% and more within minutes, and a ratio whose two sides were measured at different
-//! moments moved with it. The table gives the median ratio.
+//! OpenSSL is measured right before and right after each storm (`openssl speed -seconds 5
+//! rsa2048`), and each storm's CPU ratio is taken against the mean of the two: on a shared
+//! machine the speed of a core moves by 10% and more within minutes, and a ratio whose two sides
+//! were measured at different moments moved with it. A run whose two OpenSSL measurements differ
+//! by more than [`STEADY`] is unsteady (the machine's speed moved while it ran, so its ratio
+//! measures the machine as much as the storm) and is left out of the medians, unless no run of
+//! its size is steady. The table gives the median ratio and how many runs were steady.
 //!
 //! The WDS server of the storm models its processor (8 cores per 10,000 clients, at least 8; 1 ms
 //! per RSA-2048 decryption), so
@@ -54,23 +57,40 @@ const BEFORE_OPENSSL_PER_SECOND: f64 = 3965.0;
 /// How long each OpenSSL measurement beside a storm runs.
 const OPENSSL_SECONDS: u32 = 5;
 
+/// The most OpenSSL's rates before and after a storm may differ by (over their mean) for the
+/// run to count as steady.
+const STEADY: f64 = 0.05;
+
 /// One storm's figures.
 struct Measured {
     clients: usize,
     wall: Duration,
     cpu: Duration,
     peak_mib: f64,
-    /// OpenSSL's private-key operations per second of CPU time, measured right before.
-    openssl_per_second: f64,
+    /// OpenSSL's private-key operations per second of CPU time, measured right before and
+    /// right after.
+    openssl_before: f64,
+    openssl_after: f64,
     /// The CPU time of the provider's decrypt threads (sampled with the peak memory).
     decrypt_cpu: Duration,
 }
 
 impl Measured {
+    /// OpenSSL's rate beside this storm: the mean of the measurements before and after.
+    fn openssl_per_second(&self) -> f64 {
+        (self.openssl_before + self.openssl_after) / 2.0
+    }
+
+    /// Whether the machine's speed held while the storm ran: OpenSSL's two rates within
+    /// [`STEADY`] of each other.
+    fn steady(&self) -> bool {
+        (self.openssl_before - self.openssl_after).abs() <= STEADY * self.openssl_per_second()
+    }
+
     /// The CPU time of as many bare RSA-2048 private-key operations as clients, at OpenSSL's
     /// rate.
     fn openssl_cpu(&self) -> f64 {
-        openssl_cpu(self.clients, self.openssl_per_second)
+        openssl_cpu(self.clients, self.openssl_per_second())
     }
 
     /// The storm's CPU time over OpenSSL's for as many operations.
@@ -94,6 +114,9 @@ struct Median {
     /// The median of the runs' ratios (each against its own OpenSSL measurement).
     cpu_ratio: f64,
     decrypt_cpu: Duration,
+    /// The runs the medians are of (the steady ones, if any), and all the runs.
+    counted: usize,
+    runs: usize,
 }
 
 /// The client counts `--clients A,B,C` names (after `storm` on the command line), or the
@@ -143,19 +166,28 @@ fn runs() -> Result<usize> {
     Ok(n)
 }
 
-/// The median of each figure over runs of one size (each figure on its own).
-fn median(runs: &[Measured]) -> Option<Median> {
+/// The median of each figure over the steady runs of one size (each figure on its own), or
+/// over all of them if none is steady.
+fn median(all: &[Measured]) -> Option<Median> {
     fn mid<T: Copy + PartialOrd>(mut values: Vec<T>) -> Option<T> {
         values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         values.get(values.len() / 2).copied()
     }
+    let steady: Vec<&Measured> = all.iter().filter(|m| m.steady()).collect();
+    let runs: Vec<&Measured> = if steady.is_empty() {
+        all.iter().collect()
+    } else {
+        steady
+    };
     Some(Median {
+        counted: runs.len(),
+        runs: all.len(),
         clients: runs.first()?.clients,
         wall: mid(runs.iter().map(|m| m.wall).collect())?,
         cpu: mid(runs.iter().map(|m| m.cpu).collect())?,
         peak_mib: mid(runs.iter().map(|m| m.peak_mib).collect())?,
-        openssl_per_second: mid(runs.iter().map(|m| m.openssl_per_second).collect())?,
-        cpu_ratio: mid(runs.iter().map(Measured::cpu_ratio).collect())?,
+        openssl_per_second: mid(runs.iter().map(|m| m.openssl_per_second()).collect())?,
+        cpu_ratio: mid(runs.iter().map(|m| m.cpu_ratio()).collect())?,
         decrypt_cpu: mid(runs.iter().map(|m| m.decrypt_cpu).collect())?,
     })
 }
@@ -171,16 +203,22 @@ pub fn run(root: &Path) -> Result<()> {
     let mut all: Vec<Vec<Measured>> = sizes.iter().map(|_| Vec::new()).collect();
     for run in 1..=runs {
         for (i, &clients) in sizes.iter().enumerate() {
-            let openssl_per_second =
-                crate::bench::openssl_rsa2048_sign_per_second(OPENSSL_SECONDS)?;
-            let m = storm(&nulab, &dir, clients, openssl_per_second)?;
+            let before = crate::bench::openssl_rsa2048_sign_per_second(OPENSSL_SECONDS)?;
+            let mut m = storm(&nulab, &dir, clients, before)?;
+            m.openssl_after = crate::bench::openssl_rsa2048_sign_per_second(OPENSSL_SECONDS)?;
             println!(
                 "storm of {clients} (run {run}/{runs}): {:.2} s wall, {:.2} s CPU, peak {:.0} MiB; \
-                 OpenSSL {openssl_per_second:.0}/s, ratio {:.2}",
+                 OpenSSL {before:.0}/s before, {:.0}/s after, ratio {:.2}{}",
                 m.wall.as_secs_f64(),
                 m.cpu.as_secs_f64(),
                 m.peak_mib,
+                m.openssl_after,
                 m.cpu_ratio(),
+                if m.steady() {
+                    ""
+                } else {
+                    " (unsteady: left out)"
+                },
             );
             all[i].push(m);
         }
@@ -199,17 +237,21 @@ pub fn run(root: &Path) -> Result<()> {
          private-key operation, so every size unlocks inside the client's timers; the real \
          decryptions run on one thread per core of this machine. CPU time is user + system of \
          every thread; OpenSSL's is N private-key operations at the rate `openssl speed \
-         -seconds {OPENSSL_SECONDS} rsa2048` measured on one core right before each storm, and \
-         each storm's ratio is against its own OpenSSL measurement. Each figure is the median \
-         of {runs} run(s) of that size (the ratio too: the median of the runs' ratios); \
+         -seconds {OPENSSL_SECONDS} rsa2048` measures on one core, the mean of its measurements \
+         right before and right after each storm, and each storm's ratio is against its own \
+         OpenSSL rate. A run whose two OpenSSL measurements differ by more than {steady_pct:.0}% \
+         is unsteady (the machine's speed moved while it ran) and left out. Each figure is the \
+         median of the steady runs of that size (the ratio too: the median of the runs' ratios; \
+         all {runs} run(s) if none is steady); \
          \"before\" is c67f373, before issue 17's work (OpenSSL then: {BEFORE_OPENSSL_PER_SECOND}/s).\n\n\
          The two per-client columns split the CPU time: the provider's decrypt threads \
          (one RSA-2048 decryption, the reply's sealing and encoding per client; compare \
          OpenSSL's time per operation, 1/rate) and everything else (world building, the \
          simulation, the views and outputs), from each thread's CPU time in /proc, sampled \
          every 20 ms.\n\n\
-         | clients | wall | CPU | CPU before | OpenSSL rate | OpenSSL CPU for N | CPU ratio | CPU ratio before | CPU per client | decrypt threads per client | the rest per client | peak memory (VmHWM) | peak before |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+         | clients | steady runs | wall | CPU | CPU before | OpenSSL rate | OpenSSL CPU for N | CPU ratio | CPU ratio before | CPU per client | decrypt threads per client | the rest per client | peak memory (VmHWM) | peak before |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        steady_pct = STEADY * 100.0,
     );
     for m in &measured {
         let before = BEFORE.iter().find(|(n, _, _)| *n == m.clients);
@@ -218,8 +260,10 @@ pub fn run(root: &Path) -> Result<()> {
         };
         let _ = writeln!(
             section,
-            "| {} | {:.2} s | {:.2} s | {} | {:.0}/s | {:.2} s | {:.2}× | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} MiB | {} |",
+            "| {} | {} of {} | {:.2} s | {:.2} s | {} | {:.0}/s | {:.2} s | {:.2}× | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} MiB | {} |",
             m.clients,
+            m.counted,
+            m.runs,
             m.wall.as_secs_f64(),
             m.cpu.as_secs_f64(),
             cell(&|cpu, _| format!("{cpu:.2} s")),
@@ -279,7 +323,7 @@ pub fn run(root: &Path) -> Result<()> {
 }
 
 /// One storm of `clients` as its own process: wall time, CPU time and peak memory.
-fn storm(nulab: &Path, dir: &Path, clients: usize, openssl_per_second: f64) -> Result<Measured> {
+fn storm(nulab: &Path, dir: &Path, clients: usize, openssl_before: f64) -> Result<Measured> {
     let file = dir.join(format!("boot-storm-{clients}.toml"));
     std::fs::write(&file, scenario_text(clients))
         .with_context(|| format!("writing {}", file.display()))?;
@@ -324,7 +368,9 @@ fn storm(nulab: &Path, dir: &Path, clients: usize, openssl_per_second: f64) -> R
         wall,
         cpu,
         peak_mib: peak_kib as f64 / 1024.0,
-        openssl_per_second,
+        openssl_before,
+        // Measured after the storm by the caller.
+        openssl_after: openssl_before,
         decrypt_cpu: Duration::from_millis(decrypt_ticks * 10),
     })
 }
@@ -467,7 +513,8 @@ mod tests {
             wall: Duration::from_secs(cpu * 2),
             cpu: Duration::from_secs(cpu),
             peak_mib: peak,
-            openssl_per_second: openssl,
+            openssl_before: openssl,
+            openssl_after: openssl,
             decrypt_cpu: Duration::from_secs(cpu / 2),
         };
         // Ratios: 5 / (10 / 4) = 2.0, 3 / (10 / 5) = 1.5, 4 / (10 / 2) = 0.8.
@@ -479,7 +526,38 @@ mod tests {
         assert_eq!(median.openssl_per_second, 4.0);
         // The median of the runs' own ratios, not the ratio of the medians (4 / 2.5 = 1.6).
         assert_eq!(median.cpu_ratio, 1.5);
+        assert_eq!((median.counted, median.runs), (3, 3));
         assert!(super::median(&[]).is_none());
+    }
+
+    #[test]
+    fn unsteady_runs_are_left_out_unless_no_run_is_steady() {
+        let m = |cpu: u64, before: f64, after: f64| Measured {
+            clients: 10,
+            wall: Duration::from_secs(cpu),
+            cpu: Duration::from_secs(cpu),
+            peak_mib: 1.0,
+            openssl_before: before,
+            openssl_after: after,
+            decrypt_cpu: Duration::ZERO,
+        };
+        // 4.0 and 4.1 agree within 5% (2.4%); 4.0 and 3.0 do not (29%).
+        assert!(m(1, 4.0, 4.1).steady());
+        assert!(!m(1, 4.0, 3.0).steady());
+        assert_eq!(m(5, 4.0, 3.0).openssl_per_second(), 3.5);
+        // Ratios: steady 5 / (10 / 4) = 2.0 and 3 / (10 / 4) = 1.2, unsteady 1 / (10 / 3.5).
+        let runs = [m(5, 4.0, 4.0), m(1, 4.0, 3.0), m(3, 4.0, 4.0)];
+        let median = median(&runs).expect("runs");
+        assert_eq!((median.counted, median.runs), (2, 3));
+        assert_eq!(
+            median.cpu,
+            Duration::from_secs(5),
+            "the upper of the two steady"
+        );
+        let none_steady = [m(5, 4.0, 3.0), m(1, 4.0, 3.0), m(3, 4.0, 3.0)];
+        let median = super::median(&none_steady).expect("runs");
+        assert_eq!((median.counted, median.runs), (3, 3));
+        assert_eq!(median.cpu, Duration::from_secs(3));
     }
 
     #[test]
