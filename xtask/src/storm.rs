@@ -114,8 +114,9 @@ struct Median {
     /// The median of the runs' ratios (each against its own OpenSSL measurement).
     cpu_ratio: f64,
     decrypt_cpu: Duration,
-    /// The runs the medians are of (the steady ones, if any), and all the runs.
-    counted: usize,
+    /// How many runs were steady (the medians are of those, or of all the runs if none was),
+    /// and how many there were.
+    steady: usize,
     runs: usize,
 }
 
@@ -174,13 +175,14 @@ fn median(all: &[Measured]) -> Option<Median> {
         values.get(values.len() / 2).copied()
     }
     let steady: Vec<&Measured> = all.iter().filter(|m| m.steady()).collect();
+    let steady_runs = steady.len();
     let runs: Vec<&Measured> = if steady.is_empty() {
         all.iter().collect()
     } else {
         steady
     };
     Some(Median {
-        counted: runs.len(),
+        steady: steady_runs,
         runs: all.len(),
         clients: runs.first()?.clients,
         wall: mid(runs.iter().map(|m| m.wall).collect())?,
@@ -262,7 +264,7 @@ pub fn run(root: &Path) -> Result<()> {
             section,
             "| {} | {} of {} | {:.2} s | {:.2} s | {} | {:.0}/s | {:.2} s | {:.2}× | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} MiB | {} |",
             m.clients,
-            m.counted,
+            m.steady,
             m.runs,
             m.wall.as_secs_f64(),
             m.cpu.as_secs_f64(),
@@ -526,7 +528,7 @@ mod tests {
         assert_eq!(median.openssl_per_second, 4.0);
         // The median of the runs' own ratios, not the ratio of the medians (4 / 2.5 = 1.6).
         assert_eq!(median.cpu_ratio, 1.5);
-        assert_eq!((median.counted, median.runs), (3, 3));
+        assert_eq!((median.steady, median.runs), (3, 3));
         assert!(super::median(&[]).is_none());
     }
 
@@ -548,7 +550,7 @@ mod tests {
         // Ratios: steady 5 / (10 / 4) = 2.0 and 3 / (10 / 4) = 1.2, unsteady 1 / (10 / 3.5).
         let runs = [m(5, 4.0, 4.0), m(1, 4.0, 3.0), m(3, 4.0, 4.0)];
         let median = median(&runs).expect("runs");
-        assert_eq!((median.counted, median.runs), (2, 3));
+        assert_eq!((median.steady, median.runs), (2, 3));
         assert_eq!(
             median.cpu,
             Duration::from_secs(5),
@@ -556,7 +558,11 @@ mod tests {
         );
         let none_steady = [m(5, 4.0, 3.0), m(1, 4.0, 3.0), m(3, 4.0, 3.0)];
         let median = super::median(&none_steady).expect("runs");
-        assert_eq!((median.counted, median.runs), (3, 3));
+        assert_eq!(
+            (median.steady, median.runs),
+            (0, 3),
+            "of all three, none steady"
+        );
         assert_eq!(median.cpu, Duration::from_secs(3));
     }
 
