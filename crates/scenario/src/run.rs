@@ -27,10 +27,9 @@ static RELEASE_FREED_MEMORY: OnceLock<fn()> = OnceLock::new();
 
 /// Tells the runner how this process hands freed memory back. The runner calls it once the
 /// world is built, and when the simulation is over and dropped, before the captures are
-/// decoded for the views: an allocator
-/// keeps freed pages for a while (jemalloc ten seconds), and a storm's simulation frees most of
-/// a gigabyte just before the views need a third of that again, so without it the run's peak is
-/// both at once. The first hook set stays.
+/// decoded for the views: an allocator keeps freed pages for a while (jemalloc ten seconds),
+/// and a storm's simulation frees most of a gigabyte just before the views need a third of that
+/// again, so without it the run's peak is both at once. The first hook set stays.
 pub fn set_release_freed_memory(hook: fn()) {
     let _ = RELEASE_FREED_MEMORY.set(hook);
 }

@@ -301,11 +301,12 @@ impl Drawing {
     }
 }
 
-/// The packets at `positions` in `result.segments`.
+/// The packets at `positions` in `result.segments` (a position the result does not have, from
+/// a drawing of another run, is skipped).
 fn packets_at<'a>(result: &'a RunResult, positions: &[(usize, usize)]) -> Vec<&'a Packet> {
     positions
         .iter()
-        .map(|&(segment, index)| &result.segments[segment].1[index])
+        .filter_map(|&(segment, index)| result.segments.get(segment)?.1.get(index))
         .collect()
 }
 
