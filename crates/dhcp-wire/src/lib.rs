@@ -6,7 +6,8 @@
 //!
 //! - [`MAGIC_COOKIE`], [`V4_OPTIONS_AT`]: where a DHCPv4 message's options start.
 //! - [`read_v4`] / [`v4_message_options`]: DHCPv4 options (one-byte code and length) in wire
-//!   order, pads skipped, up to End or the end of the bytes ([`V4Options::ended`] says which).
+//!   order, pads skipped, up to End or the end of the bytes ([`V4Options::ended`] says which);
+//!   [`walk_v4`] the same one at a time, without listing them.
 //! - [`read_v6`] / [`v6_message_options`]: DHCPv6 options (two-byte code and length).
 //! - [`NETWORK_UNLOCK_VENDOR_CLASS`], [`v4_is_network_unlock`], [`v6_is_network_unlock`]: the
 //!   vendor class (`BITLOCKER`) that marks a Network Unlock request.
@@ -89,46 +90,85 @@ pub struct V4Options<'a> {
 /// Reads DHCPv4 options (one-byte code and length) from `bytes` (the options field): pads (0)
 /// are skipped, the walk stops at End (255) or at the end of the bytes. Errors on an option
 /// that runs past the end.
-pub fn read_v4(mut bytes: &[u8]) -> Result<V4Options<'_>, WireError> {
+pub fn read_v4(bytes: &[u8]) -> Result<V4Options<'_>, WireError> {
+    let mut walk = walk_v4(bytes);
     let mut options = Vec::with_capacity(16);
-    while let Some((&code, rest)) = bytes.split_first() {
-        match code {
-            0 => bytes = rest,
-            255 => {
-                return Ok(V4Options {
-                    options,
-                    ended: true,
-                });
-            }
-            _ => {
-                let Some((&len, rest)) = rest.split_first() else {
-                    return Err(WireError::OptionTruncated {
-                        code: code.into(),
-                        declared: 1,
-                        available: 0,
-                    });
-                };
-                let len = usize::from(len);
-                if rest.len() < len {
-                    return Err(WireError::OptionTruncated {
-                        code: code.into(),
-                        declared: len,
-                        available: rest.len(),
-                    });
-                }
-                let (data, rest) = rest.split_at(len);
-                options.push(RawOption {
-                    code: code.into(),
-                    data,
-                });
-                bytes = rest;
-            }
-        }
+    for option in &mut walk {
+        options.push(option?);
     }
     Ok(V4Options {
         options,
-        ended: false,
+        ended: walk.ended(),
     })
+}
+
+/// [`read_v4`] one option at a time, listing nothing: for a reader that decides from a single
+/// pass (a message that is plainly not Network Unlock).
+pub fn walk_v4(bytes: &[u8]) -> V4Walk<'_> {
+    V4Walk {
+        bytes,
+        ended: false,
+    }
+}
+
+/// The options of a DHCPv4 options field in wire order ([`walk_v4`]): pads skipped; after End
+/// (then [`V4Walk::ended`]) or the end of the bytes, nothing more; an option that runs past the
+/// end is an error, and the last item.
+#[derive(Debug, Clone)]
+pub struct V4Walk<'a> {
+    bytes: &'a [u8],
+    ended: bool,
+}
+
+impl V4Walk<'_> {
+    /// Whether the walk stopped at an End option (255), rather than at the end of the bytes.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+impl<'a> Iterator for V4Walk<'a> {
+    type Item = Result<RawOption<'a>, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (&code, rest) = self.bytes.split_first()?;
+            match code {
+                0 => self.bytes = rest,
+                255 => {
+                    self.bytes = &[];
+                    self.ended = true;
+                    return None;
+                }
+                _ => {
+                    // Whatever comes of this option, the walk ends with an error or goes on
+                    // past it.
+                    self.bytes = &[];
+                    let Some((&len, rest)) = rest.split_first() else {
+                        return Some(Err(WireError::OptionTruncated {
+                            code: code.into(),
+                            declared: 1,
+                            available: 0,
+                        }));
+                    };
+                    let len = usize::from(len);
+                    if rest.len() < len {
+                        return Some(Err(WireError::OptionTruncated {
+                            code: code.into(),
+                            declared: len,
+                            available: rest.len(),
+                        }));
+                    }
+                    let (data, rest) = rest.split_at(len);
+                    self.bytes = rest;
+                    return Some(Ok(RawOption {
+                        code: code.into(),
+                        data,
+                    }));
+                }
+            }
+        }
+    }
 }
 
 /// The options of a whole DHCPv4 `message`, after checking its length and magic cookie.

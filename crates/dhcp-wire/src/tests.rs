@@ -28,6 +28,36 @@ fn v4_walk_skips_pads_and_stops_at_end() {
 }
 
 #[test]
+fn the_walk_goes_one_option_at_a_time_and_stops_for_good() {
+    let mut walk = walk_v4(&[0, 1, 1, 7, 255, 2, 1, 9]);
+    assert_eq!(
+        walk.next(),
+        Some(Ok(RawOption {
+            code: 1,
+            data: &[7]
+        }))
+    );
+    assert_eq!(walk.next(), None);
+    assert!(walk.ended(), "stopped at End");
+    assert_eq!(walk.next(), None, "nothing after End");
+    // A truncated option is the last item.
+    let mut walk = walk_v4(&[1, 1, 7, 2, 5, 0]);
+    assert_eq!(
+        walk.next(),
+        Some(Ok(RawOption {
+            code: 1,
+            data: &[7]
+        }))
+    );
+    assert!(matches!(
+        walk.next(),
+        Some(Err(WireError::OptionTruncated { code: 2, .. }))
+    ));
+    assert_eq!(walk.next(), None);
+    assert!(!walk.ended());
+}
+
+#[test]
 fn v4_walk_reports_truncation() {
     assert_eq!(
         read_v4(&[60, 9, b'B']),

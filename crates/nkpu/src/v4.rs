@@ -385,29 +385,23 @@ fn check_vendor_class(options: &[RawOption<'_>]) -> Result<(), DecodeError> {
 /// [`DecodeError::MissingVendorClass`], and says it without listing the options. Most of what a
 /// client or a WDS server hears on a busy segment is such an ordinary DHCP message. Anything
 /// else (a vendor class, or a fault the full walk names) takes the full walk.
-fn plainly_not_network_unlock(mut options: &[u8]) -> bool {
+fn plainly_not_network_unlock(options: &[u8]) -> bool {
     let mut seen = [false; 256];
-    while let Some((&code, rest)) = options.split_first() {
-        match code {
-            0 => options = rest,
-            255 => return true,
-            OPT_VENDOR_CLASS | OPT_OVERLOAD => return false,
-            _ => {
-                let Some((&len, rest)) = rest.split_first() else {
-                    return false;
-                };
-                let len = usize::from(len);
-                let slot = &mut seen[usize::from(code)];
-                if rest.len() < len || *slot {
-                    return false;
-                }
-                *slot = true;
-                options = &rest[len..];
-            }
+    let mut walk = dhcp_wire::walk_v4(options);
+    for option in &mut walk {
+        let Ok(option) = option else {
+            return false;
+        };
+        let Some(slot) = seen.get_mut(usize::from(option.code)) else {
+            return false;
+        };
+        if *slot || option.code == OPT_VENDOR_CLASS.into() || option.code == OPT_OVERLOAD.into() {
+            return false;
         }
+        *slot = true;
     }
-    // No End: the full walk names the fault.
-    false
+    // Without an End, the full walk names the fault.
+    walk.ended()
 }
 
 /// Option 125: enterprise 311, data length 130, sub-option 1 of 128 bytes.
