@@ -205,15 +205,14 @@ pub fn run(root: &Path) -> Result<()> {
     let mut all: Vec<Vec<Measured>> = sizes.iter().map(|_| Vec::new()).collect();
     for run in 1..=runs {
         for (i, &clients) in sizes.iter().enumerate() {
-            let before = crate::bench::openssl_rsa2048_sign_per_second(OPENSSL_SECONDS)?;
-            let mut m = storm(&nulab, &dir, clients, before)?;
-            m.openssl_after = crate::bench::openssl_rsa2048_sign_per_second(OPENSSL_SECONDS)?;
+            let m = storm(&nulab, &dir, clients)?;
             println!(
                 "storm of {clients} (run {run}/{runs}): {:.2} s wall, {:.2} s CPU, peak {:.0} MiB; \
-                 OpenSSL {before:.0}/s before, {:.0}/s after, ratio {:.2}{}",
+                 OpenSSL {:.0}/s before, {:.0}/s after, ratio {:.2}{}",
                 m.wall.as_secs_f64(),
                 m.cpu.as_secs_f64(),
                 m.peak_mib,
+                m.openssl_before,
                 m.openssl_after,
                 m.cpu_ratio(),
                 if m.steady() {
@@ -324,8 +323,10 @@ pub fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One storm of `clients` as its own process: wall time, CPU time and peak memory.
-fn storm(nulab: &Path, dir: &Path, clients: usize, openssl_before: f64) -> Result<Measured> {
+/// One storm of `clients` as its own process: wall time, CPU time and peak memory, with
+/// OpenSSL's rate measured right before and right after it.
+fn storm(nulab: &Path, dir: &Path, clients: usize) -> Result<Measured> {
+    let openssl_before = crate::bench::openssl_rsa2048_sign_per_second(OPENSSL_SECONDS)?;
     let file = dir.join(format!("boot-storm-{clients}.toml"));
     std::fs::write(&file, scenario_text(clients))
         .with_context(|| format!("writing {}", file.display()))?;
@@ -365,14 +366,15 @@ fn storm(nulab: &Path, dir: &Path, clients: usize, openssl_before: f64) -> Resul
             dir.display()
         );
     }
+    // After the storm's CPU time is read: `openssl` is a child of this process too.
+    let openssl_after = crate::bench::openssl_rsa2048_sign_per_second(OPENSSL_SECONDS)?;
     Ok(Measured {
         clients,
         wall,
         cpu,
         peak_mib: peak_kib as f64 / 1024.0,
         openssl_before,
-        // Measured after the storm by the caller.
-        openssl_after: openssl_before,
+        openssl_after,
         decrypt_cpu: Duration::from_millis(decrypt_ticks * 10),
     })
 }
